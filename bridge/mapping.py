@@ -1,0 +1,352 @@
+"""The mapping engine: protocol events → normalised values → MIDI bytes.
+
+Pure: the engine holds per-stream state (smoothing, auto range, rate limits,
+voice allocation) but does no I/O and reads no clock; time comes in with the
+event (``Event.t``) or as ``now`` to :meth:`Engine.flush_due`.
+
+Each :class:`Mapped` carries what every kind of output needs: MIDI outputs send
+``midi`` now and ``later`` after ``length`` seconds; sound outputs (sine, pyo,
+OSC out) use ``norm`` (0..1, NaN for the alarm) and ``voice``.
+
+>>> from trainsound.bridge.config import default
+>>> from trainsound.bridge.protocol import parse_event
+>>> eng = Engine(default())
+>>> [m] = eng.map(parse_event("/nn/r/grad_norm/fc1", (1.0,), 0.0, b""))
+>>> (m.stream, m.voice, m.channel, round(m.norm, 3), m.midi[0].hex())
+(('r', 'fc1'), 0, 1, 0.667, '904c60')
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import insort
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from . import midi_bytes as mb
+from .config import AlarmOptions, Config, Rule
+from .protocol import Event, value_index
+from .scales import linear_scale, log_scale, quantize
+
+ADDRESS_CACHE_SIZE = 65_536
+_AUTO_REFRESH = 16
+_AUTO_MIN_SAMPLES = 2
+
+
+class Mapped(NamedTuple):
+    """One rule's result for one event (or a rate-limited value released later)."""
+
+    t: float
+    rule: int
+    """Index of the rule in the config; -1 for an alarm not tied to a rule."""
+    rule_name: str
+    target: str
+    stream: tuple[str, ...]
+    """Capture values that key the voice, e.g. ``("run1", "fc1")``."""
+    voice: int
+    value: float
+    """The raw input value."""
+    norm: float
+    """Mapped value in 0..1 after scaling, clamp, invert and smoothing; NaN = alarm."""
+    channel: int
+    midi: tuple[bytes, ...]
+    later: tuple[bytes, ...]
+    """Messages due ``length`` seconds after ``t`` (note-offs, alarm release)."""
+    length: float
+
+    @property
+    def alarm(self) -> bool:
+        return self.norm != self.norm
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``/nn/{run}/grad_norm/{layer}`` → a regex with named groups; ``*`` matches one segment part.
+
+    >>> compile_pattern("/nn/{run}/loss").fullmatch("/nn/a/loss").groupdict()
+    {'run': 'a'}
+    """
+    out = []
+    for token in re.split(r"(\{\w+\}|\*)", pattern):
+        if token == "*":
+            out.append("[^/]*")
+        elif token.startswith("{") and token.endswith("}"):
+            out.append(f"(?P<{token[1:-1]}>[^/]+)")
+        else:
+            out.append(re.escape(token))
+    return re.compile("".join(out))
+
+
+@dataclass
+class AutoRange:
+    """Robust running range over a stream's whole history.
+
+    A reservoir of at most ``size`` values, halved (every other one kept) when
+    full, so it spans the whole run; the range is its 2nd..98th percentile.
+    Works on log10 while every value seen is positive (norms span decades).
+    """
+
+    size: int
+    values: list[float] = field(default_factory=list)
+    log: bool = True
+    lo: float = 0.0
+    hi: float = 0.0
+    since: int = 0
+    stride: int = 1
+    skip: int = 0
+
+    def norm(self, x: float) -> float:
+        if self.log and x <= 0.0:
+            # A non-positive value: from now on this stream is linear.
+            self.log = False
+            self.values = [10.0**v for v in self.values]
+            self.since = _AUTO_REFRESH
+        v = math.log10(x) if self.log else x
+        self.skip += 1
+        if self.skip >= self.stride:
+            self.skip = 0
+            insort(self.values, v)
+            if len(self.values) > self.size:
+                self.values = self.values[::2]
+                self.stride *= 2
+        self.since += 1
+        if self.since >= _AUTO_REFRESH or len(self.values) <= _AUTO_REFRESH:
+            self.since = 0
+            n = len(self.values)
+            self.lo = self.values[int(0.02 * (n - 1))]
+            self.hi = self.values[int(math.ceil(0.98 * (n - 1)))]
+        if len(self.values) < _AUTO_MIN_SAMPLES or self.hi <= self.lo:
+            return 0.5
+        return (v - self.lo) / (self.hi - self.lo)
+
+
+@dataclass
+class _Stream:
+    smoothed: float | None = None
+    last_code: int = -1
+    last_sent: float = -math.inf
+    pending: Mapped | None = None
+    pending_code: int = -1
+    auto: AutoRange | None = None
+
+
+@dataclass
+class Counters:
+    mapped: int = 0
+    unmapped: int = 0
+    thinned: int = 0
+    unchanged: int = 0
+    voice_limit: int = 0
+    nonfinite: int = 0
+    alarms: int = 0
+
+
+class Engine:
+    """Applies the config's rules to events."""
+
+    def __init__(self, config: Config, max_voices: int = 256) -> None:
+        self.rules: tuple[Rule, ...] = config.mappings
+        self.alarm_opts: AlarmOptions = config.alarm
+        self.max_voices = max_voices
+        self.patterns = [compile_pattern(r.match) for r in self.rules]
+        self._cache: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+        self._streams: dict[tuple[int, tuple[str, ...]], _Stream] = {}
+        self._voices: dict[tuple[str, ...], dict[tuple[str, ...], int]] = {}
+        self._last_alarm: dict[str, float] = {}
+        self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
+        self.counters = Counters()
+        excluded = {self.alarm_opts.channel, mb.DRUM_CHANNEL}
+        self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
+
+    # -- matching ---------------------------------------------------------
+    def _matches(self, address: str) -> list[tuple[int, tuple[str, ...]]]:
+        hit = self._cache.get(address)
+        if hit is not None:
+            return hit
+        hit = []
+        for i, (rule, pat) in enumerate(zip(self.rules, self.patterns)):
+            m = pat.fullmatch(address)
+            if m is None:
+                continue
+            groups = m.groupdict()
+            names = rule.voice_by if rule.voice_by is not None else tuple(groups)
+            hit.append((i, tuple(groups[n] for n in names)))
+        if len(self._cache) >= ADDRESS_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[address] = hit
+        return hit
+
+    def voice_of(self, rule: Rule, stream: tuple[str, ...]) -> int | None:
+        """Voice index of a stream, allocated in first-seen order, shared by rules keyed alike."""
+        key = rule.voice_by if rule.voice_by is not None else rule.captures
+        table = self._voices.setdefault(key, {})
+        v = table.get(stream)
+        if v is None:
+            if len(table) >= self.max_voices:
+                return None
+            v = table[stream] = len(table)
+        return v
+
+    def voices(self) -> dict[str, list[str]]:
+        """Voice tables for status reports: ``{"run,layer": ["r1/fc1", …]}``."""
+        return {",".join(k): ["/".join(s) for s in t] for k, t in self._voices.items()}
+
+    # -- mapping ----------------------------------------------------------
+    def map(self, ev: Event) -> list[Mapped]:
+        """Map one event through every matching rule."""
+        out: list[Mapped] = []
+        finite = ev.finite
+        if not finite:
+            self.counters.nonfinite += 1
+        if ev.kind == "event" and ev.name == "nan":
+            self._alarm(ev, -1, "alarm", (ev.run,), 0, out)
+        matches = self._matches(ev.address)
+        if not matches:
+            if not out:
+                self.counters.unmapped += 1
+            return out
+        for rule_idx, stream in matches:
+            rule = self.rules[rule_idx]
+            voice = self.voice_of(rule, stream)
+            if voice is None:
+                self.counters.voice_limit += 1
+                continue
+            if not ev.values:
+                continue
+            try:
+                idx = value_index(ev.kind, rule.arg)
+                x = ev.values[idx]
+            except (ValueError, IndexError):
+                self.counters.unmapped += 1
+                continue
+            if not math.isfinite(x) or (not finite and not out):
+                self._alarm(ev, rule_idx, rule.name, stream, voice, out)
+                continue
+            m = self._map_value(ev.t, rule_idx, rule, stream, voice, x)
+            if m is not None:
+                out.append(m)
+        return out
+
+    def _alarm(self, ev: Event, rule_idx: int, name: str, stream: tuple[str, ...], voice: int, out: list[Mapped]) -> None:
+        a = self.alarm_opts
+        last = self._last_alarm.get(ev.address, -math.inf)
+        loud = ev.t - last >= a.min_interval
+        if loud:
+            self._last_alarm[ev.address] = ev.t
+            self.counters.alarms += 1
+            midi: tuple[bytes, ...] = (mb.note_on(a.channel, a.note, a.velocity), mb.control_change(a.channel, a.cc, a.cc_value))
+            later: tuple[bytes, ...] = (mb.note_off(a.channel, a.note), mb.control_change(a.channel, a.cc, 0))
+        elif any(m.alarm for m in out):
+            return
+        else:
+            midi = later = ()
+        x = ev.values[0] if ev.values else math.nan
+        out.append(Mapped(ev.t, rule_idx, name, "alarm", stream, voice, x, math.nan, a.channel, midi, later, a.length))
+
+    def _normalise(self, st: _Stream, rule: Rule, x: float) -> float:
+        if rule.scale == "linear":
+            n = linear_scale(x, *rule.range)
+        elif rule.scale == "log":
+            n = log_scale(x, *rule.range)
+        else:
+            if st.auto is None:
+                st.auto = AutoRange(rule.auto_window)
+            n = st.auto.norm(x)
+        if rule.clamp or not math.isfinite(n):
+            n = 0.0 if n < 0.0 else 1.0 if n > 1.0 else n
+        if rule.invert:
+            n = 1.0 - n
+        if rule.smooth > 0.0:
+            n = n if st.smoothed is None else rule.smooth * st.smoothed + (1.0 - rule.smooth) * n
+            st.smoothed = n
+        return n
+
+    def _map_value(self, t: float, rule_idx: int, rule: Rule, stream: tuple[str, ...], voice: int, x: float) -> Mapped | None:
+        key = (rule_idx, stream)
+        st = self._streams.get(key)
+        if st is None:
+            st = self._streams[key] = _Stream()
+        n = self._normalise(st, rule, x)
+        if rule.voices == "channel":
+            channel = self._channel(rule.channel, voice)
+        else:
+            channel = rule.channel
+        target = rule.target
+        interval = 1.0 / rule.rate_limit if rule.rate_limit > 0 else 0.0
+        if target == "note":
+            if t - st.last_sent < interval:
+                self.counters.thinned += 1
+                return None
+            lo, hi = rule.notes
+            if rule.voices == "band":
+                nbands = max(1, (hi - lo + 1) // rule.band_width)
+                lo = lo + (voice % nbands) * rule.band_width
+                hi = min(hi, lo + rule.band_width - 1)
+            pitch = quantize(lo + min(max(n, 0.0), 1.0) * (hi - lo), rule.musical_scale, rule.root)
+            while pitch > hi:
+                pitch = quantize(pitch - 1, rule.musical_scale, rule.root)
+            while pitch < lo:
+                pitch = quantize(pitch + 1, rule.musical_scale, rule.root)
+            pitch = max(0, min(127, pitch))
+            st.last_sent = t
+            self.counters.mapped += 1
+            return Mapped(
+                t, rule_idx, rule.name, target, stream, voice, x, n, channel,
+                (mb.note_on(channel, pitch, rule.velocity),), (mb.note_off(channel, pitch),), rule.length,
+            )
+        c = min(max(n, 0.0), 1.0)
+        if target == "cc":
+            code = int(round(c * 127))
+            midi: tuple[bytes, ...] = (mb.control_change(channel, rule.cc, code),)
+        elif target == "cc14":
+            code = int(round(c * 16383))
+            midi = (mb.control_change(channel, rule.cc, code >> 7), mb.control_change(channel, rule.cc + 32, code & 0x7F))
+        elif target == "pitchbend":
+            code = int(round(c * 16383))
+            midi = (mb.pitch_bend(channel, code),)
+        else:  # pressure
+            code = int(round(c * 127))
+            midi = (mb.channel_pressure(channel, code),)
+        m = Mapped(t, rule_idx, rule.name, target, stream, voice, x, n, channel, midi, (), 0.0)
+        if code == st.last_code and st.pending is None:
+            self.counters.unchanged += 1
+            return None
+        if t - st.last_sent < interval:
+            # Hold the newest value; flush_due() sends it when the interval is over.
+            if st.pending is not None:
+                self.counters.thinned += 1
+            st.pending, st.pending_code = m, code
+            self._pending[key] = None
+            return None
+        st.pending = None
+        st.last_code, st.last_sent = code, t
+        self.counters.mapped += 1
+        return m
+
+    def _channel(self, base: int, voice: int) -> int:
+        chans = self._free_channels
+        if base in chans:
+            start = chans.index(base)
+            return chans[(start + voice) % len(chans)]
+        return base if voice == 0 else chans[(voice - 1) % len(chans)]
+
+    def flush_due(self, now: float) -> list[Mapped]:
+        """Release rate-limited values whose interval is over (call periodically)."""
+        out: list[Mapped] = []
+        if not self._pending:
+            return out
+        for key in list(self._pending):
+            st = self._streams[key]
+            m = st.pending
+            if m is None:
+                del self._pending[key]
+                continue
+            rule = self.rules[key[0]]
+            if now - st.last_sent >= 1.0 / rule.rate_limit:
+                st.pending = None
+                del self._pending[key]
+                if st.pending_code != st.last_code:
+                    st.last_code, st.last_sent = st.pending_code, now
+                    self.counters.mapped += 1
+                    out.append(m._replace(t=now))
+        return out

@@ -1,0 +1,1 @@
+"""Session-side patches: pyo patch set and SuperCollider patch."""

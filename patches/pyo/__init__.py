@@ -1,0 +1,1 @@
+"""The pyo patch set (see patches/pyo/README or docs)."""
