@@ -38,6 +38,7 @@ class Mapped(NamedTuple):
     """One rule's result for one event (or a rate-limited value released later)."""
 
     t: float
+    run: str
     rule: int
     """Index of the rule in the config; -1 for an alarm not tied to a rule."""
     rule_name: str
@@ -222,7 +223,7 @@ class Engine:
             if not math.isfinite(x) or (not finite and not out):
                 self._alarm(ev, rule_idx, rule.name, stream, voice, out)
                 continue
-            m = self._map_value(ev.t, rule_idx, rule, stream, voice, x)
+            m = self._map_value(ev.t, ev.run, rule_idx, rule, stream, voice, x)
             if m is not None:
                 out.append(m)
         return out
@@ -241,7 +242,7 @@ class Engine:
         else:
             midi = later = ()
         x = ev.values[0] if ev.values else math.nan
-        out.append(Mapped(ev.t, rule_idx, name, "alarm", stream, voice, x, math.nan, a.channel, midi, later, a.length))
+        out.append(Mapped(ev.t, ev.run, rule_idx, name, "alarm", stream, voice, x, math.nan, a.channel, midi, later, a.length))
 
     def _normalise(self, st: _Stream, rule: Rule, x: float) -> float:
         if rule.scale == "linear":
@@ -261,7 +262,7 @@ class Engine:
             st.smoothed = n
         return n
 
-    def _map_value(self, t: float, rule_idx: int, rule: Rule, stream: tuple[str, ...], voice: int, x: float) -> Mapped | None:
+    def _map_value(self, t: float, run: str, rule_idx: int, rule: Rule, stream: tuple[str, ...], voice: int, x: float) -> Mapped | None:
         key = (rule_idx, stream)
         st = self._streams.get(key)
         if st is None:
@@ -291,7 +292,7 @@ class Engine:
             st.last_sent = t
             self.counters.mapped += 1
             return Mapped(
-                t, rule_idx, rule.name, target, stream, voice, x, n, channel,
+                t, run, rule_idx, rule.name, target, stream, voice, x, n, channel,
                 (mb.note_on(channel, pitch, rule.velocity),), (mb.note_off(channel, pitch),), rule.length,
             )
         c = min(max(n, 0.0), 1.0)
@@ -307,7 +308,7 @@ class Engine:
         else:  # pressure
             code = int(round(c * 127))
             midi = (mb.channel_pressure(channel, code),)
-        m = Mapped(t, rule_idx, rule.name, target, stream, voice, x, n, channel, midi, (), 0.0)
+        m = Mapped(t, run, rule_idx, rule.name, target, stream, voice, x, n, channel, midi, (), 0.0)
         if code == st.last_code and st.pending is None:
             self.counters.unchanged += 1
             return None

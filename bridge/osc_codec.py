@@ -7,7 +7,7 @@ of one ``struct`` call.
 
 >>> decode_message(encode_message("/nn/a/loss", [0.5]))
 ('/nn/a/loss', (0.5,))
->>> [m for _, m in iter_packet(encode_bundle([encode_message("/x", [1])]), 0.0)]
+>>> [m for _, _, m in decode_packet(encode_bundle([encode_message("/x", [1])]))]
 [('/x', (1,))]
 """
 
@@ -153,17 +153,30 @@ def unix_to_timetag(t: float) -> int:
     return ((secs + NTP_EPOCH_OFFSET) << 32) | int((t - secs) * 4294967296.0)
 
 
-def iter_packet(data: bytes, timetag_unix: float | None, depth: int = 0) -> Iterator[tuple[float | None, Message]]:
-    """Yield ``(when, message)`` for every message in a datagram.
+Packet = list[tuple[float | None, bytes, Message]]
 
-    ``when`` is the bundle's timetag in Unix seconds, or ``None`` for "now"
-    (a plain message, or timetag 1). The whole datagram is validated before
-    anything is yielded, so a bad bundle never half-plays.
+
+def decode_packet(data: bytes) -> Packet:
+    """Decode a datagram into ``[(when, raw_message, (address, args)), ...]``.
+
+    ``when`` is the enclosing bundle's timetag in Unix seconds, or ``None`` for
+    "now" (a plain message, or timetag 1). The whole datagram is validated
+    before anything is returned, so a bad bundle never half-plays.
     """
-    return iter(list(_walk(data, timetag_unix, depth)))
+    if data[:1] == b"/":
+        return [(None, data, decode_message(data))]
+    if data[:8] != BUNDLE_TAG:
+        raise OSCDecodeError("not_osc", "datagram is neither a message nor a bundle")
+    return list(_walk(data, None, 0))
 
 
-def _walk(data: bytes, when: float | None, depth: int) -> Iterator[tuple[float | None, Message]]:
+def iter_packet(data: bytes, timetag_unix: float | None = None) -> Iterator[tuple[float | None, Message]]:
+    """Yield ``(when, (address, args))`` for every message in a datagram (see :func:`decode_packet`)."""
+    for when, _raw, msg in _walk(data, timetag_unix, 0) if timetag_unix is not None else decode_packet(data):
+        yield when, msg
+
+
+def _walk(data: bytes, when: float | None, depth: int) -> Iterator[tuple[float | None, bytes, Message]]:
     if data[:8] == BUNDLE_TAG:
         if depth >= MAX_BUNDLE_DEPTH:
             raise OSCDecodeError("bundle_too_deep", f"bundles nested deeper than {MAX_BUNDLE_DEPTH}")
@@ -185,7 +198,7 @@ def _walk(data: bytes, when: float | None, depth: int) -> Iterator[tuple[float |
             yield from _walk(data[pos : pos + size], inner, depth + 1)
             pos += size
         return
-    yield when, decode_message(data)
+    yield when, data, decode_message(data)
 
 
 def _pad(b: bytes) -> bytes:

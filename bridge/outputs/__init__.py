@@ -35,8 +35,11 @@ class Output(Protocol):
 
     name: str
 
-    def handle(self, event: Event, mapped: Sequence[Mapped]) -> None:
-        """Take one event and its mapped values (receive thread; must not block)."""
+    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        """Take one event and its mapped values (receive thread; must not block).
+
+        ``event`` is ``None`` for values the engine released later (rate limits).
+        """
 
     def tick(self, now: float) -> None:
         """Periodic housekeeping: due note-offs, reconnects, file flushes."""
@@ -71,16 +74,18 @@ class NoteScheduler:
     >>> s.start(0.0, (bytes((0x90, 60, 100)),), (bytes((0x80, 60, 0)),), 0.1)
     [b'\\x90<d']
     >>> s.due(0.2)
-    [b'\\x80<\\x00']
+    [(0.1, b'\\x80<\\x00', '')]
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, tuple[bytes, ...]]] = []
+        self._heap: list[tuple[float, int, tuple[bytes, ...], str]] = []
         self._seq = 0
         self._sounding: dict[tuple[int, int], int] = {}  # (status&0x0F, note) → seq of its pending off
         self.channels: set[int] = set()
 
-    def start(self, t: float, now_msgs: Sequence[bytes], later: tuple[bytes, ...], length: float) -> list[bytes]:
+    def start(self, t: float, now_msgs: Sequence[bytes], later: tuple[bytes, ...], length: float,
+              tag: str = "") -> list[bytes]:
+        """Messages to send at ``t`` (retrigger note-offs first); ``later`` is queued with ``tag``."""
         out: list[bytes] = []
         for msg in now_msgs:
             self.channels.add((msg[0] & 0x0F) + 1)
@@ -91,21 +96,22 @@ class NoteScheduler:
                 self._sounding[key] = self._seq
             out.append(msg)
         if later:
-            heapq.heappush(self._heap, (t + length, self._seq, later))
+            heapq.heappush(self._heap, (t + length, self._seq, later, tag))
             self._seq += 1
         return out
 
-    def due(self, now: float) -> list[bytes]:
-        out: list[bytes] = []
+    def due(self, now: float) -> list[tuple[float, bytes, str]]:
+        """``(due_time, message, tag)`` for every ``later`` message due by ``now``."""
+        out: list[tuple[float, bytes, str]] = []
         while self._heap and self._heap[0][0] <= now:
-            _, seq, msgs = heapq.heappop(self._heap)
+            when, seq, msgs, tag = heapq.heappop(self._heap)
             for msg in msgs:
                 if len(msg) == 3 and msg[0] & 0xF0 == 0x80:
                     key = (msg[0] & 0x0F, msg[1])
                     if self._sounding.get(key) != seq:
                         continue  # retriggered since: that newer note owns the off
                     del self._sounding[key]
-                out.append(msg)
+                out.append((when, msg, tag))
         return out
 
     def next_due(self) -> float | None:

@@ -1,0 +1,282 @@
+"""The ``trainsound`` command. Only :func:`main` turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from . import config as cfgmod
+from .errors import TrainsoundError
+from .protocol import DEFAULT_HOST, DEFAULT_PORT
+
+log = logging.getLogger("trainsound")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+DEFAULT_OSC_OUT_PORT = 57120  # SuperCollider's language port
+#: Subcommands that live in their own modules (each exposes ``add_parser(subparsers)``).
+PLUGIN_COMMANDS = ("render", "devices", "status", "demo")
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def load_config(path: str | None) -> cfgmod.Config:
+    return cfgmod.load(path) if path else cfgmod.default()
+
+
+# -- shared output flags ------------------------------------------------------
+def add_output_args(p: argparse.ArgumentParser, *, live_midi_default: bool) -> None:
+    g = p.add_argument_group("outputs")
+    g.add_argument("--midi-api", choices=cfgmod.MIDI_APIS, help="MIDI API (default from config: auto)")
+    if live_midi_default:
+        m = g.add_mutually_exclusive_group()
+        m.add_argument("--midi-port", metavar="NAME", help="connect to an existing MIDI port (name substring)")
+        m.add_argument("--no-midi", action="store_true", help="no live MIDI output")
+    else:
+        g.add_argument("--midi-port", metavar="NAME", help="play to an existing MIDI port (name substring)")
+        g.add_argument("--midi", action="store_true", help="play to a virtual MIDI port 'trainsound:out'")
+    g.add_argument("--midi-file", metavar="FILE", help="write a Standard MIDI File")
+    g.add_argument("--osc-out", metavar="[HOST:]PORT", help=f"forward mapped values over OSC (default port {DEFAULT_OSC_OUT_PORT})")
+    g.add_argument("--wav", metavar="FILE", help="render the internal sine voices to a WAV file")
+    g.add_argument("--audio", action="store_true", help="play the internal sine voices on the sound card")
+    g.add_argument("--audio-device", metavar="NAME|INDEX", help="sound card for --audio (see 'trainsound devices')")
+    g.add_argument("--preset", metavar="NAME", help="a named mapping + renderer mode: continuous, perone, sonnify-loss")
+    g.add_argument("--pyo-patch", metavar="NAME|FILE", help="play a pyo patch (patches/pyo) on the sound card")
+    g.add_argument("--pyo-audio", choices=("jack", "portaudio"), default="jack", help="pyo's audio driver")
+
+
+def parse_osc_target(text: str) -> tuple[str, int]:
+    if text.isdigit():
+        return DEFAULT_HOST, int(text)
+    if ":" not in text:
+        return text, DEFAULT_OSC_OUT_PORT
+    return cfgmod.parse_hostport(text, "--osc-out")
+
+
+def output_specs(args: argparse.Namespace, config: cfgmod.Config, *, live_midi_default: bool) -> list[Any]:
+    from .daemon import OutputSpec
+
+    specs: list[OutputSpec] = []
+    if getattr(args, "record", None):
+        specs.append(OutputSpec("record", {"path": args.record}, required=True))
+    want_midi = (not args.no_midi and config.midi.enabled) if live_midi_default else (args.midi or bool(args.midi_port))
+    if want_midi:
+        specs.append(OutputSpec("midi", {"port": args.midi_port, "api": args.midi_api}))
+    if args.midi_file:
+        specs.append(OutputSpec("midi_file", {"path": args.midi_file}, required=True))
+    if args.osc_out:
+        specs.append(OutputSpec("osc", {"target": parse_osc_target(args.osc_out)}))
+    if args.wav or args.audio:
+        specs.append(OutputSpec(
+            "sine",
+            {"wav": args.wav, "live": args.audio, "device": args.audio_device, "preset": args.preset or "continuous"},
+            required=bool(args.wav) and not args.audio,
+        ))
+    if args.pyo_patch:
+        specs.append(OutputSpec("pyo", {"patch": args.pyo_patch, "audio": args.pyo_audio}))
+    return specs
+
+
+def apply_preset(config: cfgmod.Config, name: str | None) -> cfgmod.Config:
+    if not name:
+        return config
+    presets = importlib.import_module("trainsound.bridge.presets")
+    result: cfgmod.Config = presets.apply_preset(config, name)
+    return result
+
+
+# -- commands -----------------------------------------------------------------
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    config = apply_preset(load_config(args.config), args.preset)
+    changes: dict[str, Any] = {}
+    if args.listen:
+        changes["listen"] = cfgmod.parse_hostport(args.listen, "--listen")
+    if args.stats_interval is not None:
+        changes["stats_interval"] = args.stats_interval
+    if changes:
+        config = cfgmod.with_bridge(config, **changes)
+    if args.midi_api:
+        config = cfgmod.with_midi(config, api=args.midi_api)
+    return Daemon(config, output_specs(args, config, live_midi_default=True)).run()
+
+
+def parse_send_arg(text: str) -> Any:
+    """Type a shell word for OSC: ``i:``/``f:``/``s:`` prefixes force a type, else int, float, string.
+
+    >>> [parse_send_arg(w) for w in ("3", "0.5", "nan", "fc1", "s:12", "f:2")]
+    [3, 0.5, nan, 'fc1', '12', 2.0]
+    """
+    if len(text) > 2 and text[1] == ":" and text[0] in "ifs":
+        kind, rest = text[0], text[2:]
+        return int(rest) if kind == "i" else float(rest) if kind == "f" else rest
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from .osc_codec import encode_message
+
+    host, port = cfgmod.parse_hostport(args.to, "--to")
+    try:
+        values = [parse_send_arg(a) for a in args.args]
+    except ValueError as err:
+        raise TrainsoundError(f"bad argument: {err}") from err
+    if not args.address.startswith("/"):
+        raise TrainsoundError(f"OSC address must start with '/', got {args.address!r}")
+    data = encode_message(args.address, values)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(data, (host, port))
+        except OSError as err:
+            raise TrainsoundError(f"cannot send to {host}:{port}: {err.strerror}") from err
+    return EXIT_OK
+
+
+def cmd_ports(args: argparse.Namespace) -> int:
+    try:
+        import rtmidi
+    except ImportError as err:
+        raise TrainsoundError("listing MIDI ports needs python-rtmidi: pip install 'trainsound[bridge]'") from err
+    from .outputs.midi import _quiet_jack
+
+    _quiet_jack()
+    for api in rtmidi.get_compiled_api():
+        name = rtmidi.get_api_display_name(api)
+        try:
+            out = rtmidi.MidiOut(api, name="trainsound-ports")
+        except Exception as err:
+            print(f"{name}: unavailable ({err})")
+            continue
+        ports = out.get_ports()
+        out.delete()
+        print(f"{name}: {len(ports)} output port(s)")
+        for i, p in enumerate(ports):
+            print(f"  {i}: {p}")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    c = cfgmod.load(args.file)
+    print(f"{args.file}: ok — listen {c.bridge.listen[0]}:{c.bridge.listen[1]}, {len(c.mappings)} mapping rule(s)")
+    for i, r in enumerate(c.mappings):
+        print(f"  mappings[{i}] {r.name or '(unnamed)'}: {r.match} → {r.target} ({r.scale})")
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .daemon import build_outputs
+    from .pipeline import Pipeline
+    from .replay import replay
+    from .session import iter_messages
+
+    if args.dump:
+        for t, address, values in iter_messages(args.session):
+            vals = [v.hex() if isinstance(v, bytes) else (None if isinstance(v, float) and math.isnan(v) else v)
+                    for v in values]
+            print(json.dumps({"t": t, "address": address, "args": vals}))
+        return EXIT_OK
+    config = apply_preset(load_config(args.config), args.preset)
+    if args.midi_api:
+        config = cfgmod.with_midi(config, api=args.midi_api)
+    specs = output_specs(args, config, live_midi_default=False)
+    if not specs:
+        raise TrainsoundError("replay needs at least one output (e.g. --midi-file out.mid, --wav out.wav, --midi)")
+    live = any(s.name in ("midi", "osc", "pyo") or s.options.get("live") for s in specs)
+    pipeline = Pipeline(config, build_outputs(config, specs))
+    n = replay(args.session, pipeline, realtime=args.realtime or live, speed=args.speed)
+    s = pipeline.stats.snapshot()
+    print(f"replayed {n} messages from {args.session} ({s['accepted']} accepted, {s['dropped_total']} dropped)",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainsound", description="Hear your neural network train.")
+    p.add_argument("--version", action="version", version=f"trainsound {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    b = sub.add_parser("bridge", help="run the bridge daemon: OSC in → MIDI / files / sound out",
+                       description="Run the bridge daemon. With no options: listen on 127.0.0.1:9150, built-in "
+                       "mapping, live MIDI on a virtual port 'trainsound:out'.")
+    b.add_argument("--config", metavar="FILE", help="TOML config (default: built-in mapping)")
+    b.add_argument("--listen", metavar="HOST:PORT", help=f"where to listen (default {DEFAULT_HOST}:{DEFAULT_PORT})")
+    b.add_argument("--record", metavar="FILE", help="record every accepted message to a session file")
+    b.add_argument("--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)")
+    add_output_args(b, live_midi_default=True)
+    b.set_defaults(func=cmd_bridge)
+
+    s = sub.add_parser("send", help="send one OSC message (a shell one-liner client)",
+                       description="Send one OSC message, e.g. trainsound send /nn/run1/loss 0.42. Words are typed "
+                       "int, float or string; force a type with i:, f: or s:.")
+    s.add_argument("address")
+    s.add_argument("args", nargs="*")
+    s.add_argument("--to", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", metavar="HOST:PORT", help="the bridge's address")
+    s.set_defaults(func=cmd_send)
+
+    sub.add_parser("ports", help="list MIDI output ports per MIDI API").set_defaults(func=cmd_ports)
+
+    c = sub.add_parser("check-config", help="validate a config file; errors name the key")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+
+    r = sub.add_parser("replay", help="feed a session recording through the mapping to any output",
+                       description="Replay a recording made with 'trainsound bridge --record'. File outputs are "
+                       "written as fast as possible on the recorded clock; live outputs play in real time.")
+    r.add_argument("session")
+    r.add_argument("--config", metavar="FILE")
+    r.add_argument("--realtime", action="store_true", help="pace the replay in real time")
+    r.add_argument("--speed", type=float, default=1.0, help="time factor with --realtime")
+    r.add_argument("--dump", action="store_true", help="print the recording as JSON lines")
+    add_output_args(r, live_midi_default=False)
+    r.set_defaults(func=cmd_replay)
+
+    for name in PLUGIN_COMMANDS:
+        module = f"trainsound.bridge.{name}"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except TrainsoundError as err:
+        print(f"trainsound: error: {err}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, cfgmod.ConfigError) else EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into e.g. `head`: stop quietly, like other Unix tools.
+        sys.stderr.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Live MIDI out through python-rtmidi: a virtual port, or an existing port by name.
+
+The API is a choice because ALSA does not exist on machines without a sound
+card; ``auto`` uses ALSA where its sequencer exists and JACK otherwise. The port
+is watched from a small thread: when the synth or JACK goes away the bridge
+keeps running, and it reconnects when they come back (start order does not
+matter). Shutdown ends every sounding note and sends all-notes-off on every
+channel used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..config import Config
+from ..errors import OutputUnavailable
+from ..mapping import Mapped
+from ..protocol import Event
+from . import NoteScheduler
+
+log = logging.getLogger(__name__)
+
+PORT_NAME = "out"
+RECONNECT_INTERVAL = 0.5
+
+
+def api_candidates(choice: str) -> list[str]:
+    """The rtmidi APIs to try, in order, for a config choice.
+
+    >>> api_candidates("jack")
+    ['jack']
+    """
+    if choice != "auto":
+        return [choice]
+    if sys.platform.startswith("linux"):
+        # ALSA's sequencer needs /dev/snd/seq; without it only JACK can work.
+        return ["alsa", "jack"] if os.path.exists("/dev/snd/seq") else ["jack"]
+    if sys.platform == "darwin":
+        return ["coremidi"]
+    if sys.platform == "win32":
+        return ["winmm"]
+    return ["jack"]
+
+
+_jack_quiet: list[Any] = []
+
+
+def _quiet_jack() -> None:
+    """Route libjack's own stderr chatter ("Cannot connect to server socket") to DEBUG."""
+    if _jack_quiet:
+        return
+    name = ctypes.util.find_library("jack")
+    if not name:
+        return
+    try:
+        lib = ctypes.CDLL(name)
+        cb_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+        cb = cb_type(lambda msg: log.debug("libjack: %s", msg.decode(errors="replace")))
+        lib.jack_set_error_function(cb)
+        lib.jack_set_info_function(cb)
+        _jack_quiet.append(cb)  # keep the callback alive
+    except (OSError, AttributeError):
+        pass
+
+
+class MidiOut:
+    """The ``midi`` output."""
+
+    name = "midi"
+
+    def __init__(self, config: Config, *, port: str | None = None, api: str | None = None,
+                 client_name: str | None = None) -> None:
+        try:
+            import rtmidi
+        except ImportError as err:
+            raise OutputUnavailable("live MIDI needs python-rtmidi: pip install 'trainsound[bridge]'") from err
+        self._rtmidi = rtmidi
+        opts = config.midi
+        self.api_choice = api or opts.api
+        self.port_wanted = port if port is not None else opts.port
+        self.client_name = client_name or opts.client_name
+        apis = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK", "coremidi": "API_MACOSX_CORE", "winmm": "API_WINDOWS_MM"}
+        compiled = set(rtmidi.get_compiled_api())
+        self._apis = []
+        for a in api_candidates(self.api_choice):
+            const = getattr(rtmidi, apis[a])
+            if const in compiled:
+                self._apis.append((a, const))
+        if not self._apis:
+            raise OutputUnavailable(
+                f"MIDI API {self.api_choice!r} is not available in this python-rtmidi build "
+                f"(compiled: {', '.join(rtmidi.get_api_name(c) for c in sorted(compiled))})"
+            )
+        if any(a == "jack" for a, _ in self._apis):
+            os.environ.setdefault("JACK_NO_START_SERVER", "1")  # never spawn a jackd behind the user's back
+            _quiet_jack()
+        self.sched = NoteScheduler()
+        self._lock = threading.Lock()
+        self._out: Any = None
+        self.api_used = ""
+        self.connected_to = ""
+        self.sent = 0
+        self.send_errors = 0
+        self.reconnects = 0
+        self._down_logged = False
+        self._stop = threading.Event()
+        self._connect()
+        if self._out is None:
+            log.warning("MIDI: %s; will connect when it appears", self._why)
+        self._watch = threading.Thread(target=self._watch_loop, name="trainsound-midi-watch", daemon=True)
+        self._watch.start()
+
+    # -- connection -------------------------------------------------------------
+    def _connect(self) -> None:
+        reasons = []
+        for api_name, const in self._apis:
+            try:
+                out = self._rtmidi.MidiOut(const, name=self.client_name)
+            except Exception as err:  # rtmidi raises SystemError (an OSError) when the API has no server
+                reasons.append(f"{api_name}: {err}")
+                continue
+            try:
+                if self.port_wanted:
+                    ports = out.get_ports()
+                    idx = next((i for i, p in enumerate(ports) if self.port_wanted in p), None)
+                    if idx is None:
+                        reasons.append(f"{api_name}: no port matching {self.port_wanted!r} (have: {ports})")
+                        out.delete()
+                        continue
+                    out.open_port(idx, PORT_NAME)
+                    target = ports[idx]
+                else:
+                    out.open_virtual_port(PORT_NAME)
+                    target = f"virtual port {self.client_name}:{PORT_NAME}"
+            except Exception as err:
+                reasons.append(f"{api_name}: {err}")
+                with contextlib.suppress(Exception):
+                    out.delete()
+                continue
+            with self._lock:
+                self._out = out
+            self.api_used, self.connected_to = api_name, target
+            if self._down_logged or self.reconnects:
+                log.warning("MIDI: connected to %s (%s)", target, api_name)
+            self._down_logged = False
+            return
+        self._why = "; ".join(reasons)
+
+    def _alive(self) -> bool:
+        """Ask the API afresh (a probe client) whether our port or its target still exists.
+
+        rtmidi keeps a dead JACK client's port list, so only a new client sees
+        that jackd or the synth went away.
+        """
+        const = dict(self._apis)[self.api_used]
+        try:
+            if self.port_wanted:
+                probe = self._rtmidi.MidiOut(const, name=f"{self.client_name}-watch")
+                ok = any(p == self.connected_to for p in probe.get_ports())
+            else:
+                probe = self._rtmidi.MidiIn(const, name=f"{self.client_name}-watch")
+                ok = any(p.startswith(f"{self.client_name}:") for p in probe.get_ports())
+            probe.delete()
+            return ok
+        except Exception:
+            return False
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(RECONNECT_INTERVAL):
+            if self._out is not None:
+                if self._alive():
+                    continue
+                log.warning("MIDI: lost %s (%s); reconnecting", self.connected_to, self.api_used)
+                with self._lock:
+                    old, self._out = self._out, None
+                with contextlib.suppress(Exception):
+                    old.delete()
+                self.reconnects += 1
+                self._down_logged = True
+            self._connect()
+
+    # -- Output protocol --------------------------------------------------------
+    def _send(self, msgs: Sequence[bytes]) -> None:
+        with self._lock:
+            out = self._out
+            if out is None:
+                return
+            for m in msgs:
+                try:
+                    out.send_message(m)
+                    self.sent += 1
+                except Exception:
+                    self.send_errors += 1
+
+    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        for m in mapped:
+            if m.midi:
+                self._send(self.sched.start(m.t, m.midi, m.later, m.length))
+
+    def tick(self, now: float) -> None:
+        due = self.sched.due(now)
+        if due:
+            self._send([msg for _, msg, _ in due])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._send(self.sched.release_all())
+        self._watch.join(timeout=2)
+        with self._lock:
+            out, self._out = self._out, None
+        if out is not None:
+            with contextlib.suppress(Exception):
+                out.close_port()
+            with contextlib.suppress(Exception):
+                out.delete()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": self._out is not None,
+            "api": self.api_used,
+            "port": self.connected_to,
+            "sent": self.sent,
+            "send_errors": self.send_errors,
+            "reconnects": self.reconnects,
+            "sounding": self.sched.sounding,
+        }
+
+    def describe(self) -> str:
+        if self._out is None:
+            return f"MIDI ({self.api_choice}): waiting for {self.port_wanted or 'a MIDI system'}"
+        return f"MIDI {self.connected_to} ({self.api_used})"

@@ -1,0 +1,150 @@
+"""Standard MIDI File output: real-time positions, one track per run.
+
+Events are kept in memory and the file is rewritten atomically (temp file +
+rename) every few seconds from a background thread, and once more on close —
+so the file on disk is always a complete, valid SMF up to its last flush, even
+after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..errors import OutputUnavailable
+from ..mapping import Mapped
+from ..protocol import Event
+from . import NoteScheduler
+
+log = logging.getLogger(__name__)
+
+TICKS_PER_BEAT = 480
+TEMPO = 500_000  # µs per beat (120 BPM): 960 ticks per second
+TICKS_PER_SECOND = TICKS_PER_BEAT * 1_000_000 / TEMPO
+FLUSH_INTERVAL = 2.0
+
+
+class MidiFileOut:
+    """The ``midi_file`` output (``--midi-file out.mid``)."""
+
+    name = "midi_file"
+
+    def __init__(self, config: Config, *, path: str | os.PathLike[str], flush_interval: float = FLUSH_INTERVAL) -> None:
+        try:
+            import mido
+        except ImportError as err:
+            raise OutputUnavailable("MIDI files need mido: pip install 'trainsound[bridge]'") from err
+        self._mido = mido
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab"):
+                pass
+        except OSError as err:
+            raise OutputUnavailable(f"{self.path}: cannot write MIDI file: {err.strerror}") from err
+        self.flush_interval = flush_interval
+        self.sched = NoteScheduler()
+        self.origin: float | None = None
+        self.tracks: dict[str, list[tuple[float, bytes]]] = {}
+        self._last_run = ""
+        self._dirty = False
+        self._next_flush = 0.0
+        self._saver: threading.Thread | None = None
+        self._save_lock = threading.Lock()
+        self.events = 0
+        self.saves = 0
+        self.errors = 0
+        self._write([])  # an empty but valid file from the start
+
+    def _track(self, run: str) -> list[tuple[float, bytes]]:
+        tr = self.tracks.get(run)
+        if tr is None:
+            tr = self.tracks[run] = []
+        return tr
+
+    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        for m in mapped:
+            if not m.midi:
+                continue
+            if self.origin is None:
+                self.origin = m.t
+            self._flush_due(m.t)
+            tr = self._track(m.run)
+            self._last_run = m.run
+            for msg in self.sched.start(m.t, m.midi, m.later, m.length, m.run):
+                tr.append((m.t, msg))
+            self.events += 1
+            self._dirty = True
+
+    def _flush_due(self, now: float) -> None:
+        for when, msg, run in self.sched.due(now):
+            self._track(run).append((when, msg))
+            self._dirty = True
+
+    def tick(self, now: float) -> None:
+        self._flush_due(now)
+        wall = time.monotonic()
+        if self._dirty and wall >= self._next_flush and (self._saver is None or not self._saver.is_alive()):
+            snapshot = {run: list(tr) for run, tr in self.tracks.items()}
+            self._dirty = False
+            self._saver = threading.Thread(target=self._write, args=(snapshot,), daemon=True)
+            self._saver.start()
+            self._next_flush = wall + self.flush_interval
+
+    def _build(self, tracks: dict[str, list[tuple[float, bytes]]] | list[Any]) -> Any:
+        mido = self._mido
+        mf = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
+        meta = mido.MidiTrack()
+        meta.append(mido.MetaMessage("track_name", name="trainsound", time=0))
+        meta.append(mido.MetaMessage("set_tempo", tempo=TEMPO, time=0))
+        meta.append(mido.MetaMessage("end_of_track", time=0))
+        mf.tracks.append(meta)
+        origin = self.origin or 0.0
+        for run, events in (tracks.items() if isinstance(tracks, dict) else []):
+            tr = mido.MidiTrack()
+            tr.append(mido.MetaMessage("track_name", name=run, time=0))
+            last = 0
+            for t, msg in sorted(events, key=lambda e: e[0]):
+                tick = max(0, int(round((t - origin) * TICKS_PER_SECOND)))
+                tr.append(mido.Message.from_bytes(msg, time=tick - last))
+                last = tick
+            tr.append(mido.MetaMessage("end_of_track", time=0))
+            mf.tracks.append(tr)
+        return mf
+
+    def _write(self, tracks: dict[str, list[tuple[float, bytes]]] | list[Any]) -> None:
+        with self._save_lock:
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            try:
+                self._build(tracks).save(str(tmp))
+                os.replace(tmp, self.path)
+                self.saves += 1
+            except OSError as err:
+                self.errors += 1
+                log.error("%s: cannot write MIDI file: %s", self.path, err)
+
+    def close(self) -> None:
+        if self._saver is not None:
+            self._saver.join()
+        # Pending note-offs at their own times, then all-notes-off just after the last event.
+        self._flush_due(math.inf)
+        last = max((t for tr in self.tracks.values() for t, _ in tr), default=self.origin or 0.0)
+        for msg in self.sched.release_all():
+            if msg[0] & 0xF0 == 0xB0:
+                self._track(self._last_run or "trainsound").append((last, msg))
+        self._write({run: list(tr) for run, tr in self.tracks.items()})
+        log.info("MIDI file %s: %d events in %d track(s)", self.path, self.events, len(self.tracks))
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self.errors == 0, "path": str(self.path), "events": self.events, "saves": self.saves,
+                "errors": self.errors}
+
+    def describe(self) -> str:
+        return f"MIDI file {self.path}"

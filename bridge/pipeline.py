@@ -1,0 +1,154 @@
+"""Events through the mapping engine to the outputs — live and offline alike.
+
+The daemon feeds datagrams as they arrive; ``replay``/``render`` feed recorded
+messages with their recorded times. Either way :meth:`Pipeline.tick` runs on
+the same clock as the events, so files written offline match a live run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .config import Config
+from .errors import OSCDecodeError
+from .mapping import Engine, Mapped
+from .osc_codec import Message, OscArg, decode_message, decode_packet
+from .outputs import Output
+from .protocol import Event, ProtocolError, parse_event
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+CONTROL_PREFIX = "/trainsound/"
+ControlHandler = Callable[[str, tuple[OscArg, ...], object], None]
+
+
+class Pipeline:
+    """Decode → validate → map → outputs, with counters."""
+
+    def __init__(
+        self,
+        config: Config,
+        outputs: Iterable[Output],
+        stats: Stats | None = None,
+        control: ControlHandler | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = Engine(config)
+        self.outputs: list[Output] = list(outputs)
+        self.stats = stats or Stats()
+        self.control = control
+        self._scheduled: list[tuple[float, int, bytes, Message, object]] = []
+        self._seq = 0
+        self._failed: dict[str, int] = {}
+
+    # -- input ---------------------------------------------------------------
+    def feed_datagram(self, data: bytes, now: float, sender: object = None) -> None:
+        """One UDP datagram (message or bundle) arriving at ``now``."""
+        self.stats.datagrams += 1
+        try:
+            items = decode_packet(data)
+        except OSCDecodeError as err:
+            self.stats.drop(err.reason, sender, f"{err} ({len(data)} bytes)")
+            return
+        horizon = self.config.bridge.schedule_horizon
+        for when, raw, msg in items:
+            if when is None or when <= now:
+                self._accept(now, raw, msg, sender)
+            elif when - now > horizon:
+                # Beyond the horizon: play now, counted, never held until memory runs out.
+                self.stats.note("beyond_horizon", sender, f"bundle {when - now:.1f} s ahead, beyond the horizon: played now")
+                self._accept(now, raw, msg, sender)
+            elif len(self._scheduled) >= self.config.bridge.schedule_queue:
+                self.stats.note("schedule_full", sender, "schedule queue full: bundle played now")
+                self._accept(now, raw, msg, sender)
+            else:
+                heapq.heappush(self._scheduled, (when, self._seq, raw, msg, sender))
+                self._seq += 1
+
+    def feed_message(self, t: float, raw: bytes, sender: object = "replay") -> None:
+        """One OSC message (as bytes) at time ``t`` — what session recordings hold."""
+        self.stats.datagrams += 1
+        try:
+            msg = decode_message(raw)
+        except OSCDecodeError as err:
+            self.stats.drop(err.reason, sender, str(err))
+            return
+        self._accept(t, raw, msg, sender)
+
+    def _accept(self, t: float, raw: bytes, msg: Message, sender: object) -> None:
+        self.stats.received += 1
+        address, args = msg
+        if address.startswith(CONTROL_PREFIX):
+            if self.control is not None:
+                self.control(address, args, sender)
+            else:
+                self.stats.drop("control_unsupported", sender, f"{address}: no control here")
+            return
+        try:
+            ev = parse_event(address, args, t, raw)
+        except ProtocolError as err:
+            self.stats.drop(err.reason, sender, str(err))
+            return
+        self.stats.accepted += 1
+        self.dispatch(ev, self.engine.map(ev))
+
+    def dispatch(self, ev: Event | None, mapped: list[Mapped]) -> None:
+        for out in self.outputs:
+            try:
+                out.handle(ev, mapped)
+            except Exception as err:  # an output's bug must not stop the others
+                self._output_failed(out, "handle", err)
+
+    def _output_failed(self, out: Output, where: str, err: BaseException) -> None:
+        self.stats.output_errors[out.name] += 1
+        n = self._failed.get(out.name, 0) + 1
+        self._failed[out.name] = n
+        if n == 1 or math.log2(n).is_integer():
+            log.error("output %s failed in %s (%d times): %s: %s", out.name, where, n, type(err).__name__, err)
+
+    # -- time ----------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Play due scheduled bundles, release rate-limited values, let outputs do housekeeping."""
+        sched = self._scheduled
+        while sched and sched[0][0] <= now:
+            when, _, raw, msg, sender = heapq.heappop(sched)
+            self._accept(when, raw, msg, sender)
+        due = self.engine.flush_due(now)
+        if due:
+            self.dispatch(None, due)
+        for out in self.outputs:
+            try:
+                out.tick(now)
+            except Exception as err:
+                self._output_failed(out, "tick", err)
+
+    def close(self, now: float | None = None) -> None:
+        """Play what is scheduled, then close every output (silence, finish files)."""
+        if now is not None:
+            self.tick(now)
+        while self._scheduled:
+            when, _, raw, msg, sender = heapq.heappop(self._scheduled)
+            self._accept(when, raw, msg, sender)
+        for out in self.outputs:
+            try:
+                out.close()
+            except Exception as err:
+                self._output_failed(out, "close", err)
+
+    def health(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for o in self.outputs:
+            try:
+                out[o.name] = o.health()
+            except Exception as err:
+                out[o.name] = {"ok": False, "error": str(err)}
+        return out
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._scheduled)
