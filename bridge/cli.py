@@ -49,7 +49,9 @@ def add_output_args(p: argparse.ArgumentParser, *, live_midi_default: bool) -> N
         g.add_argument("--midi-port", metavar="NAME", help="play to an existing MIDI port (name substring)")
         g.add_argument("--midi", action="store_true", help="play to a virtual MIDI port 'trainsound:out'")
     g.add_argument("--midi-file", metavar="FILE", help="write a Standard MIDI File")
-    g.add_argument("--osc-out", metavar="[HOST:]PORT", help=f"forward mapped values over OSC (default port {DEFAULT_OSC_OUT_PORT})")
+    g.add_argument(
+        "--osc-out", metavar="[HOST:]PORT", help=f"forward mapped values over OSC (default port {DEFAULT_OSC_OUT_PORT})"
+    )
     g.add_argument("--wav", metavar="FILE", help="render the internal sine voices to a WAV file")
     g.add_argument("--audio", action="store_true", help="play the internal sine voices on the sound card")
     g.add_argument("--audio-device", metavar="NAME|INDEX", help="sound card for --audio (see 'trainsound devices')")
@@ -80,11 +82,18 @@ def output_specs(args: argparse.Namespace, config: cfgmod.Config, *, live_midi_d
     if args.osc_out:
         specs.append(OutputSpec("osc", {"target": parse_osc_target(args.osc_out)}))
     if args.wav or args.audio:
-        specs.append(OutputSpec(
-            "sine",
-            {"wav": args.wav, "live": args.audio, "device": args.audio_device, "preset": args.preset or "continuous"},
-            required=bool(args.wav) and not args.audio,
-        ))
+        specs.append(
+            OutputSpec(
+                "sine",
+                {
+                    "wav": args.wav,
+                    "live": args.audio,
+                    "device": args.audio_device,
+                    "preset": args.preset or "continuous",
+                },
+                required=bool(args.wav) and not args.audio,
+            )
+        )
     if args.pyo_patch:
         specs.append(OutputSpec("pyo", {"patch": args.pyo_patch, "audio": args.pyo_audio}))
     return specs
@@ -192,8 +201,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     if args.dump:
         for t, address, values in iter_messages(args.session):
-            vals = [v.hex() if isinstance(v, bytes) else (None if isinstance(v, float) and math.isnan(v) else v)
-                    for v in values]
+            vals = [
+                v.hex() if isinstance(v, bytes) else (None if isinstance(v, float) and math.isnan(v) else v)
+                for v in values
+            ]
             print(json.dumps({"t": t, "address": address, "args": vals}))
         return EXIT_OK
     config = apply_preset(load_config(args.config), args.preset)
@@ -206,8 +217,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config, build_outputs(config, specs))
     n = replay(args.session, pipeline, realtime=args.realtime or live, speed=args.speed)
     s = pipeline.stats.snapshot()
-    print(f"replayed {n} messages from {args.session} ({s['accepted']} accepted, {s['dropped_total']} dropped)",
-          file=sys.stderr)
+    print(
+        f"replayed {n} messages from {args.session} ({s['accepted']} accepted, {s['dropped_total']} dropped)",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -218,19 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    b = sub.add_parser("bridge", help="run the bridge daemon: OSC in → MIDI / files / sound out",
-                       description="Run the bridge daemon. With no options: listen on 127.0.0.1:9150, built-in "
-                       "mapping, live MIDI on a virtual port 'trainsound:out'.")
+    b = sub.add_parser(
+        "bridge",
+        help="run the bridge daemon: OSC in → MIDI / files / sound out",
+        description="Run the bridge daemon. With no options: listen on 127.0.0.1:9150, built-in "
+        "mapping, live MIDI on a virtual port 'trainsound:out'.",
+    )
     b.add_argument("--config", metavar="FILE", help="TOML config (default: built-in mapping)")
     b.add_argument("--listen", metavar="HOST:PORT", help=f"where to listen (default {DEFAULT_HOST}:{DEFAULT_PORT})")
     b.add_argument("--record", metavar="FILE", help="record every accepted message to a session file")
-    b.add_argument("--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)")
+    b.add_argument(
+        "--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)"
+    )
     add_output_args(b, live_midi_default=True)
     b.set_defaults(func=cmd_bridge)
 
-    s = sub.add_parser("send", help="send one OSC message (a shell one-liner client)",
-                       description="Send one OSC message, e.g. trainsound send /nn/run1/loss 0.42. Words are typed "
-                       "int, float or string; force a type with i:, f: or s:.")
+    s = sub.add_parser(
+        "send",
+        help="send one OSC message (a shell one-liner client)",
+        description="Send one OSC message, e.g. trainsound send /nn/run1/loss 0.42. Words are typed "
+        "int, float or string; force a type with i:, f: or s:.",
+    )
     s.add_argument("address")
     s.add_argument("args", nargs="*")
     s.add_argument("--to", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", metavar="HOST:PORT", help="the bridge's address")
@@ -242,9 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)
 
-    r = sub.add_parser("replay", help="feed a session recording through the mapping to any output",
-                       description="Replay a recording made with 'trainsound bridge --record'. File outputs are "
-                       "written as fast as possible on the recorded clock; live outputs play in real time.")
+    r = sub.add_parser(
+        "replay",
+        help="feed a session recording through the mapping to any output",
+        description="Replay a recording made with 'trainsound bridge --record'. File outputs are "
+        "written as fast as possible on the recorded clock; live outputs play in real time.",
+    )
     r.add_argument("session")
     r.add_argument("--config", metavar="FILE")
     r.add_argument("--realtime", action="store_true", help="pace the replay in real time")

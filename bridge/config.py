@@ -337,7 +337,7 @@ def _load_output_section(name: str, data: Any) -> Any:
 
 def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     """Build a :class:`Config` from parsed TOML, validating every key."""
-    from . import outputs  # noqa: F401  (registers output-owned sections)
+    from . import outputs as _outputs  # noqa: F401  (registers output-owned sections)
 
     top = Table(data, "")
     b = Table(top.raw("bridge", {}), "bridge")

@@ -30,6 +30,7 @@ from .stats import Stats
 
 log = logging.getLogger("trainsound.bridge")
 
+
 @dataclass(frozen=True)
 class OutputSpec:
     """An output to build: registry name and keyword options."""
@@ -114,8 +115,15 @@ class Daemon:
         self.receiver = UdpReceiver(sock, self.pipeline, Allowlist(cfg.bridge.allow))
         where = sock.getsockname()
         outs = "; ".join(describe(o) for o in outputs) or "nothing (no outputs)"
-        log.info("trainsound bridge %s listening on udp://%s:%d; outputs: %s; mapping: %s (%d rules)",
-                 __version__, where[0], where[1], outs, cfg.source, len(cfg.mappings))
+        log.info(
+            "trainsound bridge %s listening on udp://%s:%d; outputs: %s; mapping: %s (%d rules)",
+            __version__,
+            where[0],
+            where[1],
+            outs,
+            cfg.source,
+            len(cfg.mappings),
+        )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == getattr(signal, "SIGUSR1", None):
@@ -138,8 +146,16 @@ class Daemon:
         assert self.pipeline is not None
         c = self.pipeline.engine.counters
         dropped = ", ".join(f"{k}={v}" for k, v in sorted(s["dropped"].items())) or "none"
-        log.info("counters: received=%d accepted=%d mapped=%d alarms=%d nonfinite=%d thinned=%d dropped: %s",
-                 s["received"], s["accepted"], c.mapped, c.alarms, c.nonfinite, c.thinned, dropped)
+        log.info(
+            "counters: received=%d accepted=%d mapped=%d alarms=%d nonfinite=%d thinned=%d dropped: %s",
+            s["received"],
+            s["accepted"],
+            c.mapped,
+            c.alarms,
+            c.nonfinite,
+            c.thinned,
+            dropped,
+        )
 
     def serve(self) -> None:
         assert self.receiver is not None

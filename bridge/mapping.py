@@ -115,7 +115,7 @@ class AutoRange:
             self.since = 0
             n = len(self.values)
             self.lo = self.values[int(0.02 * (n - 1))]
-            self.hi = self.values[int(math.ceil(0.98 * (n - 1)))]
+            self.hi = self.values[math.ceil(0.98 * (n - 1))]
         if len(self.values) < _AUTO_MIN_SAMPLES or self.hi <= self.lo:
             return 0.5
         return (v - self.lo) / (self.hi - self.lo)
@@ -165,7 +165,7 @@ class Engine:
         if hit is not None:
             return hit
         hit = []
-        for i, (rule, pat) in enumerate(zip(self.rules, self.patterns)):
+        for i, (rule, pat) in enumerate(zip(self.rules, self.patterns, strict=False)):
             m = pat.fullmatch(address)
             if m is None:
                 continue
@@ -228,21 +228,28 @@ class Engine:
                 out.append(m)
         return out
 
-    def _alarm(self, ev: Event, rule_idx: int, name: str, stream: tuple[str, ...], voice: int, out: list[Mapped]) -> None:
+    def _alarm(
+        self, ev: Event, rule_idx: int, name: str, stream: tuple[str, ...], voice: int, out: list[Mapped]
+    ) -> None:
         a = self.alarm_opts
         last = self._last_alarm.get(ev.address, -math.inf)
         loud = ev.t - last >= a.min_interval
         if loud:
             self._last_alarm[ev.address] = ev.t
             self.counters.alarms += 1
-            midi: tuple[bytes, ...] = (mb.note_on(a.channel, a.note, a.velocity), mb.control_change(a.channel, a.cc, a.cc_value))
+            midi: tuple[bytes, ...] = (
+                mb.note_on(a.channel, a.note, a.velocity),
+                mb.control_change(a.channel, a.cc, a.cc_value),
+            )
             later: tuple[bytes, ...] = (mb.note_off(a.channel, a.note), mb.control_change(a.channel, a.cc, 0))
         elif any(m.alarm for m in out):
             return
         else:
             midi = later = ()
         x = ev.values[0] if ev.values else math.nan
-        out.append(Mapped(ev.t, ev.run, rule_idx, name, "alarm", stream, voice, x, math.nan, a.channel, midi, later, a.length))
+        out.append(
+            Mapped(ev.t, ev.run, rule_idx, name, "alarm", stream, voice, x, math.nan, a.channel, midi, later, a.length)
+        )
 
     def _normalise(self, st: _Stream, rule: Rule, x: float) -> float:
         if rule.scale == "linear":
@@ -262,16 +269,15 @@ class Engine:
             st.smoothed = n
         return n
 
-    def _map_value(self, t: float, run: str, rule_idx: int, rule: Rule, stream: tuple[str, ...], voice: int, x: float) -> Mapped | None:
+    def _map_value(
+        self, t: float, run: str, rule_idx: int, rule: Rule, stream: tuple[str, ...], voice: int, x: float
+    ) -> Mapped | None:
         key = (rule_idx, stream)
         st = self._streams.get(key)
         if st is None:
             st = self._streams[key] = _Stream()
         n = self._normalise(st, rule, x)
-        if rule.voices == "channel":
-            channel = self._channel(rule.channel, voice)
-        else:
-            channel = rule.channel
+        channel = self._channel(rule.channel, voice) if rule.voices == "channel" else rule.channel
         target = rule.target
         interval = 1.0 / rule.rate_limit if rule.rate_limit > 0 else 0.0
         if target == "note":
@@ -292,21 +298,35 @@ class Engine:
             st.last_sent = t
             self.counters.mapped += 1
             return Mapped(
-                t, run, rule_idx, rule.name, target, stream, voice, x, n, channel,
-                (mb.note_on(channel, pitch, rule.velocity),), (mb.note_off(channel, pitch),), rule.length,
+                t,
+                run,
+                rule_idx,
+                rule.name,
+                target,
+                stream,
+                voice,
+                x,
+                n,
+                channel,
+                (mb.note_on(channel, pitch, rule.velocity),),
+                (mb.note_off(channel, pitch),),
+                rule.length,
             )
         c = min(max(n, 0.0), 1.0)
         if target == "cc":
-            code = int(round(c * 127))
+            code = round(c * 127)
             midi: tuple[bytes, ...] = (mb.control_change(channel, rule.cc, code),)
         elif target == "cc14":
-            code = int(round(c * 16383))
-            midi = (mb.control_change(channel, rule.cc, code >> 7), mb.control_change(channel, rule.cc + 32, code & 0x7F))
+            code = round(c * 16383)
+            midi = (
+                mb.control_change(channel, rule.cc, code >> 7),
+                mb.control_change(channel, rule.cc + 32, code & 0x7F),
+            )
         elif target == "pitchbend":
-            code = int(round(c * 16383))
+            code = round(c * 16383)
             midi = (mb.pitch_bend(channel, code),)
         else:  # pressure
-            code = int(round(c * 127))
+            code = round(c * 127)
             midi = (mb.channel_pressure(channel, code),)
         m = Mapped(t, run, rule_idx, rule.name, target, stream, voice, x, n, channel, midi, (), 0.0)
         if code == st.last_code and st.pending is None:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Union
 
 from .errors import OSCDecodeError
 
-OscArg = Union[int, float, str, bytes, bool, None]
+OscArg = int | float | str | bytes | bool | None
 Message = tuple[str, tuple[OscArg, ...]]
 
 BUNDLE_TAG = b"#bundle\x00"

@@ -8,6 +8,7 @@ one ``recvfrom`` per datagram and nothing else between them.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import select
@@ -117,10 +118,8 @@ class UdpReceiver:
                         periodic(now)
                     next_tick = now + TICK_INTERVAL
                 wait = max(0.0, next_tick - clock())
-                try:
+                with contextlib.suppress(InterruptedError):
                     select.select((sock,), (), (), wait)
-                except InterruptedError:
-                    pass
                 continue
             except OSError as err:  # e.g. ICMP errors surfaced on some platforms
                 log.debug("recvfrom: %s", err)

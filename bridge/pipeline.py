@@ -61,7 +61,9 @@ class Pipeline:
                 self._accept(now, raw, msg, sender)
             elif when - now > horizon:
                 # Beyond the horizon: play now, counted, never held until memory runs out.
-                self.stats.note("beyond_horizon", sender, f"bundle {when - now:.1f} s ahead, beyond the horizon: played now")
+                self.stats.note(
+                    "beyond_horizon", sender, f"bundle {when - now:.1f} s ahead, beyond the horizon: played now"
+                )
                 self._accept(now, raw, msg, sender)
             elif len(self._scheduled) >= self.config.bridge.schedule_queue:
                 self.stats.note("schedule_full", sender, "schedule queue full: bundle played now")

@@ -32,7 +32,7 @@ NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 def quantize(pitch: float, scale: str = "chromatic", root: int = 0) -> int:
     """Nearest MIDI note of ``scale`` (rooted at pitch class ``root``); ties go down."""
     degrees = SCALES[scale]
-    base = int(math.floor(pitch))
+    base = math.floor(pitch)
     best, best_d = base, math.inf
     for cand in range(base - 6, base + 7):
         if (cand - root) % 12 in degrees:

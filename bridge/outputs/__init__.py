@@ -83,8 +83,9 @@ class NoteScheduler:
         self._sounding: dict[tuple[int, int], int] = {}  # (status&0x0F, note) → seq of its pending off
         self.channels: set[int] = set()
 
-    def start(self, t: float, now_msgs: Sequence[bytes], later: tuple[bytes, ...], length: float,
-              tag: str = "") -> list[bytes]:
+    def start(
+        self, t: float, now_msgs: Sequence[bytes], later: tuple[bytes, ...], length: float, tag: str = ""
+    ) -> list[bytes]:
         """Messages to send at ``t`` (retrigger note-offs first); ``later`` is queued with ``tag``."""
         out: list[bytes] = []
         for msg in now_msgs:

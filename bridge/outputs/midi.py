@@ -76,8 +76,9 @@ class MidiOut:
 
     name = "midi"
 
-    def __init__(self, config: Config, *, port: str | None = None, api: str | None = None,
-                 client_name: str | None = None) -> None:
+    def __init__(
+        self, config: Config, *, port: str | None = None, api: str | None = None, client_name: str | None = None
+    ) -> None:
         try:
             import rtmidi
         except ImportError as err:
@@ -87,7 +88,12 @@ class MidiOut:
         self.api_choice = api or opts.api
         self.port_wanted = port if port is not None else opts.port
         self.client_name = client_name or opts.client_name
-        apis = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK", "coremidi": "API_MACOSX_CORE", "winmm": "API_WINDOWS_MM"}
+        apis = {
+            "alsa": "API_LINUX_ALSA",
+            "jack": "API_UNIX_JACK",
+            "coremidi": "API_MACOSX_CORE",
+            "winmm": "API_WINDOWS_MM",
+        }
         compiled = set(rtmidi.get_compiled_api())
         self._apis = []
         for a in api_candidates(self.api_choice):

@@ -107,12 +107,12 @@ class MidiFileOut:
         meta.append(mido.MetaMessage("end_of_track", time=0))
         mf.tracks.append(meta)
         origin = self.origin or 0.0
-        for run, events in (tracks.items() if isinstance(tracks, dict) else []):
+        for run, events in tracks.items() if isinstance(tracks, dict) else []:
             tr = mido.MidiTrack()
             tr.append(mido.MetaMessage("track_name", name=run, time=0))
             last = 0
             for t, msg in sorted(events, key=lambda e: e[0]):
-                tick = max(0, int(round((t - origin) * TICKS_PER_SECOND)))
+                tick = max(0, round((t - origin) * TICKS_PER_SECOND))
                 tr.append(mido.Message.from_bytes(msg, time=tick - last))
                 last = tick
             tr.append(mido.MetaMessage("end_of_track", time=0))
@@ -143,8 +143,13 @@ class MidiFileOut:
         log.info("MIDI file %s: %d events in %d track(s)", self.path, self.events, len(self.tracks))
 
     def health(self) -> dict[str, Any]:
-        return {"ok": self.errors == 0, "path": str(self.path), "events": self.events, "saves": self.saves,
-                "errors": self.errors}
+        return {
+            "ok": self.errors == 0,
+            "path": str(self.path),
+            "events": self.events,
+            "saves": self.saves,
+            "errors": self.errors,
+        }
 
     def describe(self) -> str:
         return f"MIDI file {self.path}"

@@ -1,0 +1,86 @@
+"""Shared fixtures: a private jackd (dummy backend), a JACK recorder and MIDI probe, the bridge as a
+real subprocess. Helpers live in ``support.py``.
+
+Tests that need a real server are marked (``jack``, ``fluidsynth``, ``supercollider``, ``pyo``);
+the README's test command installs and starts what they need, so in CI they run rather than skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from support import BridgeProc, MidiProbe, Recorder, free_udp_port
+
+
+@pytest.fixture
+def udp_port() -> int:
+    return free_udp_port()
+
+
+@pytest.fixture(scope="session")
+def jack_server() -> Iterator[str]:
+    """Private jackd (dummy backend, 48 kHz, 256 frames) for the test session.
+
+    Every JACK client in this process and its children finds it through JACK_DEFAULT_SERVER.
+    """
+    if not shutil.which("jackd"):
+        pytest.fail("jackd is not installed: run the README's test command, which installs jackd2")
+    name = f"ts_{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
+    proc = subprocess.Popen(
+        ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1", JACK_NO_AUDIO_RESERVATION="1")
+    r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
+    if r.returncode != 0:
+        proc.kill()
+        err = proc.stderr.read().decode()[-500:] if proc.stderr else ""
+        pytest.fail("jackd did not come up: " + err)
+    yield name
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    os.environ.pop("JACK_DEFAULT_SERVER", None)
+
+
+@pytest.fixture
+def recorder(jack_server: str) -> Iterator[Recorder]:
+    r = Recorder(f"rec_{uuid.uuid4().hex[:6]}")
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def midi_probe(jack_server: str) -> Iterator[MidiProbe]:
+    p = MidiProbe(f"probe_{uuid.uuid4().hex[:6]}")
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def bridge_proc() -> Iterator[Any]:
+    """Factory: ``bridge_proc(["--no-midi", "--record", path])`` → a running :class:`BridgeProc`."""
+    procs: list[BridgeProc] = []
+
+    def start(args: list[str], port: int | None = None, env: dict[str, str] | None = None) -> BridgeProc:
+        b = BridgeProc(args, port or free_udp_port(), env=env)
+        procs.append(b)
+        return b
+
+    yield start
+    for b in procs:
+        if b.proc.poll() is None:
+            b.stop(signal.SIGKILL)

@@ -1,0 +1,175 @@
+"""Test helpers shared by the whole suite (importable as ``support``: pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from trainsound.bridge.osc_codec import decode_message, encode_message
+
+SF2 = "/usr/share/sounds/sf2/TimGM6mb.sf2"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def dominant_hz(x: np.ndarray, sr: int) -> float:
+    """FFT peak of the non-silent part of ``x``."""
+    nz = np.flatnonzero(np.abs(x) > 1e-3)
+    if nz.size == 0:
+        return 0.0
+    seg = x[nz[0] : nz[-1] + 1]
+    seg = seg * np.hanning(len(seg))
+    return float(np.fft.rfftfreq(len(seg), 1 / sr)[np.argmax(np.abs(np.fft.rfft(seg)))])
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+class Recorder:
+    """A JACK client input port that records whatever is connected to it."""
+
+    def __init__(self, name: str = "recorder") -> None:
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.port = self.client.inports.register("in_1")
+        self.chunks: list[np.ndarray] = []
+        self.client.set_process_callback(lambda n: self.chunks.append(self.port.get_array().copy()))
+        self.client.activate()
+        self.sr: int = self.client.samplerate
+        self._stopped = False
+
+    def connect_when_present(self, src: str, timeout: float = 10.0) -> None:
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if self.client.get_ports(src):
+                self.client.connect(src, self.port)
+                return
+            time.sleep(0.01)
+        raise TimeoutError(f"JACK port {src} did not appear within {timeout} s")
+
+    def stop(self) -> np.ndarray:
+        if not self._stopped:
+            self._stopped = True
+            self.client.deactivate()
+            self.client.close()
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+
+class MidiProbe:
+    """A JACK MIDI input port (python-rtmidi) that timestamps what arrives."""
+
+    def __init__(self, name: str = "probe") -> None:
+        import rtmidi
+
+        self.name = name
+        self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=name)
+        self.midi_in.ignore_types(sysex=False, timing=False, active_sense=False)
+        self.midi_in.open_virtual_port("in")
+        self.messages: list[tuple[float, list[int]]] = []
+        self._lock = threading.Lock()
+        self.midi_in.set_callback(self._on)
+
+    def _on(self, event: tuple[list[int], float], data: Any = None) -> None:
+        with self._lock:
+            self.messages.append((time.perf_counter(), event[0]))
+
+    @property
+    def port(self) -> str:
+        return f"{self.name}:in"
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> list[list[int]]:
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            with self._lock:
+                if len(self.messages) >= n:
+                    break
+            time.sleep(0.005)
+        with self._lock:
+            return [m for _, m in self.messages]
+
+    def close(self) -> None:
+        self.midi_in.cancel_callback()
+        self.midi_in.close_port()
+        self.midi_in.delete()
+
+
+class BridgeProc:
+    """``trainsound bridge`` as a real subprocess on a free UDP port."""
+
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None, ready_timeout: float = 20.0):
+        self.port = port
+        self.cmd = [sys.executable, "-m", "trainsound.bridge", "bridge", "--listen", f"127.0.0.1:{port}", *args]
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or dict(os.environ)
+        )
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.stderr = ""
+        self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if self.proc.poll() is not None:
+                _, err = self.proc.communicate()
+                raise RuntimeError(f"bridge exited with {self.proc.returncode}: {err[-2000:]}")
+            try:
+                self.sock.sendto(encode_message("/trainsound/ping"), ("127.0.0.1", self.port))
+                data, _ = self.sock.recvfrom(65536)
+                if decode_message(data)[0] == "/trainsound/pong":
+                    return
+            except (TimeoutError, ConnectionRefusedError):
+                pass
+        self.proc.kill()
+        raise RuntimeError("bridge did not answer /trainsound/ping in time")
+
+    def send(self, address: str, *args: Any) -> None:
+        self.sock.sendto(encode_message(address, list(args)), ("127.0.0.1", self.port))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendto(data, ("127.0.0.1", self.port))
+
+    def status(self) -> dict[str, Any]:
+        self.sock.sendto(encode_message("/trainsound/status"), ("127.0.0.1", self.port))
+        t0 = time.time()
+        while time.time() - t0 < 5:
+            try:
+                data, _ = self.sock.recvfrom(1 << 20)
+            except TimeoutError:
+                continue
+            address, args = decode_message(data)
+            if address == "/trainsound/status.reply":
+                result: dict[str, Any] = json.loads(str(args[0]))
+                return result
+        raise TimeoutError("no status reply")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        self.stderr = err
+        self.sock.close()
+        return self.proc.returncode, err
