@@ -1,9 +1,51 @@
 """trainsound: hear your neural network train.
 
 The training side: one line in a training script sends telemetry over OSC to
-the trainsound bridge (``trainsound bridge``). See README.md.
+the trainsound bridge (``trainsound bridge``). See docs/clients.md.
+
+- :func:`send` / :class:`Client` — plain client (python-osc-free struct encoder, numpy only);
+- :func:`watch` / :func:`log` — PyTorch (imported lazily: ``import trainsound`` never imports torch);
+- :mod:`trainsound.keras` — ``Sonify`` callback for Keras 3 on TensorFlow.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from .errors import ClientArgumentError, MissingExtraError
+from .osc import Client, send
+
+if TYPE_CHECKING:
+    from .torch_client import Watch
+
 __version__ = "0.1.0"
+__all__ = ["Client", "ClientArgumentError", "MissingExtraError", "__version__", "log", "send", "watch"]
+
+
+def _torch_client(feature: str) -> Any:
+    from .errors import require
+
+    require("torch", feature, "torch", "PyTorch")
+    from . import torch_client
+
+    return torch_client
+
+
+def watch(model: Any, run: str = "torch", every: int = 1, log: Any = ("grads", "weights", "loss"), activations: Any = None,
+          **options: Any) -> Watch:
+    """Send a PyTorch model's gradient norms, weight statistics, loss and activation spectra every step.
+
+    See :func:`trainsound.torch_client.watch` for all options.
+
+    Raises:
+        MissingExtraError: PyTorch is not installed.
+    """
+    return _torch_client("trainsound.watch").watch(model, run, every, log, activations, **options)  # type: ignore[no-any-return]
+
+
+def log(loss: Any = None, **metrics: Any) -> None:
+    """Attach the loss and metrics of the current step to every active :func:`watch`.
+
+    See :func:`trainsound.torch_client.log`.
+    """
+    _torch_client("trainsound.log").log(loss, **metrics)
