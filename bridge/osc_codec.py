@@ -104,12 +104,12 @@ def decode_message(data: bytes) -> Message:
     args: list[OscArg] = []
     n = len(data)
     for tag in tags[1:]:
-        st = _ARG_STRUCTS.get(tag)
-        if st is not None:
-            if pos + st.size > n:
+        arg_st = _ARG_STRUCTS.get(tag)
+        if arg_st is not None:
+            if pos + arg_st.size > n:
                 raise OSCDecodeError("truncated", f"argument '{tag}' runs past the end")
-            args.append(st.unpack_from(data, pos)[0])
-            pos += st.size
+            args.append(arg_st.unpack_from(data, pos)[0])
+            pos += arg_st.size
         elif tag == "s" or tag == "S":
             s, pos = _read_string(data, pos, "string argument")
             args.append(s)

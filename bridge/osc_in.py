@@ -94,8 +94,10 @@ class UdpReceiver:
         self.address = sock.getsockname()
 
     def reply(self, data: bytes, to: object) -> None:
+        if not isinstance(to, tuple):
+            return
         try:
-            self.sock.sendto(data, to)  # type: ignore[arg-type]
+            self.sock.sendto(data, to)
         except OSError as err:
             log.warning("cannot reply to %s: %s", to, err)
 
