@@ -1,0 +1,198 @@
+"""The pyo patch interface: subclass :class:`Patch`, override only the hooks you use.
+
+A patch is a small Python module that defines one subclass of :class:`Patch`
+(or names it ``PATCH = MyPatch``). The bridge's ``pyo`` output builds it once
+the pyo server runs and then calls its hooks from one thread (never the
+receive loop), coalesced: when values arrive faster than the patch is fed
+(every few milliseconds live, every audio block offline), a hook sees only the
+newest value of each stream. Alarms are never coalesced away.
+
+Two kinds of hooks:
+
+- **telemetry hooks** get the training values themselves, finite only:
+  :meth:`Patch.on_step`, :meth:`Patch.on_loss`, :meth:`Patch.on_metric`,
+  :meth:`Patch.on_grad_norm`, :meth:`Patch.on_weights`, :meth:`Patch.on_spectrum`;
+- :meth:`Patch.on_value` gets every value the bridge's mapping rules produced
+  (``norm`` in 0..1, the same numbers MIDI and OSC out use), so a patch can
+  follow the user's mapping config instead of its own scaling.
+
+Any non-finite value (NaN, ±Inf, or a ``/nn/<run>/event nan``) calls
+:meth:`Patch.on_nan` instead, whose default sounds :class:`Alarm`.
+
+Sound must leave through :meth:`Patch.out`: it passes the bridge's gate, which
+is how a patch that raises is replaced by silence. Keep every pyo object you
+create referenced (an attribute of the patch): pyo silently drops
+unreferenced objects.
+
+Minimal example::
+
+    from trainsound.patches.pyo.base import Patch
+
+    class Beep(Patch):
+        \"\"\"One sine per run whose pitch follows the loss.\"\"\"
+
+        def __init__(self, server, **options):
+            super().__init__(server, **options)
+            from pyo import Sine, SigTo
+            self.freq = SigTo(220.0, time=0.05)
+            self.osc = self.out(Sine(self.freq, mul=0.2))
+
+        def on_loss(self, run, loss):
+            self.freq.value = 200.0 + 100.0 * min(loss, 8.0)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+#: Alarm tones (Hz): a two-tone siren, far above where the patches' voices sit on average.
+ALARM_LOW_HZ = 880.0
+ALARM_HIGH_HZ = 1175.0
+ALARM_RATE_HZ = 8.0
+ALARM_SECONDS = 0.6
+ALARM_LEVEL = 0.4
+#: Ramp of the bridge's gate (s): long enough not to click.
+GATE_RAMP = 0.02
+
+
+class WeightStats(NamedTuple):
+    """``/nn/<run>/weight/<layer>`` arguments, in protocol order."""
+
+    mean: float
+    std: float
+    abs_max: float
+    norm: float
+    update_ratio: float
+
+
+class Value(NamedTuple):
+    """One value produced by a mapping rule of the bridge's config."""
+
+    run: str
+    kind: str
+    """Event kind: ``loss``, ``grad_norm``, ``weight`` … (``""`` for a value released late)."""
+    name: str
+    """Layer or metric name, ``""`` when the address has none."""
+    rule: str
+    """The rule's name (``rule_name`` in the config)."""
+    stream: tuple[str, ...]
+    voice: int
+    """First-seen index of the stream, shared by rules keyed alike."""
+    norm: float
+    """0..1 after the rule's scaling, clamp, invert and smoothing."""
+    raw: float
+
+
+def log_unit(x: float, lo: float, hi: float) -> float:
+    """``x`` on a log scale from ``lo`` to ``hi``, clamped to 0..1.
+
+    >>> round(log_unit(1e-2, 1e-4, 1e2), 3)
+    0.333
+    >>> log_unit(0.0, 1e-4, 1e2)
+    0.0
+    """
+    if not x > 0.0:
+        return 0.0
+    u = (math.log10(x) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+    return 0.0 if u < 0.0 else 1.0 if u > 1.0 else u
+
+
+class Alarm:
+    """A two-tone siren (880/1175 Hz, 8 alternations/s, 0.6 s) for NaN/Inf.
+
+    Args:
+        patch: the patch whose gate the alarm plays through.
+        level: peak amplitude.
+    """
+
+    def __init__(self, patch: Patch, level: float = ALARM_LEVEL) -> None:
+        from pyo import LFO, Adsr, Sine
+
+        mid = (ALARM_LOW_HZ + ALARM_HIGH_HZ) / 2
+        half = (ALARM_HIGH_HZ - ALARM_LOW_HZ) / 2
+        self.env = Adsr(attack=0.005, decay=0.05, sustain=0.9, release=0.08, dur=ALARM_SECONDS, mul=level)
+        self.freq = LFO(freq=ALARM_RATE_HZ, sharp=1.0, type=2, mul=half, add=mid)
+        self.tone = patch.out(Sine(self.freq, mul=self.env))
+        self.count = 0
+
+    def trigger(self) -> None:
+        """Sound the alarm now (restarts it if it sounds already)."""
+        self.count += 1
+        self.env.play()
+
+
+class Patch:
+    """Base class of a pyo patch: every hook is a no-op, override what you use.
+
+    Args:
+        server: the booted, started pyo ``Server`` (for its sample rate etc.).
+        **options: patch options from the ``[pyo.options]`` config table; a
+            subclass takes the ones it knows as keyword arguments.
+
+    Attributes:
+        gate: the bridge's gate (a pyo ``SigTo``); 1 while the patch is healthy.
+        alarm: the default NaN alarm.
+    """
+
+    #: Shown in logs and status reports; defaults to the module name.
+    name: str = ""
+
+    def __init__(self, server: Any, **options: Any) -> None:
+        from pyo import SigTo
+
+        if options:
+            raise TypeError(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
+        self.server = server
+        self.gate = SigTo(1.0, time=GATE_RAMP, init=1.0)
+        self._outs: list[Any] = []
+        self.alarm = Alarm(self)
+
+    # -- output --------------------------------------------------------------
+    def out(self, signal: Any) -> Any:
+        """Play ``signal`` (any pyo object, mono or multichannel) on both speakers through the gate.
+
+        Returns the playing object; it is kept referenced here.
+        """
+        from pyo import Mix
+
+        nchnls = int(self.server.getNchnls()) if self.server is not None else 2
+        mixed = Mix(signal, voices=1, mul=self.gate)
+        # A mono mix copied to every channel: pyo's .out() alone sends stream i to channel i only.
+        spread = Mix(mixed, voices=max(1, nchnls)).out()
+        self._outs.extend([mixed, spread])
+        return mixed
+
+    # -- hooks (no-ops) --------------------------------------------------------
+    def on_step(self, run: str, step: int) -> None:
+        """A training step of ``run`` finished."""
+
+    def on_loss(self, run: str, loss: float) -> None:
+        """The training loss of a step (finite)."""
+
+    def on_metric(self, run: str, name: str, value: float) -> None:
+        """Any other scalar: ``accuracy``, ``lr``, ``val_loss`` … (finite)."""
+
+    def on_grad_norm(self, run: str, layer: str, norm: float) -> None:
+        """L2 norm of a layer's gradient (finite)."""
+
+    def on_weights(self, run: str, layer: str, stats: WeightStats) -> None:
+        """Weight statistics of a layer (all finite)."""
+
+    def on_spectrum(self, run: str, layer: str, magnitudes: np.ndarray) -> None:
+        """Activation spectrum of a layer: float32 magnitudes, lowest bin first (all finite)."""
+
+    def on_value(self, value: Value) -> None:
+        """A value mapped by one of the config's rules."""
+
+    def on_nan(self, run: str, stream: str) -> None:
+        """A non-finite value arrived on ``stream`` (e.g. ``"fc1"`` or ``"loss"``): sound the alarm."""
+        self.alarm.trigger()
+
+    def close(self) -> None:
+        """Stop every object this patch plays (the gate is closed by the bridge already)."""
+        for o in self._outs:
+            o.stop()
+        self._outs.clear()

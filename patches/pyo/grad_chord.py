@@ -1,0 +1,105 @@
+"""grad_chord — one voice per layer: pitch from its gradient norm (log scale), level from its update ratio.
+
+What you hear: a chord of soft, slightly bright tones, one per layer (and run).
+A layer's pitch rises with its gradient norm on a log scale, four octaves over
+``norm_range`` (default 1e-4 … 1e2 → 110 … 1760 Hz), gliding between steps: a
+layer whose gradients explode climbs to the top, a vanishing one sinks to the
+bass. Its level follows the weight update ratio ``‖ΔW‖/‖W‖`` on a log scale
+over ``update_range`` (1e-6 … 1e-1): layers that are really learning are loud,
+frozen ones fade to a whisper (never to silence, so every layer stays
+findable).
+
+Why: this is the Perone / "gradient sonification" experiment (200 + 100·‖g‖ Hz
+per layer) as a chord instead of 10 ms blips in turn, with the log scale those
+experiments lacked (norms span decades, so linear pitch either explodes or
+does not move). NaN/Inf in any value sounds the alarm: a two-tone 880/1175 Hz
+siren over the chord.
+
+Options: ``norm_range`` ([1e-4, 1e2]), ``update_range`` ([1e-6, 1e-1]),
+``low_hz`` (110), ``octaves`` (4), ``max_voices`` (32), ``level`` (0.25), ``glide`` (0.05 s).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Patch, WeightStats, log_unit
+
+#: Level of a voice whose update ratio is at the bottom of the range (fraction of full).
+QUIET_FLOOR = 0.15
+#: Level of a voice before any weight report arrives.
+DEFAULT_LEVEL = 0.6
+
+
+def grad_hz(norm: float, lo: float = 1e-4, hi: float = 1e2, low_hz: float = 110.0, octaves: float = 4.0) -> float:
+    """Pitch of a layer: ``low_hz · 2^(octaves · u)``, ``u`` the norm on a log scale over ``lo..hi``.
+
+    >>> grad_hz(1e-4), grad_hz(1e2), round(grad_hz(1e-1), 1)
+    (110.0, 1760.0, 440.0)
+    """
+    return low_hz * 2.0 ** (octaves * log_unit(norm, lo, hi))
+
+
+def update_level(ratio: float, lo: float = 1e-6, hi: float = 1e-1) -> float:
+    """Relative level from the update ratio: ``QUIET_FLOOR`` … 1 on a log scale.
+
+    >>> update_level(1e-6), update_level(1e-1)
+    (0.15, 1.0)
+    """
+    return QUIET_FLOOR + (1.0 - QUIET_FLOOR) * log_unit(ratio, lo, hi)
+
+
+class GradChord(Patch):
+    """One voice per (run, layer): pitch ← log grad norm, level ← log update ratio."""
+
+    name = "grad_chord"
+
+    def __init__(
+        self,
+        server: Any,
+        norm_range: tuple[float, float] = (1e-4, 1e2),
+        update_range: tuple[float, float] = (1e-6, 1e-1),
+        low_hz: float = 110.0,
+        octaves: float = 4.0,
+        max_voices: int = 32,
+        level: float = 0.25,
+        glide: float = 0.05,
+        **options: Any,
+    ) -> None:
+        super().__init__(server, **options)
+        from pyo import Sig, SigTo, SineLoop
+
+        self.norm_range = (float(norm_range[0]), float(norm_range[1]))
+        self.update_range = (float(update_range[0]), float(update_range[1]))
+        self.low_hz, self.octaves, self.max_voices = float(low_hz), float(octaves), int(max_voices)
+        n = self.max_voices
+        self.freqs = [SigTo(self.low_hz, time=glide, init=self.low_hz) for _ in range(n)]
+        self.levels = [SigTo(0.0, time=0.08, init=0.0) for _ in range(n)]
+        # A little feedback adds upper partials (easier to tell voices apart) while the fundamental stays on top.
+        self.osc = SineLoop(freq=self.freqs, feedback=0.04, mul=self.levels)
+        self.gain = Sig(0.0)
+        self.level = float(level)
+        self.voice = self.out(self.osc * self.gain)
+        self._voices: dict[tuple[str, str], int] = {}
+
+    def _voice(self, run: str, layer: str) -> int:
+        key = (run, layer)
+        v = self._voices.get(key)
+        if v is None:
+            # Past max_voices layers share voices (folded) rather than growing the graph.
+            v = self._voices[key] = len(self._voices) % self.max_voices
+            if len(self._voices) <= self.max_voices:
+                self.levels[v].value = DEFAULT_LEVEL
+                self.gain.value = self.level / len(self._voices) ** 0.5
+        return v
+
+    def on_grad_norm(self, run: str, layer: str, norm: float) -> None:
+        v = self._voice(run, layer)
+        self.freqs[v].value = grad_hz(norm, *self.norm_range, self.low_hz, self.octaves)
+
+    def on_weights(self, run: str, layer: str, stats: WeightStats) -> None:
+        v = self._voice(run, layer)
+        self.levels[v].value = update_level(stats.update_ratio, *self.update_range)
+
+
+PATCH = GradChord
