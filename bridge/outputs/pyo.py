@@ -158,6 +158,17 @@ def load_patch(name_or_path: str) -> type:
     return _patch_class(module, name_or_path)
 
 
+#: Event kind → the patch hook it calls (for error messages).
+_HOOKS = {
+    "loss": "on_loss",
+    "grad_norm": "on_grad_norm",
+    "weight": "on_weights",
+    "metric": "on_metric",
+    "step": "on_step",
+    "activation_spectrum": "on_spectrum",
+}
+
+
 class PatchRunner:
     """Feeds one patch: coalesces queued items, calls hooks, survives the patch's failure.
 
@@ -208,7 +219,7 @@ class PatchRunner:
         hook = "?"
         try:
             for (kind, run, name), ev in latest.items():
-                hook = kind
+                hook = _HOOKS.get(kind, kind)
                 v = ev.values
                 if kind == "loss":
                     p.on_loss(run, v[0])
