@@ -31,8 +31,14 @@ def _torch_client(feature: str) -> Any:
     return torch_client
 
 
-def watch(model: Any, run: str = "torch", every: int = 1, log: Any = ("grads", "weights", "loss"), activations: Any = None,
-          **options: Any) -> Watch:
+def watch(
+    model: Any,
+    run: str = "torch",
+    every: int = 1,
+    log: Any = ("grads", "weights", "loss"),
+    activations: Any = None,
+    **options: Any,
+) -> Watch:
     """Send a PyTorch model's gradient norms, weight statistics, loss and activation spectra every step.
 
     See :func:`trainsound.torch_client.watch` for all options.

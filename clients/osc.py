@@ -329,7 +329,9 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client(host={self.host!r}, port={self.port}, run={self.run!r}, sent={self.sent}, dropped={self.dropped})"
+        return (
+            f"Client(host={self.host!r}, port={self.port}, run={self.run!r}, sent={self.sent}, dropped={self.dropped})"
+        )
 
 
 def _encode_arg(arg: object) -> tuple[bytes, bytes]:

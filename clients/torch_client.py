@@ -1,0 +1,548 @@
+"""PyTorch: ``trainsound.watch(model)`` — gradient norms, weight statistics, loss and activation spectra.
+
+How a step flows (all hooks are thin; the numbers are computed with fused ``torch._foreach_*`` ops
+and leave the device once per step as one vector):
+
+- optimizer step **pre**-hook: per-tensor gradient norms (``torch._foreach_norm``), on the device;
+- optimizer step **post**-hook: weight sums, norms, abs-max and ‖ΔW‖ since the previous report;
+  everything is concatenated into one vector and copied to the host (on a GPU: asynchronously into
+  pinned memory, with an event — no synchronisation inside the step);
+- the model's next training forward (a forward pre-hook) closes the step: the loss and metrics given
+  to :func:`log` since the previous forward are attached and every record whose copy has finished is
+  encoded and sent as one bundle. So a step goes out when the next one starts ("one step late"),
+  and :meth:`Watch.close` sends the last one.
+
+The loss is picked up automatically from ``loss.backward()`` (a thin wrapper around
+``torch.Tensor.backward`` while a watch is active); ``trainsound.log(loss=...)`` overrides it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from . import distributed as tdist
+from .activations import DEFAULT_BINS, MAX_BINS, spectrum
+from .errors import ClientArgumentError
+from .osc import Client
+
+__all__ = ["LOG_CHOICES", "Watch", "log", "watch"]
+
+logger = logging.getLogger(__name__)
+
+LogItem = Literal["grads", "weights", "loss"]
+LOG_CHOICES: frozenset[str] = frozenset({"grads", "weights", "loss"})
+DEFAULT_SPECTRUM_EVERY = 10
+#: Records kept waiting for an unfinished device copy before the oldest is forced (synchronised).
+MAX_QUEUED = 4
+
+_active: list[weakref.ref[Watch]] = []
+
+
+@dataclass
+class _Layout:
+    """Which parameters make up which layer; built once per watch."""
+
+    names: list[str]
+    params: list[torch.Tensor]
+    owner: list[int]  # layer index of each parameter
+    numel: list[float]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> _Layout:
+        names: list[str] = []
+        params: list[torch.Tensor] = []
+        owner: list[int] = []
+        seen: set[int] = set()
+        for path, module in model.named_modules():
+            own = [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) not in seen]
+            if not own:
+                continue
+            seen.update(id(p) for p in own)
+            owner.extend([len(names)] * len(own))
+            names.append(tdist.strip_wrappers(path))
+            params.extend(own)
+        numel = [float(tdist.local(p).numel()) for p in params]
+        return cls(names, params, owner, numel)
+
+
+@dataclass
+class _Record:
+    step: int
+    epoch: int | None
+    host: list[float] | None = None  # the stats vector on the host
+    device: torch.Tensor | None = None  # pinned destination of an async copy
+    ready: Any = None  # torch.cuda.Event of that copy
+    spectra: dict[str, slice] = field(default_factory=dict)
+    logs: dict[str, float] = field(default_factory=dict)
+
+    def values(self, wait: bool) -> list[float] | None:
+        if self.host is None and self.device is not None:
+            if not wait and self.ready is not None and not self.ready.query():
+                return None
+            if self.ready is not None:
+                self.ready.synchronize()
+            self.host = self.device.tolist()
+        return self.host
+
+
+def _stack(tensors: Sequence[torch.Tensor], uniform: bool) -> torch.Tensor:
+    if uniform:
+        return torch.stack(tensors)  # type: ignore[arg-type]
+    device = tensors[0].device
+    return torch.stack([t.to(device=device, dtype=torch.float32) for t in tensors])
+
+
+def _to_host(vector: torch.Tensor, rec: _Record) -> None:
+    """CPU: one ``tolist``. CUDA: async copy into pinned memory plus an event; read when done."""
+    if vector.device.type == "cuda":
+        rec.device = torch.empty(vector.shape, dtype=vector.dtype, pin_memory=True)
+        rec.device.copy_(vector, non_blocking=True)
+        rec.ready = torch.cuda.Event()
+        rec.ready.record()
+    else:
+        rec.host = vector.tolist()
+
+
+class Watch:
+    """Handle returned by :func:`watch`; :meth:`close` removes every hook and sends the last step.
+
+    Attributes:
+        client: the :class:`~trainsound.osc.Client` (``None`` on ranks that do not send).
+        step: optimizer steps seen so far.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        run: str,
+        every: int,
+        log: Iterable[str],
+        activations: Sequence[str] | None,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        client: Client | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        spectrum_bins: int = DEFAULT_BINS,
+        spectrum_every: int = DEFAULT_SPECTRUM_EVERY,
+        update_ratio: bool = True,
+        auto_loss: bool = True,
+        ranks: Literal["zero", "all"] = "zero",
+        sharded: bool | None = None,
+        process_group: Any = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ClientArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(run, str) or not run:
+            raise ClientArgumentError(f"run must be a non-empty string, got {run!r}")
+        for name, value in (("every", every), ("spectrum_every", spectrum_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ClientArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(spectrum_bins, bool) or not isinstance(spectrum_bins, int) or not 2 <= spectrum_bins <= MAX_BINS:
+            raise ClientArgumentError(f"spectrum_bins must be an integer in 2..{MAX_BINS}, got {spectrum_bins!r}")
+        items = (log,) if isinstance(log, str) else tuple(log)
+        bad = [x for x in items if x not in LOG_CHOICES]
+        if bad:
+            raise ClientArgumentError(f"log must name some of {sorted(LOG_CHOICES)}, got {bad[0]!r}")
+        if ranks not in ("zero", "all"):
+            raise ClientArgumentError(f"ranks must be 'zero' or 'all', got {ranks!r}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise ClientArgumentError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if isinstance(activations, str):
+            activations = [activations]
+        modules = dict(model.named_modules())
+        for name in activations or ():
+            if name not in modules:
+                raise ClientArgumentError(f"activations: model has no module named {name!r}")
+
+        self.model = model
+        self.every = every
+        self.log_grads = "grads" in items
+        self.log_weights = "weights" in items
+        self.log_loss = "loss" in items
+        self.spectrum_bins = spectrum_bins
+        self.spectrum_every = spectrum_every
+        self.update_ratio = update_ratio
+        self.auto_loss = bool(auto_loss)
+        self.step = 0
+        self.epoch: int | None = None
+        self._layout = _Layout.of(model)
+        lay = self._layout
+        self._uniform = len({(p.dtype, p.device) for p in lay.params}) <= 1
+        self._zero = torch.zeros((), device=lay.params[0].device) if lay.params else torch.zeros(())
+        self._grad_sq: torch.Tensor | None = None
+        self._prev: list[torch.Tensor] | None = None
+        self._spectra: dict[str, torch.Tensor] = {}
+        self._logs: dict[str, Any] = {}
+        self._explicit_loss = False
+        self._stepped = False
+        self._current: _Record | None = None
+        self._queue: list[_Record] = []
+        self._hooks: list[Any] = []
+        self._closed = False
+        self._optimizers: weakref.WeakKeyDictionary[torch.optim.Optimizer, bool] = weakref.WeakKeyDictionary()
+        self._optimizer = optimizer
+
+        rank, world = tdist.dist_info()
+        self.rank, self.world = rank, world
+        self.sharded = tdist.is_sharded(model) if sharded is None else bool(sharded)
+        self.process_group = process_group
+        sends = ranks == "all" or rank == 0
+        self.client: Client | None = None
+        if sends:
+            self.client = client or Client(host, port, run=tdist.rank_run_name(run, rank, ranks == "all" and world > 1))
+        # A rank that neither sends nor takes part in a collective needs no hooks at all.
+        if not sends and not (self.sharded and world > 1):
+            return
+        self._install(activations or ())
+        if self.client is not None:
+            self.client.event("start")
+            self.client.flush()
+
+    # -- wiring -----------------------------------------------------------------------------------
+    def _install(self, activations: Sequence[str]) -> None:
+        self._hooks.append(self.model.register_forward_pre_hook(self._on_forward))
+        if self._optimizer is not None:
+            self._hooks.append(self._optimizer.register_step_pre_hook(self._on_pre_step))
+            self._hooks.append(self._optimizer.register_step_post_hook(self._on_post_step))
+        else:
+            from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+            self._hooks.append(register_optimizer_step_pre_hook(self._on_pre_step))
+            self._hooks.append(register_optimizer_step_post_hook(self._on_post_step))
+        modules = dict(self.model.named_modules())
+        for name in activations:
+            self._hooks.append(modules[name].register_forward_hook(self._spectrum_hook(tdist.strip_wrappers(name))))
+        if self.log_loss and self.auto_loss:
+            _LOSS_TAP.add(self)
+        _active.append(weakref.ref(self))
+        atexit.register(self.close)
+
+    def _mine(self, optimizer: torch.optim.Optimizer) -> bool:
+        if self._optimizer is not None:
+            return True
+        known = self._optimizers.get(optimizer)
+        if known is None:
+            ids = {id(p) for p in self._layout.params}
+            known = any(id(p) in ids for g in optimizer.param_groups for p in g["params"])
+            self._optimizers[optimizer] = known
+        return known
+
+    def _reporting(self) -> bool:
+        return self.step % self.every == 0
+
+    # -- hooks (each guarded: nothing may raise into training) ------------------------------------
+    def _on_forward(self, module: nn.Module, args: Any) -> None:
+        if module.training and torch.is_grad_enabled():
+            self._guard(self._boundary)
+
+    def _spectrum_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if (
+                isinstance(output, torch.Tensor)
+                and module.training
+                and self._reporting()
+                and self.step % self.spectrum_every == 0
+            ):
+                try:
+                    self._spectra[name] = spectrum(output, self.spectrum_bins)
+                except Exception:  # noqa: BLE001 - a strange activation must not stop training
+                    logger.debug("trainsound: no spectrum for %s", name, exc_info=True)
+
+        return hook
+
+    def _on_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.log_grads and self._reporting() and self._mine(optimizer):
+            self._guard(self._capture_grads)
+
+    def _on_post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._mine(optimizer):
+            self._guard(self._finish_step)
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - telemetry must never crash training
+            logger.warning("trainsound: watch failed at step %d; training goes on", self.step, exc_info=True)
+
+    # -- the per-step work ------------------------------------------------------------------------
+    def _capture_grads(self) -> None:
+        zero = self._zero
+        grads = [tdist.local(p.grad) if p.grad is not None else zero for p in self._layout.params]
+        if not grads:
+            return
+        try:
+            norms = torch._foreach_norm(grads)
+        except RuntimeError:  # sparse or exotic gradients: the slow path
+            norms = [torch.linalg.vector_norm(g.to_dense() if g.is_sparse else g) for g in grads]
+        self._grad_sq = _stack(norms, self._uniform).float().square()
+
+    def _weight_parts(self) -> list[torch.Tensor]:
+        params = [tdist.local(p).detach() for p in self._layout.params]
+        uniform = self._uniform
+        sums = _stack([p.sum() for p in params], uniform).float()
+        sq = _stack(torch._foreach_norm(params), uniform).float().square()
+        absmax = _stack(torch._foreach_max(torch._foreach_abs(params)), uniform).float()
+        if not self.update_ratio:
+            delta = torch.zeros_like(sq)
+        elif self._prev is None:
+            self._prev = [p.clone() for p in params]
+            delta = torch.zeros_like(sq)
+        else:
+            torch._foreach_sub_(self._prev, params)
+            delta = _stack(torch._foreach_norm(self._prev), uniform).float().square()
+            torch._foreach_copy_(self._prev, params)
+        return [sums, sq, absmax, delta]
+
+    def _finish_step(self) -> None:
+        step = self.step
+        self.step += 1
+        self._stepped = True
+        if step % self.every:
+            self._spectra.clear()
+            return
+        lay = self._layout
+        n = len(lay.params)
+        parts: list[torch.Tensor] = []
+        if self.log_grads:
+            parts.append(self._grad_sq if self._grad_sq is not None else torch.zeros(n, device=self._zero.device))
+        if self.log_weights and n:
+            parts.extend(self._weight_parts())
+        if self.sharded and self.world > 1 and n:
+            parts.append(torch.tensor(lay.numel, device=self._zero.device))
+        rec = _Record(step, self.epoch)
+        offset = sum(p.numel() for p in parts)
+        for name, spec in self._spectra.items():
+            rec.spectra[name] = slice(offset, offset + spec.numel())
+            offset += spec.numel()
+            parts.append(spec.to(self._zero.device).float())
+        self._spectra = {}
+        self._grad_sq = None
+        if not parts:
+            vector = torch.zeros(0)
+        else:
+            vector = torch.cat([p.reshape(-1) for p in parts])
+        if self.sharded and self.world > 1 and n:
+            max_at = n if self.log_grads else 0
+            maxima = [slice(max_at + 2 * n, max_at + 3 * n)] if self.log_weights else []
+            vector = tdist.reduce_stats(vector, maxima, self.process_group)
+        if self.client is None:
+            return
+        _to_host(vector, rec)
+        self._current = rec
+
+    def _boundary(self) -> None:
+        """A new training iteration starts: close the previous step's record and send what is ready."""
+        if self._current is not None:
+            rec, self._current = self._current, None
+            rec.logs = self._resolve_logs()
+            self._queue.append(rec)
+        elif self._stepped:
+            self._logs.clear()  # logs of a step that is not reported
+        self._stepped = False
+        self._drain(wait=len(self._queue) > MAX_QUEUED)
+
+    def _resolve_logs(self) -> dict[str, float]:
+        logs, self._logs = self._logs, {}
+        tensors = [k for k, v in logs.items() if isinstance(v, torch.Tensor)]
+        if tensors:
+            values = torch.stack([logs[k].reshape(()).float().to(self._zero.device) for k in tensors]).tolist()
+            logs.update(zip(tensors, values, strict=True))
+        return {k: float(v) for k, v in logs.items()}
+
+    def _drain(self, wait: bool) -> None:
+        while self._queue:
+            rec = self._queue[0]
+            values = rec.values(wait)
+            if values is None:
+                return
+            self._queue.pop(0)
+            self._send(rec, values)
+            wait = wait and len(self._queue) > MAX_QUEUED
+
+    def _send(self, rec: _Record, v: list[float]) -> None:
+        client = self.client
+        if client is None:
+            return
+        lay = self._layout
+        n = len(lay.params)
+        logs = rec.logs
+        loss = logs.pop("loss", None)
+        if loss is not None and self.log_loss:
+            client.loss(loss)
+        for name, value in logs.items():
+            client.metric(name, value)
+        names, owner = lay.names, lay.owner
+        pos = 0
+        if self.log_grads and n:
+            sq = [0.0] * len(names)
+            for i, x in enumerate(v[:n]):
+                sq[owner[i]] += x
+            client.grad_norms({name: math.sqrt(s) for name, s in zip(names, sq, strict=True)})
+            pos = n
+        if self.log_weights and n:
+            sums, sqs, maxes, deltas = (
+                v[pos : pos + n],
+                v[pos + n : pos + 2 * n],
+                v[pos + 2 * n : pos + 3 * n],
+                v[pos + 3 * n : pos + 4 * n],
+            )
+            count = v[pos + 4 * n : pos + 5 * n] if self.sharded and self.world > 1 else lay.numel
+            layers = len(names)
+            acc = [[0.0, 0.0, 0.0, 0.0, 0.0] for _ in range(layers)]
+            for i in range(n):
+                a = acc[owner[i]]
+                a[0] += sums[i]
+                a[1] += sqs[i]
+                a[2] = max(a[2], maxes[i]) if maxes[i] == maxes[i] else maxes[i]
+                a[3] += deltas[i]
+                a[4] += count[i]
+            stats = {}
+            for name, (s, q, m, d, c) in zip(names, acc, strict=True):
+                mean = s / c if c else 0.0
+                norm = math.sqrt(q) if q == q and q >= 0 else q
+                std = math.sqrt(max(q / c - mean * mean, 0.0)) if c and q == q and math.isfinite(q) else q
+                ratio = math.sqrt(d) / norm if norm and d == d and math.isfinite(norm) else (0.0 if d == d else d)
+                stats[name] = (mean, std, m, norm, ratio)
+            client.weights(stats)
+        for name, sl in rec.spectra.items():
+            client.activation_spectrum(name, v[sl])
+        client.step(rec.step, rec.epoch)
+
+    # -- public -----------------------------------------------------------------------------------
+    def log(self, loss: Any = None, **metrics: Any) -> None:
+        """Attach the loss and metrics to the current step (tensors are read on the host once per step)."""
+        if loss is not None:
+            self._explicit_loss = True
+            self._logs["loss"] = loss.detach() if isinstance(loss, torch.Tensor) else loss
+        for name, value in metrics.items():
+            self._logs[name] = value.detach() if isinstance(value, torch.Tensor) else value
+
+    def _tap_loss(self, tensor: torch.Tensor) -> None:
+        if not self._explicit_loss and tensor.numel() == 1 and not self._closed:
+            self._logs["loss"] = tensor.detach()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Send an ``epoch`` event and include ``epoch`` in following ``step`` messages."""
+        self.epoch = int(epoch)
+        if self.client is not None:
+            self.client.event("epoch")
+
+    def flush(self) -> None:
+        """Send every finished step now (waits for pending device copies)."""
+        self._guard(self._boundary)
+        self._drain(wait=True)
+
+    def close(self) -> None:
+        """Remove every hook, send the last step and an ``end`` event. Idempotent."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        _LOSS_TAP.remove(self)
+        _active[:] = [r for r in _active if r() not in (None, self)]
+        atexit.unregister(self.close)
+        if self.client is not None:
+            self.client.event("end")
+            self.client.close()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _LossTap:
+    """Wraps ``torch.Tensor.backward`` while at least one watch wants the loss; restores it afterwards."""
+
+    def __init__(self) -> None:
+        self.watches: list[weakref.ref[Watch]] = []
+        self.original: Callable[..., Any] | None = None
+
+    def add(self, w: Watch) -> None:
+        if self.original is None:
+            original = torch.Tensor.backward
+            self.original = original
+            tap = self
+
+            def backward(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+                for ref in tap.watches:
+                    watcher = ref()
+                    if watcher is not None:
+                        try:
+                            watcher._tap_loss(tensor)
+                        except Exception:  # noqa: BLE001
+                            logger.debug("trainsound: loss tap failed", exc_info=True)
+                return original(tensor, *args, **kwargs)
+
+            backward.__wrapped__ = original  # type: ignore[attr-defined]
+            torch.Tensor.backward = backward  # type: ignore[method-assign]
+        self.watches.append(weakref.ref(w))
+
+    def remove(self, w: Watch) -> None:
+        self.watches = [r for r in self.watches if r() not in (None, w)]
+        if not self.watches and self.original is not None:
+            if getattr(torch.Tensor.backward, "__wrapped__", None) is self.original:
+                torch.Tensor.backward = self.original  # type: ignore[method-assign]
+            self.original = None
+
+
+_LOSS_TAP = _LossTap()
+
+
+def watch(
+    model: nn.Module,
+    run: str = "torch",
+    every: int = 1,
+    log: Iterable[LogItem] | LogItem = ("grads", "weights", "loss"),
+    activations: Sequence[str] | None = None,
+    **options: Any,
+) -> Watch:
+    """Send a model's telemetry to the trainsound bridge after every ``every``-th optimizer step.
+
+    Args:
+        model: the ``nn.Module`` to watch. Every module that directly owns trainable parameters is a
+            layer, named by its module path (``features.0``, ``fc1``; wrapper segments such as DDP's
+            ``module.`` are dropped).
+        run: run name (``/nn/<run>/...``); each run of a sweep should have its own.
+        every: report every k-th optimizer step (the first step is always reported).
+        log: any of ``"grads"`` (per-layer gradient L2 norm over weight and bias), ``"weights"``
+            (mean, std, abs-max, L2 norm, update ratio ‖ΔW‖/‖W‖) and ``"loss"`` (from
+            ``loss.backward()`` or :func:`log`).
+        activations: module paths whose outputs get an ``activation_spectrum``.
+        **options: ``optimizer`` (hook only this optimizer; default: any optimizer holding the
+            model's parameters), ``client`` / ``host`` / ``port``, ``spectrum_bins`` (64),
+            ``spectrum_every`` (10 steps), ``update_ratio`` (True; keeps one copy of the weights),
+            ``auto_loss`` (True: take the loss from ``loss.backward()``),
+            ``ranks`` (``"zero"``: only rank 0 sends; ``"all"``: every rank, as ``<run>.rank<r>``),
+            ``sharded`` (None: auto-detect FSDP/DTensor; True: reduce norms across ranks),
+            ``process_group``.
+
+    Returns:
+        A :class:`Watch`; ``.close()`` removes every hook (also at interpreter exit).
+
+    Raises:
+        ClientArgumentError: a wrong argument (the message names it).
+    """
+    return Watch(model, run, every, log, activations, **options)
+
+
+def log(loss: Any = None, **metrics: Any) -> None:
+    """Attach ``loss`` and metrics to the current step of every active watch (tensors welcome)."""
+    for ref in list(_active):
+        w = ref()
+        if w is not None:
+            w.log(loss, **metrics)
