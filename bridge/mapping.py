@@ -203,7 +203,10 @@ class Engine:
             self._alarm(ev, -1, "alarm", (ev.run,), 0, out)
         matches = self._matches(ev.address)
         if not matches:
-            if not out:
+            if not finite:
+                # No rule for this address, but a non-finite value must still be heard.
+                self._alarm(ev, -1, "alarm", (ev.run,), 0, out)
+            elif not out:
                 self.counters.unmapped += 1
             return out
         for rule_idx, stream in matches:

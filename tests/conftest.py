@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -44,8 +45,8 @@ def jack_server() -> Iterator[str]:
     r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
     if r.returncode != 0:
         proc.kill()
-        err = proc.stderr.read().decode()[-500:] if proc.stderr else ""
-        pytest.fail("jackd did not come up: " + err)
+        log.seek(0)
+        pytest.fail("jackd did not come up: " + log.read().decode(errors="replace")[-500:])
     yield name
     proc.terminate()
     try:
@@ -53,6 +54,7 @@ def jack_server() -> Iterator[str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    log.close()
     os.environ.pop("JACK_DEFAULT_SERVER", None)
 
 
