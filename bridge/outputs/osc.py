@@ -1,0 +1,173 @@
+"""The ``osc`` output: mapped values and NaN alarms forwarded to any OSC target.
+
+Default target: SuperCollider's language port, ``127.0.0.1:57120``
+(``patches/supercollider/trainsound.scd`` plays it). One datagram per message,
+sent from a non-blocking UDP socket whose target address is resolved once at
+start; a send that fails (peer gone, buffer full) is counted, logged
+rate-limited and never raised into the receive loop.
+
+Addresses (``prefix`` defaults to ``/trainsound``; docs/patches.md has the table):
+
+- ``/trainsound/value s:run s:name i:voice f:norm f:raw s:kind s:rule`` — one
+  mapped value: ``name`` is the layer or metric (``""`` for loss), ``voice`` the
+  stream's first-seen index, ``norm`` 0..1, ``raw`` the telemetry value, ``kind``
+  the event kind (``grad_norm``, ``loss``, ``weight`` …), ``rule`` the mapping
+  rule's name.
+- ``/trainsound/alarm s:run s:name s:kind`` — NaN/Inf (at most one per address
+  per ``[alarm].min_interval_ms``).
+- ``/trainsound/step s:run i:step i:epoch`` — a training step (epoch −1 when not sent).
+- ``/trainsound/spectrum s:run s:layer b:magnitudes`` — an activation spectrum,
+  float32 little-endian, lowest bin first (as received).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config, Table, output_options, parse_hostport
+from ..errors import ConfigError, OutputUnavailable
+from ..mapping import Mapped
+from ..osc_codec import encode_message
+from ..protocol import Event
+
+log = logging.getLogger(__name__)
+
+#: sclang's default language port: what SuperCollider users evaluate code against.
+DEFAULT_OSC_OUT_PORT = 57120
+DEFAULT_TARGET = ("127.0.0.1", DEFAULT_OSC_OUT_PORT)
+DEFAULT_PREFIX = "/trainsound"
+#: Large enough for a burst of a few thousand small datagrams when the peer is slow to read.
+SNDBUF = 1 << 20
+_KIND = re.compile(r"^/nn/[^/]+/(?P<kind>[a-z_]+)")
+
+
+@dataclass(frozen=True)
+class OscOutOptions:
+    """The ``[osc_out]`` config table."""
+
+    target: tuple[str, int] = DEFAULT_TARGET
+    prefix: str = DEFAULT_PREFIX
+    spectra: bool = True
+    """Forward activation spectra (blobs can be large; a peer that ignores them may turn this off)."""
+    steps: bool = True
+
+
+def section(t: Table) -> OscOutOptions:
+    """Validate the ``[osc_out]`` table: ``target = "HOST:PORT"``, ``prefix``, ``spectra``, ``steps``."""
+    target = parse_hostport(t.string("target", f"{DEFAULT_TARGET[0]}:{DEFAULT_TARGET[1]}"), t.key("target"))
+    prefix = t.string("prefix", DEFAULT_PREFIX)
+    if not prefix.startswith("/") or prefix.endswith("/") or any(c in prefix for c in " #*,?[]{}"):
+        raise ConfigError(f"{t.key('prefix')} must be an OSC address like /trainsound, got {prefix!r}")
+    opts = OscOutOptions(
+        target=target, prefix=prefix, spectra=t.boolean("spectra", True), steps=t.boolean("steps", True)
+    )
+    t.finish()
+    return opts
+
+
+def _rule_kind(match: str) -> str:
+    """The event kind a rule's pattern matches.
+
+    >>> _rule_kind("/nn/{run}/grad_norm/{layer}")
+    'grad_norm'
+    """
+    m = _KIND.match(match.replace("{run}", "x"))
+    return m["kind"] if m else ""
+
+
+class OscOut:
+    """Forwards mapped values, alarms, steps and spectra to one OSC peer over UDP.
+
+    Args:
+        config: the bridge config; its ``[osc_out]`` table gives the defaults.
+        target: ``(host, port)``; overrides ``[osc_out].target``.
+        prefix: address prefix; overrides ``[osc_out].prefix``.
+
+    Raises:
+        OutputUnavailable: the host name does not resolve.
+    """
+
+    name = "osc"
+
+    def __init__(self, config: Config, target: tuple[str, int] | None = None, prefix: str | None = None) -> None:
+        opts: OscOutOptions = output_options(config, "osc_out", OscOutOptions())
+        self.opts = opts
+        host, port = target or opts.target
+        self.target = (host, int(port))
+        try:
+            # Resolve once: a name lookup per send costs 3× the send (docs/architecture.md).
+            family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        except (socket.gaierror, UnicodeError) as err:
+            raise OutputUnavailable(f"OSC out target {host}:{port} does not resolve: {err}") from err
+        self.addr = addr
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        with contextlib.suppress(OSError):  # a capped buffer only means more counted send errors in bursts
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        p = prefix or opts.prefix
+        self._value, self._alarm = f"{p}/value", f"{p}/alarm"
+        self._step, self._spectrum = f"{p}/step", f"{p}/spectrum"
+        self._rule_kind = [_rule_kind(r.match) for r in config.mappings]
+        self.sent = 0
+        self.send_errors = 0
+        self.last_error = ""
+        self._closed = False
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.sendto(data, self.addr)
+            self.sent += 1
+        except OSError as err:  # BlockingIOError (buffer full), ECONNREFUSED (no peer yet) …
+            self.send_errors += 1
+            self.last_error = f"{type(err).__name__}: {err}"
+            n = self.send_errors
+            if n & (n - 1) == 0:  # 1, 2, 4, 8 …: rate-limited without a clock
+                log.warning("OSC out to %s:%d: send failed (%d so far): %s", *self.target, n, self.last_error)
+
+    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        """Encode and send; never blocks, never raises for network trouble."""
+        if self._closed:
+            return
+        for m in mapped:
+            if event is not None:
+                kind, name = event.kind, event.name
+            else:  # released late by a rate limit: rebuild what the event would have said
+                kind = self._rule_kind[m.rule] if 0 <= m.rule < len(self._rule_kind) else ""
+                name = m.stream[-1] if len(m.stream) > 1 else ""
+            if m.norm != m.norm:
+                if m.midi:  # the engine's alarm rate limit: only "loud" alarms carry MIDI bytes
+                    self._send(encode_message(self._alarm, [m.run, name, kind]))
+            else:
+                raw = m.value if math.isfinite(m.value) else 0.0
+                self._send(encode_message(self._value, [m.run, name, m.voice, m.norm, raw, kind, m.rule_name]))
+        if event is None:
+            return
+        if event.kind == "step" and self.opts.steps:
+            epoch = int(event.values[1]) if len(event.values) > 1 else -1
+            self._send(encode_message(self._step, [event.run, int(event.values[0]), epoch]))
+        elif event.kind == "activation_spectrum" and self.opts.spectra and event.blob is not None:
+            self._send(encode_message(self._spectrum, [event.run, event.name, event.blob]))
+
+    def tick(self, now: float) -> None:
+        """Nothing is scheduled: every message goes out on arrival."""
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.sock.close()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": self.send_errors == 0 or self.sent > 0,
+            "target": f"{self.target[0]}:{self.target[1]}",
+            "sent": self.sent,
+            "send_errors": self.send_errors,
+            "last_error": self.last_error,
+        }
