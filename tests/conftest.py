@@ -35,11 +35,13 @@ def jack_server() -> Iterator[str]:
         pytest.fail("jackd is not installed: run the README's test command, which installs jackd2")
     name = f"ts_{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
+    # jackd's log goes to a file: a pipe nobody reads would block it once full.
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1", JACK_NO_AUDIO_RESERVATION="1")
     r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
