@@ -52,7 +52,7 @@ def is_sharded(model: Any) -> bool:
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - very old torch
-        DTensor = ()  # type: ignore[assignment,misc]  # noqa: N806
+        DTensor = ()  # type: ignore[assignment,misc]
     if any(isinstance(p, DTensor) for p in model.parameters()):
         return True
     return any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())

@@ -21,6 +21,7 @@ import math
 import os
 import socket
 import struct
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, SupportsFloat
@@ -147,6 +148,8 @@ class _Sender:
         self.target: tuple[Any, ...] = sockaddr
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
+        # A client the user never closes must not leak a socket (nor a ResourceWarning).
+        self._finalizer = weakref.finalize(self, self.sock.close)
         self.sent = 0
         self.dropped = 0
         self._warned = False
@@ -167,7 +170,7 @@ class _Sender:
                 )
 
     def close(self) -> None:
-        self.sock.close()
+        self._finalizer()
 
 
 class Client:

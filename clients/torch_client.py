@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from . import distributed as tdist
 from .activations import DEFAULT_BINS, MAX_BINS, spectrum
 from .errors import ClientArgumentError
 from .osc import Client
+from .stats import layer_grad_norms, layer_weight_stats
 
 __all__ = ["LOG_CHOICES", "Watch", "log", "watch"]
 
@@ -255,7 +255,7 @@ class Watch:
             ):
                 try:
                     self._spectra[name] = spectrum(output, self.spectrum_bins)
-                except Exception:  # noqa: BLE001 - a strange activation must not stop training
+                except Exception:  # a strange activation must not stop training
                     logger.debug("trainsound: no spectrum for %s", name, exc_info=True)
 
         return hook
@@ -271,7 +271,7 @@ class Watch:
     def _guard(self, fn: Callable[[], None]) -> None:
         try:
             fn()
-        except Exception:  # noqa: BLE001 - telemetry must never crash training
+        except Exception:  # telemetry must never crash training
             logger.warning("trainsound: watch failed at step %d; training goes on", self.step, exc_info=True)
 
     # -- the per-step work ------------------------------------------------------------------------
@@ -327,10 +327,7 @@ class Watch:
             parts.append(spec.to(self._zero.device).float())
         self._spectra = {}
         self._grad_sq = None
-        if not parts:
-            vector = torch.zeros(0)
-        else:
-            vector = torch.cat([p.reshape(-1) for p in parts])
+        vector = torch.zeros(0) if not parts else torch.cat([p.reshape(-1) for p in parts])
         if self.sharded and self.world > 1 and n:
             max_at = n if self.log_grads else 0
             maxima = [slice(max_at + 2 * n, max_at + 3 * n)] if self.log_weights else []
@@ -381,39 +378,14 @@ class Watch:
             client.loss(loss)
         for name, value in logs.items():
             client.metric(name, value)
-        names, owner = lay.names, lay.owner
         pos = 0
         if self.log_grads and n:
-            sq = [0.0] * len(names)
-            for i, x in enumerate(v[:n]):
-                sq[owner[i]] += x
-            client.grad_norms({name: math.sqrt(s) for name, s in zip(names, sq, strict=True)})
+            client.grad_norms(layer_grad_norms(v[:n], lay.owner, lay.names))
             pos = n
         if self.log_weights and n:
-            sums, sqs, maxes, deltas = (
-                v[pos : pos + n],
-                v[pos + n : pos + 2 * n],
-                v[pos + 2 * n : pos + 3 * n],
-                v[pos + 3 * n : pos + 4 * n],
-            )
-            count = v[pos + 4 * n : pos + 5 * n] if self.sharded and self.world > 1 else lay.numel
-            layers = len(names)
-            acc = [[0.0, 0.0, 0.0, 0.0, 0.0] for _ in range(layers)]
-            for i in range(n):
-                a = acc[owner[i]]
-                a[0] += sums[i]
-                a[1] += sqs[i]
-                a[2] = max(a[2], maxes[i]) if maxes[i] == maxes[i] else maxes[i]
-                a[3] += deltas[i]
-                a[4] += count[i]
-            stats = {}
-            for name, (s, q, m, d, c) in zip(names, acc, strict=True):
-                mean = s / c if c else 0.0
-                norm = math.sqrt(q) if q == q and q >= 0 else q
-                std = math.sqrt(max(q / c - mean * mean, 0.0)) if c and q == q and math.isfinite(q) else q
-                ratio = math.sqrt(d) / norm if norm and d == d and math.isfinite(norm) else (0.0 if d == d else d)
-                stats[name] = (mean, std, m, norm, ratio)
-            client.weights(stats)
+            counts = v[pos + 4 * n : pos + 5 * n] if self.sharded and self.world > 1 else lay.numel
+            parts = [v[pos + k * n : pos + (k + 1) * n] for k in range(4)]
+            client.weights(layer_weight_stats(*parts, counts, lay.owner, lay.names))
         for name, sl in rec.spectra.items():
             client.activation_spectrum(name, v[sl])
         client.step(rec.step, rec.epoch)
@@ -484,7 +456,7 @@ class _LossTap:
                     if watcher is not None:
                         try:
                             watcher._tap_loss(tensor)
-                        except Exception:  # noqa: BLE001
+                        except Exception:  # the loss tap must never break backward()
                             logger.debug("trainsound: loss tap failed", exc_info=True)
                 return original(tensor, *args, **kwargs)
 
