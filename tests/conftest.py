@@ -36,7 +36,7 @@ def jack_server() -> Iterator[str]:
     name = f"ts_{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
     # jackd's log goes to a file: a pipe nobody reads would block it once full.
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed at teardown)
     proc = subprocess.Popen(
         ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
         env=env,

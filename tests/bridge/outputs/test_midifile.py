@@ -1,0 +1,126 @@
+"""MIDI files: valid SMF, real-time positions, a track per run, rendered by a real FluidSynth."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+import soundfile as sf
+from support import SF2, dominant_hz, rms
+
+A4_NORM = 10**-0.7
+
+
+def notes(path: Path) -> dict[str, list[tuple[float, int, int]]]:
+    """Per track name: (seconds, status, note) of note on/off events."""
+    mf = mido.MidiFile(str(path))
+    out: dict[str, list[tuple[float, int, int]]] = {}
+    for tr in mf.tracks[1:]:
+        t = 0
+        name = ""
+        evs = []
+        for msg in tr:
+            t += msg.time
+            if msg.type == "track_name":
+                name = msg.name
+            elif msg.type in ("note_on", "note_off"):
+                on = msg.type == "note_on" and msg.velocity > 0
+                evs.append((mido.tick2second(t, mf.ticks_per_beat, 500_000), 0x90 if on else 0x80, msg.note))
+        out[name] = evs
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_midi_file_real_time_positions_and_tracks_per_run(bridge_proc, tmp_path: Path, sig: int) -> None:  # type: ignore[no-untyped-def]
+    mid = tmp_path / "out.mid"
+    b = bridge_proc(["--no-midi", "--midi-file", str(mid)])
+    b.send("/nn/alpha/grad_norm/fc1", A4_NORM)
+    time.sleep(0.5)
+    b.send("/nn/beta/grad_norm/fc1", 1.0)
+    time.sleep(0.5)
+    b.send("/nn/alpha/grad_norm/fc1", A4_NORM)
+    time.sleep(0.1)
+    rc, err = b.stop(sig)
+    assert rc == 0, err
+    tracks = notes(mid)
+    assert set(tracks) == {"alpha", "beta"}
+    a = tracks["alpha"]
+    assert [(s, n) for _, s, n in a] == [(0x90, 69), (0x80, 69), (0x90, 69), (0x80, 69)]
+    assert a[0][0] == pytest.approx(0.0, abs=0.01)
+    assert a[1][0] == pytest.approx(0.15, abs=0.01)  # note length 150 ms
+    assert a[2][0] == pytest.approx(1.0, abs=0.1)  # real time between the sends
+    assert tracks["beta"][0][0] == pytest.approx(0.5, abs=0.1)
+
+
+def test_midi_file_is_valid_while_running(bridge_proc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    mid = tmp_path / "live.mid"
+    b = bridge_proc(["--no-midi", "--midi-file", str(mid)])
+    for i in range(10):
+        b.send("/nn/r/grad_norm/fc1", 10 ** (-3 + i / 3))
+        time.sleep(0.06)  # slower than the default rule's 20 notes/s limit
+    time.sleep(2.5)  # one periodic flush
+    on_disk = notes(mid)  # parses while the bridge still runs
+    assert sum(1 for _, s, _ in on_disk["r"] if s == 0x90) == 10
+    b.stop(signal.SIGKILL)
+    assert notes(mid) == on_disk  # a crash keeps what was flushed
+
+
+@pytest.mark.fluidsynth
+def test_fluidsynth_renders_the_midi_file_at_the_right_pitch(bridge_proc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    if not shutil.which("fluidsynth"):
+        pytest.fail("fluidsynth is not installed: run the README's test command")
+    cfg = tmp_path / "long.toml"
+    cfg.write_text('[[mappings]]\nmatch = "/nn/{run}/grad_norm/{layer}"\nlength_ms = 800\n')
+    mid, wav = tmp_path / "a4.mid", tmp_path / "a4.wav"
+    b = bridge_proc(["--no-midi", "--config", str(cfg), "--midi-file", str(mid)])
+    b.send("/nn/r/grad_norm/fc1", A4_NORM)
+    time.sleep(0.2)
+    b.stop()
+    subprocess.run(["fluidsynth", "-ni", "-g", "1.0", "-r", "48000", "-F", str(wav), SF2, str(mid)],
+                   check=True, capture_output=True, timeout=60)
+    x, sr = sf.read(str(wav))
+    x = x.mean(axis=1) if x.ndim == 2 else x
+    assert rms(x) > 0.01
+    assert dominant_hz(x[: int(0.8 * sr)], sr) == pytest.approx(440, abs=5)
+
+
+@pytest.mark.jack
+@pytest.mark.fluidsynth
+def test_fluidsynth_plays_the_live_midi(bridge_proc, recorder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    fs = subprocess.Popen(
+        ["fluidsynth", "-m", "jack", "-a", "jack", "-r", "48000", "-g", "1.0",
+         "-o", "midi.jack.id=fsynth", "-o", "audio.jack.id=fsynth", SF2],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        recorder.connect_when_present("fsynth:left", timeout=20)
+        cfg = tmp_path / "long.toml"
+        cfg.write_text('[[mappings]]\nmatch = "/nn/{run}/grad_norm/{layer}"\nlength_ms = 600\n')
+        b = bridge_proc(["--midi-api", "jack", "--midi-port", "fsynth", "--config", str(cfg)])
+        t0 = time.time()
+        while not b.status()["outputs"]["midi"]["ok"]:
+            assert time.time() - t0 < 10
+            time.sleep(0.05)
+        n0 = len(recorder.chunks)
+        b.send("/nn/r/grad_norm/fc1", A4_NORM)
+        time.sleep(0.9)
+        b.stop()
+        x = np.concatenate(recorder.chunks[n0:])
+        assert rms(x) > 0.005
+        assert dominant_hz(x, recorder.sr) == pytest.approx(440, abs=5)
+    finally:
+        assert fs.stdin is not None
+        fs.stdin.write("quit\n")
+        fs.stdin.flush()
+        try:
+            fs.wait(10)
+        except subprocess.TimeoutExpired:
+            fs.kill()
+            fs.wait()
+        fs.stdin.close()
