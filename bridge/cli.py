@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import ipaddress
 import json
 import logging
 import math
@@ -110,18 +111,35 @@ def apply_preset(config: cfgmod.Config, name: str | None) -> cfgmod.Config:
 # -- commands -----------------------------------------------------------------
 def cmd_bridge(args: argparse.Namespace) -> int:
     from .daemon import Daemon
+    from .reload import ConfigSource, default_config_path
 
-    config = apply_preset(load_config(args.config), args.preset)
+    path = args.config
+    if path is None:
+        # The service's config lives at the XDG path; with no file there, the built-in mapping.
+        found = default_config_path()
+        path = str(found) if found else None
     changes: dict[str, Any] = {}
     if args.listen:
         changes["listen"] = cfgmod.parse_hostport(args.listen, "--listen")
     if args.stats_interval is not None:
         changes["stats_interval"] = args.stats_interval
+    if args.allow:
+        for net in args.allow:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as err:
+                raise cfgmod.ConfigError(f"--allow must be a network in CIDR form, got {net!r}") from err
+        changes["allow"] = tuple(args.allow)
+        changes["allow_explicit"] = True
+    overrides = [lambda c: apply_preset(c, args.preset)]
     if changes:
-        config = cfgmod.with_bridge(config, **changes)
+        overrides.append(lambda c: cfgmod.with_bridge(c, **changes))
     if args.midi_api:
-        config = cfgmod.with_midi(config, api=args.midi_api)
-    return Daemon(config, output_specs(args, config, live_midi_default=True)).run()
+        overrides.append(lambda c: cfgmod.with_midi(c, api=args.midi_api))
+    # Overrides are kept with the file so that a SIGHUP reload re-applies them.
+    source = ConfigSource(path, tuple(overrides))
+    config = source.load()
+    return Daemon(config, output_specs(args, config, live_midi_default=True), source=source).run()
 
 
 def parse_send_arg(text: str) -> Any:
@@ -237,8 +255,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the bridge daemon. With no options: listen on 127.0.0.1:9150, built-in "
         "mapping, live MIDI on a virtual port 'trainsound:out'.",
     )
-    b.add_argument("--config", metavar="FILE", help="TOML config (default: built-in mapping)")
+    b.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config, re-read on SIGHUP (default: ~/.config/trainsound/bridge.toml if it exists, "
+        "else the built-in mapping)",
+    )
     b.add_argument("--listen", metavar="HOST:PORT", help=f"where to listen (default {DEFAULT_HOST}:{DEFAULT_PORT})")
+    b.add_argument(
+        "--allow",
+        action="append",
+        metavar="CIDR",
+        help="accept senders from this network (repeatable); required to listen beyond loopback "
+        "(default: 127.0.0.0/8 and ::1)",
+    )
     b.add_argument("--record", metavar="FILE", help="record every accepted message to a session file")
     b.add_argument(
         "--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)"

@@ -36,6 +36,11 @@ DEFAULT_SCHEDULE_HORIZON = 10.0
 DEFAULT_SCHEDULE_QUEUE = 10_000
 DEFAULT_MAX_VOICES = 256
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+DEFAULT_TCP = True
+DEFAULT_TCP_MAX_CONNECTIONS = 8
+DEFAULT_TCP_MAX_FRAME = 65_536
+DEFAULT_MAX_RUNS = 64
+DEFAULT_RUN_IDLE = 600.0
 
 #: Output sections validated by their output module (loaded lazily, without heavy deps).
 OUTPUT_SECTIONS: dict[str, str] = {}
@@ -141,6 +146,17 @@ class BridgeOptions:
     rcvbuf: int = DEFAULT_RCVBUF
     schedule_horizon: float = DEFAULT_SCHEDULE_HORIZON
     schedule_queue: int = DEFAULT_SCHEDULE_QUEUE
+    allow_explicit: bool = False
+    """``allow`` was set on purpose (config key or ``--allow``): required to listen beyond loopback."""
+    tcp: bool = DEFAULT_TCP
+    """Also accept OSC 1.1 over TCP (SLIP framing) on the same host and port."""
+    tcp_max_connections: int = DEFAULT_TCP_MAX_CONNECTIONS
+    tcp_max_frame: int = DEFAULT_TCP_MAX_FRAME
+    max_runs: int = DEFAULT_MAX_RUNS
+    """Runs tracked at once; when full, runs idle for ``run_idle`` seconds are forgotten."""
+    run_idle: float = DEFAULT_RUN_IDLE
+    max_voices: int = DEFAULT_MAX_VOICES
+    """Voices per voice table (e.g. all (run, layer) pairs of the grad-norm rule)."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +371,13 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         rcvbuf=b.integer("rcvbuf", DEFAULT_RCVBUF, 65_536, 1 << 30),
         schedule_horizon=b.number("schedule_horizon", DEFAULT_SCHEDULE_HORIZON, 0.0, 3600.0),
         schedule_queue=b.integer("schedule_queue", DEFAULT_SCHEDULE_QUEUE, 0, 10_000_000),
+        allow_explicit="allow" in b.data,
+        tcp=b.boolean("tcp", DEFAULT_TCP),
+        tcp_max_connections=b.integer("tcp_max_connections", DEFAULT_TCP_MAX_CONNECTIONS, 0, 1024),
+        tcp_max_frame=b.integer("tcp_max_frame", DEFAULT_TCP_MAX_FRAME, 64, 1 << 24),
+        max_runs=b.integer("max_runs", DEFAULT_MAX_RUNS, 1, 100_000),
+        run_idle=b.number("run_idle", DEFAULT_RUN_IDLE, 0.0, 86_400.0 * 365),
+        max_voices=b.integer("max_voices", DEFAULT_MAX_VOICES, 1, 100_000),
     )
     b.finish()
     m = Table(top.raw("midi", {}), "midi")

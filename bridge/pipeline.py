@@ -38,7 +38,9 @@ class Pipeline:
         control: ControlHandler | None = None,
     ) -> None:
         self.config = config
-        self.engine = Engine(config)
+        self.engine = Engine(config, max_voices=config.bridge.max_voices)
+        self.runs: dict[str, float] = {}
+        """Run name → time last seen; at most ``[bridge].max_runs`` entries."""
         self.outputs: list[Output] = list(outputs)
         self.stats = stats or Stats()
         self.control = control
@@ -96,8 +98,38 @@ class Pipeline:
         except ProtocolError as err:
             self.stats.drop(err.reason, sender, str(err))
             return
+        runs = self.runs
+        if ev.run not in runs and len(runs) >= self.config.bridge.max_runs and not self._forget_idle_runs(t):
+            self.stats.drop("too_many_runs", sender, f"run {ev.run!r}: {len(runs)} runs already ([bridge].max_runs)")
+            return
+        runs[ev.run] = t
         self.stats.accepted += 1
         self.dispatch(ev, self.engine.map(ev))
+
+    def _forget_idle_runs(self, now: float) -> bool:
+        """Make room for a new run by forgetting runs idle for ``[bridge].run_idle`` s; True if room was made.
+
+        The engine keeps voice tables it cannot shrink, so it is rebuilt: the runs
+        still active keep playing but their voices are allocated afresh (rare: once
+        per ``max_runs`` runs on a bridge left running for weeks).
+        """
+        idle = self.config.bridge.run_idle
+        stale = [r for r, last in self.runs.items() if now - last >= idle]
+        if not stale:
+            return False
+        for r in stale:
+            del self.runs[r]
+        self.engine = Engine(self.config, max_voices=self.config.bridge.max_voices)
+        self.stats.note("runs_forgotten", "pipeline", f"forgot {len(stale)} idle run(s) to make room")
+        return True
+
+    def reload(self, config: Config) -> None:
+        """Map with a new config from now on; outputs (sounding notes, open files) and the schedule are kept.
+
+        Voices are allocated afresh by the new engine, in first-seen order.
+        """
+        self.config = config
+        self.engine = Engine(config, max_voices=config.bridge.max_voices)
 
     def dispatch(self, ev: Event | None, mapped: list[Mapped]) -> None:
         for out in self.outputs:
