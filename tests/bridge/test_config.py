@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from trainsound.bridge import config as cfg
 from trainsound.bridge.cli import main
 from trainsound.bridge.errors import ConfigError
@@ -86,7 +85,8 @@ def test_default_has_the_builtin_mapping() -> None:
          "mappings[0].arg must be one of mean, std, abs_max, norm, update_ratio; got 'median'"),
         ("[[mappings]]\nmatch = '/nn/{run}/loss'\nvoice_by = ['layer']",
          "mappings[0].voice_by names 'layer', which '/nn/{run}/loss' does not capture"),
-        ("[[mappings]]\nmatch = '/nn/{run}/loss'\nmusical_scale = 'lydian'", "mappings[0].musical_scale must be one of"),
+        ("[[mappings]]\nmatch = '/nn/{run}/loss'\nmusical_scale = 'lydian'",
+         "mappings[0].musical_scale must be one of"),
         ("[[mappings]]\nmatch = '/nn/{run}/loss'\nroot = 'H'", "mappings[0].root must be a note name"),
         ("[[mappings]]\nmatch = '/nn/{run}/loss'\ntarget = 'cc14'\ncc = 40", "mappings[0].cc must be in 0..31"),
         ("[[mappings]]\nmatch = '/nn/{run}/loss'\nsmooth = true", "mappings[0].smooth must be a number, got True"),

@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from trainsound.bridge import midi_bytes as mb
 from trainsound.bridge.config import Config, Rule, default, from_dict
 from trainsound.bridge.mapping import AutoRange, Engine, compile_pattern
@@ -46,7 +45,11 @@ def test_one_voice_per_layer_and_run_in_first_seen_order() -> None:
         [m] = eng.map(ev(f"/nn/{run}/grad_norm/{layer}", 1.0, t=t))
         seen.append((m.stream, m.voice, m.channel))
     assert seen == [
-        (("a", "conv1"), 0, 1), (("a", "fc1"), 1, 2), (("b", "conv1"), 2, 3), (("a", "conv1"), 0, 1), (("a", "fc1"), 1, 2),
+        (("a", "conv1"), 0, 1),
+        (("a", "fc1"), 1, 2),
+        (("b", "conv1"), 2, 3),
+        (("a", "conv1"), 0, 1),
+        (("a", "fc1"), 1, 2),
     ]
 
 
