@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import socket
+import types
 from collections.abc import Iterator
 
 import pytest
-
 from trainsound.bridge.osc_codec import OscArg, iter_packet
 
 
@@ -29,6 +29,51 @@ class Receiver:
                 break
             self.datagrams.append(data)
         return [m for d in self.datagrams for _, m in iter_packet(d, None)]
+
+
+def _seed_namespace() -> types.SimpleNamespace:
+    """The seed experiments' MNIST-shaped CNN (Perone 2019) and generated MNIST-shaped data.
+
+    Built inside a function so that collecting the plain-client tests never imports torch.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class SeedCNN(nn.Module):
+        """conv 1→20 5×5 → pool → conv 20→50 5×5 → pool → fc 800→500 → fc 500→10, log-softmax."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 20, 5)
+            self.conv2 = nn.Conv2d(20, 50, 5)
+            self.fc1 = nn.Linear(800, 500)
+            self.fc2 = nn.Linear(500, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+            x = F.relu(self.fc1(x.flatten(1)))
+            return F.log_softmax(self.fc2(x), dim=1)
+
+    def mnist_like(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Learnable 28×28 digit-shaped data: each class is a bright bar at its own row, plus noise."""
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randint(0, 10, (n,), generator=g)
+        x = 0.3 * torch.randn(n, 1, 28, 28, generator=g)
+        for i in range(n):
+            row = 2 + 2 * int(y[i])
+            x[i, 0, row : row + 2, 4:24] += 1.0
+        return x, y
+
+    return types.SimpleNamespace(SeedCNN=SeedCNN, mnist_like=mnist_like, LAYERS=["conv1", "conv2", "fc1", "fc2"])
+
+
+@pytest.fixture(scope="session")
+def seed() -> types.SimpleNamespace:
+    """``seed.SeedCNN``, ``seed.mnist_like(n)``, ``seed.LAYERS``."""
+    pytest.importorskip("torch")
+    return _seed_namespace()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
 import trainsound
 from trainsound import Client, ClientArgumentError, send
 from trainsound import activations as activations_mod
@@ -145,7 +144,7 @@ def test_wrong_arguments_fail_in_the_constructor_naming_the_argument(kwargs, mes
 
 def test_bad_env_addr_names_the_variable(monkeypatch) -> None:
     monkeypatch.setenv("TRAINSOUND_ADDR", "localhost")
-    with pytest.raises(ClientArgumentError, match="^TRAINSOUND_ADDR must be host:port, got 'localhost'$"):
+    with pytest.raises(ClientArgumentError, match=r"^TRAINSOUND_ADDR must be host:port, got 'localhost'$"):
         Client()
 
 
@@ -163,7 +162,10 @@ def test_unknown_event_is_ignored_not_raised(receiver, caplog) -> None:
 
 
 def test_importing_trainsound_imports_neither_torch_nor_tensorflow() -> None:
-    code = "import sys, trainsound, trainsound.keras; print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
+    code = (
+        "import sys, trainsound, trainsound.keras\n"
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
