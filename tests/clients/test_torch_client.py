@@ -62,6 +62,7 @@ def recorded(bridge_proc, tmp_path: Path, fn) -> list[tuple[str, tuple]]:
     rec = tmp_path / "session.tsr"
     bridge = bridge_proc(["--no-midi", "--record", str(rec)])
     fn(bridge.port)
+    bridge.status()  # the bridge answers in arrival order: everything sent before is in
     bridge.stop()
     return [(a, args) for _, a, args in iter_messages(rec)]
 
