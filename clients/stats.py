@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["layer_grad_norms", "layer_weight_stats"]
+__all__ = ["LOG_CHOICES", "layer_grad_norms", "layer_weight_stats"]
+
+#: What a client may be asked to send (``log=`` of ``watch`` and ``Sonify``).
+LOG_CHOICES: frozenset[str] = frozenset({"grads", "weights", "loss"})
 
 WeightStats = tuple[float, float, float, float, float]
 

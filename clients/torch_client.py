@@ -32,14 +32,13 @@ from . import distributed as tdist
 from .activations import DEFAULT_BINS, MAX_BINS, spectrum
 from .errors import ClientArgumentError
 from .osc import Client
-from .stats import layer_grad_norms, layer_weight_stats
+from .stats import LOG_CHOICES, layer_grad_norms, layer_weight_stats
 
 __all__ = ["LOG_CHOICES", "Watch", "log", "watch"]
 
 logger = logging.getLogger(__name__)
 
 LogItem = Literal["grads", "weights", "loss"]
-LOG_CHOICES: frozenset[str] = frozenset({"grads", "weights", "loss"})
 DEFAULT_SPECTRUM_EVERY = 10
 #: Records kept waiting for an unfinished device copy before the oldest is forced (synchronised).
 MAX_QUEUED = 4

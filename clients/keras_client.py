@@ -1,0 +1,218 @@
+"""Keras 3 (TensorFlow backend): the ``Sonify`` callback, with no re-compile.
+
+How the gradients are reached without touching ``compile()``: at ``on_train_begin`` the callback
+wraps two *instance* attributes — ``model.optimizer.apply`` (called by the TF trainer's
+``apply_gradients`` with the step's gradients) and ``model.compute_loss`` — and asks Keras to
+re-trace the train function once. Inside the traced graph the wrappers compute, per trainable
+variable, the gradient's sum of squares and the weights' sum, sum of squares, abs-max and squared
+change, and store them with the step's loss in one non-trainable ``tf.Variable``. After each batch
+the callback reads that variable (one host transfer), combines per layer and sends one bundle.
+``on_train_end`` restores both attributes and re-traces, so the model is left as it was.
+
+Cost: one extra trace of the train function per ``fit`` (two if the function had already been
+traced), a few fused reductions per variable inside the step, one copy of the trainable weights
+for ``update_ratio``, and one small device→host read per reported step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import keras
+from keras import ops
+
+from .errors import ClientArgumentError
+from .osc import Client
+from .stats import LOG_CHOICES, layer_grad_norms, layer_weight_stats
+
+__all__ = ["Sonify"]
+
+logger = logging.getLogger(__name__)
+_MISSING = object()
+
+
+def _layer_of(path: str, model_name: str) -> str:
+    """``sequential/conv2d/kernel`` → ``conv2d``; nested layers keep their path (``block.dense``)."""
+    parts = path.split("/")
+    if len(parts) > 2 and parts[0] == model_name:
+        parts = parts[1:]
+    return ".".join(parts[:-1]) or parts[0]
+
+
+class Sonify(keras.callbacks.Callback):  # type: ignore[misc]
+    """Send per-layer gradient norms, weight statistics, loss and metrics to the trainsound bridge.
+
+    ``model.fit(x, y, callbacks=[Sonify(run="mnist")])`` — no re-compile, no extra metrics.
+
+    Args:
+        run: run name (``/nn/<run>/...``).
+        every: report every k-th batch (the first is always reported).
+        log: any of ``"grads"``, ``"weights"``, ``"loss"`` (loss and the other logged metrics).
+        host: bridge host (default ``$TRAINSOUND_ADDR`` or 127.0.0.1).
+        port: bridge port (default ``$TRAINSOUND_ADDR`` or 9150).
+        client: an existing :class:`~trainsound.osc.Client` to send with instead.
+        update_ratio: compute ‖ΔW‖/‖W‖ (keeps one copy of the trainable weights inside the step).
+
+    Raises:
+        ClientArgumentError: a wrong argument, or a Keras backend other than TensorFlow.
+    """
+
+    def __init__(
+        self,
+        run: str = "keras",
+        every: int = 1,
+        log: Iterable[str] | str = ("grads", "weights", "loss"),
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        client: Client | None = None,
+        update_ratio: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(run, str) or not run:
+            raise ClientArgumentError(f"run must be a non-empty string, got {run!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ClientArgumentError(f"every must be an integer >= 1, got {every!r}")
+        items = (log,) if isinstance(log, str) else tuple(log)
+        bad = [x for x in items if x not in LOG_CHOICES]
+        if bad:
+            raise ClientArgumentError(f"log must name some of {sorted(LOG_CHOICES)}, got {bad[0]!r}")
+        if keras.backend.backend() != "tensorflow":
+            raise ClientArgumentError(
+                f"Sonify needs the TensorFlow backend, KERAS_BACKEND is {keras.backend.backend()!r}"
+            )
+        self.run = run
+        self.every = every
+        self.log_grads = "grads" in items
+        self.log_weights = "weights" in items
+        self.log_loss = "loss" in items
+        self.update_ratio = update_ratio
+        self.client = client or Client(host, port, run=run)
+        self.step = 0
+        self.epoch = 0
+        self._stats: Any = None
+        self._restore: list[tuple[Any, str, Any]] = []
+
+    # -- wiring -----------------------------------------------------------------------------------
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        model, optimizer = self.model, self.model.optimizer
+        variables = list(model.trainable_variables)
+        self._index = {id(v): i for i, v in enumerate(variables)}
+        names = [_layer_of(v.path, model.name) for v in variables]
+        self._names = list(dict.fromkeys(names))
+        self._owner = [self._names.index(n) for n in names]
+        self._counts = [float(max(int(ops.size(v)), 0)) for v in variables]
+        n = len(variables)
+        self._n = n
+        # [loss | grad_sq (n) | sums (n) | sq (n) | abs_max (n) | delta_sq (n)]
+        self._stats = keras.Variable(ops.zeros((1 + 5 * n,)), trainable=False, dtype="float32", name="trainsound")
+        self._wrap(optimizer, "apply", self._make_apply(optimizer.apply))
+        self._wrap(model, "compute_loss", self._make_compute_loss(model.compute_loss))
+        model.make_train_function(force=True)
+        self.client.event("start")
+        self.client.flush()
+
+    def _wrap(self, obj: Any, attr: str, fn: Any) -> None:
+        """Shadow ``obj.attr`` with an instance attribute; remember what to put back."""
+        self._restore.append((obj, attr, vars(obj).get(attr, _MISSING)))
+        object.__setattr__(obj, attr, fn)
+
+    def _unwrap(self) -> None:
+        for obj, attr, previous in reversed(self._restore):
+            if previous is _MISSING:
+                object.__delattr__(obj, attr)
+            else:
+                object.__setattr__(obj, attr, previous)
+        self._restore.clear()
+
+    def _make_compute_loss(self, original: Any) -> Any:
+        stats = self._stats
+
+        def compute_loss(*args: Any, **kwargs: Any) -> Any:
+            loss = original(*args, **kwargs)
+            if kwargs.get("training", True):
+                stats[0].assign(ops.cast(loss, "float32"))
+            return loss
+
+        return compute_loss
+
+    def _make_apply(self, original: Any) -> Any:
+        stats, index, n = self._stats, self._index, self._n
+        want_grads, want_weights, want_delta = self.log_grads, self.log_weights, self.update_ratio and self.log_weights
+
+        def apply(grads: Any, trainable_variables: Any = None) -> Any:
+            variables = list(trainable_variables) if trainable_variables is not None else None
+            pos = [index.get(id(v), -1) for v in variables] if variables is not None else list(range(n))
+            grad_sq = [ops.zeros(())] * n
+            if want_grads:
+                for i, g in zip(pos, grads, strict=True):
+                    if i >= 0 and g is not None:
+                        g = ops.convert_to_tensor(g)
+                        grad_sq[i] = ops.sum(ops.square(ops.cast(g, "float32")))
+            before = [ops.copy(v.value) for v in variables] if want_delta and variables is not None else None
+            result = original(grads, trainable_variables)
+            parts = [ops.stack(grad_sq)] if n else []
+            if want_weights and variables is not None and n:
+                sums, sqs, maxes, deltas = ([ops.zeros(())] * n for _ in range(4))
+                for k, (i, v) in enumerate(zip(pos, variables, strict=True)):
+                    if i < 0:
+                        continue
+                    w = ops.cast(v.value, "float32")
+                    sums[i] = ops.sum(w)
+                    sqs[i] = ops.sum(ops.square(w))
+                    maxes[i] = ops.max(ops.abs(w))
+                    if before is not None:
+                        deltas[i] = ops.sum(ops.square(w - ops.cast(before[k], "float32")))
+                parts += [ops.stack(sums), ops.stack(sqs), ops.stack(maxes), ops.stack(deltas)]
+            elif n:
+                parts.append(ops.zeros((4 * n,)))
+            if parts:
+                stats[1:].assign(ops.concatenate(parts))
+            return result
+
+        return apply
+
+    # -- per batch ----------------------------------------------------------------------------------
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        step = self.step
+        self.step += 1
+        if step % self.every:
+            return
+        try:
+            self._send(step, logs or {})
+        except Exception:  # telemetry must never stop training
+            logger.warning("trainsound: Sonify failed at step %d; training goes on", step, exc_info=True)
+
+    def _send(self, step: int, logs: dict[str, Any]) -> None:
+        v = self._stats.numpy().tolist()  # the one host transfer of the step
+        c, n = self.client, self._n
+        if self.log_loss:
+            c.loss(v[0])
+            for name, value in logs.items():
+                if name != "loss" and isinstance(value, (int, float)):
+                    c.metric(name, value)
+        if self.log_grads and n:
+            c.grad_norms(layer_grad_norms(v[1 : 1 + n], self._owner, self._names))
+        if self.log_weights and n:
+            parts = [v[1 + k * n : 1 + (k + 1) * n] for k in range(1, 5)]
+            c.weights(layer_weight_stats(*parts, self._counts, self._owner, self._names))
+        c.step(step, self.epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch + 1
+        for name, value in (logs or {}).items():
+            if name.startswith("val_") and isinstance(value, (int, float)):
+                self.client.metric(name, value)
+        self.client.event("epoch")
+        self.client.flush()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._unwrap()
+        try:
+            self.model.make_train_function(force=True)
+        except Exception:
+            logger.debug("trainsound: could not re-trace the train function", exc_info=True)
+        self.client.event("end")
+        self.client.flush()
