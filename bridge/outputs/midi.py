@@ -53,6 +53,21 @@ def api_candidates(choice: str) -> list[str]:
 _jack_quiet: list[Any] = []
 
 
+def jack_server_id() -> tuple[int, int] | None:
+    """Identity of the running JACK2 server's socket (inode, mtime), or None if not found.
+
+    A restarted jackd creates its socket anew, so a changed identity means our
+    client is dead. Checking this costs one ``stat``; opening a probe JACK client
+    instead would reorder JACK's graph and stall its process cycle every time.
+    """
+    name = os.environ.get("JACK_DEFAULT_SERVER", "default")
+    try:
+        st = os.stat(f"/dev/shm/jack_{name}_{os.getuid()}_0")
+    except (OSError, AttributeError):
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def _quiet_jack() -> None:
     """Route libjack's own stderr chatter ("Cannot connect to server socket") to DEBUG."""
     if _jack_quiet:
@@ -117,6 +132,8 @@ class MidiOut:
         self.send_errors = 0
         self.reconnects = 0
         self._down_logged = False
+        self._server_id: tuple[int, int] | None = None
+        self._probe_skip = 0
         self._stop = threading.Event()
         self._connect()
         if self._out is None:
@@ -154,6 +171,7 @@ class MidiOut:
             with self._lock:
                 self._out = out
             self.api_used, self.connected_to = api_name, target
+            self._server_id = jack_server_id() if api_name == "jack" else None
             if self._down_logged or self.reconnects:
                 log.warning("MIDI: connected to %s (%s)", target, api_name)
             self._down_logged = False
@@ -161,11 +179,33 @@ class MidiOut:
         self._why = "; ".join(reasons)
 
     def _alive(self) -> bool:
-        """Ask the API afresh (a probe client) whether our port or its target still exists.
+        """Whether our port and its target still exist (called from the watch thread).
 
-        rtmidi keeps a dead JACK client's port list, so only a new client sees
-        that jackd or the synth went away.
+        rtmidi keeps a dead JACK client's port list, so a server restart is seen
+        through the server's socket identity; the target port through our own
+        client's live port list. Only where neither is possible (no JACK2 socket
+        found) is a probe client opened, and then less often.
         """
+        if self.api_used == "jack" and self._server_id is not None:
+            if jack_server_id() != self._server_id:
+                return False
+        elif self.api_used == "jack":
+            self._probe_skip = (self._probe_skip + 1) % 4
+            if self._probe_skip:
+                return True
+            return self._probe()
+        if not self.port_wanted:
+            return True
+        with self._lock:
+            out = self._out
+            if out is None:
+                return False
+            try:
+                return self.connected_to in out.get_ports()
+            except Exception:
+                return False
+
+    def _probe(self) -> bool:
         const = dict(self._apis)[self.api_used]
         try:
             if self.port_wanted:

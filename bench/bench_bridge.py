@@ -1,0 +1,302 @@
+"""Bridge throughput and latency, measured in one run next to a python-osc baseline.
+
+    .venv/bin/python bench/bench_bridge.py [--seconds 2] [--quick]
+
+Sender and receiver are separate processes on loopback. For each receiver and
+message shape the rate is raised step by step; the highest rate whose every
+datagram was received and accepted (0 drops) is reported. Latency: OSC in →
+MIDI out at 1,000 msg/s, timestamped on arrival at a JACK MIDI probe (a private
+jackd with the dummy backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from trainsound.bridge.osc_codec import decode_message, encode_bundle, encode_message
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = [f"layer{i}" for i in range(64)]
+
+
+# -- receivers ------------------------------------------------------------------
+def free_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    p: int = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Bridge:
+    def __init__(self, extra: list[str] | None = None, env: dict[str, str] | None = None, midi: bool = False) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trainsound.bridge", "-q", "bridge", *([] if midi else ["--no-midi"]), "--listen",
+             f"127.0.0.1:{self.port}", "--stats-interval", "0", *(extra or [])],
+            stderr=subprocess.PIPE, text=True, env=env,
+        )
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        for _ in range(100):
+            try:
+                self.sock.sendto(encode_message("/trainsound/ping"), ("127.0.0.1", self.port))
+                self.sock.recvfrom(1024)
+                return
+            except TimeoutError:
+                continue
+        raise RuntimeError("bridge did not start")
+
+    def status(self) -> dict[str, Any]:
+        self.sock.sendto(encode_message("/trainsound/status"), ("127.0.0.1", self.port))
+        while True:
+            data, _ = self.sock.recvfrom(1 << 20)
+            a, args = decode_message(data)
+            if a == "/trainsound/status.reply":
+                st: dict[str, Any] = json.loads(str(args[0]))
+                return st
+
+    def counts(self) -> tuple[int, int]:
+        """(messages received, messages accepted)."""
+        st = self.status()
+        return st["received"], st["accepted"]
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=20)
+        self.sock.close()
+
+
+def _pyosc_server(port: int, q: Any) -> None:
+    from pythonosc.dispatcher import Dispatcher
+    from pythonosc.osc_server import ThreadingOSCUDPServer
+
+    count = [0]
+    lock = threading.Lock()
+
+    def handler(address: str, *args: Any) -> None:
+        with lock:
+            count[0] += 1
+
+    d = Dispatcher()
+    d.set_default_handler(handler)
+    srv = ThreadingOSCUDPServer(("127.0.0.1", port), d)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    q.put("ready")
+    while True:
+        cmd = q.get()
+        if cmd == "count":
+            time.sleep(0.3)
+            with lock:
+                q.put(count[0])
+        else:
+            srv.shutdown()
+            return
+
+
+class PyOsc:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.q: Any = mp.Queue()
+        self.proc = mp.Process(target=_pyosc_server, args=(self.port, self.q), daemon=True)
+        self.proc.start()
+        assert self.q.get(timeout=10) == "ready"
+        self.base = 0
+
+    def counts(self) -> tuple[int, int]:
+        self.q.put("count")
+        n: int = self.q.get(timeout=30)
+        return n, n
+
+    def close(self) -> None:
+        self.q.put("stop")
+        self.proc.join(5)
+
+
+# -- sender (its own process) ------------------------------------------------------
+def _send(port: int, rate: float, seconds: float, shape: str, out: Any) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    addr = ("127.0.0.1", port)
+    if shape == "plain":
+        payloads = [encode_message(f"/nn/bench/grad_norm/{ly}", [0.001 * (i + 1)]) for i, ly in enumerate(LAYERS)]
+        per = 1
+    else:
+        payloads = [encode_bundle([encode_message(f"/nn/bench/grad_norm/{ly}", [0.01 * (j + 1)]) for ly in LAYERS])
+                    for j in range(4)]
+        per = len(LAYERS)
+    n_dgrams = int(rate * seconds / per)
+    interval = per / rate
+    t0 = time.perf_counter()
+    sent = 0
+    npay = len(payloads)
+    sendto = s.sendto
+    while sent < n_dgrams:
+        # Pace in small batches: sleep when ahead, never fall behind by more than a batch.
+        target = t0 + sent * interval
+        now = time.perf_counter()
+        if now < target:
+            if target - now > 0.001:
+                time.sleep(target - now - 0.0005)
+            continue
+        for _ in range(min(16, n_dgrams - sent)):
+            sendto(payloads[sent % npay], addr)
+            sent += 1
+    out.put((sent * per, time.perf_counter() - t0))
+
+
+def trial(receiver: Bridge | PyOsc, rate: float, seconds: float, shape: str) -> tuple[int, int, float]:
+    _, before_a = receiver.counts()
+    q: Any = mp.Queue()
+    p = mp.Process(target=_send, args=(receiver.port, rate, seconds, shape, q))
+    p.start()
+    sent, took = q.get(timeout=seconds * 10 + 30)
+    p.join()
+    time.sleep(0.3)
+    _, after_a = receiver.counts()
+    return sent, after_a - before_a, sent / took
+
+
+def sustained(make: Any, shape: str, rates: list[float], seconds: float) -> tuple[float, list[str]]:
+    best = 0.0
+    lines = []
+    for rate in rates:
+        r = make()
+        try:
+            sent, got, actual = trial(r, rate, seconds, shape)
+        finally:
+            r.close()
+        lost = sent - got
+        lines.append(f"    asked {rate:>9,.0f}/s  sent {actual:>9,.0f}/s  received {got:>9,}  lost {lost:>7,}")
+        if actual < rate * 0.95:
+            lines[-1] += "  (sender could not keep the rate)"
+            break
+        if lost == 0:
+            best = actual
+        else:
+            break
+    return best, lines
+
+
+# -- latency -------------------------------------------------------------------------
+JACK_PERIOD = 32  # frames at 48 kHz: 0.67 ms, the granularity at which JACK delivers MIDI
+
+
+def _paced_sender(port: int, n: int, out: Any) -> None:
+    """Send n messages at 1,000/s from its own process; report the send times (CLOCK_MONOTONIC)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sends = []
+    t0 = time.perf_counter() + 0.1
+    for i in range(n):
+        target = t0 + i / 1000
+        while time.perf_counter() < target - 0.0003:
+            time.sleep(0.0001)
+        while time.perf_counter() < target:
+            pass
+        sends.append(time.perf_counter())
+        # Values alternate so that every message changes the CC: one MIDI event each.
+        s.sendto(encode_message("/nn/lat/metric/seq", [float(i % 2 * 100 + (i // 2) % 27)]), ("127.0.0.1", port))
+    out.put(sends)
+
+
+def latency(seconds: float) -> tuple[float, float, int] | None:
+    try:
+        import rtmidi
+    except ImportError:
+        return None
+    name = f"bench_{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1", JACK_DEFAULT_SERVER=name)
+    jackd = subprocess.Popen(
+        ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", str(JACK_PERIOD)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
+    try:
+        subprocess.run(["jack_wait", "-w", "-t", "10"], check=True, capture_output=True)
+        arrivals: list[float] = []
+        probe = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="latprobe")
+        probe.open_virtual_port("in")
+        probe.set_callback(lambda ev, data=None: arrivals.append(time.perf_counter()))
+        cfg = Path(tempfile.mkdtemp()) / "lat.toml"
+        # A CC whose value changes every message: every message is one MIDI event.
+        cfg.write_text('[[mappings]]\nmatch = "/nn/{run}/metric/seq"\ntarget = "cc"\nscale = "linear"\n'
+                       'range = [0, 127]\nvoices = "none"\n')
+        b = Bridge(["--config", str(cfg), "--midi-api", "jack", "--midi-port", "latprobe:in"], env=env, midi=True)
+        while not b.status()["outputs"]["midi"]["ok"]:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        q: Any = mp.Queue()
+        n = int(1000 * seconds)
+        sender = mp.Process(target=_paced_sender, args=(b.port, n, q))
+        sender.start()
+        sends: list[float] = q.get(timeout=seconds + 60)
+        sender.join()
+        time.sleep(0.5)
+        b.close()
+        probe.cancel_callback()
+        probe.close_port()
+        probe.delete()
+        k = min(len(sends), len(arrivals))
+        lat = (np.array(arrivals[:k]) - np.array(sends[:k])) * 1e6
+        return float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), k
+    finally:
+        jackd.terminate()
+        jackd.wait(5)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of each rate trial")
+    ap.add_argument("--quick", action="store_true", help="fewer rate steps (a smoke run)")
+    args = ap.parse_args()
+    plain_rates = [5_000, 10_000, 25_000, 50_000, 75_000, 100_000, 125_000, 150_000]
+    bundle_rates = [50_000, 100_000, 200_000, 300_000, 400_000, 600_000, 800_000]
+    base_rates = [500, 1_000, 2_000, 4_000, 7_000, 10_000, 15_000, 25_000, 50_000]
+    if args.quick:
+        plain_rates, bundle_rates, base_rates = [10_000, 50_000], [200_000], [1_000, 2_000]
+    print(f"machine: {os.cpu_count()} CPUs; loopback UDP; sender and receiver in separate processes; "
+          f"{args.seconds:g} s per trial\n")
+    results = {}
+    for label, make, shape, rates in [
+        ("python-osc ThreadingOSCUDPServer, plain", PyOsc, "plain", base_rates),
+        ("trainsound bridge, plain messages", Bridge, "plain", plain_rates),
+        ("trainsound bridge, 64-message bundles (values/s)", Bridge, "bundle", bundle_rates),
+    ]:
+        print(label)
+        best, lines = sustained(make, shape, rates, args.seconds)
+        print("\n".join(lines))
+        print(f"  → highest rate with 0 drops: {best:,.0f}/s\n")
+        results[label] = best
+    base = results["python-osc ThreadingOSCUDPServer, plain"] or 1.0
+    plain = results["trainsound bridge, plain messages"]
+    bundled = results["trainsound bridge, 64-message bundles (values/s)"]
+    print(f"plain:   {plain:>9,.0f} msg/s    = {plain / base:5.1f}× python-osc   (target ≥ 50,000)")
+    print(f"bundled: {bundled:>9,.0f} values/s = {bundled / base:5.1f}× python-osc   (target ≥ 200,000)")
+    lat = latency(3.0 if args.quick else 5.0)
+    if lat is None:
+        print("latency: python-rtmidi missing, not measured")
+    else:
+        p50, p99, k = lat
+        print(f"OSC in → MIDI out latency at 1,000 msg/s ({k} events, JACK MIDI probe, JACK period "
+              f"{JACK_PERIOD} frames = {JACK_PERIOD / 48:.2f} ms included): p50 {p50:.0f} µs, p99 {p99:.0f} µs"
+              "   (target p99 ≤ 1,000 µs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
