@@ -53,6 +53,8 @@ DEFAULT_FMIN = 110.0
 DEFAULT_OCTAVES = 5.0
 #: Largest render in one go (memory bound for long silences), in blocks.
 MAX_RENDER_BLOCKS = 512
+#: tick() renders only once this much audio is due: rendering in big chunks is what makes it fast.
+TICK_RENDER_SECONDS = 0.1
 #: Live perone FIFO bound: older steps are dropped (counted) beyond this many seconds.
 PERONE_FIFO_SECONDS = 2.0
 TRACK_POINTS = 200_000
@@ -306,6 +308,7 @@ class SineOut:
         self.perone_steps: list[tuple[float, int]] = []
         self._perone_pos = 0
         self.t0: float | None = None
+        self._now = -math.inf
         self.closed = False
         self._queue: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -341,7 +344,10 @@ class SineOut:
     def tick(self, now: float) -> None:
         if self.closed or self.live or self.voices is None or self.t0 is None:
             return
-        self._render_until(now, ceil=False)
+        self._now = max(self._now, now)
+        due = (now - self.t0) - self.voices.bank.position / self.sr
+        if due >= TICK_RENDER_SECONDS:
+            self._render_until(now, ceil=False)
 
     # -- offline (event clock) ---------------------------------------------------------
     def _render_until(self, t: float, *, ceil: bool) -> None:
@@ -434,6 +440,7 @@ class SineOut:
         elif self.perone is not None:
             self._emit(self.perone.finish())
         elif self.voices is not None and self.t0 is not None:
+            self._render_until(self._now, ceil=False)
             self.voices.bank.silence()
             x = self.voices.bank.render(1)
             if self.wav is not None:

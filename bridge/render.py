@@ -1,0 +1,126 @@
+"""``trainsound render``: a recorded session → WAV (and a spectrogram PNG), far faster than real time.
+
+Uses the same pipeline and ``sine`` output as the live bridge, on the recorded
+clock (:func:`..replay.replay`), so the file is what the bridge would have
+written live — deterministic, with no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import presets
+from .config import Config
+from .config import default as default_config
+from .config import load as load_config
+from .errors import TrainsoundError
+from .session import iter_records
+from .wavfile import FORMATS
+
+BAR_WIDTH = 30
+
+
+def session_span(path: str | Path) -> tuple[float, int]:
+    """``(seconds from first to last record, records)`` of a session file."""
+    first = last = None
+    n = 0
+    for t, _ in iter_records(path):
+        if first is None:
+            first = t
+        last = t
+        n += 1
+    return ((last - first) if first is not None and last is not None else 0.0), n
+
+
+class Progress:
+    """A one-line progress bar on a terminal (nothing when not a TTY)."""
+
+    def __init__(self, total_s: float, stream: TextIO | None = None, force: bool = False) -> None:
+        self.total = max(total_s, 1e-9)
+        self.stream = stream or sys.stderr
+        self.on = force or self.stream.isatty()
+        self.t0 = time.monotonic()
+
+    def __call__(self, done_s: float, messages: float) -> None:
+        if not self.on:
+            return
+        frac = min(1.0, done_s / self.total)
+        fill = int(frac * BAR_WIDTH)
+        rate = done_s / max(time.monotonic() - self.t0, 1e-9)
+        self.stream.write(f"\r[{'#' * fill}{'.' * (BAR_WIDTH - fill)}] {frac:4.0%} {done_s:8.1f} s "
+                          f"{int(messages):>9,d} msgs {rate:7.0f}× real time")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.on:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def render(session: str | Path, wav: str | Path, *, config: Config | None = None,
+           preset: str = presets.DEFAULT_PRESET, fmt: str = "float32", sample_rate: int | None = None,
+           png: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Render ``session`` to ``wav`` (and ``png``); returns a summary dict."""
+    from .outputs.sine import SineOut
+    from .pipeline import Pipeline
+    from .replay import replay
+
+    cfg = presets.apply_preset(config or default_config(), preset)
+    out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt)
+    pipeline = Pipeline(cfg, [out])
+    t0 = time.perf_counter()
+    n = replay(session, pipeline, realtime=False, progress=progress)
+    elapsed = time.perf_counter() - t0
+    if progress is not None:
+        progress.done()
+    assert out.wav is not None
+    audio_s = out.wav.seconds
+    summary: dict[str, Any] = {
+        "messages": n, "audio_seconds": audio_s, "elapsed": elapsed,
+        "realtime_factor": audio_s / elapsed if elapsed > 0 else float("inf"),
+        "sample_rate": out.sr, "format": fmt, "health": out.health(),
+    }
+    if png is not None:
+        from .spectrogram import write_spectrogram
+
+        write_spectrogram(wav, png, title=f"{Path(str(session)).name} — preset {preset}",
+                          step_times=out.step_times, tracks=out.tracks)
+        summary["png"] = str(png)
+    return summary
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config) if args.config else default_config()
+    span, records = session_span(args.session)
+    if records == 0:
+        raise TrainsoundError(f"{args.session}: the session holds no messages")
+    bar = Progress(span, force=args.progress)
+    s = render(args.session, args.wav, config=cfg, preset=args.preset, fmt=args.format,
+               sample_rate=args.sample_rate, png=args.png, progress=bar)
+    extra = f", spectrogram {s['png']}" if "png" in s else ""
+    print(f"rendered {s['messages']} messages → {args.wav}: {s['audio_seconds']:.2f} s of {s['format']} audio at "
+          f"{s['sample_rate']} Hz in {s['elapsed']:.2f} s ({s['realtime_factor']:.0f}× real time){extra}",
+          file=sys.stderr)
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``trainsound render``."""
+    p = subparsers.add_parser(
+        "render", help="render a recorded session to WAV (and a spectrogram PNG), faster than real time",
+        description="Render a session recorded with 'trainsound bridge --record' through the internal sine "
+        "voices to a WAV file, on the recorded clock.")
+    p.add_argument("session", help="session recording (.tsr)")
+    p.add_argument("--wav", required=True, metavar="FILE", help="WAV file to write")
+    p.add_argument("--preset", default=presets.DEFAULT_PRESET, choices=presets.PRESETS,
+                   help="mapping + renderer mode (default: continuous)")
+    p.add_argument("--config", metavar="FILE", help="TOML config (default: built-in mapping)")
+    p.add_argument("--format", default="float32", choices=FORMATS, help="sample format (default float32)")
+    p.add_argument("--sample-rate", type=int, metavar="HZ", help="override the sample rate")
+    p.add_argument("--png", metavar="FILE", help="also write a spectrogram PNG")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.set_defaults(func=cmd_render)
