@@ -76,8 +76,9 @@ def reduce_stats(vector: torch.Tensor, max_slices: list[slice], group: Any = Non
     import torch.distributed as dist
 
     world = dist.get_world_size(group)
-    gathered = torch.empty((world, vector.numel()), dtype=vector.dtype, device=vector.device)
-    dist.all_gather_into_tensor(gathered, vector.contiguous(), group=group)
+    flat = torch.empty(world * vector.numel(), dtype=vector.dtype, device=vector.device)
+    dist.all_gather_into_tensor(flat, vector.contiguous(), group=group)  # gloo wants a flat output
+    gathered = flat.view(world, vector.numel())
     out = gathered.sum(dim=0)
     for sl in max_slices:
         out[sl] = gathered[:, sl].amax(dim=0)
