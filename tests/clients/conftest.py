@@ -7,6 +7,7 @@ import types
 from collections.abc import Iterator
 
 import pytest
+
 from trainsound.bridge.osc_codec import OscArg, iter_packet
 
 

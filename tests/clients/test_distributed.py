@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch")
-from trainsound.bridge.session import iter_messages  # noqa: E402
+from trainsound.bridge.session import iter_messages
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 

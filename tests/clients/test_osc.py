@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+
 import trainsound
 from trainsound import Client, ClientArgumentError, send
 from trainsound import activations as activations_mod

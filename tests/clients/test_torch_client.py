@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
+
 import trainsound  # noqa: E402
 from trainsound import ClientArgumentError  # noqa: E402
 from trainsound.bridge.session import iter_messages  # noqa: E402
