@@ -1,10 +1,13 @@
-"""The ``pyo`` output: a pyo server inside the bridge playing a patch, live or offline to a WAV.
+"""The ``pyo`` output: a pyo server run by the bridge playing a patch, live or offline to a WAV.
 
 Live (``audio="jack"`` or ``"portaudio"``), :meth:`PyoOut.handle` only appends
 ``(event, mapped)`` to a bounded deque (the receive loop must stay lean, see
 docs/architecture.md); a small feeder thread drains it every few milliseconds,
-keeps the newest value of each stream and calls the patch's hooks. pyo renders
-audio in its own C thread.
+keeps the newest value of each stream (:class:`Coalescer`) and sends the
+resulting hook calls down a pipe to the pyo engine: a child process of the
+bridge that runs pyo and the patch (:class:`PatchHost`). It is a process, not a
+thread, because pyo's audio callback takes the GIL every block: sharing a GIL
+with a busy receive loop caused JACK xruns (measured in bench/bench_pyo.py).
 
 Offline (``audio="offline"``, the path of ``trainsound render``), ``handle``
 stores the events with their times and :meth:`PyoOut.close` renders them with
@@ -19,15 +22,18 @@ when the output is built.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import logging
 import math
 import os
+import signal
 import threading
+import traceback
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +61,8 @@ DEFAULT_JACK_NAME = "trainsound"
 FEED_INTERVAL = 0.005
 #: Queue bound: ~10 s of a 10,000 values/s stream; beyond it items are counted as dropped.
 QUEUE_MAX = 100_000
+#: Live: how long the engine process may take to boot pyo and the patch (s).
+STARTUP_TIMEOUT = 30.0
 #: Offline: sound after the last event, so glides and the alarm finish (s).
 OFFLINE_TAIL = 1.0
 #: Offline bridge runs keep every event until close; a cap keeps a forgotten daemon from eating memory.
@@ -158,7 +166,7 @@ def load_patch(name_or_path: str) -> type:
     return _patch_class(module, name_or_path)
 
 
-#: Event kind → the patch hook it calls (for error messages).
+#: Event kind → the patch hook it calls.
 _HOOKS = {
     "loss": "on_loss",
     "grad_norm": "on_grad_norm",
@@ -167,32 +175,27 @@ _HOOKS = {
     "step": "on_step",
     "activation_spectrum": "on_spectrum",
 }
+#: A hook call as it travels to the patch: (hook name, positional args); plain data, cheap to pickle.
+Call = tuple[str, tuple[Any, ...]]
 
 
-class PatchRunner:
-    """Feeds one patch: coalesces queued items, calls hooks, survives the patch's failure.
+class Coalescer:
+    """Turns pipeline items into patch hook calls, keeping only the newest value per stream.
 
-    Not thread-safe: :meth:`absorb` and :meth:`flush` run on one thread (the
-    feeder thread live, pyo's block callback offline).
+    Runs on the bridge side (pure Python, no pyo): what reaches the patch per
+    feed is bounded by the number of streams, not by the message rate.
+    Alarms are never coalesced away.
     """
 
-    def __init__(self, patch_cls: type, server: Any, options: dict[str, Any], label: str) -> None:
-        self.label = label
-        self.patch: Any = None
-        self.failed: str | None = None
-        self.calls = 0
-        self.alarms = 0
+    def __init__(self) -> None:
         self._latest: dict[tuple[str, str, str], Event] = {}
         self._values: dict[tuple[int, tuple[str, ...]], tuple[Event | None, Mapped]] = {}
         self._nans: dict[tuple[str, str], None] = {}
-        self._dead: Any = None
-        try:
-            self.patch = patch_cls(server, **options)
-        except Exception as err:
-            self._fail("__init__", err)
+        self.calls = 0
+        self.alarms = 0
 
     def absorb(self, ev: Event | None, mapped: Sequence[Mapped]) -> None:
-        """Take one pipeline item; only the newest value per stream survives until :meth:`flush`."""
+        """Take one pipeline item."""
         if ev is not None:
             if not ev.finite or (ev.kind == "event" and ev.name == "nan"):
                 self._nans[(ev.run, ev.name or ev.kind)] = None
@@ -205,63 +208,93 @@ class PatchRunner:
             else:
                 self._values[(m.rule, m.stream)] = (ev, m)
 
-    def flush(self) -> None:
-        """Call the patch's hooks with everything absorbed since the last flush."""
+    def take(self) -> list[Call]:
+        """The hook calls for everything absorbed since the last take (values, then alarms last)."""
         if not (self._latest or self._values or self._nans):
-            return
-        latest, values, nans = self._latest, self._values, self._nans
+            return []
+        calls: list[Call] = []
+        for (kind, run, name), ev in self._latest.items():
+            v = ev.values
+            if kind in ("loss", "step"):
+                calls.append((_HOOKS[kind], (run, int(v[0]) if kind == "step" else v[0])))
+            elif kind in ("grad_norm", "metric"):
+                calls.append((_HOOKS[kind], (run, name, v[0])))
+            elif kind == "weight":
+                calls.append(("on_weights", (run, name, v)))
+            elif kind == "activation_spectrum" and ev.blob is not None:
+                calls.append(("on_spectrum", (run, name, ev.blob)))
+        for ev, m in self._values.values():
+            kind, name = (ev.kind, ev.name) if ev is not None else ("", "")
+            calls.append(("on_value", (m.run, kind, name, m.rule_name, m.stream, m.voice, m.norm, m.value)))
+        for run, stream in self._nans:
+            calls.append(("on_nan", (run, stream)))
+        self.alarms += len(self._nans)
+        self.calls += len(calls)
         self._latest, self._values, self._nans = {}, {}, {}
+        return calls
+
+
+class PatchHost:
+    """Builds one patch and calls its hooks; a patch that raises is silenced, never propagated.
+
+    Lives where pyo runs: in the engine process live, in the rendering process offline.
+
+    Args:
+        patch_cls: the patch class.
+        server: the running pyo server.
+        options: patch keyword options.
+        on_fail: called once with ``(hook, traceback_text)`` when the patch raises.
+    """
+
+    def __init__(
+        self, patch_cls: type, server: Any, options: dict[str, Any], on_fail: Callable[[str, str], None]
+    ) -> None:
+        self.patch: Any = None
+        self.failed: str | None = None
+        self._dead: Any = None
+        self._on_fail = on_fail
+        try:
+            self.patch = patch_cls(server, **options)
+        except Exception as err:
+            self._fail("__init__", err)
+
+    def run(self, calls: Sequence[Call]) -> None:
+        from ...patches.pyo.base import Value, WeightStats
+
         p = self.patch
         if p is None:
             return
-        from ...patches.pyo.base import Value, WeightStats
-
         hook = "?"
         try:
-            for (kind, run, name), ev in latest.items():
-                hook = _HOOKS.get(kind, kind)
-                v = ev.values
-                if kind == "loss":
-                    p.on_loss(run, v[0])
-                elif kind == "grad_norm":
-                    p.on_grad_norm(run, name, v[0])
-                elif kind == "weight":
-                    p.on_weights(run, name, WeightStats(*v))
-                elif kind == "metric":
-                    p.on_metric(run, name, v[0])
-                elif kind == "step":
-                    p.on_step(run, int(v[0]))
-                elif kind == "activation_spectrum" and ev.blob is not None:
-                    mags = np.frombuffer(ev.blob, dtype="<f4")
+            for hook, args in calls:
+                if hook == "on_spectrum":
+                    mags = np.frombuffer(args[2], dtype="<f4")
                     if np.isfinite(mags).all():
-                        p.on_spectrum(run, name, mags)
+                        p.on_spectrum(args[0], args[1], mags)
                     else:
-                        nans[(run, name)] = None
-                self.calls += 1
-            hook = "on_value"
-            for ev, m in values.values():
-                kind, name = (ev.kind, ev.name) if ev is not None else ("", "")
-                p.on_value(Value(m.run, kind, name, m.rule_name, m.stream, m.voice, m.norm, m.value))
-                self.calls += 1
-            hook = "on_nan"
-            for run, stream in nans:
-                self.alarms += 1
-                p.on_nan(run, stream)
+                        hook = "on_nan"
+                        p.on_nan(args[0], args[1])
+                elif hook == "on_weights":
+                    p.on_weights(args[0], args[1], WeightStats(*args[2]))
+                elif hook == "on_value":
+                    p.on_value(Value(*args))
+                else:
+                    getattr(p, hook)(*args)
         except Exception as err:
             self._fail(hook, err)
 
     def _fail(self, hook: str, err: BaseException) -> None:
         self.failed = f"{hook}: {type(err).__name__}: {err}"
-        log.error("pyo patch %s raised in %s; replaced by silence (the bridge goes on)", self.label, hook, exc_info=err)
         p, self.patch = self.patch, None
         # Keep the failed patch referenced until close: pyo cuts unreferenced objects at once (a click).
         self._dead = p
         gate = getattr(p, "gate", None)
-        if gate is not None:
-            try:
-                gate.value = 0.0
-            except Exception:  # the patch broke its own gate: stop its objects outright
+        try:
+            gate.value = 0.0  # type: ignore[union-attr]
+        except Exception:  # no gate (super().__init__ not called, or broken): stop its objects outright
+            if p is not None:
                 self._close(p)
+        self._on_fail(hook, "".join(traceback.format_exception(err)))
 
     @staticmethod
     def _close(p: Any) -> None:
@@ -286,6 +319,62 @@ def _import_pyo() -> Any:
     except ImportError as err:
         raise OutputUnavailable(f"the pyo output needs pyo ({err}); install: pip install 'trainsound[pyo]'") from err
     return pyo
+
+
+def _boot_live(pyo: Any, o: PyoOptions) -> Any:
+    kwargs: dict[str, Any] = {"sr": o.sample_rate, "nchnls": o.channels, "duplex": 0, "buffersize": o.buffer_size}
+    if o.audio == "jack":
+        kwargs["jackname"] = o.jack_name
+    s = pyo.Server(audio=o.audio, **kwargs)
+    s.setVerbosity(1)  # errors only: pyo's warnings go to stdout, which is not ours to fill
+    s.deactivateMidi()
+    if o.audio == "jack":
+        s.setJackAuto(False, o.jack_autoconnect)
+    elif o.device is not None:
+        s.setOutputDevice(o.device)
+    s.boot()
+    if not s.getIsBooted():
+        s.shutdown()
+        raise OutputUnavailable(f"pyo could not open {o.audio} audio (is a JACK server or sound card there?)")
+    s.start()
+    if o.wav:
+        s.recordOptions(filename=o.wav, fileformat=0, sampletype=WAV_SAMPLETYPE)
+        s.recstart()
+    return s
+
+
+def _engine_main(conn: Any, opts: PyoOptions) -> None:
+    """The pyo engine process: boots pyo, builds the patch, runs hook calls sent by the bridge.
+
+    pyo's audio callback takes the GIL every block; in its own process it never
+    waits for the bridge's receive loop (in one process, a busy Python thread
+    caused JACK xruns: bench/bench_pyo.py).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the bridge decides
+    try:
+        pyo = _import_pyo()
+        patch_cls = load_patch(opts.patch)
+        server = _boot_live(pyo, opts)
+    except Exception as err:
+        conn.send(("error", str(err)))
+        return
+    host = PatchHost(patch_cls, server, dict(opts.options), lambda hook, tb: conn.send(("failed", hook, tb)))
+    conn.send(("ready", int(server.getSamplingRate())))
+    try:
+        while True:
+            msg = conn.recv()  # blocks without the GIL: pyo's callback runs freely
+            if msg[0] == "calls":
+                host.run(msg[1])
+            elif msg[0] == "close":
+                break
+    except (EOFError, OSError):  # the bridge went away
+        pass
+    finally:
+        host.close()
+        if opts.wav:
+            server.recstop()
+        server.stop()
+        server.shutdown()
 
 
 class PyoOut:
@@ -332,64 +421,89 @@ class PyoOut:
             raise ConfigError(f"pyo audio must be one of {', '.join(AUDIO_CHOICES)}; got {opts.audio!r}")
         if opts.audio == "offline" and not opts.wav:
             raise ConfigError("pyo audio 'offline' needs a WAV path (wav=...)")
-        self._pyo = _import_pyo()
-        self.patch_cls = load_patch(opts.patch)
+        if importlib.util.find_spec("pyo") is None:
+            raise OutputUnavailable("the pyo output needs pyo; install: pip install 'trainsound[pyo]'")
+        self.patch_cls = load_patch(opts.patch)  # unknown patch: one clear error before anything starts
         self.label = f"{opts.patch!r}"
         self.queue: deque[tuple[Event | None, Sequence[Mapped]]] = deque()
+        self.coalescer = Coalescer()
         self.fed = 0
         self.dropped = 0
-        self.runner: PatchRunner | None = None
-        self.server: Any = None
+        self.failed: str | None = None
+        self.sample_rate = opts.sample_rate
         self._events: list[tuple[float, Event | None, Sequence[Mapped]]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._proc: Any = None
+        self._conn: Any = None
         self._closed = False
         if opts.audio != "offline":
             self._start_live()
 
     # -- live ----------------------------------------------------------------
     def _start_live(self) -> None:
-        pyo, o = self._pyo, self.opts
-        kwargs: dict[str, Any] = {"sr": o.sample_rate, "nchnls": o.channels, "duplex": 0, "buffersize": o.buffer_size}
-        if o.audio == "jack":
-            kwargs["jackname"] = o.jack_name
-        s = pyo.Server(audio=o.audio, **kwargs)
-        s.setVerbosity(1)  # errors only: pyo's warnings go to stdout, which is not ours to fill
-        s.deactivateMidi()
-        if o.audio == "jack":
-            s.setJackAuto(False, o.jack_autoconnect)
-        elif o.device is not None:
-            s.setOutputDevice(o.device)
-        s.boot()
-        if not s.getIsBooted():
-            s.shutdown()
-            raise OutputUnavailable(f"pyo could not open {o.audio} audio (is a JACK server or sound card there?)")
-        s.start()
-        self.server = s
-        if o.wav:
-            s.recordOptions(filename=o.wav, fileformat=0, sampletype=WAV_SAMPLETYPE)
-            s.recstart()
-        self.runner = PatchRunner(self.patch_cls, s, dict(o.options), self.label)
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded bridge
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_engine_main, args=(child, self.opts), name="trainsound-pyo", daemon=True)
+        self._proc.start()
+        child.close()
+        if not self._conn.poll(STARTUP_TIMEOUT):
+            self._kill()
+            raise OutputUnavailable(f"pyo engine did not start within {STARTUP_TIMEOUT:.0f} s")
+        try:
+            msg = self._conn.recv()
+        except EOFError:
+            msg = ("error", f"pyo engine exited at start (exit code {self._proc.exitcode})")
+        if msg[0] != "ready":
+            self._kill()
+            raise OutputUnavailable(msg[1])
+        self.sample_rate = msg[1]
         self._thread = threading.Thread(target=self._feed_loop, name="trainsound-pyo-feed", daemon=True)
         self._thread.start()
-        log.info("pyo output: patch %s on %s audio at %d Hz", self.label, o.audio, s.getSamplingRate())
+        log.info("pyo output: patch %s on %s audio at %d Hz", self.label, self.opts.audio, self.sample_rate)
+
+    def _kill(self, timeout: float = 1.0) -> None:
+        if self._proc is not None:
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(5.0)
+        if self._conn is not None:
+            self._conn.close()
 
     def _feed_loop(self) -> None:
-        q, runner = self.queue, self.runner
-        assert runner is not None
         while not self._stop.wait(FEED_INTERVAL):
-            self._drain(q, runner)
-        self._drain(q, runner)
+            if not self._feed_once():
+                return
+        self._feed_once()
 
-    @staticmethod
-    def _drain(q: deque[tuple[Event | None, Sequence[Mapped]]], runner: PatchRunner) -> None:
-        pop = q.popleft
+    def _feed_once(self) -> bool:
+        pop, absorb = self.queue.popleft, self.coalescer.absorb
         try:
             while True:
-                runner.absorb(*pop())
+                absorb(*pop())
         except IndexError:
             pass
-        runner.flush()
+        calls = self.coalescer.take()
+        try:
+            if calls:
+                self._conn.send(("calls", calls))
+            while self._conn.poll():
+                self._from_engine(self._conn.recv())
+        except (EOFError, OSError):
+            if self.failed is None:
+                self.failed = f"pyo engine process exited (code {self._proc.exitcode})"
+                log.error("pyo output: %s; the bridge goes on without it", self.failed)
+            return False
+        return True
+
+    def _from_engine(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "failed":
+            _, hook, tb = msg
+            self.failed = f"{hook}: {tb.strip().splitlines()[-1]}"
+            log.error("pyo patch %s raised in %s; replaced by silence (the bridge goes on)\n%s", self.label, hook, tb)
 
     # -- Output protocol ---------------------------------------------------------
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
@@ -411,7 +525,7 @@ class PyoOut:
         self.fed += 1
 
     def tick(self, now: float) -> None:
-        """Nothing periodic: the feeder thread and pyo's audio thread do the work."""
+        """Nothing periodic: the feeder thread and the engine process do the work."""
 
     def close(self) -> None:
         """Stop feeding, silence the patch, stop pyo (offline: render the WAV first)."""
@@ -424,26 +538,21 @@ class PyoOut:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
-        if self.runner is not None:
-            self.runner.close()
-        if self.server is not None:
-            if self.opts.wav:
-                self.server.recstop()
-            self.server.stop()
-            self.server.shutdown()
-            self.server = None
+        with contextlib.suppress(OSError):  # the engine may be gone already
+            self._conn.send(("close",))
+        self._kill(timeout=5.0)
 
     def health(self) -> dict[str, Any]:
-        r = self.runner
         return {
-            "ok": r is None or r.failed is None,
+            "ok": self.failed is None,
             "patch": self.opts.patch,
             "audio": self.opts.audio,
             "fed": self.fed,
             "queued": len(self.queue) if self.opts.audio != "offline" else len(self._events),
             "dropped": self.dropped,
-            "alarms": r.alarms if r is not None else 0,
-            "failed": r.failed if r is not None else None,
+            "patch_calls": self.coalescer.calls,
+            "alarms": self.coalescer.alarms,
+            "failed": self.failed,
         }
 
     # -- offline ---------------------------------------------------------------
@@ -455,7 +564,8 @@ class PyoOut:
         self._events = []
         t0 = events[0][0] if events else 0.0
         dur = (events[-1][0] - t0 if events else 0.0) + OFFLINE_TAIL
-        s = self._pyo.Server(sr=o.sample_rate, nchnls=o.channels, duplex=0, audio="offline", buffersize=o.buffer_size)
+        pyo = _import_pyo()
+        s = pyo.Server(sr=o.sample_rate, nchnls=o.channels, duplex=0, audio="offline", buffersize=o.buffer_size)
         s.setVerbosity(1)
         s.deactivateMidi()
         s.boot()
@@ -463,7 +573,8 @@ class PyoOut:
             raise OutputUnavailable("pyo could not boot its offline server")
         try:
             s.recordOptions(dur=dur, filename=str(o.wav), fileformat=0, sampletype=WAV_SAMPLETYPE)
-            runner = self.runner = PatchRunner(self.patch_cls, s, dict(o.options), self.label)
+            host = PatchHost(self.patch_cls, s, dict(o.options), self._offline_failed)
+            co = self.coalescer
             block = o.buffer_size / float(o.sample_rate)
             state = {"block": 0, "next": 0}
 
@@ -473,17 +584,22 @@ class PyoOut:
                 state["block"] += 1
                 i = state["next"]
                 while i < len(events) and events[i][0] <= now:
-                    runner.absorb(events[i][1], events[i][2])
+                    co.absorb(events[i][1], events[i][2])
                     i += 1
                 state["next"] = i
-                runner.flush()
+                calls = co.take()
+                if calls:
+                    host.run(calls)
 
             s.setCallback(feed)
             s.start()  # offline: blocks until `dur` is rendered
-            runner.close()
+            host.close()
         finally:
             s.shutdown()
         log.info("pyo offline: rendered %.1f s of patch %s to %s", dur, self.label, o.wav)
+
+    def _offline_failed(self, hook: str, tb: str) -> None:
+        self._from_engine(("failed", hook, tb))
 
 
 def render_session(
