@@ -1,1 +1,1 @@
-"""The pyo patch set (see patches/pyo/README or docs)."""
+"""The pyo patch set; ``base.Patch`` is the interface (see docs/patches.md)."""
