@@ -63,7 +63,7 @@ class WavWriter:
     def __init__(self, target: str | os.PathLike[str] | BinaryIO, sample_rate: int, *, channels: int = 2,
                  fmt: SampleFormat = "float32", header_interval: float = HEADER_INTERVAL) -> None:
         if fmt not in FORMATS:
-            raise ValueError(f"WAV format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+            raise ValueError(f"WAV format must be one of {', '.join(FORMATS)}; got {fmt!r}")
         if isinstance(target, (str, os.PathLike)):
             self.path: Path | None = Path(target)
             self.fh: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (kept open until close())

@@ -354,7 +354,7 @@ class SineOut:
         assert self.voices is not None and self.t0 is not None
         bank = self.voices.bank
         pos = (t - self.t0) * self.sr / self.block
-        target = math.ceil(pos - 1e-9) if ceil else math.floor(pos + 1e-9)
+        target = math.ceil(pos - 1e-4) if ceil else math.floor(pos + 1e-4)  # Unix-time float jitter
         todo = target - bank.position // self.block
         while todo > 0:
             n = min(todo, MAX_RENDER_BLOCKS)

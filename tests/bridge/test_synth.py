@@ -1,0 +1,84 @@
+"""The voice bank: exact sines, continuous phase, click-free changes, bounded, no DC, no NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import dominant_hz
+
+from trainsound.bridge.synth import VoiceBank, _sum_partials, alarm_sound, soft_limit
+
+SR = 48_000
+
+
+def test_separable_sum_equals_direct_sines() -> None:
+    rng = np.random.default_rng(1)
+    p, n = 9, 4096
+    w, ph, a = rng.uniform(0.01, 0.4, p), rng.uniform(0, 6, p), rng.uniform(0, 1, p)
+    b, pan = rng.uniform(-1e-3, 1e-3, p), rng.uniform(0, 1, (p, 2))
+    k = np.arange(n)
+    ref = ((a[:, None] + b[:, None] * k) * np.sin(w[:, None] * k + ph[:, None])).T @ pan
+    assert np.abs(_sum_partials(w, ph, a, b, pan, n) - ref).max() < 1e-4
+
+
+def test_one_voice_is_the_promised_sine() -> None:
+    bank = VoiceBank(SR)
+    v = bank.add_voice(pan=0.0)
+    bank.set(v, freq=440.0, gain=0.5)
+    x = bank.render(200)
+    assert dominant_hz(x[1000:, 0], SR) == pytest.approx(440.0, abs=1.0)
+    assert np.abs(x[1000:, 0]).max() == pytest.approx(0.5 * np.sqrt(0.5), rel=1e-3)
+
+
+def test_block_by_block_equals_one_go() -> None:
+    def bank() -> VoiceBank:
+        b = VoiceBank(SR)
+        for i in range(3):
+            b.add_voice(pan=i - 1.0)
+            b.set(i, freq=200.0 * (i + 1), gain=0.3)
+        return b
+
+    one, many = bank(), bank()
+    x = one.render(64)
+    y = np.concatenate([many.render(1) for _ in range(64)])
+    assert np.abs(x - y).max() < 1e-5
+
+
+@pytest.mark.parametrize("change", [{"freq": 1760.0}, {"gain": 0.0}, {"freq": 445.0, "gain": 0.1}])
+def test_changes_are_ramped_not_clicked(change: dict[str, float]) -> None:
+    bank = VoiceBank(SR)
+    v = bank.add_voice()
+    bank.set(v, freq=440.0, gain=0.8)
+    a = bank.render(20)
+    bank.set(v, **change)
+    x = np.concatenate([a, bank.render(20)])[:, 0]
+    # A click is a jump bigger than the steepest slope of the louder sine.
+    slope = 0.8 * np.sqrt(0.5) * 2 * np.pi * 1760.0 / SR
+    assert np.abs(np.diff(x)).max() <= slope * 1.05
+
+
+def test_many_voices_stay_bounded_finite_and_dc_free() -> None:
+    bank = VoiceBank(SR)
+    rng = np.random.default_rng(2)
+    for i in range(64):
+        bank.add_voice(pan=rng.uniform(-1, 1))
+        bank.set(i, freq=rng.uniform(100, 3000), gain=1.0)  # deliberately far too loud
+    x = bank.render(400)
+    assert np.isfinite(x).all() and np.abs(x).max() <= 1.0
+    assert np.abs(x.mean(axis=0)).max() < 1e-2
+
+
+def test_soft_limit_is_linear_below_the_knee_and_odd() -> None:
+    x = np.linspace(-3, 3, 1001)
+    y = soft_limit(x.copy())
+    assert np.array_equal(y[np.abs(x) <= 0.9], x[np.abs(x) <= 0.9])
+    assert np.allclose(y, -y[::-1]) and np.abs(y).max() <= 1.0 and np.abs(y[np.abs(x) < 1.5]).max() < 1.0
+
+
+def test_alarm_is_noise_not_a_tone_and_has_no_dc() -> None:
+    a = alarm_sound(SR)
+    spec = np.abs(np.fft.rfft(a))
+    f = np.fft.rfftfreq(len(a), 1 / SR)
+    in_band = spec[(f > 1500) & (f < 5000)]
+    assert np.isfinite(a).all() and abs(a.mean()) < 1e-3
+    assert spec.max() < 0.05 * spec.sum() and (in_band**2).sum() > 0.99 * (spec**2).sum()
