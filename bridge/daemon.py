@@ -255,6 +255,7 @@ class Daemon:
         previous = {s: signal.signal(s, self._on_signal) for s in signals}
         try:
             self.receiver.serve(self._periodic)
+            self.receiver.drain()
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)

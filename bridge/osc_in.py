@@ -302,15 +302,15 @@ class UdpReceiver:
 
     def serve(self, periodic: Callable[[float], None] | None = None) -> None:
         """Receive until :meth:`stop`; ``periodic(now)`` runs every tick (signals, stats)."""
-        sock, allow = self.sock, self.allow
+        sock = self.sock
         recv = sock.recvfrom
         clock = time.time
         next_tick = 0.0
         stop = self.stop_event
         tcp = self.tcp
         while not stop.is_set():
-            # Re-read each turn: a config reload may swap the pipeline's engine but not the pipeline.
-            pipe = self.pipeline
+            # Re-read each turn (two attribute loads): a config reload replaces the allowlist.
+            pipe, allow = self.pipeline, self.allow
             try:
                 data, sender = recv(MAX_DATAGRAM)
             except BlockingIOError:
@@ -345,6 +345,27 @@ class UdpReceiver:
                 if periodic is not None:
                     periodic(now)
                 next_tick = now + TICK_INTERVAL
+
+    def drain(self, limit: int = 100_000, seconds: float = 0.5) -> int:
+        """Feed what already sits in the socket buffers (called on shutdown: a client's last words count)."""
+        n = 0
+        deadline = time.monotonic() + seconds
+        while n < limit and time.monotonic() < deadline:
+            try:
+                data, sender = self.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            n += 1
+            if self.allow.allows(sender[0]):
+                self.pipeline.feed_datagram(data, time.time(), sender)
+            else:
+                self.pipeline.stats.datagrams += 1
+                self.pipeline.stats.drop("not_allowed", sender, "sender not in [bridge].allow")
+        if self.tcp is not None:
+            self.tcp.poll(self.pipeline, time.time())
+        return n
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -119,7 +119,7 @@ class Pipeline:
             return False
         for r in stale:
             del self.runs[r]
-        self.engine = Engine(self.config, max_voices=self.config.bridge.max_voices)
+        self._new_engine(self.config)
         self.stats.note("runs_forgotten", "pipeline", f"forgot {len(stale)} idle run(s) to make room")
         return True
 
@@ -129,7 +129,12 @@ class Pipeline:
         Voices are allocated afresh by the new engine, in first-seen order.
         """
         self.config = config
+        self._new_engine(config)
+
+    def _new_engine(self, config: Config) -> None:
+        counters = self.engine.counters
         self.engine = Engine(config, max_voices=config.bridge.max_voices)
+        self.engine.counters = counters  # counters describe the bridge's life, not one engine's
 
     def dispatch(self, ev: Event | None, mapped: list[Mapped]) -> None:
         for out in self.outputs:
