@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PORT_NAME = "out"
 RECONNECT_INTERVAL = 0.5
+DRAIN_WAIT = 0.25
 
 
 def api_candidates(choice: str) -> list[str]:
@@ -259,6 +261,10 @@ class MidiOut:
     def close(self) -> None:
         self._stop.set()
         self._send(self.sched.release_all())
+        if self._out is not None:
+            # rtmidi queues messages for the API's next cycle (a JACK period can be ~100 ms) and has
+            # no drain call: closing at once would drop the final note-offs and leave notes stuck.
+            time.sleep(DRAIN_WAIT)
         self._watch.join(timeout=2)
         with self._lock:
             out, self._out = self._out, None
