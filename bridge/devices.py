@@ -22,6 +22,8 @@ from .errors import OutputUnavailable, TrainsoundError
 
 log = logging.getLogger(__name__)
 
+#: Callbacks after start whose xruns count as start-up (JACK reports one while the client activates).
+WARMUP_CALLBACKS = 20
 #: ``render(frames) -> (frames, channels) float32``, called on PortAudio's thread.
 RenderFn = Callable[[int], np.ndarray]
 
@@ -134,6 +136,7 @@ class LiveStream:
             self.block = block
             self.render = render
             self.underruns = 0
+            self.startup_underruns = 0
             self.callbacks = 0
             self.errors = 0
             self._lock = threading.Lock()
@@ -162,7 +165,10 @@ class LiveStream:
     def _callback(self, _in: bytes | None, frames: int, _time: Any, status: int) -> tuple[bytes, int]:
         self.callbacks += 1
         if status & self.pyaudio.paOutputUnderflow:
-            self.underruns += 1
+            if self.callbacks <= WARMUP_CALLBACKS:
+                self.startup_underruns += 1
+            else:
+                self.underruns += 1
         try:
             x = self.render(frames)
         except Exception:  # never let an exception kill the audio thread: play silence, count it

@@ -460,6 +460,7 @@ class SineOut:
         if self.stream is not None:
             h["device"] = self.stream.device.name
             h["underruns"] = self.stream.underruns
+            h["startup_underruns"] = self.stream.startup_underruns
             h["callbacks"] = self.stream.callbacks
         if self.wav is not None:
             h["wav"] = str(self.wav_path)

@@ -1,0 +1,71 @@
+"""The sine output live: a real bridge process plays through PyAudio into a private jackd.
+
+A JACK recorder captures what PortAudio played; we assert the pitch and level the mapping promises,
+silence after shutdown, and a valid WAV of what was heard after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from support import dominant_hz, rms
+
+from trainsound.bridge.outputs.sine import pitch_hz
+from trainsound.bridge.scales import log_scale
+
+pytestmark = pytest.mark.jack
+
+
+def test_live_pitch_level_silence_after_shutdown_and_wav(bridge_proc, recorder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wav = tmp_path / "live.wav"
+    b = bridge_proc(["--no-midi", "--audio", "--wav", str(wav)])
+    recorder.connect_when_present("PortAudio:out_0")
+    b.send("/nn/run/grad_norm/fc1", 0.5)
+    time.sleep(0.8)
+    st = b.status()["outputs"]["sine"]
+    b.send("/nn/run/grad_norm/fc1", 20.0)
+    time.sleep(0.8)
+    rc, err = b.stop()
+    time.sleep(0.3)
+    x = recorder.stop()
+    sr = recorder.sr
+    assert rc == 0, err
+    # Underruns are counted and reported; their absence under load is bench/bench_render.py's job
+    # (a non-realtime jackd on a shared 2-core machine may xrun on its own).
+    assert st["voices"] == 1 and isinstance(st["underruns"], int) and st["device"] == "system"
+    loud = np.flatnonzero(np.abs(x) > 1e-3)
+    assert loud.size, "nothing was played"
+    # Two held values: the first then the second pitch, each at the promised level.
+    level = 0.5 * 96 / 127 * np.sqrt(0.5)  # note-rule gain × velocity, centre pan, one voice
+    segs = np.split(x[loud[0] : loud[-1] + 1], [int(0.8 * sr)])
+    for seg, value in zip(segs, (0.5, 20.0), strict=True):
+        mid = seg[int(0.1 * sr) : -int(0.1 * sr)]
+        assert dominant_hz(mid, sr) == pytest.approx(pitch_hz(log_scale(value, 1e-4, 1e2)), rel=0.01)
+        assert np.abs(mid).max() == pytest.approx(level, rel=0.02)
+        assert rms(mid) == pytest.approx(level / np.sqrt(2), rel=0.02)
+    # After shutdown: silence (the voice faded out; no click at the end).
+    assert np.abs(x[loud[-1] + 1 :]).max(initial=0.0) < 1e-3
+    slope = level * 2 * np.pi * pitch_hz(log_scale(20.0, 1e-4, 1e2)) / sr  # steepest slope of the last sine
+    assert np.abs(np.diff(x[loud[-1] - 600 : loud[-1] + 2])).max() <= slope * 1.05
+    # The WAV holds what was heard, with a valid header after SIGTERM.
+    info = sf.info(str(wav))
+    assert info.subtype == "FLOAT" and info.samplerate == sr and info.channels == 2
+    y, _ = sf.read(str(wav), dtype="float32")
+    assert np.isfinite(y).all() and info.frames > 1.4 * sr
+    assert dominant_hz(y[int(0.2 * sr) : int(0.6 * sr), 0][np.abs(y[int(0.2 * sr) : int(0.6 * sr), 0]) > 0], sr) > 0
+
+
+def test_no_audio_device_is_one_line_and_the_bridge_goes_on(bridge_proc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    b = bridge_proc(["--no-midi", "--audio", "--audio-device", "no-such-card", "--record", str(tmp_path / "s.tsr")])
+    b.send("/nn/run/loss", 0.5)
+    time.sleep(0.2)
+    assert b.status()["accepted"] == 1
+    rc, err = b.stop()
+    assert rc == 0
+    lines = [ln for ln in err.splitlines() if "output sine unavailable" in ln]
+    assert len(lines) == 1 and "no audio output device matching 'no-such-card'" in lines[0]
+    assert "Traceback" not in err
