@@ -1,6 +1,8 @@
 """``trainsound status``: ask the running bridge for its counters over its own OSC port.
 
-One ``/trainsound/status`` datagram, one JSON reply (docs/protocol.md). Exit
+One ``/trainsound/status`` message, one JSON reply (docs/protocol.md). It goes
+over TCP (SLIP) first: the TCP side is served every tick, so the answer does not
+queue behind a UDP flood; UDP is the fallback when TCP is off. Exit
 code 0 when the bridge answered and every output is healthy, 1 when it did not
 answer, 3 when it answered but an output is unhealthy — usable from scripts and
 monitoring.
@@ -18,16 +20,47 @@ from . import config as cfgmod
 from .errors import OSCDecodeError, TrainsoundError
 from .osc_codec import decode_message, encode_message
 from .protocol import DEFAULT_HOST, DEFAULT_PORT
+from .slip import SlipDecoder
+from .slip import encode as slip_encode
 
 EXIT_UNHEALTHY = 3
 
 
+def query_tcp(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
+    """Ask over OSC-over-TCP; ``None`` if nothing listens on TCP there."""
+    try:
+        conn = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return None
+    decoder = SlipDecoder(1 << 22)
+    with conn:
+        conn.settimeout(timeout)
+        conn.sendall(slip_encode(encode_message("/trainsound/status")))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = conn.recv(1 << 16)
+            except (TimeoutError, OSError):
+                return None
+            if not data:
+                return None
+            for packet in decoder.feed(data):
+                address, args = decode_message(packet)
+                if address == "/trainsound/status.reply" and args and isinstance(args[0], str):
+                    result: dict[str, Any] = json.loads(args[0])
+                    return result
+    return None
+
+
 def query(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
-    """Send ``/trainsound/status`` and wait for the reply.
+    """Ask for ``/trainsound/status`` (TCP first, then UDP) and wait for the reply.
 
     Raises:
         TrainsoundError: no reply within ``timeout`` (the bridge is not running there).
     """
+    via_tcp = query_tcp(host, port, timeout)
+    if via_tcp is not None:
+        return via_tcp
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.settimeout(0.25)

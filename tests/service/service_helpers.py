@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterable
@@ -44,3 +45,42 @@ def write_config(path: Path, **bridge: object) -> Path:
             lines.append(f"{k} = {v}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def flood(port: int, seconds: float, rate: float | None, packets: list[bytes]) -> tuple[int, float]:
+    """Send ``packets`` round-robin to 127.0.0.1:``port`` for ``seconds`` (at ``rate``/s, or flat out if None).
+
+    Returns (datagrams sent, achieved rate).
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    to = ("127.0.0.1", port)
+    n = 0
+    k = len(packets)
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    try:
+        while True:
+            for i in range(200):
+                with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                    s.sendto(packets[(n + i) % k], to)
+            n += 200
+            now = time.perf_counter()
+            if now >= end:
+                break
+            if rate is not None:
+                ahead = n / rate - (now - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+    finally:
+        s.close()
+    return n, n / (time.perf_counter() - t0)
+
+
+def status_latency(port: int, timeout: float = 2.0) -> tuple[float, dict[str, object]]:
+    """Round-trip time of one status query as ``trainsound status`` makes it (TCP, not queued behind UDP)."""
+    from trainsound.bridge.status import query
+
+    t0 = time.perf_counter()
+    st = query("127.0.0.1", port, timeout)
+    return time.perf_counter() - t0, st
