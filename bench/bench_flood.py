@@ -1,0 +1,109 @@
+"""Flood the running bridge at 10x its sustainable rate for 60 s (the full version of tests/service/test_flood.py).
+
+    .venv/bin/python bench/bench_flood.py [--sustainable RATE] [--factor 10] [--seconds 60]
+
+Without --sustainable it first finds the highest paced rate the bridge takes with no kernel drop
+(steps of 2 s). Prints: sustainable rate, flood rate asked and achieved, datagrams processed and
+dropped (kernel) and counted by reason, RSS before/peak/after (the bound), status round-trip during
+the flood (TCP, as `trainsound status` asks), and that mapping works afterwards. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "service")]
+
+from service_helpers import flood, rss_kib, status_latency, write_config  # noqa: E402
+from support import BridgeProc, free_udp_port  # noqa: E402
+
+from trainsound.bridge.osc_codec import encode_bundle, encode_message  # noqa: E402
+
+PACKETS = [
+    encode_message("/nn/f/grad_norm/fc1", [0.5]),
+    encode_message("/nn/f/loss", [0.25]),
+    encode_message("/nn/f/weight/fc1", [0.0, 0.1, 0.4, 3.0, 0.001]),
+    encode_bundle([encode_message("/nn/f/step", [1]), encode_message("/nn/f/grad_norm/fc2", [2.0])]),
+    b"\xffnot osc",
+]
+
+
+def find_sustainable(port: int) -> float:
+    rate, best = 5_000.0, 0.0
+    while rate <= 400_000:
+        k0 = int(status_latency(port)[1]["kernel_drops"])  # type: ignore[call-overload]
+        _, got = flood(port, 2.0, rate, PACKETS)
+        time.sleep(0.3)
+        k1 = int(status_latency(port)[1]["kernel_drops"])  # type: ignore[call-overload]
+        if k1 > k0 or got < 0.95 * rate:
+            break
+        best, rate = rate, rate * 1.5
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sustainable", type=float, help="msg/s the bridge takes with no loss (default: measure)")
+    ap.add_argument("--factor", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    a = ap.parse_args()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = write_config(Path(tmp) / "b.toml", stats_interval=0)
+        b = BridgeProc(["--no-midi", "--config", str(cfg)], free_udp_port())
+        sustainable = a.sustainable or find_sustainable(b.port)
+        target = sustainable * a.factor
+        rss0 = rss_kib(b.proc.pid)
+        base = status_latency(b.port)[1]
+        lat: list[float] = []
+        peak = [rss0]
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                lat.append(status_latency(b.port, 5.0)[0])
+                peak.append(rss_kib(b.proc.pid))
+                time.sleep(0.5)
+
+        w = threading.Thread(target=watch)
+        w.start()
+        try:
+            sent, achieved = flood(b.port, a.seconds, target, PACKETS)
+        finally:
+            done.set()
+            w.join()
+        time.sleep(0.5)
+        after = status_latency(b.port)[1]
+        rss1 = rss_kib(b.proc.pid)
+        b.send("/nn/after/grad_norm/fc1", 1.0)
+        time.sleep(0.2)
+        final = status_latency(b.port)[1]
+        rc, _ = b.stop()
+        processed = int(after["datagrams"]) - int(base["datagrams"])  # type: ignore[call-overload]
+        kdrops = int(after["kernel_drops"]) - int(base["kernel_drops"])  # type: ignore[call-overload]
+        lat.sort()
+        print(f"bench_flood: sustainable {sustainable:,.0f} msg/s; flood asked {target:,.0f}/s for {a.seconds:g} s")
+        print(f"  sent {sent:,} datagrams, achieved {achieved:,.0f}/s (one Python sender)")
+        print(
+            f"  processed by the bridge {processed:,} ({processed / a.seconds:,.0f}/s); "
+            f"dropped in the kernel {kdrops:,}"
+        )
+        print(f"  counted drops by reason: {after['dropped']}; noted: {after['noted']}")
+        print(f"  RSS KiB: before {rss0:,}, peak {max(peak):,}, after {rss1:,} (growth {max(peak) - rss0:+,})")
+        print(
+            f"  status during flood: {len(lat)} answered, round-trip median {lat[len(lat) // 2] * 1000:.1f} ms, "
+            f"max {lat[-1] * 1000:.1f} ms"
+        )
+        mapped_after = final["mapping"]["mapped"] - after["mapping"]["mapped"]  # type: ignore[index]
+        print(f"  after the flood: mapped {mapped_after} of 1 new message; exit code on SIGTERM {rc}")
+    return 0 if rc == 0 and mapped_after == 1 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
