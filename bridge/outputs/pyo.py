@@ -358,13 +358,30 @@ def _engine_main(conn: Any, opts: PyoOptions) -> None:
     except Exception as err:
         conn.send(("error", str(err)))
         return
-    host = PatchHost(patch_cls, server, dict(opts.options), lambda hook, tb: conn.send(("failed", hook, tb)))
+    failures: deque[tuple[str, str, str]] = deque()
+    host = PatchHost(patch_cls, server, dict(opts.options), lambda hook, tb: failures.append(("failed", hook, tb)))
+    pending: deque[list[Call]] = deque()
+
+    def apply() -> None:
+        # pyo calls this before each block, in its audio thread: the patch changes between blocks,
+        # never while pyo computes one (the same path as offline rendering).
+        try:
+            while True:
+                host.run(pending.popleft())
+        except IndexError:
+            pass
+
+    server.setCallback(apply)
     conn.send(("ready", int(server.getSamplingRate())))
     try:
         while True:
-            msg = conn.recv()  # blocks without the GIL: pyo's callback runs freely
+            while failures:  # reported from here: the audio thread must not write to the pipe
+                conn.send(failures.popleft())
+            if not conn.poll(0.05):  # waits without the GIL: pyo's callback runs freely
+                continue
+            msg = conn.recv()
             if msg[0] == "calls":
-                host.run(msg[1])
+                pending.append(msg[1])
             elif msg[0] == "close":
                 break
     except (EOFError, OSError):  # the bridge went away

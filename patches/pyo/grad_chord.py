@@ -27,6 +27,8 @@ from .base import Patch, WeightStats, log_unit
 
 #: Level of a voice whose update ratio is at the bottom of the range (fraction of full).
 QUIET_FLOOR = 0.15
+#: Level of each voice's octave partial, relative to its fundamental.
+OCTAVE_LEVEL = 0.12
 #: Level of a voice before any weight report arrives.
 DEFAULT_LEVEL = 0.6
 
@@ -67,7 +69,7 @@ class GradChord(Patch):
         **options: Any,
     ) -> None:
         super().__init__(server, **options)
-        from pyo import Sig, SigTo, SineLoop
+        from pyo import Sig, SigTo, Sine
 
         self.norm_range = (float(norm_range[0]), float(norm_range[1]))
         self.update_range = (float(update_range[0]), float(update_range[1]))
@@ -75,11 +77,13 @@ class GradChord(Patch):
         n = self.max_voices
         self.freqs = [SigTo(self.low_hz, time=glide, init=self.low_hz) for _ in range(n)]
         self.levels = [SigTo(0.0, time=0.08, init=0.0) for _ in range(n)]
-        # A little feedback adds upper partials (easier to tell voices apart) while the fundamental stays on top.
-        self.osc = SineLoop(freq=self.freqs, feedback=0.04, mul=self.levels)
+        # A quiet octave partial makes voices easier to tell apart; the fundamental stays on top.
+        # (Not SineLoop: pyo 1.1.0's SineLoop segfaults when its frequency moves fast.)
+        self.osc = Sine(freq=self.freqs, mul=self.levels)
+        self.octave = Sine(freq=[f * 2 for f in self.freqs], mul=[lv * OCTAVE_LEVEL for lv in self.levels])
         self.gain = Sig(0.0)
         self.level = float(level)
-        self.voice = self.out(self.osc * self.gain)
+        self.voice = self.out((self.osc + self.octave) * self.gain)
         self._voices: dict[tuple[str, str], int] = {}
 
     def _voice(self, run: str, layer: str) -> int:
