@@ -122,6 +122,7 @@ class _Voices:
         self.mode = mode
         self.bank = VoiceBank(sr, block)
         self.voices: dict[tuple[Any, ...], int] = {}
+        self._info: dict[tuple[Any, ...], tuple[int, float, str]] = {}
         self.runs: dict[str, int] = {}
         self.alarm = alarm_sound(sr)
         self.first_loss: dict[str, float] = {}
@@ -170,12 +171,16 @@ class _Voices:
             if m.alarm:
                 self._alarm((m.rule, m.stream) if m.rule >= 0 else None, bool(m.midi))
                 continue
-            rule = self.rules[m.rule]
-            v = self._voice((m.rule, m.stream), m.run)
+            key = (m.rule, m.stream)
+            info = self._info.get(key)
+            if info is None:  # per-voice constants, computed once (handle() is on the receive thread)
+                rule = self.rules[m.rule]
+                level = self.opts.gain * rule.velocity / 127 if rule.target == "note" else self.opts.cc_gain
+                label = "/".join(m.stream) if rule.target == "note" else f"{m.rule_name or m.rule}:{'/'.join(m.stream)}"
+                info = self._info[key] = (self._voice(key, m.run), level, label)
+            v, level, label = info
             hz = pitch_hz(m.norm, self.opts.fmin, self.opts.octaves)
-            level = self.opts.gain * rule.velocity / 127 if rule.target == "note" else self.opts.cc_gain
             self.bank.set(v, freq=hz, gain=level)
-            label = "/".join(m.stream) if rule.target == "note" else f"{m.rule_name or m.rule}:{'/'.join(m.stream)}"
             self._track(label, hz)
 
     def _sonnify(self, ev: Event) -> None:
