@@ -91,8 +91,8 @@ def write_spectrogram(wav_path: str | os.PathLike[str], png_path: str | os.PathL
             big = 1e9
             sec = np.concatenate([[sec[0] - big], sec, [sec[-1] + big]])
             steps = np.concatenate([[steps[0] - big * rate], steps, [steps[-1] + big * rate]])
-            top = ax.secondary_xaxis("top", functions=(lambda s: np.interp(s, sec, steps),
-                                                       lambda k: np.interp(k, steps, sec)))
+            top = ax.secondary_xaxis("top", functions=(lambda s: np.interp(np.asarray(s, float), sec, steps),
+                                                       lambda k: np.interp(np.asarray(k, float), steps, sec)))
             top.set_xlabel("training step")
     fig.tight_layout()
     fig.savefig(str(png_path))

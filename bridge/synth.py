@@ -104,10 +104,10 @@ def _sum_partials(omega: np.ndarray, phase: np.ndarray, a: np.ndarray, b: np.nda
     # Right factor: rows = [cos part; sin part] of the partials, columns = (channel, l).
     p = len(omega)
     pan32 = pan.astype(np.float32)[:, :, None]
-    right = np.empty((2 * p, 2, sub), np.float32)
-    np.multiply(cos_e.T[:, None, :], pan32, out=right[:p])
-    np.multiply(sin_e.T[:, None, :], pan32, out=right[p:])
-    right = right.reshape(2 * p, 2 * sub)
+    right3 = np.empty((2 * p, 2, sub), np.float32)
+    np.multiply(cos_e.T[:, None, :], pan32, out=right3[:p])
+    np.multiply(sin_e.T[:, None, :], pan32, out=right3[p:])
+    right = right3.reshape(2 * p, 2 * sub)
     alpha = np.broadcast_to(a.astype(np.float32), (k_rows, p)).copy()
     if b is not None:
         alpha += np.multiply.outer(np.arange(k_rows, dtype=np.float32) * sub, b.astype(np.float32))
@@ -128,7 +128,7 @@ def limit_blas_threads() -> None:
     for CPU cause underruns. Uses threadpoolctl when installed.
     """
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     except ImportError:
         log.debug("threadpoolctl not installed: BLAS keeps its default thread count")
         return
