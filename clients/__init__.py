@@ -46,7 +46,7 @@ def watch(
     Raises:
         MissingExtraError: PyTorch is not installed.
     """
-    return _torch_client("trainsound.watch").watch(model, run, every, log, activations, **options)  # type: ignore[no-any-return]
+    return _torch_client("trainsound.watch").watch(model, run, every, log, activations, **options)
 
 
 def log(loss: Any = None, **metrics: Any) -> None:

@@ -41,7 +41,7 @@ def _layer_of(path: str, model_name: str) -> str:
     return ".".join(parts[:-1]) or parts[0]
 
 
-class Sonify(keras.callbacks.Callback):  # type: ignore[misc]
+class Sonify(keras.callbacks.Callback):
     """Send per-layer gradient norms, weight statistics, loss and metrics to the trainsound bridge.
 
     ``model.fit(x, y, callbacks=[Sonify(run="mnist")])`` — no re-compile, no extra metrics.
@@ -196,8 +196,8 @@ class Sonify(keras.callbacks.Callback):  # type: ignore[misc]
         if self.log_grads and n:
             c.grad_norms(layer_grad_norms(v[1 : 1 + n], self._owner, self._names))
         if self.log_weights and n:
-            parts = [v[1 + k * n : 1 + (k + 1) * n] for k in range(1, 5)]
-            c.weights(layer_weight_stats(*parts, self._counts, self._owner, self._names))
+            sums, sqs, maxes, deltas = (v[1 + k * n : 1 + (k + 1) * n] for k in range(1, 5))
+            c.weights(layer_weight_stats(sums, sqs, maxes, deltas, self._counts, self._owner, self._names))
         c.step(step, self.epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

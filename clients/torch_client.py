@@ -279,6 +279,7 @@ class Watch:
         grads = [tdist.local(p.grad) if p.grad is not None else zero for p in self._layout.params]
         if not grads:
             return
+        norms: Sequence[torch.Tensor]
         try:
             norms = torch._foreach_norm(grads)
         except RuntimeError:  # sparse or exotic gradients: the slow path
@@ -383,8 +384,8 @@ class Watch:
             pos = n
         if self.log_weights and n:
             counts = v[pos + 4 * n : pos + 5 * n] if self.sharded and self.world > 1 else lay.numel
-            parts = [v[pos + k * n : pos + (k + 1) * n] for k in range(4)]
-            client.weights(layer_weight_stats(*parts, counts, lay.owner, lay.names))
+            sums, sqs, maxes, deltas = (v[pos + k * n : pos + (k + 1) * n] for k in range(4))
+            client.weights(layer_weight_stats(sums, sqs, maxes, deltas, counts, lay.owner, lay.names))
         for name, sl in rec.spectra.items():
             client.activation_spectrum(name, v[sl])
         client.step(rec.step, rec.epoch)
@@ -460,14 +461,14 @@ class _LossTap:
                 return original(tensor, *args, **kwargs)
 
             backward.__wrapped__ = original  # type: ignore[attr-defined]
-            torch.Tensor.backward = backward  # type: ignore[method-assign]
+            torch.Tensor.backward = backward  # type: ignore[method-assign,assignment]
         self.watches.append(weakref.ref(w))
 
     def remove(self, w: Watch) -> None:
         self.watches = [r for r in self.watches if r() not in (None, w)]
         if not self.watches and self.original is not None:
             if getattr(torch.Tensor.backward, "__wrapped__", None) is self.original:
-                torch.Tensor.backward = self.original  # type: ignore[method-assign]
+                torch.Tensor.backward = self.original  # type: ignore[method-assign,assignment]
             self.original = None
 
 
