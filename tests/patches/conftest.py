@@ -20,6 +20,7 @@ def render(tmp_path: Path) -> Callable[..., np.ndarray]:
     """``render(patch, messages, **options)`` → the rendered WAV's first channel (float64)."""
     pytest.importorskip("pyo")
     import soundfile as sf
+
     from trainsound.bridge.outputs.pyo import render_session
 
     counter = [0]

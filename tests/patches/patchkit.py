@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
 from trainsound.bridge.osc_codec import OscArg, encode_message
 from trainsound.bridge.session import SessionWriter
 

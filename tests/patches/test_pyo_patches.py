@@ -204,3 +204,19 @@ def test_unknown_patch_is_one_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(OutputUnavailable, match="unknown pyo patch 'nope'; built-in: loss_sine, weight_ensemble"):
         PyoOut(default(), patch="nope", audio="offline", wav=tmp_path / "x.wav")
+
+
+@pytest.mark.parametrize("patch", ["loss_sine", "weight_ensemble", "grad_chord", "activation_spectra"])
+def test_fast_wild_input_renders_finite_audio(render, patch: str) -> None:
+    # Values jumping over decades at 50 steps/s × 32 layers: pyo 1.1.0's SineLoop segfaulted on this.
+    rnd = np.random.default_rng(0)
+    msgs = []
+    for t in steps(100, 0.02):
+        msgs.append((t, "/nn/r/loss", [float(rnd.uniform(0.0, 10.0))]))
+        for i in range(32):
+            msgs.append((t, f"/nn/r/grad_norm/l{i}", [float(10 ** rnd.uniform(-6, 4))]))
+            msgs.append((t, f"/nn/r/weight/l{i}", [float(rnd.uniform(-0.1, 0.1)), 0.1, 1.0, 1.0, 1e-3]))
+        spectrum = rnd.random(int(rnd.integers(1, 300))).astype("<f4").tobytes()
+        msgs.append((t, "/nn/r/activation_spectrum/l0", [spectrum]))
+    x = render(patch, msgs)
+    sane(x, 2.0)

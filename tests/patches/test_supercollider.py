@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import trainsound.patches
 from patchkit import band_energy
 from support import dominant_hz, free_udp_port, rms
+
+import trainsound.patches
 
 pytestmark = [pytest.mark.supercollider, pytest.mark.jack, pytest.mark.slow]
 
