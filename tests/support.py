@@ -162,6 +162,15 @@ class BridgeProc:
                 return result
         raise TimeoutError("no status reply")
 
+    def wait_output_ok(self, name: str, timeout: float = 10.0) -> None:
+        """Wait until the status reports output ``name`` healthy (e.g. MIDI connected)."""
+        t0 = time.time()
+        while not self.status()["outputs"].get(name, {}).get("ok"):
+            if time.time() - t0 > timeout:
+                raise TimeoutError(f"output {name} not ok after {timeout} s")
+            time.sleep(0.05)
+        time.sleep(0.1)  # the port connection itself settles within a JACK cycle or two
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> tuple[int, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

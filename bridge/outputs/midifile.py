@@ -109,7 +109,9 @@ class MidiFileOut:
         origin = self.origin or 0.0
         for run, events in tracks.items() if isinstance(tracks, dict) else []:
             tr = mido.MidiTrack()
-            tr.append(mido.MetaMessage("track_name", name=run, time=0))
+            # SMF text is Latin-1 in mido: a run name outside it must not make every later save fail.
+            name = run.encode("latin-1", "replace").decode("latin-1")
+            tr.append(mido.MetaMessage("track_name", name=name, time=0))
             last = 0
             for t, msg in sorted(events, key=lambda e: e[0]):
                 tick = max(0, round((t - origin) * TICKS_PER_SECOND))
@@ -126,7 +128,7 @@ class MidiFileOut:
                 self._build(tracks).save(str(tmp))
                 os.replace(tmp, self.path)
                 self.saves += 1
-            except OSError as err:
+            except (OSError, ValueError) as err:
                 self.errors += 1
                 log.error("%s: cannot write MIDI file: %s", self.path, err)
 

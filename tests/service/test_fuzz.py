@@ -92,12 +92,6 @@ def test_counts_per_reason_match_an_offline_decode(bridge_proc: Any, tmp_path: P
     assert st["accepted"] - base["accepted"] == exp["accepted"]
 
 
-@pytest.mark.xfail(
-    reason="bridge/outputs/midifile.py: a run name outside Latin-1 (e.g. '/nn/ü€/…', found by this fuzzer) makes "
-    "mido's track_name encoding raise UnicodeEncodeError in _write, which catches only OSError: every later save "
-    "fails and health() still says ok. Fix: encode track names latin-1 with 'replace' and count any save error.",
-    strict=True,
-)
 def test_midi_file_survives_a_run_name_outside_latin1(bridge_proc: Any, tmp_path: Path) -> None:
     midi = tmp_path / "out.mid"
     b = bridge_proc(["--no-midi", "--midi-file", str(midi)])

@@ -23,7 +23,7 @@ def config_file(tmp_path: Path, client: str, extra: str = "") -> str:
 
 def test_exact_bytes_to_a_named_port(bridge_proc, midi_probe: MidiProbe) -> None:  # type: ignore[no-untyped-def]
     b = bridge_proc(["--midi-api", "jack", "--midi-port", midi_probe.port])
-    time.sleep(0.3)  # let the probe's port connection settle
+    b.wait_output_ok("midi")
     b.send("/nn/run1/grad_norm/fc1", A4_NORM)
     b.send("/nn/run1/loss", 2.3)
     got = midi_probe.wait_for(3, timeout=3)
@@ -92,7 +92,7 @@ def test_shutdown_leaves_no_stuck_notes(bridge_proc, midi_probe: MidiProbe, tmp_
         '[[mappings]]\nmatch = "/nn/{run}/grad_norm/{layer}"\nlength_ms = 30000\nmusical_scale = "chromatic"\n',
     )
     b = bridge_proc(["--config", cfg, "--midi-port", midi_probe.port])
-    time.sleep(0.3)
+    b.wait_output_ok("midi")
     for i in range(12):
         b.send(f"/nn/run{i % 2}/grad_norm/layer{i}", 10 ** (-4 + i / 2))
     b.send("/nn/run0/loss", float("nan"))  # the alarm note too

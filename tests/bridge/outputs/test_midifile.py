@@ -103,10 +103,7 @@ def test_fluidsynth_plays_the_live_midi(bridge_proc, recorder, tmp_path: Path) -
         cfg = tmp_path / "long.toml"
         cfg.write_text('[[mappings]]\nmatch = "/nn/{run}/grad_norm/{layer}"\nlength_ms = 600\n')
         b = bridge_proc(["--midi-api", "jack", "--midi-port", "fsynth", "--config", str(cfg)])
-        t0 = time.time()
-        while not b.status()["outputs"]["midi"]["ok"]:
-            assert time.time() - t0 < 10
-            time.sleep(0.05)
+        b.wait_output_ok("midi")
         n0 = len(recorder.chunks)
         b.send("/nn/r/grad_norm/fc1", A4_NORM)
         time.sleep(0.9)
