@@ -122,9 +122,7 @@ def feed(pipe: Any, rate: int, seconds: float, layers: int, stop: threading.Even
 
     rnd = random.Random(1)
     # Pre-encoded messages with varied values: every one maps to a new CC code (no 'unchanged' skips).
-    pool = [
-        encode_message(f"/nn/bench/grad_norm/layer{i % layers}", [10 ** rnd.uniform(-4, 2)]) for i in range(20_000)
-    ]
+    pool = [encode_message(f"/nn/bench/grad_norm/layer{i % layers}", [10 ** rnd.uniform(-4, 2)]) for i in range(20_000)]
     sent, t0, k = 0, time.perf_counter(), 0
     while not stop.is_set():
         now = time.perf_counter()
@@ -210,11 +208,15 @@ def main(argv: list[str] | None = None) -> None:
 
     py = sys.version.split()[0]
     print(f"bench_pyo: patch {a.patch}, jackd dummy {RATE} Hz / {BLOCK} frames, {a.layers} layers, python {py}")
-    print(f"{'phase':<6} {'secs':>6} {'values fed/s':>13} {'mapped/s':>9} {'patch calls/s':>14} "
-          f"{'xruns':>6} {'silent blocks':>14} {'queue max':>10}")
+    print(
+        f"{'phase':<6} {'secs':>6} {'values fed/s':>13} {'mapped/s':>9} {'patch calls/s':>14} "
+        f"{'xruns':>6} {'silent blocks':>14} {'queue max':>10}"
+    )
     for r, secs in zip(rows, (a.baseline_seconds, a.seconds), strict=True):
-        print(f"{r['phase']:<6} {secs:>6.0f} {r['fed/s']:>13,.0f} {r['mapped/s']:>9,.0f} {r['calls/s']:>14,.0f} "
-              f"{r['xruns']:>6} {r['silent']:>6} / {r['blocks']:<6} {r['queue_max']:>10}")
+        print(
+            f"{r['phase']:<6} {secs:>6.0f} {r['fed/s']:>13,.0f} {r['mapped/s']:>9,.0f} {r['calls/s']:>14,.0f} "
+            f"{r['xruns']:>6} {r['silent']:>6} / {r['blocks']:<6} {r['queue_max']:>10}"
+        )
     print(f"pyo output health: dropped={health['dropped']} failed={health['failed']}")
 
 
