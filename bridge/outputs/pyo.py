@@ -223,8 +223,8 @@ class Coalescer:
                 calls.append(("on_weights", (run, name, v)))
             elif kind == "activation_spectrum" and ev.blob is not None:
                 calls.append(("on_spectrum", (run, name, ev.blob)))
-        for ev, m in self._values.values():
-            kind, name = (ev.kind, ev.name) if ev is not None else ("", "")
+        for src, m in self._values.values():
+            kind, name = (src.kind, src.name) if src is not None else ("", "")
             calls.append(("on_value", (m.run, kind, name, m.rule_name, m.stream, m.voice, m.norm, m.value)))
         for run, stream in self._nans:
             calls.append(("on_nan", (run, stream)))
@@ -655,7 +655,7 @@ def render_session(
     out = PyoOut(cfg, patch=patch, audio="offline", wav=wav_path, **extra)
     pipe = Pipeline(cfg, [out])
     last: float | None = None
-    for t, raw in iter_records(session_path):
+    for t, raw in iter_records(Path(session_path)):
         pipe.tick(t)
         pipe.feed_message(t, raw)
         last = t
