@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = write_config(Path(tmp) / "b.toml", max_runs=1_000_000, max_voices=1_000_000, stats_interval=0)
+        cfg = write_config(Path(tmp) / "b.toml", max_runs=100_000, max_voices=100_000, stats_interval=0)
         session = Path(tmp) / "fuzz.tsr"
         b = BridgeProc(["--no-midi", "--config", str(cfg), "--record", str(session)], free_udp_port())
         base = status_latency(b.port)[1]
