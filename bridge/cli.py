@@ -58,7 +58,7 @@ def add_output_args(p: argparse.ArgumentParser, *, live_midi_default: bool) -> N
     g.add_argument("--audio-device", metavar="NAME|INDEX", help="sound card for --audio (see 'trainsound devices')")
     g.add_argument("--preset", metavar="NAME", help="a named mapping + renderer mode: continuous, perone, sonnify-loss")
     g.add_argument("--pyo-patch", metavar="NAME|FILE", help="play a pyo patch (patches/pyo) on the sound card")
-    g.add_argument("--pyo-audio", choices=("jack", "portaudio"), default="jack", help="pyo's audio driver")
+    g.add_argument("--pyo-audio", choices=("jack", "portaudio"), help="pyo's audio driver (default: [pyo] audio)")
 
 
 def parse_osc_target(text: str) -> tuple[str, int]:
@@ -96,7 +96,10 @@ def output_specs(args: argparse.Namespace, config: cfgmod.Config, *, live_midi_d
             )
         )
     if args.pyo_patch:
-        specs.append(OutputSpec("pyo", {"patch": args.pyo_patch, "audio": args.pyo_audio}))
+        pyo_opts = {"patch": args.pyo_patch}
+        if args.pyo_audio:
+            pyo_opts["audio"] = args.pyo_audio
+        specs.append(OutputSpec("pyo", pyo_opts))
     return specs
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from importlib import import_module
 from typing import Any, Protocol, runtime_checkable
 
+from ..config import register_output_section
 from ..errors import OutputUnavailable
 from ..mapping import Mapped
 from ..protocol import Event
@@ -27,6 +28,11 @@ REGISTRY: dict[str, str] = {
     "sine": "trainsound.bridge.outputs.sine:SineOut",
     "pyo": "trainsound.bridge.outputs.pyo:PyoOut",
 }
+
+# Output-owned config tables, validated by the output's light options module (no audio imports).
+register_output_section("sine", "trainsound.bridge.outputs.sine:options_from_table")
+register_output_section("pyo", "trainsound.bridge.outputs.pyo:section")
+register_output_section("osc_out", "trainsound.bridge.outputs.osc:section")
 
 
 @runtime_checkable
