@@ -12,7 +12,6 @@ from typing import Any
 
 import fuzzgen
 import mido
-import pytest
 from service_helpers import rss_kib, send_paced, write_config
 
 from trainsound.bridge.session import iter_messages
