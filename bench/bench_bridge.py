@@ -22,11 +22,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+import _jackrig
 import numpy as np
+
 from trainsound.bridge.osc_codec import decode_message, encode_bundle, encode_message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,9 +47,22 @@ class Bridge:
     def __init__(self, extra: list[str] | None = None, env: dict[str, str] | None = None, midi: bool = False) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trainsound.bridge", "-q", "bridge", *([] if midi else ["--no-midi"]), "--listen",
-             f"127.0.0.1:{self.port}", "--stats-interval", "0", *(extra or [])],
-            stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "trainsound.bridge",
+                "-q",
+                "bridge",
+                *([] if midi else ["--no-midi"]),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--stats-interval",
+                "0",
+                *(extra or []),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -137,8 +151,10 @@ def _send(port: int, rate: float, seconds: float, shape: str, out: Any) -> None:
         payloads = [encode_message(f"/nn/bench/grad_norm/{ly}", [0.001 * (i + 1)]) for i, ly in enumerate(LAYERS)]
         per = 1
     else:
-        payloads = [encode_bundle([encode_message(f"/nn/bench/grad_norm/{ly}", [0.01 * (j + 1)]) for ly in LAYERS])
-                    for j in range(4)]
+        payloads = [
+            encode_bundle([encode_message(f"/nn/bench/grad_norm/{ly}", [0.01 * (j + 1)]) for ly in LAYERS])
+            for j in range(4)
+        ]
         per = len(LAYERS)
     n_dgrams = int(rate * seconds / per)
     interval = per / rate
@@ -219,23 +235,20 @@ def latency(seconds: float) -> tuple[float, float, int] | None:
         import rtmidi
     except ImportError:
         return None
-    name = f"bench_{uuid.uuid4().hex[:6]}"
-    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1", JACK_DEFAULT_SERVER=name)
-    jackd = subprocess.Popen(
-        ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", str(JACK_PERIOD)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
+    jackd, _, rt = _jackrig.start_jackd(48_000, JACK_PERIOD)
+    env = dict(os.environ)
+    print(f"latency: private jackd, {'realtime' if rt else 'non-realtime'}, {JACK_PERIOD} frames at 48 kHz")
     try:
-        subprocess.run(["jack_wait", "-w", "-t", "10"], check=True, capture_output=True)
         arrivals: list[float] = []
         probe = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="latprobe")
         probe.open_virtual_port("in")
         probe.set_callback(lambda ev, data=None: arrivals.append(time.perf_counter()))
         cfg = Path(tempfile.mkdtemp()) / "lat.toml"
         # A CC whose value changes every message: every message is one MIDI event.
-        cfg.write_text('[[mappings]]\nmatch = "/nn/{run}/metric/seq"\ntarget = "cc"\nscale = "linear"\n'
-                       'range = [0, 127]\nvoices = "none"\n')
+        cfg.write_text(
+            '[[mappings]]\nmatch = "/nn/{run}/metric/seq"\ntarget = "cc"\nscale = "linear"\n'
+            'range = [0, 127]\nvoices = "none"\n'
+        )
         b = Bridge(["--config", str(cfg), "--midi-api", "jack", "--midi-port", "latprobe:in"], env=env, midi=True)
         while not b.status()["outputs"]["midi"]["ok"]:
             time.sleep(0.05)
@@ -255,8 +268,7 @@ def latency(seconds: float) -> tuple[float, float, int] | None:
         lat = (np.array(arrivals[:k]) - np.array(sends[:k])) * 1e6
         return float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), k
     finally:
-        jackd.terminate()
-        jackd.wait(5)
+        _jackrig.stop_jackd(jackd)
 
 
 def main() -> int:
@@ -269,8 +281,10 @@ def main() -> int:
     base_rates = [500, 1_000, 2_000, 4_000, 7_000, 10_000, 15_000, 25_000, 50_000]
     if args.quick:
         plain_rates, bundle_rates, base_rates = [10_000, 50_000], [200_000], [1_000, 2_000]
-    print(f"machine: {os.cpu_count()} CPUs; loopback UDP; sender and receiver in separate processes; "
-          f"{args.seconds:g} s per trial\n")
+    print(
+        f"machine: {os.cpu_count()} CPUs; loopback UDP; sender and receiver in separate processes; "
+        f"{args.seconds:g} s per trial\n"
+    )
     results = {}
     for label, make, shape, rates in [
         ("python-osc ThreadingOSCUDPServer, plain", PyOsc, "plain", base_rates),
@@ -292,9 +306,11 @@ def main() -> int:
         print("latency: python-rtmidi missing, not measured")
     else:
         p50, p99, k = lat
-        print(f"OSC in → MIDI out latency at 1,000 msg/s ({k} events, JACK MIDI probe, JACK period "
-              f"{JACK_PERIOD} frames = {JACK_PERIOD / 48:.2f} ms included): p50 {p50:.0f} µs, p99 {p99:.0f} µs"
-              "   (target p99 ≤ 1,000 µs)")
+        print(
+            f"OSC in → MIDI out latency at 1,000 msg/s ({k} events, JACK MIDI probe, JACK period "
+            f"{JACK_PERIOD} frames = {JACK_PERIOD / 48:.2f} ms included): p50 {p50:.0f} µs, p99 {p99:.0f} µs"
+            "   (target p99 ≤ 1,000 µs)"
+        )
     return 0
 
 

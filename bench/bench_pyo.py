@@ -22,9 +22,7 @@ shows as a gap), and the deepest the output's queue got.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import shutil
 import subprocess
 import sys
 import threading
@@ -32,25 +30,15 @@ import time
 import uuid
 from typing import Any
 
+import _jackrig
+
 BLOCK = 256
 RATE = 48_000
 
 
 def start_jackd() -> tuple[subprocess.Popen[bytes], str]:
-    if not shutil.which("jackd"):
-        sys.exit("bench_pyo: jackd is not installed (apt-get install jackd2)")
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
-    proc = subprocess.Popen(
-        ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(BLOCK)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1", JACK_NO_AUDIO_RESERVATION="1")
-    if subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True).returncode != 0:
-        proc.kill()
-        sys.exit("bench_pyo: jackd did not come up")
+    proc, name, rt = _jackrig.start_jackd(RATE, BLOCK)
+    print(f"bench_pyo: jackd {'realtime (SCHED_FIFO)' if rt else 'non-realtime'}")
     return proc, name
 
 

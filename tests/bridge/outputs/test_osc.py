@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
 from trainsound.bridge.config import Table, default
 from trainsound.bridge.errors import ConfigError, OutputUnavailable
 from trainsound.bridge.osc_codec import encode_message

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import dominant_hz, rms
+
 from trainsound.bridge.config import Table, default
 from trainsound.bridge.errors import ConfigError
 from trainsound.bridge.osc_codec import decode_message, encode_message
