@@ -184,8 +184,12 @@ def render_outputs(spec: RunSpec, files: dict[str, Path]) -> demo_gallery.Number
         step_times=demo_gallery.step_times(nums),
         tracks=demo_gallery.perone_tracks(nums),
     )
-    duration = len(nums.steps) * nums.step_seconds()
-    demo_gallery.plot_numbers(nums, files["numbers"], title=f"{spec.name} — the numbers sent", duration_s=duration)
+    demo_gallery.plot_numbers(
+        nums,
+        files["numbers"],
+        title=f"{spec.name} — the numbers the bridge received",
+        xlim=demo_gallery.spectrogram_xlim(files["perone"]),
+    )
     return nums
 
 

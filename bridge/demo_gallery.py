@@ -91,14 +91,31 @@ def perone_tracks(nums: Numbers) -> dict[str, list[tuple[float, float]]]:
     return tracks
 
 
+def spectrogram_xlim(wav: str | Path) -> tuple[float, float]:
+    """The time span the spectrogram of ``wav`` shows (its STFT columns' centres ± half a hop)."""
+    import soundfile as sf
+
+    from .spectrogram import stft_db
+
+    x, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    t = stft_db(x.mean(axis=1), sr)[0]
+    half = (t[1] - t[0]) / 2 if len(t) > 1 else 0.5
+    lo, hi = float(t[0] - half), float(t[-1] + half)
+    # The pitch-track lines make matplotlib add its default 5 % x margins to the spectrogram.
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
+
+
 def step_times(nums: Numbers) -> list[tuple[float, int]]:
     """``[(seconds, step)]`` of the ``perone`` rendering, for the spectrogram's step axis."""
     step_s = nums.step_seconds()
     return [(k * step_s, s) for k, s in enumerate(nums.steps)]
 
 
-def plot_numbers(nums: Numbers, png: str | Path, *, title: str, duration_s: float) -> None:
+def plot_numbers(nums: Numbers, png: str | Path, *, title: str, xlim: tuple[float, float]) -> None:
     """Gradient norms per layer (log) and loss over time, on the spectrogram's time axis and frame.
+
+    ``xlim`` is the spectrogram's time span (see :func:`spectrogram_xlim`).
 
     Same figure size and the same colour-bar gap as the spectrogram, so the two images line up when
     shown one above the other. NaN steps are marked with a red band.
@@ -121,28 +138,23 @@ def plot_numbers(nums: Numbers, png: str | Path, *, title: str, duration_s: floa
         g = np.where(np.isfinite(g) & (g > 0), g, np.nan)
         ax.step(t, g, where="post", color=cmap(i % 10), lw=1.0, label=f"‖grad‖ {layer}")
     ax.set_yscale("log")
-    ax.set_xlim(0, max(duration_s, t[-1] + step_s if len(t) else 1.0))
+    ax.set_xlim(*xlim)
     ax.set_xlabel("time (s) in the perone rendering")
-    ax.set_ylabel("gradient L2 norm (log)")
+    ax.set_ylabel("gradient L2 norm, loss (log)")
     ax.set_title(title)
     loss = np.asarray(nums.loss, float)
     bad = ~np.isfinite(loss)
     for k in np.flatnonzero(bad):
         ax.axvspan(t[k], t[k] + step_s, color="red", alpha=0.15, lw=0)
-    ax2 = ax.twinx()
-    good = loss[np.isfinite(loss) & (loss > 0)]
-    ax2.plot(t, np.where(bad, np.nan, loss), color="black", lw=1.4, ls="--", label="loss")
-    ax2.set_ylabel("loss")
-    if good.size and good.max() / good.min() > 100:
-        ax2.set_yscale("log")
+    # Loss on the same log axis: a second y-axis would take room the spectrogram does not have.
+    ax.plot(t, np.where(bad | (loss <= 0), np.nan, loss), color="black", lw=1.4, ls="--", label="loss")
     handles, labels = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
     if bad.any():
         from matplotlib.patches import Patch
 
         handles.append(Patch(color="red", alpha=0.3))
         labels.append("NaN (alarm)")
-    ax2.legend(handles + h2, labels + l2, loc="upper right", fontsize=7, framealpha=0.7)
+    ax.legend(handles, labels, loc="upper right", fontsize=7, framealpha=0.7)
     fig.tight_layout()
     fig.savefig(str(png))
     plt.close(fig)
