@@ -15,12 +15,14 @@ logged once, and the next send tries again.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import math
 import os
 import socket
 import struct
+import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -28,6 +30,7 @@ from typing import Any, Final, SupportsFloat
 
 import numpy as np
 
+from .bridge.slip import encode as slip_encode
 from .errors import ClientArgumentError
 
 __all__ = [
@@ -106,8 +109,22 @@ def _f32x5(values: Sequence[SupportsFloat]) -> bytes:
         return b"".join(_f32(v) for v in values)
 
 
+def split_transport(text: str) -> tuple[str, str]:
+    """``"tcp://host:port"`` → ``("tcp", "host:port")``; no scheme means UDP.
+
+    >>> split_transport("tcp://127.0.0.1:9150"), split_transport("localhost:9150")
+    (('tcp', '127.0.0.1:9150'), ('udp', 'localhost:9150'))
+    """
+    scheme, sep, rest = text.strip().partition("://")
+    if not sep:
+        return "udp", text
+    if scheme not in ("udp", "tcp"):
+        raise ClientArgumentError(f"{ENV_ADDR} scheme must be udp:// or tcp://, got {text!r}")
+    return scheme, rest
+
+
 def parse_addr(text: str, what: str = ENV_ADDR) -> tuple[str, int]:
-    """Parse ``host:port`` (``[v6addr]:port`` for IPv6).
+    """Parse ``host:port`` (``[v6addr]:port`` for IPv6; a ``udp://`` or ``tcp://`` scheme is allowed).
 
     >>> parse_addr("[::1]:9150")
     ('::1', 9150)
@@ -116,7 +133,7 @@ def parse_addr(text: str, what: str = ENV_ADDR) -> tuple[str, int]:
     ...
     trainsound.errors.ClientArgumentError: TRAINSOUND_ADDR must be host:port, got 'nonsense'
     """
-    host, sep, port = text.strip().rpartition(":")
+    host, sep, port = split_transport(text)[1].strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ClientArgumentError(f"{what} must be host:port, got {text!r}")
@@ -173,6 +190,99 @@ class _Sender:
         self._finalizer()
 
 
+class _TcpSender:
+    """OSC 1.1 over TCP (SLIP framing), for SSH tunnels; never blocks, never raises.
+
+    The socket is non-blocking: frames go into a bounded buffer that is written as far as
+    the kernel takes it on every send. While the bridge is unreachable the buffer keeps up
+    to ``MAX_BUFFER`` bytes (sent on reconnect, tried at most once a second); beyond it new
+    datagrams are dropped and counted. A frame cut by a lost connection is resynchronised by
+    SLIP's END bytes on the bridge side.
+    """
+
+    RETRY = 1.0
+    MAX_BUFFER = 1 << 20
+
+    def __init__(self, host: str, port: int) -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as err:
+            raise ClientArgumentError(f"host {host!r} cannot be resolved: {err}") from err
+        self.family, _, _, _, self.target = infos[0]
+        self.sock: socket.socket | None = None
+        self._buf = bytearray()
+        self._next_try = 0.0
+        self.sent = 0
+        self.dropped = 0
+        self._warned = False
+        self._finalizer = weakref.finalize(self, self._close_sock)
+
+    def _warn(self, why: object) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "trainsound: cannot send to tcp://%s:%s (%s); training goes on, data is buffered up to %d bytes",
+                self.target[0], self.target[1], why, self.MAX_BUFFER,
+            )
+
+    def _close_sock(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _pump(self) -> None:
+        if self.sock is None:
+            now = time.monotonic()
+            if now < self._next_try:
+                return
+            self._next_try = now + self.RETRY
+            sock = socket.socket(self.family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            err = sock.connect_ex(self.target)
+            if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+                sock.close()
+                self._warn(os.strerror(err))
+                return
+            self.sock = sock
+        try:
+            n = self.sock.send(self._buf)
+        except (BlockingIOError, InterruptedError):
+            return  # still connecting, or the kernel's buffer is full: later
+        except OSError as err:
+            self._close_sock()
+            self._warn(err)
+            return
+        del self._buf[:n]
+
+    def sendto(self, data: bytes) -> None:
+        frame = slip_encode(data)
+        if len(self._buf) + len(frame) > self.MAX_BUFFER:
+            self.dropped += 1
+            self._warn("buffer full")
+        else:
+            self._buf += frame
+            self.sent += 1
+        self._pump()
+
+    def close(self) -> None:
+        self._pump()
+        self._finalizer()
+
+
+def make_sender(host: str, port: int, transport: str) -> _Sender | _TcpSender:
+    return _TcpSender(host, port) if transport == "tcp" else _Sender(host, port)
+
+
+def resolve_transport(transport: str | None) -> str:
+    """``udp`` or ``tcp``: the argument, else the scheme of ``$TRAINSOUND_ADDR``, else ``udp``."""
+    if transport is None:
+        env = os.environ.get(ENV_ADDR)
+        transport = split_transport(env)[0] if env else "udp"
+    if transport not in ("udp", "tcp"):
+        raise ClientArgumentError(f"transport must be 'udp' or 'tcp', got {transport!r}")
+    return transport
+
+
 class Client:
     """Sends one run's telemetry; the messages of a step go out as one bundle.
 
@@ -185,6 +295,8 @@ class Client:
         port: bridge UDP port; default ``$TRAINSOUND_ADDR`` or ``9150``.
         run: run name (the ``<run>`` address segment); sanitised per docs/protocol.md.
         max_datagram: largest datagram to send, in bytes (512..65000).
+        transport: ``"udp"`` (default) or ``"tcp"`` (OSC 1.1 SLIP framing, e.g. through an SSH tunnel);
+            default: the scheme of ``$TRAINSOUND_ADDR`` (``tcp://host:port``).
 
     Example:
         >>> c = Client(run="demo", port=9)      # port 9 ("discard"): nothing listens, nothing raises
@@ -193,7 +305,13 @@ class Client:
     """
 
     def __init__(
-        self, host: str | None = None, port: int | None = None, run: str = "run", *, max_datagram: int = MAX_DATAGRAM
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        run: str = "run",
+        *,
+        max_datagram: int = MAX_DATAGRAM,
+        transport: str | None = None,
     ) -> None:
         if not isinstance(run, str) or not run:
             raise ClientArgumentError(f"run must be a non-empty string, got {run!r}")
@@ -202,7 +320,8 @@ class Client:
         self.host, self.port = resolve_target(host, port)
         self.run = sanitize(run)
         self.max_datagram = max_datagram
-        self._sender = _Sender(self.host, self.port)
+        self.transport = resolve_transport(transport)
+        self._sender = make_sender(self.host, self.port, self.transport)
         self._base = f"/nn/{self.run}/"
         self._pending: list[bytes] = []
         self._templates: dict[tuple[str, str], bytes] = {}
@@ -353,8 +472,8 @@ def _encode_arg(arg: object) -> tuple[bytes, bytes]:
 
 
 @functools.lru_cache(maxsize=8)
-def _shared_sender(host: str, port: int) -> _Sender:
-    return _Sender(host, port)
+def _shared_sender(host: str, port: int, transport: str) -> _Sender | _TcpSender:
+    return make_sender(host, port, transport)
 
 
 def send(address: str, *args: int | float | str | bytes, host: str | None = None, port: int | None = None) -> None:
@@ -371,4 +490,4 @@ def send(address: str, *args: int | float | str | bytes, host: str | None = None
     encoded = [_encode_arg(a) for a in args]
     tags = b"," + b"".join(t for t, _ in encoded)
     data = _pad(address.encode("utf-8")) + _pad(tags) + b"".join(body for _, body in encoded)
-    _shared_sender(*resolve_target(host, port)).sendto(data)
+    _shared_sender(*resolve_target(host, port), resolve_transport(None)).sendto(data)
