@@ -208,7 +208,9 @@ class _TcpSender:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as err:
             raise ClientArgumentError(f"host {host!r} cannot be resolved: {err}") from err
-        self.family, _, _, _, self.target = infos[0]
+        family, _, _, _, sockaddr = infos[0]
+        self.family: socket.AddressFamily = family
+        self.target: tuple[Any, ...] = sockaddr
         self.sock: socket.socket | None = None
         self._buf = bytearray()
         self._next_try = 0.0
