@@ -67,7 +67,7 @@ def read_numbers(session: str | Path, run: str) -> Numbers:
         if kind == "step":
             close_step()
             cur.clear()
-            nums.steps.append(int(args[0]))  # type: ignore[call-overload]
+            nums.steps.append(int(args[0]))  # type: ignore[arg-type]
         elif kind == "loss" and args:
             cur["loss"] = float(args[0])  # type: ignore[arg-type]
         elif kind == "grad_norm" and args:

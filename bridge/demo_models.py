@@ -99,10 +99,10 @@ KERAS_RUNS: tuple[RunSpec, ...] = tuple(
     RunSpec(
         f"keras-{model}-{opt}-{act}",
         "keras",
-        model,  # type: ignore[arg-type]
-        opt,  # type: ignore[arg-type]
+        model,
+        opt,
         0.01,
-        activation=act,  # type: ignore[arg-type]
+        activation=act,
         listen_for="sigmoid: small, slow gradients (low, quiet); relu: larger and livelier",
     )
     for model in ("dnn", "cnn")
@@ -165,7 +165,7 @@ def load_digits_28() -> Data:
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:  # type: ignore[operator]
+    with opener(path, "rb") as fh:
         raw = fh.read()
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype != 0x08:
@@ -335,7 +335,7 @@ def train_keras(spec: RunSpec, data: Data, progress: Progress | None = None, *, 
     epochs = -(-spec.steps // n_batches)
     losses: list[float] = []
 
-    class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
+    class _Progress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             losses.append(float((logs or {}).get("loss", float("nan"))))
             if progress is not None:

@@ -110,3 +110,13 @@ def test_runs_selection() -> None:
     assert len(select_runs("all", False)) == 13
     with pytest.raises(TrainsoundError, match="unknown run 'nope'"):
         select_runs("nope", False)
+
+
+@pytest.mark.keras
+@pytest.mark.slow
+def test_keras_runs_send_through_sonify(tmp_path: Path) -> None:
+    summary = run_demo(tmp_path, "--steps", "10", "--runs", "keras-dnn-sgd-relu,keras-cnn-adam-sigmoid", "--quiet")
+    assert [r["name"] for r in summary["runs"]] == ["keras-dnn-sgd-relu", "keras-cnn-adam-sigmoid"]
+    for run in summary["runs"]:
+        assert run["steps"] == 10
+        check_files(tmp_path, run)
