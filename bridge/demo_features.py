@@ -13,7 +13,7 @@ than half its energy is noise: the alarm.
 >>> x = np.concatenate([tones[0], tones[1], np.zeros(882)] * 3)
 >>> f = features(x, sr)
 >>> round(f.median_hz), f.alarm_s, f.tones
-(375, None, 6)
+(368, None, 6)
 """
 
 from __future__ import annotations
