@@ -29,6 +29,9 @@ TICKS_PER_BEAT = 480
 TEMPO = 500_000  # µs per beat (120 BPM): 960 ticks per second
 TICKS_PER_SECOND = TICKS_PER_BEAT * 1_000_000 / TEMPO
 FLUSH_INTERVAL = 2.0
+#: Events per file before it is finished and the next one begun (``out.1.mid``, ``out.2.mid``, …):
+#: a bridge left running for weeks must not keep every event in memory.
+MAX_EVENTS = 500_000
 
 
 class MidiFileOut:
@@ -36,13 +39,23 @@ class MidiFileOut:
 
     name = "midi_file"
 
-    def __init__(self, config: Config, *, path: str | os.PathLike[str], flush_interval: float = FLUSH_INTERVAL) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        path: str | os.PathLike[str],
+        flush_interval: float = FLUSH_INTERVAL,
+        max_events: int = MAX_EVENTS,
+    ) -> None:
         try:
             import mido
         except ImportError as err:
             raise OutputUnavailable("MIDI files need mido: pip install 'trainsound[bridge]'") from err
         self._mido = mido
-        self.path = Path(path)
+        self.path = self.first_path = Path(path)
+        self.max_events = max_events
+        self.part = 0
+        self._in_file = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab"):
@@ -61,7 +74,7 @@ class MidiFileOut:
         self.events = 0
         self.saves = 0
         self.errors = 0
-        self._write([])  # an empty but valid file from the start
+        self._write([], self.path, None)  # an empty but valid file from the start
 
     def _track(self, run: str) -> list[tuple[float, bytes]]:
         tr = self.tracks.get(run)
@@ -73,6 +86,8 @@ class MidiFileOut:
         for m in mapped:
             if not m.midi:
                 continue
+            if self._in_file >= self.max_events:
+                self._rotate()
             if self.origin is None:
                 self.origin = m.t
             self._flush_due(m.t)
@@ -80,12 +95,27 @@ class MidiFileOut:
             self._last_run = m.run
             for msg in self.sched.start(m.t, m.midi, m.later, m.length, m.run):
                 tr.append((m.t, msg))
+                self._in_file += 1
             self.events += 1
             self._dirty = True
+
+    def _rotate(self) -> None:
+        """Finish this file (in the background) and go on in the next part."""
+        if self._saver is not None:
+            self._saver.join()
+        self._finish_tracks()
+        snapshot = {run: list(tr) for run, tr in self.tracks.items()}
+        self._saver = threading.Thread(target=self._write, args=(snapshot, self.path, self.origin), daemon=True)
+        self._saver.start()
+        self.part += 1
+        self.path = self.first_path.with_name(f"{self.first_path.stem}.{self.part}{self.first_path.suffix}")
+        log.info("MIDI file: %d events written, going on in %s", self._in_file, self.path)
+        self.tracks, self.origin, self._in_file, self._dirty = {}, None, 0, False
 
     def _flush_due(self, now: float) -> None:
         for when, msg, run in self.sched.due(now):
             self._track(run).append((when, msg))
+            self._in_file += 1
             self._dirty = True
 
     def tick(self, now: float) -> None:
@@ -94,11 +124,11 @@ class MidiFileOut:
         if self._dirty and wall >= self._next_flush and (self._saver is None or not self._saver.is_alive()):
             snapshot = {run: list(tr) for run, tr in self.tracks.items()}
             self._dirty = False
-            self._saver = threading.Thread(target=self._write, args=(snapshot,), daemon=True)
+            self._saver = threading.Thread(target=self._write, args=(snapshot, self.path, self.origin), daemon=True)
             self._saver.start()
             self._next_flush = wall + self.flush_interval
 
-    def _build(self, tracks: dict[str, list[tuple[float, bytes]]] | list[Any]) -> Any:
+    def _build(self, tracks: dict[str, list[tuple[float, bytes]]] | list[Any], origin: float | None) -> Any:
         mido = self._mido
         mf = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
         meta = mido.MidiTrack()
@@ -106,7 +136,7 @@ class MidiFileOut:
         meta.append(mido.MetaMessage("set_tempo", tempo=TEMPO, time=0))
         meta.append(mido.MetaMessage("end_of_track", time=0))
         mf.tracks.append(meta)
-        origin = self.origin or 0.0
+        origin = origin or 0.0
         for run, events in tracks.items() if isinstance(tracks, dict) else []:
             tr = mido.MidiTrack()
             # SMF text is Latin-1 in mido: a run name outside it must not make every later save fail.
@@ -121,27 +151,32 @@ class MidiFileOut:
             mf.tracks.append(tr)
         return mf
 
-    def _write(self, tracks: dict[str, list[tuple[float, bytes]]] | list[Any]) -> None:
+    def _write(
+        self, tracks: dict[str, list[tuple[float, bytes]]] | list[Any], path: Path, origin: float | None
+    ) -> None:
         with self._save_lock:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp = path.with_name(f".{path.name}.tmp")
             try:
-                self._build(tracks).save(str(tmp))
-                os.replace(tmp, self.path)
+                self._build(tracks, origin).save(str(tmp))
+                os.replace(tmp, path)
                 self.saves += 1
             except (OSError, ValueError) as err:
                 self.errors += 1
-                log.error("%s: cannot write MIDI file: %s", self.path, err)
+                log.error("%s: cannot write MIDI file: %s", path, err)
 
-    def close(self) -> None:
-        if self._saver is not None:
-            self._saver.join()
-        # Pending note-offs at their own times, then all-notes-off just after the last event.
+    def _finish_tracks(self) -> None:
+        """Pending note-offs at their own times, then all-notes-off just after the last event."""
         self._flush_due(math.inf)
         last = max((t for tr in self.tracks.values() for t, _ in tr), default=self.origin or 0.0)
         for msg in self.sched.release_all():
             if msg[0] & 0xF0 == 0xB0:
                 self._track(self._last_run or "trainsound").append((last, msg))
-        self._write({run: list(tr) for run, tr in self.tracks.items()})
+
+    def close(self) -> None:
+        if self._saver is not None:
+            self._saver.join()
+        self._finish_tracks()
+        self._write({run: list(tr) for run, tr in self.tracks.items()}, self.path, self.origin)
         log.info("MIDI file %s: %d events in %d track(s)", self.path, self.events, len(self.tracks))
 
     def health(self) -> dict[str, Any]:

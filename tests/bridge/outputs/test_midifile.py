@@ -121,3 +121,23 @@ def test_fluidsynth_plays_the_live_midi(bridge_proc, recorder, tmp_path: Path) -
             fs.kill()
             fs.wait()
         fs.stdin.close()
+
+
+def test_a_long_session_goes_on_in_numbered_files(tmp_path: Path) -> None:
+    from trainsound.bridge.config import default
+    from trainsound.bridge.osc_codec import encode_message
+    from trainsound.bridge.outputs.midifile import MidiFileOut
+    from trainsound.bridge.pipeline import Pipeline
+
+    out = MidiFileOut(default(), path=tmp_path / "long.mid", max_events=100)
+    pipe = Pipeline(default(), [out])
+    for i in range(150):  # a note-on and its note-off per message: 300 events, 100 per file
+        pipe.feed_message(i * 0.2, encode_message("/nn/r/grad_norm/fc1", [10 ** (-3 + (i % 7) / 2)]))
+        pipe.tick(i * 0.2 + 0.1)
+    pipe.close(40.0)
+    parts = [tmp_path / "long.mid", tmp_path / "long.1.mid", tmp_path / "long.2.mid"]
+    counts = [sum(1 for _, s, _ in notes(p)["r"] if s == 0x90) for p in parts]
+    assert sum(counts) == 150 and all(c > 0 for c in counts)
+    for p in parts:  # every part is complete: every note that starts there ends there
+        evs = notes(p)["r"]
+        assert sum(1 for _, s, _ in evs if s == 0x90) == sum(1 for _, s, _ in evs if s == 0x80)
