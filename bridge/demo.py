@@ -163,10 +163,29 @@ def run_files(out: Path, name: str) -> dict[str, Path]:
     }
 
 
-def bridge_args(files: dict[str, Path], live: bool) -> list[str]:
-    """The bridge's built-in default plus the files; live audio and MIDI only with ``--live``."""
+def live_devices() -> tuple[bool, bool]:
+    """``(sound card, MIDI system)``: what exists here, probed quietly; nothing is started."""
+    from .outputs.midi import jack_server_id
+
+    midi = os.path.exists("/dev/snd/seq") or jack_server_id() is not None or sys.platform in ("darwin", "win32")
+    audio = False
+    try:
+        from .devices import open_portaudio, output_devices
+
+        _, pa = open_portaudio()
+        try:
+            audio = bool(output_devices(pa))
+        finally:
+            pa.terminate()
+    except Exception:  # no PyAudio, no PortAudio: no sound card to play to
+        audio = False
+    return audio, midi
+
+
+def bridge_args(files: dict[str, Path], audio: bool, midi: bool) -> list[str]:
+    """The bridge's built-in default plus the files, and live audio / MIDI where they exist."""
     args = ["--record", str(files["session"]), "--midi-file", str(files["midi"]), "--wav", str(files["continuous"])]
-    return [*args, "--audio"] if live else [*args, "--no-midi"]
+    return [*args, *(["--audio"] if audio else []), *([] if midi else ["--no-midi"])]
 
 
 def render_outputs(spec: RunSpec, files: dict[str, Path]) -> demo_gallery.Numbers:
@@ -193,11 +212,13 @@ def render_outputs(spec: RunSpec, files: dict[str, Path]) -> demo_gallery.Number
     return nums
 
 
-def run_one(spec: RunSpec, data: demo_models.Data, out: Path, display: Display, live: bool) -> RunResult:
+def run_one(
+    spec: RunSpec, data: demo_models.Data, out: Path, display: Display, live: tuple[bool, bool]
+) -> RunResult:
     files = run_files(out, spec.name)
     files["session"].parent.mkdir(parents=True, exist_ok=True)
     display.writing("bridge start")
-    bridge = BridgeProcess(bridge_args(files, live), files["session"].parent / "bridge.log")
+    bridge = BridgeProcess(bridge_args(files, *live), files["session"].parent / "bridge.log")
     t0 = time.perf_counter()
     try:
         losses = demo_models.train(spec, data, display.step, port=bridge.port)
@@ -290,10 +311,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data = demo_models.load_data(args.mnist)
     display.prefix = ""
     display.line(f"data: {data.source}, {len(data.x)} images; seed {demo_models.SEED}; output: {out}", final=True)
+    live = (True, True) if args.live is True else (False, False) if args.live is False else live_devices()
+    if any(live):
+        display.line(f"live: {'sound card' if live[0] else ''}{' and ' if all(live) else ''}"
+                     f"{'MIDI port trainsound:out' if live[1] else ''}", final=True)
     results = []
     for i, spec in enumerate(specs, 1):
         display.start(i, len(specs), spec)
-        results.append(run_one(spec, data, out, display, args.live))
+        results.append(run_one(spec, data, out, display, live))
     table = demo_features.format_table(summary_rows(results))
     facts = {
         r.spec.name: f"{len(r.losses)} steps, trained in {r.train_s:.1f} s, final loss {r.losses[-1]:.4g}"
@@ -340,7 +365,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--steps", type=int, metavar="N", help="fewer steps per run (small mode; the NaN run keeps at least 40)"
     )
-    p.add_argument("--live", action="store_true", help="also play to the sound card and the live MIDI port")
+    lv = p.add_mutually_exclusive_group()
+    lv.add_argument("--live", action="store_true", default=None,
+                    help="play to the sound card and the live MIDI port (default: when they exist)")
+    lv.add_argument("--no-live", dest="live", action="store_false", help="files only, even when devices exist")
     p.add_argument("--mnist", metavar="DIR", help=f"MNIST files to use (default ${demo_models.ENV_MNIST})")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_demo)

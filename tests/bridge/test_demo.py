@@ -25,7 +25,7 @@ ARTEFACTS = ("perone", "continuous", "midi", "session", "spectrogram", "numbers"
 
 
 def run_demo(out: Path, *args: str, timeout: float = 600) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "trainsound.bridge", "demo", "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "trainsound.bridge", "demo", "--no-live", "--out", str(out), *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"Open the gallery: {out / 'index.html'}" in r.stdout
