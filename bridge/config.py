@@ -381,22 +381,24 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     )
     b.finish()
     m = Table(top.raw("midi", {}), "midi")
+    md = MidiOptions()
     midi = MidiOptions(
-        api=m.string("api", "auto", MIDI_APIS),
-        port=m.string("port", ""),
-        client_name=m.string("client_name", DEFAULT_CLIENT_NAME) or DEFAULT_CLIENT_NAME,
-        enabled=m.boolean("enabled", True),
+        api=m.string("api", md.api, MIDI_APIS),
+        port=m.string("port", md.port),
+        client_name=m.string("client_name", md.client_name) or md.client_name,
+        enabled=m.boolean("enabled", md.enabled),
     )
     m.finish()
     a = Table(top.raw("alarm", {}), "alarm")
+    d = AlarmOptions()  # the defaults live in one place: the dataclass
     alarm = AlarmOptions(
-        channel=a.integer("channel", 16, 1, 16),
-        note=a.integer("note", 90, 0, 127),
-        velocity=a.integer("velocity", 127, 1, 127),
-        cc=a.integer("cc", 20, 0, 127),
-        cc_value=a.integer("cc_value", 127, 0, 127),
-        length=a.number("length_ms", 400.0, 1.0, 60_000.0) / 1000.0,
-        min_interval=a.number("min_interval_ms", 500.0, 0.0, 60_000.0) / 1000.0,
+        channel=a.integer("channel", d.channel, 1, 16),
+        note=a.integer("note", d.note, 0, 127),
+        velocity=a.integer("velocity", d.velocity, 1, 127),
+        cc=a.integer("cc", d.cc, 0, 127),
+        cc_value=a.integer("cc_value", d.cc_value, 0, 127),
+        length=a.number("length_ms", d.length * 1000.0, 1.0, 60_000.0) / 1000.0,
+        min_interval=a.number("min_interval_ms", d.min_interval * 1000.0, 0.0, 60_000.0) / 1000.0,
     )
     a.finish()
     raw_rules = top.raw("mappings", None)
