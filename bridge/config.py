@@ -36,6 +36,7 @@ DEFAULT_SCHEDULE_HORIZON = 10.0
 DEFAULT_SCHEDULE_QUEUE = 10_000
 DEFAULT_MAX_VOICES = 256
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+LINEAR_RANGE = (0.0, 1.0)
 DEFAULT_TCP = True
 DEFAULT_TCP_MAX_CONNECTIONS = 8
 DEFAULT_TCP_MAX_FRAME = 65_536
@@ -295,11 +296,12 @@ def _rule(data: Any, path: str) -> Rule:
             raise ConfigError(f"{t.key('arg')} must be one of {', '.join(names) or '(an index)'}; got {arg_raw!r}")
     elif kind in VALUE_NAMES and not 0 <= arg_raw < max(1, len(VALUE_NAMES[kind])):
         raise ConfigError(f"{t.key('arg')} must be in 0..{len(VALUE_NAMES[kind]) - 1} for {kind}, got {arg_raw!r}")
-    scale = t.string("scale", "log", SCALINGS)
-    rng = t.pair("range", (1e-4, 1e2) if scale != "linear" else (0.0, 1.0))
+    d = Rule(match=match)  # the defaults live in one place: the dataclass
+    scale = t.string("scale", d.scale, SCALINGS)
+    rng = t.pair("range", d.range if scale != "linear" else LINEAR_RANGE)
     if scale == "log" and rng[0] <= 0:
         raise ConfigError(f"{t.key('range')} must be positive for log scaling, got {list(rng)!r}")
-    notes = t.pair("notes", (36, 96))
+    notes = t.pair("notes", d.notes)
     if not (0 <= notes[0] <= 127 and 0 <= notes[1] <= 127 and notes[0] == int(notes[0]) and notes[1] == int(notes[1])):
         raise ConfigError(f"{t.key('notes')} must be two MIDI notes in 0..127, got {list(notes)!r}")
     captures = tuple(re.findall(r"\{(\w+)\}", match))
@@ -310,33 +312,33 @@ def _rule(data: Any, path: str) -> Rule:
         for c in voice_by:
             if c not in captures:
                 raise ConfigError(f"{t.key('voice_by')} names {c!r}, which {match!r} does not capture")
-    root_raw = t.raw("root", "C")
+    root_raw = t.raw("root", d.root)
     try:
         root = parse_root(root_raw)
     except (ValueError, AttributeError, TypeError) as err:
         raise ConfigError(f"{t.key('root')} must be a note name (C, C#, … B) or 0..11, got {root_raw!r}") from err
     rule = Rule(
         match=match,
-        name=t.string("name", ""),
+        name=t.string("name", d.name),
         arg=arg_raw,
-        target=t.string("target", "note", TARGETS),
-        channel=t.integer("channel", 1, 1, 16),
-        voices=t.string("voices", "channel", VOICE_MODES),
+        target=t.string("target", d.target, TARGETS),
+        channel=t.integer("channel", d.channel, 1, 16),
+        voices=t.string("voices", d.voices, VOICE_MODES),
         voice_by=voice_by,
         scale=scale,
         range=rng,
-        clamp=t.boolean("clamp", True),
-        invert=t.boolean("invert", False),
-        smooth=t.number("smooth", 0.0, 0.0, 0.999),
-        rate_limit=t.number("rate_limit", 0.0, 0.0, 10_000.0),
+        clamp=t.boolean("clamp", d.clamp),
+        invert=t.boolean("invert", d.invert),
+        smooth=t.number("smooth", d.smooth, 0.0, 0.999),
+        rate_limit=t.number("rate_limit", d.rate_limit, 0.0, 10_000.0),
         notes=(int(notes[0]), int(notes[1])),
-        musical_scale=t.string("musical_scale", "pentatonic", tuple(SCALES)),
+        musical_scale=t.string("musical_scale", d.musical_scale, tuple(SCALES)),
         root=root,
-        velocity=t.integer("velocity", 96, 1, 127),
-        length=t.number("length_ms", 150.0, 1.0, 60_000.0) / 1000.0,
-        cc=t.integer("cc", 74, 0, 127),
-        band_width=t.integer("band_width", 12, 1, 127),
-        auto_window=t.integer("auto_window", 256, 8, 100_000),
+        velocity=t.integer("velocity", d.velocity, 1, 127),
+        length=t.number("length_ms", d.length * 1000.0, 1.0, 60_000.0) / 1000.0,
+        cc=t.integer("cc", d.cc, 0, 127),
+        band_width=t.integer("band_width", d.band_width, 1, 127),
+        auto_window=t.integer("auto_window", d.auto_window, 8, 100_000),
     )
     if rule.target == "cc14" and rule.cc > 31:
         raise ConfigError(f"{t.key('cc')} must be in 0..31 for a 14-bit CC (LSB is cc+32), got {rule.cc}")
