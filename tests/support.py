@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from trainsound.bridge.osc_codec import decode_message, encode_message
 
 SF2 = "/usr/share/sounds/sf2/TimGM6mb.sf2"

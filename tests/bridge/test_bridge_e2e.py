@@ -12,6 +12,7 @@ from pathlib import Path
 import mido
 import pytest
 from corpus import MALFORMED
+
 from trainsound.bridge.osc_codec import encode_bundle, encode_message
 from trainsound.bridge.session import iter_messages
 

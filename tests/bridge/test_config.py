@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from trainsound.bridge import config as cfg
 from trainsound.bridge.cli import main
 from trainsound.bridge.errors import ConfigError

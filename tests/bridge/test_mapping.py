@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from trainsound.bridge import midi_bytes as mb
 from trainsound.bridge.config import Config, Rule, default, from_dict
 from trainsound.bridge.mapping import AutoRange, Engine, compile_pattern

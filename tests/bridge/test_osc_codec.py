@@ -7,6 +7,7 @@ import struct
 
 import pytest
 from corpus import MALFORMED
+
 from trainsound.bridge.errors import OSCDecodeError
 from trainsound.bridge.osc_codec import (
     IMMEDIATELY,
