@@ -53,8 +53,9 @@ DEFAULT_FMIN = 110.0
 DEFAULT_OCTAVES = 5.0
 #: Largest render in one go (memory bound for long silences), in blocks.
 MAX_RENDER_BLOCKS = 512
-#: tick() renders only once this much audio is due: rendering in big chunks is what makes it fast.
-TICK_RENDER_SECONDS = 0.1
+#: Offline, changes are scheduled and rendered in spans of about this much audio (tick() renders once this
+#: much is due): one span of many change intervals costs a few array operations, which is what makes it fast.
+TICK_RENDER_SECONDS = 1.0
 #: Live perone FIFO bound: older steps are dropped (counted) beyond this many seconds.
 PERONE_FIFO_SECONDS = 2.0
 TRACK_POINTS = 200_000
@@ -120,14 +121,17 @@ class _Voices:
         self.rules = config.mappings
         self.opts = opts
         self.mode = mode
-        self.bank = VoiceBank(sr, block)
+        top = presets.SONNIFY_MAX_HZ if mode == "sonnify" else pitch_hz(1.0, opts.fmin, opts.octaves)
+        self.bank = VoiceBank(sr, block, max_freq=top)
         self.voices: dict[tuple[Any, ...], int] = {}
-        self._info: dict[tuple[Any, ...], tuple[int, float, str]] = {}
+        self._levels = np.zeros(0)
+        self._labels: list[str] = []
         self.runs: dict[str, int] = {}
         self.alarm = alarm_sound(sr)
         self.first_loss: dict[str, float] = {}
         self.val_runs: set[str] = set()
-        self.tracks: dict[str, list[tuple[float, float]]] = {}
+        self._tracks: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self._track_points = 0
         self.steps: list[tuple[float, int]] = []
         self.alarms = 0
 
@@ -137,17 +141,28 @@ class _Voices:
             i = self.runs[run] = len(self.runs)
         return run_pan(i)
 
-    def _voice(self, key: tuple[Any, ...], run: str) -> int:
+    def _voice(self, key: tuple[Any, ...], run: str, level: float, label: str) -> int:
         v = self.voices.get(key)
         if v is None:
             v = self.voices[key] = self.bank.add_voice(self._run_pan(run))
             self.bank.set_master(1.0 / math.sqrt(len(self.voices)))
+            self._levels = np.append(self._levels, level)
+            self._labels.append(label)
         return v
 
-    def _track(self, label: str, hz: float) -> None:
-        tr = self.tracks.setdefault(label, [])
-        if len(tr) < TRACK_POINTS:
-            tr.append((self.bank.position / self.bank.sr, hz))
+    def _new_voice(self, key: tuple[Any, ...], m: Mapped) -> int:
+        """Per-voice constants, computed once (handle() is on the receive thread)."""
+        rule = self.rules[m.rule]
+        level = self.opts.gain * rule.velocity / 127 if rule.target == "note" else self.opts.cc_gain
+        label = "/".join(m.stream) if rule.target == "note" else f"{m.rule_name or m.rule}:{'/'.join(m.stream)}"
+        return self._voice(key, m.run, level, label)
+
+    def _set(self, voices: list[int], hz: np.ndarray) -> None:
+        va = np.array(voices, np.intp)
+        self.bank.set_many(va, hz, self._levels[va])
+        if self._track_points < TRACK_POINTS * max(1, len(self._labels)):
+            self._tracks.append((self.bank.now / self.bank.sr, va, hz))
+            self._track_points += len(va)
 
     def _alarm(self, key: tuple[Any, ...] | None, loud: bool) -> None:
         if key is not None and key in self.voices:
@@ -159,29 +174,46 @@ class _Voices:
     def apply(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         if event is not None:
             if event.kind == "step" and event.values:
-                self.steps.append((self.bank.position / self.bank.sr, int(event.values[0])))
+                self.steps.append((self.bank.now / self.bank.sr, int(event.values[0])))
             elif event.kind == "activation_spectrum" and event.blob and self.opts.spectra and self.mode != "sonnify":
                 self._spectrum(event)
             if self.mode == "sonnify":
                 self._sonnify(event)
                 return
-        if self.mode == "sonnify":
+        if self.mode == "sonnify" or not mapped:
             return
+        # One pass of plain Python per value, then the pitch map and the voice update as array operations.
+        vs: list[int] = []
+        ns: list[float] = []
+        get = self.voices.get
         for m in mapped:
-            if m.alarm:
+            norm = m.norm
+            if norm != norm:  # NaN: alarm (values before it land first, so the alarm wins over them)
+                if vs:
+                    self._set(vs, self._hz(ns))
+                    vs, ns = [], []
                 self._alarm((m.rule, m.stream) if m.rule >= 0 else None, bool(m.midi))
                 continue
             key = (m.rule, m.stream)
-            info = self._info.get(key)
-            if info is None:  # per-voice constants, computed once (handle() is on the receive thread)
-                rule = self.rules[m.rule]
-                level = self.opts.gain * rule.velocity / 127 if rule.target == "note" else self.opts.cc_gain
-                label = "/".join(m.stream) if rule.target == "note" else f"{m.rule_name or m.rule}:{'/'.join(m.stream)}"
-                info = self._info[key] = (self._voice(key, m.run), level, label)
-            v, level, label = info
-            hz = pitch_hz(m.norm, self.opts.fmin, self.opts.octaves)
-            self.bank.set(v, freq=hz, gain=level)
-            self._track(label, hz)
+            v = get(key)
+            vs.append(self._new_voice(key, m) if v is None else v)
+            ns.append(norm)
+        if vs:
+            self._set(vs, self._hz(ns))
+
+    def _hz(self, norms: list[float]) -> np.ndarray:
+        x = np.clip(np.array(norms), 0.0, 1.0)
+        return self.opts.fmin * np.exp2(self.opts.octaves * x)
+
+    @property
+    def tracks(self) -> dict[str, list[tuple[float, float]]]:
+        out: dict[str, list[tuple[float, float]]] = {}
+        for t, va, hz in self._tracks:
+            for v, h in zip(va.tolist(), hz.tolist(), strict=True):
+                tr = out.setdefault(self._labels[v], [])
+                if len(tr) < TRACK_POINTS:
+                    tr.append((t, h))
+        return out
 
     def _sonnify(self, ev: Event) -> None:
         if ev.kind == "metric" and ev.name == "val_loss":
@@ -196,10 +228,8 @@ class _Voices:
             self._alarm(key, True)
             return
         first = self.first_loss.setdefault(ev.run, x)
-        v = self._voice(key, ev.run)
-        hz = presets.sonnify_hz(x, first)
-        self.bank.set(v, freq=hz, gain=presets.SONNIFY_AMPLITUDE)
-        self._track(f"{ev.run} loss", hz)
+        v = self._voice(key, ev.run, presets.SONNIFY_AMPLITUDE, f"{ev.run} loss")
+        self._set([v], np.array([presets.sonnify_hz(x, first)]))
 
     def _spectrum(self, ev: Event) -> None:
         assert ev.blob is not None
@@ -343,7 +373,11 @@ class SineOut:
             return
         if self.t0 is None:
             self.t0 = t
-        self._render_until(t, ceil=True)
+        bank = self.voices.bank
+        block = math.ceil((t - self.t0) * self.sr / self.block - 1e-4)  # Unix-time float jitter
+        if (block - bank.position // self.block) * self.block >= TICK_RENDER_SECONDS * self.sr:
+            self._render_blocks(block)  # keep the scheduled span bounded
+        bank.schedule(block)
         self.voices.apply(event, mapped)
 
     def tick(self, now: float) -> None:
@@ -357,9 +391,12 @@ class SineOut:
     # -- offline (event clock) ---------------------------------------------------------
     def _render_until(self, t: float, *, ceil: bool) -> None:
         assert self.voices is not None and self.t0 is not None
-        bank = self.voices.bank
         pos = (t - self.t0) * self.sr / self.block
-        target = math.ceil(pos - 1e-4) if ceil else math.floor(pos + 1e-4)  # Unix-time float jitter
+        self._render_blocks(math.ceil(pos - 1e-4) if ceil else math.floor(pos + 1e-4))  # Unix-time float jitter
+
+    def _render_blocks(self, target: int) -> None:
+        assert self.voices is not None
+        bank = self.voices.bank
         todo = target - bank.position // self.block
         while todo > 0:
             n = min(todo, MAX_RENDER_BLOCKS)
@@ -445,7 +482,9 @@ class SineOut:
         elif self.perone is not None:
             self._emit(self.perone.finish())
         elif self.voices is not None and self.t0 is not None:
-            self._render_until(self._now, ceil=False)
+            if math.isfinite(self._now):
+                self._render_until(self._now, ceil=False)
+            self._render_blocks(self.voices.bank.cursor)  # changes scheduled beyond the last tick
             self.voices.bank.silence()
             x = self.voices.bank.render(1)
             if self.wav is not None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from support import dominant_hz
 
-from trainsound.bridge.synth import VoiceBank, _sum_partials, alarm_sound, soft_limit
+from trainsound.bridge.synth import Upsampler, VoiceBank, _sum_partials, alarm_sound, soft_limit
 
 SR = 48_000
 
@@ -30,9 +30,13 @@ def test_one_voice_is_the_promised_sine() -> None:
     assert np.abs(x[1000:, 0]).max() == pytest.approx(0.5 * np.sqrt(0.5), rel=1e-3)
 
 
-def test_block_by_block_equals_one_go() -> None:
+DECIMATED = 3520.0  # max_freq of the continuous preset: voices at 12 kHz, upsampled ×4
+
+
+@pytest.mark.parametrize("max_freq", [None, DECIMATED])
+def test_block_by_block_equals_one_go(max_freq: float | None) -> None:
     def bank() -> VoiceBank:
-        b = VoiceBank(SR)
+        b = VoiceBank(SR, max_freq=max_freq)
         for i in range(3):
             b.add_voice(pan=i - 1.0)
             b.set(i, freq=200.0 * (i + 1), gain=0.3)
@@ -44,9 +48,10 @@ def test_block_by_block_equals_one_go() -> None:
     assert np.abs(x - y).max() < 1e-5
 
 
+@pytest.mark.parametrize("max_freq", [None, DECIMATED])
 @pytest.mark.parametrize("change", [{"freq": 1760.0}, {"gain": 0.0}, {"freq": 445.0, "gain": 0.1}])
-def test_changes_are_ramped_not_clicked(change: dict[str, float]) -> None:
-    bank = VoiceBank(SR)
+def test_changes_are_ramped_not_clicked(change: dict[str, float], max_freq: float | None) -> None:
+    bank = VoiceBank(SR, max_freq=max_freq)
     v = bank.add_voice()
     bank.set(v, freq=440.0, gain=0.8)
     a = bank.render(20)
@@ -82,3 +87,65 @@ def test_alarm_is_noise_not_a_tone_and_has_no_dc() -> None:
     in_band = spec[(f > 1500) & (f < 5000)]
     assert np.isfinite(a).all() and abs(a.mean()) < 1e-3
     assert spec.max() < 0.05 * spec.sum() and (in_band**2).sum() > 0.99 * (spec**2).sum()
+
+
+def test_decimated_voice_is_the_sine_with_no_image_above_6_khz() -> None:
+    bank = VoiceBank(SR, max_freq=DECIMATED)
+    assert bank.decimation == 4
+    v = bank.add_voice(pan=0.0)
+    bank.set(v, freq=3520.0, gain=0.5)
+    x = bank.render(400)[4800:, 0].astype(np.float64)
+    spec = np.abs(np.fft.rfft(x * np.blackman(len(x))))
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    assert f[np.argmax(spec)] == pytest.approx(3520.0, abs=2.0)
+    assert np.abs(x).max() == pytest.approx(0.5 * np.sqrt(0.5), rel=2e-3)
+    # The images of a 12 kHz voice rate (8.48, 15.52, 20.48 kHz …) are filtered out: nothing above 6 kHz
+    # within 60 dB of the tone (measured: below -80 dB).
+    assert 20 * np.log10(spec[f > 6000].max() / spec.max()) < -60
+
+
+def test_decimated_equals_full_rate_rendering_delayed_by_the_filter() -> None:
+    def bank(max_freq: float | None) -> VoiceBank:
+        b = VoiceBank(SR, max_freq=max_freq)
+        rng = np.random.default_rng(3)
+        for i in range(5):
+            b.add_voice(pan=i / 5 - 0.5)
+            b.set(i, freq=rng.uniform(110, 3500), gain=0.1)
+        return b
+
+    full, dec = bank(None), bank(DECIMATED)
+    x, y = full.render(100), dec.render(100)
+    lag = Upsampler(4).delay
+    assert np.abs(y[lag:] - x[:-lag]).max() < 3e-3
+
+
+def test_scheduled_changes_render_like_changes_between_renders() -> None:
+    rng = np.random.default_rng(7)
+    plan = [(int(b), rng.uniform(110, 3500, 4), rng.uniform(0, 0.3, 4)) for b in np.cumsum(rng.integers(1, 12, 25))]
+
+    def bank() -> VoiceBank:
+        b = VoiceBank(SR, max_freq=DECIMATED)
+        for i in range(4):
+            b.add_voice(pan=i / 3 - 0.5)
+        return b
+
+    step, sched = bank(), bank()
+    parts = []
+    for at, hz, g in plan:
+        parts.append(step.render(at - step.position // step.block))
+        step.set_many(np.arange(4), hz, g)
+        sched.schedule(at)
+        sched.set_many(np.arange(4), hz, g)
+    end = plan[-1][0] + 10
+    parts.append(step.render(end - step.position // step.block))
+    x = np.concatenate(parts)
+    y = sched.render(end)
+    assert np.abs(x - y).max() < 1e-5
+
+
+def test_upsampler_streams_without_seams() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1000, 2)).astype(np.float32)
+    one, many = Upsampler(4), Upsampler(4)
+    y = np.concatenate([many(x[i:i + 100]) for i in range(0, 1000, 100)])
+    assert np.abs(one(x) - y).max() < 1e-6
