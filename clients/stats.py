@@ -4,6 +4,13 @@ Both clients compute, per parameter tensor and on the device, the sum of squares
 and the sum, sum of squares, abs-max and squared change of its values; one vector comes to the
 host per step and is combined here per layer (a layer owns one or more tensors: weight and bias).
 Sums are combined in float64, so a layer norm equals the norm over its concatenated parameters.
+
+The standard deviation comes from the sum and the sum of squares (no second pass over the
+weights): ``var = Σw²/n − mean²`` in float64, clamped at 0. The inputs are float32 sums, so
+its relative error is about 1e-7 × (mean² + var)/var: negligible for weights centred near 0
+(the usual case, well inside 1e-5), coarse only for a layer whose values sit far from 0 with a
+tiny spread (measured: a LayerNorm-like gain of 1 ± 0.001 reads std with ~3–8 % error;
+exactly 1.0 reads 0).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["LOG_CHOICES", "layer_grad_norms", "layer_weight_stats"]
+__all__ = ["LOG_CHOICES", "abs_max", "layer_grad_norms", "layer_weight_stats"]
 
 #: What a client may be asked to send (``log=`` of ``watch`` and ``Sonify``).
 LOG_CHOICES: frozenset[str] = frozenset({"grads", "weights", "loss"})
@@ -29,6 +36,19 @@ def layer_grad_norms(grad_sq: Sequence[float], owner: Sequence[int], names: Sequ
     for i, x in enumerate(grad_sq):
         sq[owner[i]] += x
     return {name: math.sqrt(s) if s >= 0 else s for name, s in zip(names, sq, strict=True)}
+
+
+def abs_max(maxes: Sequence[float], mins: Sequence[float]) -> list[float]:
+    """Per tensor ``max(max, -min)``; NaN if either is NaN (the bridge's NaN alarm needs it).
+
+    >>> abs_max([0.5, 2.0, float("nan"), 1.0], [-3.0, -1.0, 0.0, float("nan")])
+    [3.0, 2.0, nan, nan]
+    """
+    out = []
+    for mx, mn in zip(maxes, mins, strict=True):
+        a = -mn
+        out.append(mx if mx >= a or mx != mx else a)
+    return out
 
 
 def _ratio(delta: float, norm: float) -> float:

@@ -2,9 +2,10 @@
 
 ``python dist_worker.py BRIDGE_PORT OUT_JSON`` spawns 2 ranks on CPU and trains the seed CNN for
 3 steps twice: (1) FSDP2 (``fully_shard``): parameters are sharded, ``watch`` detects it and
-reduces per-tensor sums with one all_gather, rank 0 sends run ``fsdp``; (2) DDP with
-``ranks="all"``: each rank sends its own run ``ddp.rank<r>``. Rank 0 writes the reference norms
-(an unsharded copy of the model trained on the same batches) to OUT_JSON.
+reduces per-tensor sums with one all_gather, rank 0 sends run ``fsdp`` (weight statistics every
+step: ``weights_every=1``); (2) DDP with ``ranks="all"``: each rank sends its own run
+``ddp.rank<r>``. Rank 0 writes the reference statistics (an unsharded copy of the model trained
+on the same batches) to OUT_JSON.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def reference(model: nn.Module) -> list[dict[str, list[float]]]:
-    """Per step: grad norm and weight norm/abs-max/mean per layer of an unsharded copy."""
+    """Per step and layer of an unsharded copy: grad norm, weight mean, abs-max, norm, std, update ratio."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     out = []
+    prev: dict[str, torch.Tensor] = {}
     for x, y in batches():
         opt.zero_grad()
         F.nll_loss(model(x), y).backward()
@@ -59,11 +61,16 @@ def reference(model: nn.Module) -> list[dict[str, list[float]]]:
             ps = list(getattr(model, name).parameters())
             g = torch.cat([p.grad.flatten() for p in ps]).double()
             w = torch.cat([p.detach().flatten() for p in ps]).double()
+            norm = torch.linalg.vector_norm(w).item()
+            ratio = torch.linalg.vector_norm(w - prev[name]).item() / norm if name in prev else 0.0
+            prev[name] = w
             step[name] = [
                 torch.linalg.vector_norm(g).item(),
                 w.mean().item(),
                 w.abs().max().item(),
-                torch.linalg.vector_norm(w).item(),
+                norm,
+                w.std(unbiased=False).item(),
+                ratio,
             ]
         out.append(step)
     return out
@@ -83,7 +90,7 @@ def work(rank: int, port: int, bridge_port: int, out: str) -> None:
     for name in ("conv1", "conv2", "fc1", "fc2"):
         fully_shard(getattr(model, name))
     fully_shard(model)
-    handle = trainsound.watch(model, run="fsdp", port=bridge_port)
+    handle = trainsound.watch(model, run="fsdp", port=bridge_port, weights_every=1)
     assert handle.sharded, "FSDP2 parameters must be detected as sharded"
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     for x, y in batches():

@@ -37,6 +37,8 @@ def test_two_rank_gloo_group_sends_global_norms(bridge_proc, tmp_path) -> None:
         assert [w[0] for w in weights] == pytest.approx([step[layer][1] for step in ref], rel=1e-3, abs=1e-6)
         assert [w[2] for w in weights] == pytest.approx([step[layer][2] for step in ref], rel=1e-5)
         assert [w[3] for w in weights] == pytest.approx([step[layer][3] for step in ref], rel=1e-5)
+        assert [w[1] for w in weights] == pytest.approx([step[layer][4] for step in ref], rel=1e-5)
+        assert [w[4] for w in weights] == pytest.approx([step[layer][5] for step in ref], rel=1e-5)
         for rank in (0, 1):  # DDP: replicated gradients, every rank the same global norm
             ddp = [args[0] for a, args in msgs if a == f"/nn/ddp.rank{rank}/grad_norm/{layer}"]
             assert ddp == pytest.approx([step[layer][0] for step in ref], rel=1e-5)

@@ -86,7 +86,7 @@ def test_every_layer_is_named_and_norms_match_vector_norm(seed, bridge_proc, tmp
     out: dict[str, object] = {}
 
     def run(port: int) -> None:
-        out["losses"], out["norms"] = train(seed, port, run="cnn")
+        out["losses"], out["norms"] = train(seed, port, run="cnn", weights_every=1)
 
     msgs = recorded(bridge_proc, tmp_path, run)
     steps = by_step(msgs, "cnn")
@@ -102,35 +102,124 @@ def test_every_layer_is_named_and_norms_match_vector_norm(seed, bridge_proc, tmp
         assert got["loss"][0] == pytest.approx(out["losses"][i], rel=1e-6)  # type: ignore[index]
 
 
-def test_weight_statistics_match_the_parameters(seed, receiver) -> None:
+def reference_stats(w: Any, prev: Any | None) -> tuple[float, float, float, float, float]:
+    """The straightforward per-layer computation, in float64: mean, std, abs-max, norm, update ratio."""
+    w = w.double()
+    norm = torch.linalg.vector_norm(w).item()
+    ratio = 0.0 if prev is None else torch.linalg.vector_norm(w - prev.double()).item() / norm
+    return w.mean().item(), w.std(unbiased=False).item(), w.abs().max().item(), norm, ratio
+
+
+def assert_stats_match(got: tuple, w: Any, prev: Any | None, rel: float = 1e-5) -> None:
+    """Within ``rel`` relative; the mean (a sum with cancellation) within ``rel`` of mean(|w|)."""
+    mean, std, abs_max, norm, ratio = reference_stats(w, prev)
+    assert got[0] == pytest.approx(mean, rel=rel, abs=rel * w.double().abs().mean().item())
+    assert got[1] == pytest.approx(std, rel=rel)
+    assert got[2] == pytest.approx(abs_max, rel=1e-6)
+    assert got[3] == pytest.approx(norm, rel=rel)
+    assert got[4] == pytest.approx(ratio, rel=rel)
+
+
+def flat_layer(model: Any, name: str) -> Any:
+    """A copy of all the layer's parameters (weight and bias) as one vector."""
+    return torch.cat([p.detach().flatten().clone() for p in model.get_submodule(name).parameters()])
+
+
+def test_weight_statistics_match_the_per_layer_computation(seed, receiver) -> None:
     torch.manual_seed(1)
+    model = seed.SeedCNN()
+    with torch.no_grad():
+        model.conv1.weight.add_(0.5)  # a layer whose mean is far from 0 (std from sums must hold)
+        model.fc2.bias.fill_(-3.0)  # a bias holding the layer's abs-max, negative
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = seed.mnist_like(8)
+    snapshots = [{n: flat_layer(model, n) for n in seed.LAYERS}]
+    with trainsound.watch(model, run="w", port=receiver.port, log=("weights",), weights_every=1):
+        for _ in range(3):
+            opt.zero_grad()
+            F.nll_loss(model(x), y).backward()
+            opt.step()
+            snapshots.append({n: flat_layer(model, n) for n in seed.LAYERS})
+    msgs = receiver.messages()
+    assert not any("/grad_norm/" in a or a.endswith("/loss") for a, _ in msgs)
+    steps = by_step(msgs, "w")
+    assert sorted(steps) == [0, 1, 2]
+    for i in range(3):
+        for n in seed.LAYERS:
+            prev = snapshots[i][n] if i else None  # ratio since the previous report; 0 on the first
+            assert_stats_match(steps[i][f"weight/{n}"], snapshots[i + 1][n], prev)
+
+
+def test_weight_statistics_every_tenth_report_by_default(seed, receiver) -> None:
+    """Grads and loss every reported step; weights on every 10th, the update ratio over that span."""
+    torch.manual_seed(2)
+    model = seed.SeedCNN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
+    x, y = seed.mnist_like(8)
+    snapshots = {}
+    with trainsound.watch(model, run="d", port=receiver.port, every=2):
+        for i in range(41):
+            opt.zero_grad()
+            F.nll_loss(model(x), y).backward()
+            opt.step()
+            if i % 20 == 0:
+                snapshots[i] = {n: flat_layer(model, n) for n in seed.LAYERS}
+    steps = by_step(receiver.messages(), "d")
+    assert sorted(steps) == list(range(0, 41, 2))
+    assert all("loss" in steps[i] and "grad_norm/fc1" in steps[i] for i in steps)
+    assert sorted(i for i in steps if "weight/fc1" in steps[i]) == [0, 20, 40]
+    for i, prev in ((0, None), (20, 0), (40, 20)):
+        for n in seed.LAYERS:
+            assert_stats_match(steps[i][f"weight/{n}"], snapshots[i][n], None if prev is None else snapshots[prev][n])
+
+
+def test_update_ratio_off_sends_zero_and_keeps_no_copy(seed, receiver) -> None:
     model = seed.SeedCNN()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = seed.mnist_like(8)
-
-    def flat(n: str) -> Any:
-        return torch.cat([p.detach().flatten().clone() for p in getattr(model, n).parameters()])
-
-    with trainsound.watch(model, run="w", port=receiver.port, log=("weights",)):
+    with trainsound.watch(model, run="u", port=receiver.port, weights_every=1, update_ratio=False) as h:
+        assert h._prev is None
         for _ in range(2):
             opt.zero_grad()
             F.nll_loss(model(x), y).backward()
             opt.step()
-            if _ == 0:
-                first = {n: flat(n) for n in seed.LAYERS}
-    after = {n: flat(n) for n in seed.LAYERS}
-    msgs = receiver.messages()
-    last = {a.rsplit("/", 1)[1]: args for a, args in msgs if "/weight/" in a}
-    assert not any("/grad_norm/" in a or a.endswith("/loss") for a, _ in msgs)
-    for n in seed.LAYERS:
-        w = after[n].double()
-        mean, std, abs_max, norm, ratio = last[n]
-        assert mean == pytest.approx(w.mean().item(), rel=1e-4, abs=1e-7)
-        assert std == pytest.approx(w.std(unbiased=False).item(), rel=1e-4)
-        assert abs_max == pytest.approx(w.abs().max().item(), rel=1e-6)
-        assert norm == pytest.approx(torch.linalg.vector_norm(w).item(), rel=1e-5)
-        expected_ratio = (torch.linalg.vector_norm(w - first[n].double()) / torch.linalg.vector_norm(w)).item()
-        assert ratio == pytest.approx(expected_ratio, rel=1e-3)
+    steps = by_step(receiver.messages(), "u")
+    assert [steps[i]["weight/fc1"][4] for i in (0, 1)] == [0.0, 0.0]
+    assert steps[1]["weight/fc1"][3] > 0
+
+
+def test_low_precision_weights_are_summed_in_float32(receiver) -> None:
+    """bfloat16 weights: norms and sums accumulate in float32 (bf16 itself holds ~3 digits)."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.Linear(300, 5)).to(torch.bfloat16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snapshots = [{n: flat_layer(model, n) for n in ("0", "1")}]
+    with trainsound.watch(model, run="bf", port=receiver.port, weights_every=1):
+        for _ in range(2):
+            opt.zero_grad()
+            model(torch.randn(4, 64, dtype=torch.bfloat16)).float().square().mean().backward()
+            opt.step()
+            snapshots.append({n: flat_layer(model, n) for n in ("0", "1")})
+    steps = by_step(receiver.messages(), "bf")
+    for i in (0, 1):
+        for n in ("0", "1"):
+            assert_stats_match(steps[i][f"weight/{n}"], snapshots[i + 1][n], snapshots[i][n] if i else None, 1e-4)
+        assert steps[i]["grad_norm/0"][0] > 0
+
+
+def test_abs_max_paths_agree(seed) -> None:
+    """The CPU path (one aminmax per tensor) and the fused one used on GPUs (_foreach_norm, ord=inf)."""
+    from trainsound.torch_client import _abs_max, _extrema
+
+    torch.manual_seed(4)
+    params = [p.detach() for p in seed.SeedCNN().parameters()] + [torch.tensor([-7.0, 2.0]), torch.empty(0)]
+    zero = torch.zeros(())
+    ext = torch.stack(_extrema(params, frozenset({len(params) - 1}), zero))
+    k = len(params)
+    cpu = torch.maximum(ext[:k], -ext[k:])
+    fused = torch.stack(_abs_max(params, frozenset({len(params) - 1}), zero))[:k]
+    assert cpu.tolist() == fused.tolist()
+    assert cpu[-2].item() == 7.0 and cpu[-1].item() == 0.0
 
 
 def test_nan_run_sends_the_nan_event_once(seed, bridge_proc, tmp_path) -> None:
@@ -158,6 +247,29 @@ def test_training_without_a_bridge_completes_with_identical_losses(seed, closed_
     bare, _ = train(seed, 0)
     watched, _ = train(seed, closed_port, run="nobody", activations=["conv1"], spectrum_every=1)
     assert watched == bare
+
+
+def test_log_tensors_before_and_after_the_step_reach_the_right_step(seed, receiver) -> None:
+    """Tensors known at the optimizer step travel in the stats vector; later ones are read at send."""
+    torch.manual_seed(0)
+    model = seed.SeedCNN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = seed.mnist_like(16)
+    losses = []
+    with trainsound.watch(model, run="t", port=receiver.port):
+        for i in range(3):
+            opt.zero_grad()
+            loss = F.nll_loss(model(x), y)
+            loss.backward()  # the loss tap: known at the step, folded
+            trainsound.log(early=torch.tensor([0.5 + i]))
+            opt.step()
+            trainsound.log(late=torch.tensor(1.5 + i, dtype=torch.float64), plain=2.0)
+            losses.append(loss.item())
+    steps = by_step(receiver.messages(), "t")
+    assert [steps[i]["loss"][0] for i in range(3)] == pytest.approx(losses, rel=1e-6)
+    assert [steps[i]["metric/early"][0] for i in range(3)] == [0.5, 1.5, 2.5]
+    assert [steps[i]["metric/late"][0] for i in range(3)] == [1.5, 2.5, 3.5]
+    assert [steps[i]["metric/plain"][0] for i in range(3)] == [2.0] * 3
 
 
 def test_explicit_log_attaches_loss_and_metrics_to_the_right_step(seed, receiver) -> None:
@@ -216,6 +328,9 @@ def test_layers_are_module_paths_in_nested_models(receiver) -> None:
     ("kwargs", "message"),
     [
         ({"every": 0}, "every must be an integer >= 1, got 0"),
+        ({"weights_every": 0}, "weights_every must be an integer >= 1, got 0"),
+        ({"weights_every": 2.5}, "weights_every must be an integer >= 1, got 2.5"),
+        ({"weights_every": True}, "weights_every must be an integer >= 1, got True"),
         ({"log": ("grads", "biases")}, "log must name some of ['grads', 'loss', 'weights'], got 'biases'"),
         ({"activations": ["nope"]}, "activations: model has no module named 'nope'"),
         ({"spectrum_bins": 1}, "spectrum_bins must be an integer in 2..4096, got 1"),
