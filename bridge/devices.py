@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 #: Callbacks after start whose xruns count as start-up (JACK reports one while the client activates).
 WARMUP_CALLBACKS = 20
-#: ``render(frames) -> (frames, channels) float32``, called on PortAudio's thread.
-RenderFn = Callable[[int], np.ndarray]
+#: ``render(frames) -> (frames, channels) float32`` (or those frames as little-endian float32 bytes, passed
+#: through untouched: the fast path), called on PortAudio's thread.
+RenderFn = Callable[[int], "np.ndarray | bytes"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class LiveStream:
             self.underruns = 0
             self.startup_underruns = 0
             self.callbacks = 0
+            self.warmup = WARMUP_CALLBACKS
             self.errors = 0
             self._lock = threading.Lock()
             self.stream = self.pa.open(format=self.pyaudio.paFloat32, channels=self.channels, rate=self.sample_rate,
@@ -176,6 +178,8 @@ class LiveStream:
             if self.errors == 1:
                 log.exception("audio render failed; playing silence")
             x = np.zeros((frames, self.channels), np.float32)
+        if isinstance(x, bytes):  # already the frames PortAudio wants
+            return x, self.pyaudio.paContinue
         if x.shape[1] != self.channels:
             x = x[:, : self.channels] if x.shape[1] > self.channels else np.repeat(x[:, :1], self.channels, axis=1)
         return np.ascontiguousarray(x, np.float32).tobytes(), self.pyaudio.paContinue

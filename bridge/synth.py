@@ -384,9 +384,14 @@ class VoiceBank:
             self._t_gain[voice] = max(0.0, gain)
 
     def set_many(self, voices: np.ndarray, freqs: np.ndarray, gains: np.ndarray) -> None:
-        """:meth:`set` for many voices at once (the last of a repeated voice wins)."""
+        """:meth:`set` for many voices at once (the last of a repeated voice wins; a NaN frequency keeps
+        the voice's pitch)."""
         self._dirty = True
-        self._t_omega[voices] = np.clip(freqs, 1.0, self.max_freq) * (TWO_PI / self.rate)
+        w = np.clip(freqs, 1.0, self.max_freq) * (TWO_PI / self.rate)
+        keep = np.isnan(w)
+        if keep.any():
+            w[keep] = self._t_omega[voices[keep]]
+        self._t_omega[voices] = w
         self._t_gain[voices] = np.maximum(gains, 0.0)
 
     def set_master(self, gain: float) -> None:

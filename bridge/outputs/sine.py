@@ -21,10 +21,10 @@ thread (never the callback) stores exactly what was played in the WAV.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-import queue
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -56,8 +56,12 @@ MAX_RENDER_BLOCKS = 512
 #: Offline, changes are scheduled and rendered in spans of about this much audio (tick() renders once this
 #: much is due): one span of many change intervals costs a few array operations, which is what makes it fast.
 TICK_RENDER_SECONDS = 1.0
-#: Live perone FIFO bound: older steps are dropped (counted) beyond this many seconds.
-PERONE_FIFO_SECONDS = 2.0
+#: Live: how often the feeder thread ships queued updates to the engine process (s).
+FEED_INTERVAL = 0.005
+#: Live: queue bound (~10 s at 10,000 msg/s); beyond it updates are counted as dropped.
+LIVE_QUEUE_MAX = 100_000
+#: Live: how long the engine process may take to start (spawn, imports, PortAudio).
+ENGINE_STARTUP_TIMEOUT = 30.0
 TRACK_POINTS = 200_000
 
 
@@ -295,6 +299,182 @@ class _Perone:
         return out
 
 
+class _LiveVoices:
+    """Live, on the receive thread: mapped values → queued voice updates; plain Python, no numpy, no lock.
+
+    The voice bank lives in the engine process (:mod:`..sine_engine`); a feeder
+    thread coalesces the queue (newest value per voice) and ships it there.
+    """
+
+    def __init__(self, config: Config, opts: SineOptions, mode: str, queue: deque[tuple[Any, ...]]) -> None:
+        self.rules = config.mappings
+        self.opts = opts
+        self.mode = mode
+        self.queue = queue
+        self.voices: dict[tuple[Any, ...], tuple[int, float]] = {}
+        self.runs: dict[str, int] = {}
+        self.first_loss: dict[str, float] = {}
+        self.val_runs: set[str] = set()
+        self.alarms = 0
+
+    def _run_pan(self, run: str) -> float:
+        i = self.runs.get(run)
+        if i is None:
+            i = self.runs[run] = len(self.runs)
+        return run_pan(i)
+
+    def _voice(self, key: tuple[Any, ...], run: str, level: float) -> tuple[int, float]:
+        info = self.voices.get(key)
+        if info is None:
+            info = self.voices[key] = (len(self.voices), level)
+            self.queue.append(("voice", info[0], self._run_pan(run)))
+            self.queue.append(("master", 1.0 / math.sqrt(len(self.voices))))
+        return info
+
+    def _alarm(self, key: tuple[Any, ...] | None, loud: bool) -> None:
+        info = self.voices.get(key) if key is not None else None
+        if info is not None:
+            self.queue.append((info[0], math.nan, 0.0))  # the value is unknown: that voice falls silent
+        if loud:
+            self.alarms += 1
+            self.queue.append(("alarm",))
+
+    def apply(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        if event is not None:
+            if event.kind == "activation_spectrum" and event.blob and self.opts.spectra and self.mode != "sonnify":
+                self.queue.append(("spectrum", event.blob, self._run_pan(event.run)))
+            if self.mode == "sonnify":
+                self._sonnify(event)
+                return
+        if self.mode == "sonnify":
+            return
+        fmin, octaves, append = self.opts.fmin, self.opts.octaves, self.queue.append
+        for m in mapped:
+            norm = m.norm
+            if norm != norm:
+                self._alarm((m.rule, m.stream) if m.rule >= 0 else None, bool(m.midi))
+                continue
+            key = (m.rule, m.stream)
+            info = self.voices.get(key)
+            if info is None:
+                rule = self.rules[m.rule]
+                level = self.opts.gain * rule.velocity / 127 if rule.target == "note" else self.opts.cc_gain
+                info = self._voice(key, m.run, level)
+            append((info[0], fmin * 2.0 ** (octaves * min(max(norm, 0.0), 1.0)), info[1]))
+
+    def _sonnify(self, ev: Event) -> None:
+        if ev.kind == "metric" and ev.name == "val_loss":
+            if ev.run not in self.val_runs:
+                self.val_runs.add(ev.run)
+                self.first_loss.pop(ev.run, None)
+        elif ev.kind != "loss" or ev.run in self.val_runs:
+            return
+        key = ("sonnify", ev.run)
+        x = ev.values[0]
+        if not math.isfinite(x):
+            self._alarm(key, True)
+            return
+        first = self.first_loss.setdefault(ev.run, x)
+        info = self._voice(key, ev.run, presets.SONNIFY_AMPLITUDE)
+        self.queue.append((info[0], presets.sonnify_hz(x, first), info[1]))
+
+
+class _LiveLink:
+    """The bridge's end of the engine process: spawn it, feed it, read its counters."""
+
+    def __init__(self, spec: Any) -> None:
+        import multiprocessing
+
+        from ..sine_engine import COUNTERS, engine_main
+
+        self.spec = spec
+        self.queue: deque[tuple[Any, ...]] = deque()
+        self.dropped = 0
+        self.failed: str | None = None
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded bridge
+        self.counters = ctx.Array("q", len(COUNTERS), lock=False)
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=engine_main, args=(child, spec, self.counters), name="trainsound-sine",
+                                 daemon=True)
+        self._proc.start()
+        child.close()
+        msg: tuple[Any, ...]
+        if not self._conn.poll(ENGINE_STARTUP_TIMEOUT):
+            msg = ("error", f"sine engine did not start within {ENGINE_STARTUP_TIMEOUT:.0f} s")
+        else:
+            try:
+                msg = self._conn.recv()
+            except EOFError:
+                msg = ("error", f"sine engine exited at start (exit code {self._proc.exitcode})")
+        if msg[0] != "ready":
+            self._kill()
+            raise OutputUnavailable(msg[1])
+        _, self.sr, self.channels, self.device, self.description = msg
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed_loop, name="trainsound-sine-feed", daemon=True)
+        self._thread.start()
+
+    def counter(self, name: str) -> int:
+        from ..sine_engine import C
+
+        return int(self.counters[C[name]])
+
+    def _kill(self, timeout: float = 1.0) -> None:
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5.0)
+        self._conn.close()
+
+    def _feed_loop(self) -> None:
+        while not self._stop.wait(FEED_INTERVAL):
+            if not self.feed():
+                return
+
+    def feed(self) -> bool:
+        """Send what was queued since the last feed (values coalesced: newest per voice); False once the
+        engine is gone."""
+        controls: list[tuple[Any, ...]] = []
+        values: dict[int, tuple[float, float]] = {}
+        pop = self.queue.popleft
+        try:
+            while True:
+                item = pop()
+                if type(item[0]) is int:
+                    values[item[0]] = item[1:]
+                else:
+                    controls.append(item)
+        except IndexError:
+            pass
+        if not controls and not values:
+            return self.failed is None
+        if self.spec.mode == "perone":
+            msg: tuple[Any, ...] = ("perone", [c[1:] for c in controls])
+        else:
+            voices = np.fromiter(values.keys(), np.intp, len(values))
+            hz_gain = np.array(list(values.values()), np.float64).reshape(-1, 2)
+            msg = ("batch", controls, voices, hz_gain[:, 0].copy(), hz_gain[:, 1].copy())
+        try:
+            self._conn.send(msg)
+        except OSError:
+            if self.failed is None:
+                self.failed = f"sine engine process exited (code {self._proc.exitcode})"
+                log.error("sine output: %s; the bridge goes on without it", self.failed)
+            return False
+        return True
+
+    def close(self, timeout: float) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self.feed()
+        with contextlib.suppress(OSError):
+            self._conn.send(("close",))
+        with contextlib.suppress(OSError, EOFError):
+            if self._conn.poll(timeout):
+                self._conn.recv()
+        self._kill(timeout=5.0)
+
+
 class SineOut:
     """The ``sine`` output (``--wav FILE``, ``--audio``)."""
 
@@ -315,61 +495,60 @@ class SineOut:
             raise OutputUnavailable(f"sine block must be a multiple of 16, got {self.block}")
         sr = sample_rate or p.sample_rate or opts.sample_rate
         self.channels = 1 if self.mode == "perone" else 2
-        self.stream: Any = None
-        self._lock = threading.Lock()
-        self._rest = np.zeros((0, self.channels), np.float32)
-        if live:
-            from ..devices import LiveStream
-
-            self.stream = LiveStream(self._live_render, device=device, sample_rate=sr, channels=self.channels,
-                                     block=self.block)
-            sr = self.stream.sample_rate
-        self.sr = sr
         self.wav: WavWriter | None = None
         self.wav_path = Path(wav) if wav else None
+        fmt = fmt or opts.format
         if self.wav_path is not None:
             try:
                 self.wav_path.parent.mkdir(parents=True, exist_ok=True)
-                self.wav = WavWriter(self.wav_path, sr, channels=self.channels, fmt=fmt or opts.format)  # type: ignore[arg-type]
             except OSError as err:
-                if self.stream is not None:
-                    self.stream.close()
                 raise OutputUnavailable(f"{self.wav_path}: cannot write WAV file: {err.strerror}") from err
-        self.voices = _Voices(config, opts, self.mode, sr, self.block) if self.mode != "perone" else None
-        self.perone = _Perone(sr) if self.mode == "perone" else None
-        self._fifo: deque[np.ndarray] = deque()
-        self._fifo_len = 0
-        self.perone_dropped = 0
+        max_freq = presets.SONNIFY_MAX_HZ if self.mode == "sonnify" else pitch_hz(1.0, opts.fmin, opts.octaves)
+        self.link: _LiveLink | None = None
+        self.live_voices: _LiveVoices | None = None
+        if live:
+            from ..sine_engine import EngineSpec
+
+            spec = EngineSpec(self.mode, device, sr, self.channels, self.block, max_freq,
+                              str(self.wav_path) if self.wav_path is not None else None, fmt)
+            self.link = _LiveLink(spec)
+            sr, self.channels = self.link.sr, self.link.channels
+            if self.mode != "perone":
+                self.live_voices = _LiveVoices(config, opts, self.mode, self.link.queue)
+        elif self.wav_path is not None:
+            try:
+                self.wav = WavWriter(self.wav_path, sr, channels=self.channels, fmt=fmt)  # type: ignore[arg-type]
+            except OSError as err:
+                raise OutputUnavailable(f"{self.wav_path}: cannot write WAV file: {err.strerror}") from err
+        self.sr = sr
+        self.voices = _Voices(config, opts, self.mode, sr, self.block) if self.mode != "perone" and not live else None
+        self.perone = _Perone(sr) if self.mode == "perone" and not live else None
         self.perone_steps: list[tuple[float, int]] = []
         self._perone_pos = 0
         self.t0: float | None = None
         self._now = -math.inf
         self.closed = False
-        self._queue: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        if live and self.wav is not None:
-            self._writer = threading.Thread(target=self._write_loop, name="trainsound-sine-wav", daemon=True)
-            self._writer.start()
-        if self.stream is not None:
-            self.stream.start()
 
     # -- input (receive thread) ----------------------------------------------------
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         if self.closed:
             return
+        if self.link is not None:  # live: queue, never block (the engine process renders)
+            if len(self.link.queue) >= LIVE_QUEUE_MAX:
+                self.link.dropped += 1
+            elif self.live_voices is not None:
+                self.live_voices.apply(event, mapped)
+            elif event is not None and event.kind in ("step", "grad_norm"):
+                self.link.queue.append(("perone", event.kind, event.run, event.name, event.values))
+            return
         if self.perone is not None:
-            with self._lock:
-                if event is not None and event.kind == "step" and event.values:
-                    self.perone_steps.append((self._perone_pos / self.sr, int(event.values[0])))
-                self._emit(self.perone.apply(event))
+            if event is not None and event.kind == "step" and event.values:
+                self.perone_steps.append((self._perone_pos / self.sr, int(event.values[0])))
+            self._emit(self.perone.apply(event))
             return
         assert self.voices is not None
         t = event.t if event is not None else (mapped[0].t if mapped else None)
         if t is None:
-            return
-        if self.live:
-            with self._lock:
-                self.voices.apply(event, mapped)
             return
         if self.t0 is None:
             self.t0 = t
@@ -405,60 +584,11 @@ class SineOut:
                 self.wav.write(x)
             todo -= n
 
-    # -- perone chunks -------------------------------------------------------------------
     def _emit(self, chunks: list[np.ndarray]) -> None:
         for c in chunks:
             self._perone_pos += len(c)
-            if self.live:
-                self._fifo.append(c)
-                self._fifo_len += len(c)
-                while self._fifo_len > PERONE_FIFO_SECONDS * self.sr and len(self._fifo) > 1:
-                    self._fifo_len -= len(self._fifo.popleft())
-                    self.perone_dropped += 1
-            elif self.wav is not None:
+            if self.wav is not None:
                 self.wav.write(c[:, None])
-
-    # -- live (PortAudio thread) -------------------------------------------------------------
-    def _live_render(self, frames: int) -> np.ndarray:
-        with self._lock:
-            if self.perone is not None:
-                x = self._pull_fifo(frames)
-            else:
-                assert self.voices is not None
-                need = frames - len(self._rest)
-                blocks = max(0, -(-need // self.block))
-                x = np.concatenate([self._rest, self.voices.bank.render(blocks)]) if blocks else self._rest
-                x, self._rest = x[:frames], x[frames:]
-        if self._writer is not None:
-            self._queue.put(x.copy())
-        return x
-
-    def _pull_fifo(self, frames: int) -> np.ndarray:
-        out = np.zeros((frames, 1), np.float32)
-        i = 0
-        while i < frames and self._fifo:
-            c = self._fifo[0]
-            take = min(len(c), frames - i)
-            out[i:i + take, 0] = c[:take]
-            i += take
-            if take == len(c):
-                self._fifo.popleft()
-            else:
-                self._fifo[0] = c[take:]
-            self._fifo_len -= take
-        return out
-
-    def _write_loop(self) -> None:
-        assert self.wav is not None
-        while True:
-            x = self._queue.get()
-            if x is None:
-                return
-            try:
-                self.wav.write(x)
-            except (OSError, ValueError) as err:
-                log.error("WAV %s: write failed, recording stopped: %s", self.wav_path, err)
-                return
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -466,20 +596,12 @@ class SineOut:
         if self.closed:
             return
         self.closed = True
-        if self.stream is not None:
-            with self._lock:
-                if self.voices is not None:
-                    self.voices.bank.silence()
-                elif self.perone is not None:
-                    self._emit(self.perone.finish())
-            # Let the fade (and a queued perone step) play out before stopping.
-            wait = 3 * self.block / self.sr + (self._fifo_len / self.sr if self.perone is not None else 0.0)
-            threading.Event().wait(min(wait, PERONE_FIFO_SECONDS + 0.1))
-            self.stream.close()
-            if self._writer is not None:
-                self._queue.put(None)
-                self._writer.join(5.0)
-        elif self.perone is not None:
+        if self.link is not None:
+            from ..sine_engine import PERONE_FIFO_SECONDS
+
+            self.link.close(timeout=PERONE_FIFO_SECONDS + 5.0)
+            return
+        if self.perone is not None:
             self._emit(self.perone.finish())
         elif self.voices is not None and self.t0 is not None:
             if math.isfinite(self._now):
@@ -500,12 +622,23 @@ class SineOut:
         if self.perone is not None:
             h["steps"] = self.perone.steps_done
             h["alarms"] = self.perone.alarms
-            h["dropped_steps"] = self.perone_dropped
-        if self.stream is not None:
-            h["device"] = self.stream.device.name
-            h["underruns"] = self.stream.underruns
-            h["startup_underruns"] = self.stream.startup_underruns
-            h["callbacks"] = self.stream.callbacks
+        if self.link is not None:
+            ln = self.link
+            h["ok"] = ln.failed is None
+            if self.live_voices is not None:
+                h["voices"] = len(self.live_voices.voices)
+                h["alarms"] = self.live_voices.alarms
+            else:
+                h["steps"] = ln.counter("steps")
+                h["alarms"] = ln.counter("alarms")
+                h["dropped_steps"] = ln.counter("dropped_steps")
+            late, dev = ln.counter("late_blocks"), ln.counter("device_underruns")
+            h.update(device=ln.device, underruns=late + dev, device_underruns=dev, late_blocks=late,
+                     startup_underruns=ln.counter("startup_underruns"), callbacks=ln.counter("callbacks"),
+                     dropped_updates=ln.dropped, engine_errors=ln.counter("errors"))
+            if self.wav_path is not None:
+                h["wav"] = str(self.wav_path)
+                h["wav_seconds"] = round(ln.counter("wav_frames") / self.sr, 3)
         if self.wav is not None:
             h["wav"] = str(self.wav_path)
             h["wav_seconds"] = round(self.wav.seconds, 3)
@@ -513,19 +646,19 @@ class SineOut:
 
     def describe(self) -> str:
         parts = [f"sine ({self.preset}, {self.sr} Hz"]
-        if self.stream is not None:
-            parts.append(f", live on {self.stream.describe()}")
-        if self.wav is not None:
-            parts.append(f", WAV {self.wav_path} {self.wav.fmt}")
+        if self.link is not None:
+            parts.append(f", live on {self.link.description} in an engine process")
+        if self.wav_path is not None:
+            parts.append(f", WAV {self.wav_path}")
         return "".join(parts) + ")"
 
     # -- for render / spectrogram -----------------------------------------------------------
     @property
     def tracks(self) -> dict[str, list[tuple[float, float]]]:
-        """Per-voice pitch tracks ``label → [(seconds, Hz)]`` (continuous and sonnify modes)."""
+        """Per-voice pitch tracks ``label → [(seconds, Hz)]`` (continuous and sonnify modes, offline)."""
         return self.voices.tracks if self.voices is not None else {}
 
     @property
     def step_times(self) -> list[tuple[float, int]]:
-        """``[(seconds into the audio, step)]``."""
+        """``[(seconds into the audio, step)]`` (offline)."""
         return self.voices.steps if self.voices is not None else self.perone_steps

@@ -69,3 +69,25 @@ def test_no_audio_device_is_one_line_and_the_bridge_goes_on(bridge_proc, tmp_pat
     lines = [ln for ln in err.splitlines() if "output sine unavailable" in ln]
     assert len(lines) == 1 and "no audio output device matching 'no-such-card'" in lines[0]
     assert "Traceback" not in err
+
+
+def test_live_perone_plays_every_step_from_the_engine_process(bridge_proc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wav = tmp_path / "perone.wav"
+    b = bridge_proc(["--no-midi", "--audio", "--preset", "perone", "--wav", str(wav)])
+    for step in range(5):
+        for layer, value in (("a", 1.0), ("b", 3.0)):
+            b.send(f"/nn/run/grad_norm/{layer}", value)
+        b.send("/nn/run/step", step)
+    time.sleep(0.8)
+    st = b.status()["outputs"]["sine"]
+    rc, err = b.stop()
+    assert rc == 0, err
+    assert st["steps"] == 5 and st["dropped_steps"] == 0 and isinstance(st["underruns"], int)
+    y, sr = sf.read(str(wav), dtype="float32")
+    assert y.ndim == 1 and np.isfinite(y).all()
+    # Ten 10 ms tones (300 and 500 Hz, amplitude 0.1), each step followed by 20 ms of silence.
+    loud = np.flatnonzero(np.abs(y) > 1e-3)
+    assert loud.size > 0.8 * 10 * 0.010 * sr and np.abs(y).max() == pytest.approx(0.1, rel=0.01)
+    tones = y[loud[0] : loud[0] + int(0.020 * sr)]
+    assert dominant_hz(tones[: int(0.010 * sr)], sr) == pytest.approx(300, abs=60)
+    assert dominant_hz(tones[int(0.010 * sr) :], sr) == pytest.approx(500, abs=60)
