@@ -31,33 +31,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import trainsound
+from trainsound.bridge.demo_models import perone_net
 
 BATCH = 64
-
-
-class SeedCNN(nn.Module):
-    """conv 1→20 5×5 → pool → conv 20→50 5×5 → pool → fc 800→500 → fc 500→10 (Perone 2019)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 20, 5)
-        self.conv2 = nn.Conv2d(20, 50, 5)
-        self.fc1 = nn.Linear(800, 500)
-        self.fc2 = nn.Linear(500, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return F.log_softmax(self.fc2(F.relu(self.fc1(x.flatten(1)))), dim=1)
 
 
 class Setup:
     def __init__(self) -> None:
         torch.manual_seed(0)
-        self.model = SeedCNN()
+        self.model = perone_net()  # the seed CNN (conv 1→20, conv 20→50, fc 800→500, fc 500→10)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.5)
         self.x = torch.randn(BATCH, 1, 28, 28)
         self.y = torch.randint(0, 10, (BATCH,))

@@ -38,24 +38,8 @@ def _seed_namespace() -> types.SimpleNamespace:
     Built inside a function so that collecting the plain-client tests never imports torch.
     """
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
-    class SeedCNN(nn.Module):
-        """conv 1→20 5×5 → pool → conv 20→50 5×5 → pool → fc 800→500 → fc 500→10, log-softmax."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 20, 5)
-            self.conv2 = nn.Conv2d(20, 50, 5)
-            self.fc1 = nn.Linear(800, 500)
-            self.fc2 = nn.Linear(500, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-            x = F.relu(self.fc1(x.flatten(1)))
-            return F.log_softmax(self.fc2(x), dim=1)
+    from trainsound.bridge.demo_models import perone_net as SeedCNN  # the seed CNN, defined once
 
     def mnist_like(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Learnable 28×28 digit-shaped data: each class is a bright bar at its own row, plus noise."""

@@ -23,23 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import trainsound
+from trainsound.bridge.demo_models import perone_net
 
 STEPS = 3
-
-
-class SeedCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 20, 5)
-        self.conv2 = nn.Conv2d(20, 50, 5)
-        self.fc1 = nn.Linear(800, 500)
-        self.fc2 = nn.Linear(500, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.relu(self.fc1(x.flatten(1)))
-        return F.log_softmax(self.fc2(x), dim=1)
 
 
 def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -83,7 +69,7 @@ def work(rank: int, port: int, bridge_port: int, out: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     torch.manual_seed(0)
-    base = SeedCNN()
+    base = perone_net()
     ref = reference(copy.deepcopy(base))
     # (1) FSDP2: every rank sees the same batch, so the averaged gradient equals the reference one.
     model = copy.deepcopy(base)
