@@ -6,14 +6,19 @@ reported), rendered through the real ``SineOut`` on the event clock; against a n
 
 Live: a real ``trainsound bridge --audio`` subprocess plays on a private jackd (dummy backend,
 256-frame blocks at 48 kHz) while this process sends 10,000 OSC msg/s at it; underruns are read
-from the bridge's status.
+from the bridge's status. The machine is shared, so the same run first measures jackd's own xrun
+rate with nothing playing (a JACK client here counts the server's xrun notifications, idle for
+``--baseline-seconds``), then keeps counting them during the load: a reader can tell machine noise
+from the renderer's own underruns. The load average is printed with the results.
 
-    .venv/bin/python bench/bench_render.py [--seconds 60] [--offline-seconds 20] [--skip-live]
+    .venv/bin/python bench/bench_render.py [--seconds 60] [--baseline-seconds 30] [--offline-seconds 20]
+                                           [--skip-live]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +30,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +95,26 @@ def naive_rtf(voices: int, seconds: float) -> float:
     return seconds / (time.perf_counter() - t0)
 
 
-def live_underruns(seconds: float, rate: int) -> dict[str, object]:
+class XrunCounter:
+    """A JACK client with no ports and no process callback that counts the server's xrun notifications."""
+
+    def __init__(self) -> None:
+        import jack
+
+        self.client = jack.Client("xrun_counter", no_start_server=True)
+        self.xruns = 0
+        self.client.set_xrun_callback(self._xrun)
+        self.client.activate()
+
+    def _xrun(self, _delay: float) -> None:
+        self.xruns += 1
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def live_underruns(seconds: float, rate: int, baseline: float) -> dict[str, object]:
     if not shutil.which("jackd"):
         return {"error": "jackd not installed"}
     name = f"bench_{uuid.uuid4().hex[:6]}"
@@ -97,8 +122,19 @@ def live_underruns(seconds: float, rate: int) -> dict[str, object]:
     jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", str(SR), "-p", str(BLOCK)],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bridge = None
+    counter = None
+    saved_server = os.environ.get("JACK_DEFAULT_SERVER")
     try:
         subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, check=True)
+        os.environ["JACK_DEFAULT_SERVER"] = name
+        os.environ["JACK_NO_START_SERVER"] = "1"
+        counter = XrunCounter()
+        # Idle baseline: jackd alone (this process sleeps), the machine as busy as it is.
+        time.sleep(1.0)
+        idle0, t_idle = counter.xruns, time.perf_counter()
+        time.sleep(baseline)
+        idle = {"seconds": round(time.perf_counter() - t_idle, 1), "jackd_xruns": counter.xruns - idle0,
+                "cycles": int(baseline * SR / BLOCK)}
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
         s.settimeout(0.2)
@@ -111,9 +147,14 @@ def live_underruns(seconds: float, rate: int) -> dict[str, object]:
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         dest = ("127.0.0.1", port)
 
-        def status() -> dict[str, object]:
+        def status() -> dict[str, Any]:
+            s.setblocking(False)  # drop replies to earlier (retried) requests: they are stale
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    s.recvfrom(1 << 20)
+            s.settimeout(0.2)
             s.sendto(encode_message("/trainsound/status"), dest)
-            t_end = time.time() + 5
+            t_end = time.time() + 30
             while time.time() < t_end:
                 try:
                     data, _ = s.recvfrom(1 << 20)
@@ -125,11 +166,14 @@ def live_underruns(seconds: float, rate: int) -> dict[str, object]:
                     return dict(json.loads(str(args[0])))
             raise TimeoutError("no status from the bridge")
 
-        before = status()["outputs"]["sine"]  # type: ignore[index]
+        status()  # the bridge is up
+        time.sleep(1.0)  # past the engine's start-up
+        before = status()["outputs"]["sine"]
         layers = 64
         msgs = [encode_message(f"/nn/r/grad_norm/l{i}", [float(v)])
                 for i, v in enumerate(np.geomspace(1e-3, 10, layers))]
         sent = 0
+        x0 = counter.xruns
         t0 = time.perf_counter()
         while (elapsed := time.perf_counter() - t0) < seconds:
             due = int(elapsed * rate)
@@ -138,12 +182,18 @@ def live_underruns(seconds: float, rate: int) -> dict[str, object]:
                 sent += 1
             time.sleep(0.001)
         after = status()
-        sine = after["outputs"]["sine"]  # type: ignore[index]
+        load_xruns = counter.xruns - x0
+        sine = after["outputs"]["sine"]
         return {
-            "seconds": seconds, "sent": sent, "rate": sent / seconds, "received": after["received"],
-            "voices": sine["voices"], "callbacks": sine["callbacks"] - before["callbacks"],  # type: ignore[index]
-            "underruns": sine["underruns"] - before["underruns"],  # type: ignore[index]
-            "startup_underruns": sine["startup_underruns"],
+            "idle_baseline": idle,
+            "load": {
+                "seconds": seconds, "sent": sent, "rate": round(sent / seconds), "received": after["received"],
+                "voices": sine["voices"], "callbacks": sine["callbacks"] - before["callbacks"],
+                "underruns": sine["underruns"] - before["underruns"],
+                "device_underruns": sine["device_underruns"] - before["device_underruns"],
+                "late_blocks": sine["late_blocks"] - before["late_blocks"],
+                "startup_underruns": sine["startup_underruns"], "jackd_xruns": load_xruns,
+            },
         }
     finally:
         if bridge is not None:
@@ -152,6 +202,12 @@ def live_underruns(seconds: float, rate: int) -> dict[str, object]:
                 bridge.wait(20)
             except subprocess.TimeoutExpired:
                 bridge.kill()
+        if counter is not None:
+            counter.close()
+        if saved_server is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = saved_server
         jackd.terminate()
         jackd.wait(10)
 
@@ -160,10 +216,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="live run length (default 60)")
     ap.add_argument("--rate", type=int, default=10_000, help="OSC messages per second in the live run")
+    ap.add_argument("--baseline-seconds", type=float, default=30.0,
+                    help="jackd alone, before the live run: its own xrun rate (default 30)")
     ap.add_argument("--offline-seconds", type=float, default=20.0, help="audio seconds per offline measurement")
     ap.add_argument("--skip-live", action="store_true")
     args = ap.parse_args()
-    print(f"offline render, values change every {STEP_S * 1000:.0f} ms, {SR} Hz stereo float32 WAV:")
+    la = os.getloadavg()
+    print(f"offline render, values change every {STEP_S * 1000:.0f} ms, {SR} Hz stereo float32 WAV "
+          f"(load average {la[0]:.2f}):")
     for v in (4, 64, 512):
         secs = args.offline_seconds if v < 512 else args.offline_seconds / 4
         rtf, with_inputs = offline_rtf(v, secs)
@@ -171,8 +231,12 @@ def main() -> int:
         print(f"  {v:4d} voices: {rtf:8.0f}× real time ({with_inputs:5.0f}× counting building the input)   "
               f"(naive per-voice np.sin baseline: {base:7.0f}×; speed-up {rtf / base:5.1f}×)")
     if not args.skip_live:
-        r = live_underruns(args.seconds, args.rate)
+        la0 = os.getloadavg()
+        r = live_underruns(args.seconds, args.rate, args.baseline_seconds)
+        la1 = os.getloadavg()
         print(f"live: {json.dumps(r)}")
+        print(f"load average (1/5/15 min) before the live run: {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f}; "
+              f"after: {la1[0]:.2f} {la1[1]:.2f} {la1[2]:.2f}")
     return 0
 
 

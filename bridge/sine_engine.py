@@ -295,7 +295,8 @@ class Engine:
 def engine_main(conn: Any, spec: EngineSpec, counters: Any) -> None:
     """Entry point of the engine process (multiprocessing spawn)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the bridge decides
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so does a service manager's SIGTERM: the bridge closes us
+    term = threading.Event()  # SIGTERM (a service manager's, or multiprocessing's at exit): fade out, finish the WAV
+    signal.signal(signal.SIGTERM, lambda *_: term.set())
     sys.setswitchinterval(SWITCH_INTERVAL)
     from .errors import OutputUnavailable
 
@@ -310,7 +311,7 @@ def engine_main(conn: Any, spec: EngineSpec, counters: Any) -> None:
     eng.start()
     conn.send(("ready", eng.sr, eng.channels, eng.stream.device.name, eng.stream.describe()))
     try:
-        while True:
+        while not term.is_set():
             if not conn.poll(0.05):  # waits without the GIL: the callback runs freely
                 continue
             msg = conn.recv()

@@ -6,6 +6,7 @@ silence after shutdown, and a valid WAV of what was heard after SIGTERM.
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -91,3 +92,20 @@ def test_live_perone_plays_every_step_from_the_engine_process(bridge_proc, tmp_p
     tones = y[loud[0] : loud[0] + int(0.020 * sr)]
     assert dominant_hz(tones[: int(0.010 * sr)], sr) == pytest.approx(300, abs=60)
     assert dominant_hz(tones[int(0.010 * sr) :], sr) == pytest.approx(500, abs=60)
+
+
+def test_bridge_killed_the_engine_still_finishes_the_wav(bridge_proc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wav = tmp_path / "killed.wav"
+    b = bridge_proc(["--no-midi", "--audio", "--wav", str(wav)])
+    b.send("/nn/run/grad_norm/fc1", 0.5)
+    time.sleep(0.6)
+    b.stop(signal.SIGKILL)
+    deadline = time.time() + 10
+    size = -1
+    while time.time() < deadline and wav.stat().st_size != size:  # the engine fades out and closes the file
+        size = wav.stat().st_size
+        time.sleep(0.5)
+    info = sf.info(str(wav))
+    y, sr = sf.read(str(wav), dtype="float32")
+    assert info.frames == len(y) and len(y) > 0.4 * sr  # the header covers every sample written
+    assert np.isfinite(y).all() and np.abs(y[-64:]).max() < 1e-3  # faded out, not cut
