@@ -54,6 +54,8 @@ def soft_limit(x: np.ndarray, knee: float = LIMIT_KNEE) -> np.ndarray:
     >>> soft_limit(np.array([0.5, -0.95, 1.2]))
     array([ 0.5       , -0.94621172,  0.99950548])
     """
+    if x.size == 0 or (x.max() <= knee and x.min() >= -knee):  # the usual case: two reductions, no copies
+        return x
     a = np.abs(x)
     over = a > knee
     if over.any():
