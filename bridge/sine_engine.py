@@ -281,11 +281,10 @@ class Engine:
         for t in self._threads:
             if t.name.endswith("render"):
                 t.join(2.0)
-        if self.wav is not None or any(t.name.endswith("wav") for t in self._threads):
-            self._wq.put(None)
-            for t in self._threads:
-                if t.name.endswith("wav"):
-                    t.join(5.0)
+        self._wq.put(None)  # the writer stores what was played, then stops
+        for t in self._threads:
+            if t.name.endswith("wav"):
+                t.join(5.0)
         if self.wav is not None:
             self.wav.close()
             self.counters[C["wav_frames"]] = self.wav.frames
