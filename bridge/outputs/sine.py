@@ -118,6 +118,45 @@ def norm_from_hz(hz: float, fmin: float = DEFAULT_FMIN, octaves: float = DEFAULT
     return math.log2(hz / fmin) / octaves
 
 
+class _RunPans:
+    """Stereo position per run, in first-seen order."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, int] = {}
+
+    def pan(self, run: str) -> float:
+        i = self.runs.get(run)
+        if i is None:
+            i = self.runs[run] = len(self.runs)
+        return run_pan(i)
+
+
+class _SonnifyLoss:
+    """soNNify's loss → Hz per run: ``val_loss``, when present, is *the* loss."""
+
+    def __init__(self) -> None:
+        self.first_loss: dict[str, float] = {}
+        self.val_runs: set[str] = set()
+
+    def hz(self, ev: Event) -> float | None:
+        """The tone for an event, NaN for a non-finite loss (the alarm), None if it is not the loss."""
+        if ev.kind == "metric" and ev.name == "val_loss":
+            if ev.run not in self.val_runs:
+                self.val_runs.add(ev.run)
+                self.first_loss.pop(ev.run, None)
+        elif ev.kind != "loss" or ev.run in self.val_runs:
+            return None
+        x = ev.values[0]
+        if not math.isfinite(x):
+            return math.nan
+        return presets.sonnify_hz(x, self.first_loss.setdefault(ev.run, x))
+
+
+def _level(rule: Any, opts: SineOptions) -> float:
+    """Note rules are the melody; CC rules (loss, weight stats) quieter voices of their own."""
+    return opts.gain * rule.velocity / 127 if rule.target == "note" else opts.cc_gain
+
+
 class _Voices:
     """Continuous and sonnify modes: mapped values → voice targets (no I/O, no clock)."""
 
@@ -130,25 +169,18 @@ class _Voices:
         self.voices: dict[tuple[Any, ...], int] = {}
         self._levels = np.zeros(0)
         self._labels: list[str] = []
-        self.runs: dict[str, int] = {}
+        self.pans = _RunPans()
         self.alarm = alarm_sound(sr)
-        self.first_loss: dict[str, float] = {}
-        self.val_runs: set[str] = set()
+        self.loss = _SonnifyLoss()
         self._tracks: list[tuple[float, np.ndarray, np.ndarray]] = []
         self._track_points = 0
         self.steps: list[tuple[float, int]] = []
         self.alarms = 0
 
-    def _run_pan(self, run: str) -> float:
-        i = self.runs.get(run)
-        if i is None:
-            i = self.runs[run] = len(self.runs)
-        return run_pan(i)
-
     def _voice(self, key: tuple[Any, ...], run: str, level: float, label: str) -> int:
         v = self.voices.get(key)
         if v is None:
-            v = self.voices[key] = self.bank.add_voice(self._run_pan(run))
+            v = self.voices[key] = self.bank.add_voice(self.pans.pan(run))
             self.bank.set_master(1.0 / math.sqrt(len(self.voices)))
             self._levels = np.append(self._levels, level)
             self._labels.append(label)
@@ -157,9 +189,8 @@ class _Voices:
     def _new_voice(self, key: tuple[Any, ...], m: Mapped) -> int:
         """Per-voice constants, computed once (handle() is on the receive thread)."""
         rule = self.rules[m.rule]
-        level = self.opts.gain * rule.velocity / 127 if rule.target == "note" else self.opts.cc_gain
         label = "/".join(m.stream) if rule.target == "note" else f"{m.rule_name or m.rule}:{'/'.join(m.stream)}"
-        return self._voice(key, m.run, level, label)
+        return self._voice(key, m.run, _level(rule, self.opts), label)
 
     def _set(self, voices: list[int], hz: np.ndarray) -> None:
         va = np.array(voices, np.intp)
@@ -220,26 +251,21 @@ class _Voices:
         return out
 
     def _sonnify(self, ev: Event) -> None:
-        if ev.kind == "metric" and ev.name == "val_loss":
-            if ev.run not in self.val_runs:
-                self.val_runs.add(ev.run)
-                self.first_loss.pop(ev.run, None)  # soNNify: val_loss, when present, is *the* loss
-        elif ev.kind != "loss" or ev.run in self.val_runs:
+        hz = self.loss.hz(ev)
+        if hz is None:
             return
         key = ("sonnify", ev.run)
-        x = ev.values[0]
-        if not math.isfinite(x):
+        if hz != hz:
             self._alarm(key, True)
             return
-        first = self.first_loss.setdefault(ev.run, x)
         v = self._voice(key, ev.run, presets.SONNIFY_AMPLITUDE, f"{ev.run} loss")
-        self._set([v], np.array([presets.sonnify_hz(x, first)]))
+        self._set([v], np.array([hz]))
 
     def _spectrum(self, ev: Event) -> None:
         assert ev.blob is not None
         x = spectrum_sound(decode_blob(ev.blob), self.bank.sr)
         if x.any():
-            self.bank.play(np.outer(x, pan_gains(self._run_pan(ev.run))).astype(np.float32))
+            self.bank.play(np.outer(x, pan_gains(self.pans.pan(ev.run))).astype(np.float32))
 
 
 class _Perone:
@@ -312,22 +338,15 @@ class _LiveVoices:
         self.mode = mode
         self.queue = queue
         self.voices: dict[tuple[Any, ...], tuple[int, float]] = {}
-        self.runs: dict[str, int] = {}
-        self.first_loss: dict[str, float] = {}
-        self.val_runs: set[str] = set()
+        self.pans = _RunPans()
+        self.loss = _SonnifyLoss()
         self.alarms = 0
-
-    def _run_pan(self, run: str) -> float:
-        i = self.runs.get(run)
-        if i is None:
-            i = self.runs[run] = len(self.runs)
-        return run_pan(i)
 
     def _voice(self, key: tuple[Any, ...], run: str, level: float) -> tuple[int, float]:
         info = self.voices.get(key)
         if info is None:
             info = self.voices[key] = (len(self.voices), level)
-            self.queue.append(("voice", info[0], self._run_pan(run)))
+            self.queue.append(("voice", info[0], self.pans.pan(run)))
             self.queue.append(("master", 1.0 / math.sqrt(len(self.voices))))
         return info
 
@@ -342,7 +361,7 @@ class _LiveVoices:
     def apply(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         if event is not None:
             if event.kind == "activation_spectrum" and event.blob and self.opts.spectra and self.mode != "sonnify":
-                self.queue.append(("spectrum", event.blob, self._run_pan(event.run)))
+                self.queue.append(("spectrum", event.blob, self.pans.pan(event.run)))
             if self.mode == "sonnify":
                 self._sonnify(event)
                 return
@@ -357,26 +376,19 @@ class _LiveVoices:
             key = (m.rule, m.stream)
             info = self.voices.get(key)
             if info is None:
-                rule = self.rules[m.rule]
-                level = self.opts.gain * rule.velocity / 127 if rule.target == "note" else self.opts.cc_gain
-                info = self._voice(key, m.run, level)
+                info = self._voice(key, m.run, _level(self.rules[m.rule], self.opts))
             append((info[0], fmin * 2.0 ** (octaves * min(max(norm, 0.0), 1.0)), info[1]))
 
     def _sonnify(self, ev: Event) -> None:
-        if ev.kind == "metric" and ev.name == "val_loss":
-            if ev.run not in self.val_runs:
-                self.val_runs.add(ev.run)
-                self.first_loss.pop(ev.run, None)
-        elif ev.kind != "loss" or ev.run in self.val_runs:
+        hz = self.loss.hz(ev)
+        if hz is None:
             return
         key = ("sonnify", ev.run)
-        x = ev.values[0]
-        if not math.isfinite(x):
+        if hz != hz:
             self._alarm(key, True)
             return
-        first = self.first_loss.setdefault(ev.run, x)
         info = self._voice(key, ev.run, presets.SONNIFY_AMPLITUDE)
-        self.queue.append((info[0], presets.sonnify_hz(x, first), info[1]))
+        self.queue.append((info[0], hz, info[1]))
 
 
 class _LiveLink:
