@@ -98,6 +98,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     span, records = session_span(args.session)
     if records == 0:
         raise TrainsoundError(f"{args.session}: the session holds no messages")
+    if args.pyo_patch:
+        return render_pyo(args, cfg)
     bar = Progress(span, force=args.progress)
     s = render(args.session, args.wav, config=cfg, preset=args.preset, fmt=args.format,
                sample_rate=args.sample_rate, png=args.png, progress=bar)
@@ -105,6 +107,22 @@ def cmd_render(args: argparse.Namespace) -> int:
     print(f"rendered {s['messages']} messages → {args.wav}: {s['audio_seconds']:.2f} s of {s['format']} audio at "
           f"{s['sample_rate']} Hz in {s['elapsed']:.2f} s ({s['realtime_factor']:.0f}× real time){extra}",
           file=sys.stderr)
+    return 0
+
+
+def render_pyo(args: argparse.Namespace, cfg: Any) -> int:
+    """``--pyo-patch``: the recording through a pyo patch, on pyo's offline server (no sound card)."""
+    from .outputs.pyo import DEFAULT_SAMPLE_RATE, render_session
+
+    t0 = time.perf_counter()
+    render_session(args.session, args.pyo_patch, args.wav, sample_rate=args.sample_rate or DEFAULT_SAMPLE_RATE,
+                   config=cfg)
+    print(f"rendered {args.session} through pyo patch {args.pyo_patch} → {args.wav} in "
+          f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    if args.png:
+        from .spectrogram import write_spectrogram
+
+        write_spectrogram(args.wav, args.png, title=f"{Path(str(args.session)).name} — pyo patch {args.pyo_patch}")
     return 0
 
 
@@ -123,4 +141,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--sample-rate", type=int, metavar="HZ", help="override the sample rate")
     p.add_argument("--png", metavar="FILE", help="also write a spectrogram PNG")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("--pyo-patch", metavar="NAME|FILE",
+                   help="render through a pyo patch (patches/pyo) instead of the sine voices; --preset is ignored")
     p.set_defaults(func=cmd_render)

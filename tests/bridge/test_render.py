@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from trainsound.bridge.session import SessionWriter, encode_message
@@ -60,3 +61,27 @@ def test_spectrogram_of_a_plain_wav(tmp_path: Path) -> None:
     write_spectrogram(tmp_path / "a.wav", tmp_path / "a.png", title="A4", step_times=[(0.0, 0), (1.0, 10)],
                       tracks={"fc1": [(0.0, 440.0)]})
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.pyo
+def test_render_cli_through_a_pyo_patch(tmp_path: Path) -> None:
+    """`trainsound render SESSION --pyo-patch loss_sine --wav out.wav`: no sound card; higher loss, higher pitch."""
+    rec = tmp_path / "s.tsr"
+    with open(rec, "wb") as fh:
+        w = SessionWriter(fh, 0.0)
+        for i in range(40):  # loss high for 1 s, then low for 1 s
+            w.write(i * 0.05, encode_message("/nn/r/loss", [2.0 if i < 20 else 0.5]))
+        w.flush()
+    wav = tmp_path / "pyo.wav"
+    r = subprocess.run([sys.executable, "-m", "trainsound.bridge", "render", str(rec), "--pyo-patch", "loss_sine",
+                        "--wav", str(wav)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    x, sr = sf.read(str(wav))
+    x = x.mean(axis=1) if x.ndim == 2 else x
+    assert np.isfinite(x).all() and np.sqrt(np.mean(x**2)) > 0.01
+
+    def peak(seg: np.ndarray) -> float:
+        return float(np.fft.rfftfreq(len(seg), 1 / sr)[np.argmax(np.abs(np.fft.rfft(seg * np.hanning(len(seg)))))])
+
+    high, low = peak(x[int(0.6 * sr) : int(0.95 * sr)]), peak(x[int(1.6 * sr) : int(1.95 * sr)])
+    assert high > low * 1.5
