@@ -22,7 +22,7 @@ import math
 import re
 from bisect import insort
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import midi_bytes as mb
 from .config import AlarmOptions, Config, Rule
@@ -150,7 +150,8 @@ class Engine:
         self.alarm_opts: AlarmOptions = config.alarm
         self.max_voices = max_voices
         self.patterns = [compile_pattern(r.match) for r in self.rules]
-        self._cache: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+        # address → [[rule index, stream, voice or None], …]; the voice is filled in once allocated.
+        self._cache: dict[str, list[list[Any]]] = {}
         self._streams: dict[tuple[int, tuple[str, ...]], _Stream] = {}
         self._voices: dict[tuple[str, ...], dict[tuple[str, ...], int]] = {}
         self._last_alarm: dict[str, float] = {}
@@ -160,7 +161,7 @@ class Engine:
         self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
 
     # -- matching ---------------------------------------------------------
-    def _matches(self, address: str) -> list[tuple[int, tuple[str, ...]]]:
+    def _matches(self, address: str) -> list[list[Any]]:
         hit = self._cache.get(address)
         if hit is not None:
             return hit
@@ -171,7 +172,7 @@ class Engine:
                 continue
             groups = m.groupdict()
             names = rule.voice_by if rule.voice_by is not None else tuple(groups)
-            hit.append((i, tuple(groups[n] for n in names)))
+            hit.append([i, tuple(groups[n] for n in names), None])
         if len(self._cache) >= ADDRESS_CACHE_SIZE:
             self._cache.clear()
         self._cache[address] = hit
@@ -209,12 +210,15 @@ class Engine:
             elif not out:
                 self.counters.unmapped += 1
             return out
-        for rule_idx, stream in matches:
+        for entry in matches:
+            rule_idx, stream, voice = entry
             rule = self.rules[rule_idx]
-            voice = self.voice_of(rule, stream)
             if voice is None:
-                self.counters.voice_limit += 1
-                continue
+                voice = self.voice_of(rule, stream)
+                if voice is None:
+                    self.counters.voice_limit += 1
+                    continue
+                entry[2] = voice
             if not ev.values:
                 continue
             try:

@@ -194,7 +194,11 @@ def _walk(data: bytes, when: float | None, depth: int) -> Iterator[tuple[float |
             pos += 4
             if size <= 0 or size & 3 or pos + size > n:
                 raise OSCDecodeError("bad_bundle", f"bundle element size {size} does not fit")
-            yield from _walk(data[pos : pos + size], inner, depth + 1)
+            element = data[pos : pos + size]
+            if element[:1] == b"/":  # the common case: a message, decoded without another generator
+                yield inner, element, decode_message(element)
+            else:
+                yield from _walk(element, inner, depth + 1)
             pos += size
         return
     yield when, data, decode_message(data)

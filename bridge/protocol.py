@@ -10,6 +10,7 @@ Pure functions: no sockets, no clocks. Validation failures raise
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -84,15 +85,13 @@ def _check_name(address: str, what: str, name: str) -> None:
         raise ProtocolError("name_too_long", f"{address}: {what} longer than {MAX_NAME_LEN}")
 
 
-def parse_event(address: str, args: tuple[OscArg, ...], t: float, raw: bytes) -> Event:
-    """Validate a decoded message against the protocol and build an :class:`Event`.
+@functools.lru_cache(maxsize=65_536)
+def split_address(address: str) -> tuple[str, str, str]:
+    """``/nn/<run>/<kind>[/<name>]`` → ``(run, kind, name)``, validated; memoised per address,
+    since a training run sends the same few hundred addresses every step.
 
-    Non-finite values are *accepted* here (they become the NaN alarm later).
-
-    Raises:
-        ProtocolError: ``not_nn`` (outside ``/nn``), ``unknown_address``,
-            ``bad_address``, ``wrong_arg_count``, ``wrong_type``,
-            ``bad_blob``, ``unknown_event``, ``name_too_long``.
+    >>> split_address("/nn/r/grad_norm/fc1")
+    ('r', 'grad_norm', 'fc1')
     """
     parts = address.split("/")
     # parts[0] is "" (address starts with '/')
@@ -113,6 +112,20 @@ def parse_event(address: str, args: tuple[OscArg, ...], t: float, raw: bytes) ->
         raise ProtocolError("unknown_address", f"{address}: {kind} takes no name segment")
     else:
         name = ""
+    return run, kind, name
+
+
+def parse_event(address: str, args: tuple[OscArg, ...], t: float, raw: bytes) -> Event:
+    """Validate a decoded message against the protocol and build an :class:`Event`.
+
+    Non-finite values are *accepted* here (they become the NaN alarm later).
+
+    Raises:
+        ProtocolError: ``not_nn`` (outside ``/nn``), ``unknown_address``,
+            ``bad_address``, ``wrong_arg_count``, ``wrong_type``,
+            ``bad_blob``, ``unknown_event``, ``name_too_long``.
+    """
+    run, kind, name = split_address(address)
     blob: bytes | None = None
     if kind == "step":
         if len(args) not in (1, 2):
