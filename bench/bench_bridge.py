@@ -276,8 +276,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2.0, help="length of each rate trial")
     ap.add_argument("--quick", action="store_true", help="fewer rate steps (a smoke run)")
     args = ap.parse_args()
-    plain_rates = [5_000, 10_000, 25_000, 50_000, 75_000, 100_000, 125_000, 150_000]
-    bundle_rates = [50_000, 100_000, 200_000, 300_000, 400_000, 600_000, 800_000]
+    plain_rates = [5_000, 10_000, 25_000, 50_000, 75_000, 100_000, 125_000, 150_000, 175_000, 200_000, 250_000]
+    bundle_rates = [50_000, 100_000, 200_000, 250_000, 300_000, 350_000, 400_000, 600_000, 800_000]
     base_rates = [500, 1_000, 2_000, 4_000, 7_000, 10_000, 15_000, 25_000, 50_000]
     if args.quick:
         plain_rates, bundle_rates, base_rates = [10_000, 50_000], [200_000], [1_000, 2_000]
