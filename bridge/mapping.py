@@ -18,6 +18,7 @@ OSC out) use ``norm`` (0..1, NaN for the alarm) and ``voice``.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from bisect import insort
@@ -156,6 +157,7 @@ class Engine:
         self._voices: dict[tuple[str, ...], dict[tuple[str, ...], int]] = {}
         self._last_alarm: dict[str, float] = {}
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
+        self._free: dict[tuple[str, ...], list[int]] = {}
         self.counters = Counters()
         excluded = {self.alarm_opts.channel, mb.DRUM_CHANNEL}
         self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
@@ -179,15 +181,39 @@ class Engine:
         return hit
 
     def voice_of(self, rule: Rule, stream: tuple[str, ...]) -> int | None:
-        """Voice index of a stream, allocated in first-seen order, shared by rules keyed alike."""
+        """Voice index of a stream, allocated in first-seen order, shared by rules keyed alike.
+
+        Indices freed by :meth:`forget_runs` are reused, lowest first.
+        """
         key = rule.voice_by if rule.voice_by is not None else rule.captures
         table = self._voices.setdefault(key, {})
         v = table.get(stream)
         if v is None:
             if len(table) >= self.max_voices:
                 return None
-            v = table[stream] = len(table)
+            free = self._free.get(key)
+            v = table[stream] = heapq.heappop(free) if free else len(table)
         return v
+
+    def forget_runs(self, runs: set[str]) -> None:
+        """Drop the voices and stream state of runs that ended, keeping every other voice where it is.
+
+        A bridge left running for weeks sees runs come and go; their voice slots are
+        freed for new runs. Only voice tables keyed by a ``{run}`` capture can tell runs apart.
+        """
+        for key, table in self._voices.items():
+            if "run" not in key:
+                continue
+            i = key.index("run")
+            for stream in [s for s in table if s[i] in runs]:
+                heapq.heappush(self._free.setdefault(key, []), table.pop(stream))
+        for rule_idx, stream in list(self._streams):
+            names = self.rules[rule_idx].voice_by or self.rules[rule_idx].captures
+            if "run" in names and stream[names.index("run")] in runs:
+                del self._streams[(rule_idx, stream)]
+                self._pending.pop((rule_idx, stream), None)
+        self._last_alarm = {a: t for a, t in self._last_alarm.items() if a.split("/")[2] not in runs}
+        self._cache.clear()  # it remembers voices
 
     def voices(self) -> dict[str, list[str]]:
         """Voice tables for status reports: ``{"run,layer": ["r1/fc1", …]}``."""

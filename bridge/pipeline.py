@@ -109,9 +109,7 @@ class Pipeline:
     def _forget_idle_runs(self, now: float) -> bool:
         """Make room for a new run by forgetting runs idle for ``[bridge].run_idle`` s; True if room was made.
 
-        The engine keeps voice tables it cannot shrink, so it is rebuilt: the runs
-        still active keep playing but their voices are allocated afresh (rare: once
-        per ``max_runs`` runs on a bridge left running for weeks).
+        The runs still active keep their voices; the forgotten runs' voices are freed for new runs.
         """
         idle = self.config.bridge.run_idle
         stale = [r for r, last in self.runs.items() if now - last >= idle]
@@ -119,7 +117,7 @@ class Pipeline:
             return False
         for r in stale:
             del self.runs[r]
-        self._new_engine(self.config)
+        self.engine.forget_runs(set(stale))
         self.stats.note("runs_forgotten", "pipeline", f"forgot {len(stale)} idle run(s) to make room")
         return True
 

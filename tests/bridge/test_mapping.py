@@ -229,3 +229,18 @@ def test_engine_from_toml_rules() -> None:
     eng = Engine(c)
     [m] = eng.map(ev("/nn/x/loss", 0.0))
     assert m.midi == (mb.pitch_bend(1, 0),)
+
+
+def test_forgetting_runs_frees_their_voices_and_keeps_the_others() -> None:
+    eng = Engine(default())
+    for t, (run, layer) in enumerate([("a", "l1"), ("b", "l1"), ("a", "l2"), ("c", "l1")]):
+        eng.map(ev(f"/nn/{run}/grad_norm/{layer}", 1.0, t=t))
+    assert eng.voices()["run,layer"] == ["a/l1", "b/l1", "a/l2", "c/l1"]
+    eng.forget_runs({"a"})
+    [b] = eng.map(ev("/nn/b/grad_norm/l1", 1.0, t=10))
+    [c] = eng.map(ev("/nn/c/grad_norm/l1", 1.0, t=10))
+    assert (b.voice, c.voice) == (1, 3)  # still where they were
+    [d1] = eng.map(ev("/nn/d/grad_norm/l1", 1.0, t=11))
+    [d2] = eng.map(ev("/nn/d/grad_norm/l2", 1.0, t=11))
+    [d3] = eng.map(ev("/nn/d/grad_norm/l3", 1.0, t=11))
+    assert (d1.voice, d2.voice, d3.voice) == (0, 2, 4)  # freed slots first, lowest first
