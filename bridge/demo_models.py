@@ -164,14 +164,23 @@ def load_digits_28() -> Data:
 
 
 def _read_idx(path: Path) -> np.ndarray:
+    """An unsigned-byte IDX file (MNIST's format), gzipped or not; errors name the file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as err:
+        raise TrainsoundError(f"{path}: cannot read MNIST file: {err}") from err
+    if len(raw) < 4:
+        raise TrainsoundError(f"{path}: not an IDX file (too short)")
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08:
+    if zero != 0 or dtype != 0x08 or len(raw) < 4 + 4 * ndim:
         raise TrainsoundError(f"{path}: not an unsigned-byte IDX file")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    body = raw[4 + 4 * ndim :]
+    if len(body) != int(np.prod(shape)):
+        raise TrainsoundError(f"{path}: IDX header says {shape}, but {len(body)} bytes follow")
+    return np.frombuffer(body, np.uint8).reshape(shape)
 
 
 def find_mnist(root: str | Path | None) -> Path | None:
@@ -191,11 +200,17 @@ def find_mnist(root: str | Path | None) -> Path | None:
 def load_mnist(path: Path) -> Data:
     """MNIST's training set, normalised as the PyTorch MNIST example does."""
     if path.suffix == ".npz":
-        with np.load(path) as z:
-            images, labels = z["x_train"], z["y_train"]
+        try:
+            with np.load(path) as z:
+                images, labels = z["x_train"], z["y_train"]
+        except (OSError, ValueError, KeyError) as err:
+            raise TrainsoundError(f"{path}: not a Keras mnist.npz (x_train, y_train): {err}") from err
     else:
         labels_path = Path(str(path).replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1"))
         images, labels = _read_idx(path), _read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE) or len(labels) != len(images):
+        raise TrainsoundError(f"{path}: want N×{SIDE}×{SIDE} images with N labels, got {images.shape} and "
+                              f"{len(labels)} labels")
     x = (images.astype(np.float32)[:, None] / 255.0 - MNIST_MEAN) / MNIST_STD
     return Data(x.astype(np.float32), labels.astype(np.int64), f"MNIST ({path})")
 
