@@ -119,20 +119,33 @@ def kernel_drops(sock: socket.socket) -> int | None:
     return None
 
 
-def open_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
-    """Bind the UDP socket and raise its receive buffer (logging if the kernel caps it)."""
+def _bind(host: str, port: int, kind: socket.SocketKind, options: list[tuple[int, int]]) -> socket.socket:
+    """Resolve ``host:port``, set socket ``options`` and bind; errors name the address."""
+    scheme = "udp" if kind == socket.SOCK_DGRAM else "tcp"
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        infos = socket.getaddrinfo(host, port, type=kind)
     except socket.gaierror as err:
         raise ListenError(f"cannot listen on {host}:{port}: {err.strerror}") from err
     family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(family, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        for opt, value in options:
+            sock.setsockopt(socket.SOL_SOCKET, opt, value)
         sock.bind(addr)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(16)
     except OSError as err:
         sock.close()
-        raise ListenError(f"cannot listen on udp://{host}:{port}: {err.strerror}") from err
+        hint = ""
+        if kind == socket.SOCK_STREAM and err.errno == errno.EADDRINUSE:
+            hint = " (set [bridge].tcp = false to serve UDP only)"
+        raise ListenError(f"cannot listen on {scheme}://{host}:{port}: {err.strerror}{hint}") from err
+    return sock
+
+
+def open_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
+    """Bind the UDP socket and raise its receive buffer (logging if the kernel caps it)."""
+    sock = _bind(host, port, socket.SOCK_DGRAM, [(socket.SO_RCVBUF, rcvbuf)])
     got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     # Linux reports double the usable size; less than asked means net.core.rmem_max capped it.
     if got < rcvbuf:
@@ -260,20 +273,7 @@ class TcpServer:
 
 def open_tcp(host: str, port: int) -> socket.socket:
     """Bind and listen on the TCP side of the bridge's address."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as err:
-        raise ListenError(f"cannot listen on {host}:{port}: {err.strerror}") from err
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.listen(16)
-    except OSError as err:
-        sock.close()
-        hint = " (set [bridge].tcp = false to serve UDP only)" if err.errno == errno.EADDRINUSE else ""
-        raise ListenError(f"cannot listen on tcp://{host}:{port}: {err.strerror}{hint}") from err
+    sock = _bind(host, port, socket.SOCK_STREAM, [(socket.SO_REUSEADDR, 1)])
     sock.setblocking(False)
     return sock
 

@@ -153,16 +153,21 @@ def resolve_target(host: str | None, port: int | None) -> tuple[str, int]:
     return host, port
 
 
+def _resolve(host: str, port: int, kind: socket.SocketKind) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """Resolve once, at construction: a name lookup per send would cost more than the send."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=kind)
+    except OSError as err:
+        raise ClientArgumentError(f"host {host!r} cannot be resolved: {err}") from err
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
 class _Sender:
     """A resolved destination and a non-blocking UDP socket. ``sendto`` never raises."""
 
     def __init__(self, host: str, port: int) -> None:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except OSError as err:
-            raise ClientArgumentError(f"host {host!r} cannot be resolved: {err}") from err
-        family, _, _, _, sockaddr = infos[0]
-        self.target: tuple[Any, ...] = sockaddr
+        family, self.target = _resolve(host, port, socket.SOCK_DGRAM)
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         # A client the user never closes must not leak a socket (nor a ResourceWarning).
@@ -204,13 +209,7 @@ class _TcpSender:
     MAX_BUFFER = 1 << 20
 
     def __init__(self, host: str, port: int) -> None:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as err:
-            raise ClientArgumentError(f"host {host!r} cannot be resolved: {err}") from err
-        family, _, _, _, sockaddr = infos[0]
-        self.family: socket.AddressFamily = family
-        self.target: tuple[Any, ...] = sockaddr
+        self.family, self.target = _resolve(host, port, socket.SOCK_STREAM)
         self.sock: socket.socket | None = None
         self._buf = bytearray()
         self._next_try = 0.0
