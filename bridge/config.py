@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 from .errors import ConfigError
 from .protocol import DEFAULT_HOST, DEFAULT_PORT, VALUE_NAMES
@@ -24,10 +24,11 @@ Target = Literal["note", "cc", "cc14", "pitchbend", "pressure"]
 Scaling = Literal["linear", "log", "auto"]
 VoiceMode = Literal["channel", "band", "none"]
 
-MIDI_APIS: tuple[str, ...] = ("auto", "alsa", "jack", "coremidi", "winmm")
-TARGETS: tuple[str, ...] = ("note", "cc", "cc14", "pitchbend", "pressure")
-SCALINGS: tuple[str, ...] = ("linear", "log", "auto")
-VOICE_MODES: tuple[str, ...] = ("channel", "band", "none")
+# The choices, for validation and --help, derived from the types so they cannot drift apart.
+MIDI_APIS: tuple[str, ...] = get_args(MidiApi)
+TARGETS: tuple[str, ...] = get_args(Target)
+SCALINGS: tuple[str, ...] = get_args(Scaling)
+VOICE_MODES: tuple[str, ...] = get_args(VoiceMode)
 
 DEFAULT_CLIENT_NAME = "trainsound"
 DEFAULT_STATS_INTERVAL = 60.0
@@ -162,7 +163,7 @@ class BridgeOptions:
 
 @dataclass(frozen=True)
 class MidiOptions:
-    api: str = "auto"
+    api: MidiApi = "auto"
     port: str = ""
     """Connect to an existing port whose name contains this; empty: a virtual port."""
     client_name: str = DEFAULT_CLIENT_NAME
@@ -187,12 +188,12 @@ class Rule:
     match: str
     name: str = ""
     arg: int | str = 0
-    target: str = "note"
+    target: Target = "note"
     channel: int = 1
-    voices: str = "channel"
+    voices: VoiceMode = "channel"
     voice_by: tuple[str, ...] | None = None
     """Capture names that key a voice; ``None``: all captures of ``match``."""
-    scale: str = "log"
+    scale: Scaling = "log"
     range: tuple[float, float] = (1e-4, 1e2)
     clamp: bool = True
     invert: bool = False
@@ -297,7 +298,7 @@ def _rule(data: Any, path: str) -> Rule:
     elif kind in VALUE_NAMES and not 0 <= arg_raw < max(1, len(VALUE_NAMES[kind])):
         raise ConfigError(f"{t.key('arg')} must be in 0..{len(VALUE_NAMES[kind]) - 1} for {kind}, got {arg_raw!r}")
     d = Rule(match=match)  # the defaults live in one place: the dataclass
-    scale = t.string("scale", d.scale, SCALINGS)
+    scale = cast(Scaling, t.string("scale", d.scale, SCALINGS))
     rng = t.pair("range", d.range if scale != "linear" else LINEAR_RANGE)
     if scale == "log" and rng[0] <= 0:
         raise ConfigError(f"{t.key('range')} must be positive for log scaling, got {list(rng)!r}")
@@ -321,9 +322,9 @@ def _rule(data: Any, path: str) -> Rule:
         match=match,
         name=t.string("name", d.name),
         arg=arg_raw,
-        target=t.string("target", d.target, TARGETS),
+        target=cast(Target, t.string("target", d.target, TARGETS)),
         channel=t.integer("channel", d.channel, 1, 16),
-        voices=t.string("voices", d.voices, VOICE_MODES),
+        voices=cast(VoiceMode, t.string("voices", d.voices, VOICE_MODES)),
         voice_by=voice_by,
         scale=scale,
         range=rng,
@@ -385,7 +386,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     m = Table(top.raw("midi", {}), "midi")
     md = MidiOptions()
     midi = MidiOptions(
-        api=m.string("api", md.api, MIDI_APIS),
+        api=cast(MidiApi, m.string("api", md.api, MIDI_APIS)),
         port=m.string("port", md.port),
         client_name=m.string("client_name", md.client_name) or md.client_name,
         enabled=m.boolean("enabled", md.enabled),

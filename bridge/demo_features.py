@@ -33,7 +33,6 @@ GRID = 2_400
 #: A slot whose best sine explains less than this share of its energy is noise (the alarm).
 TONAL = 0.5
 
-FEATURE_COLUMNS = ("median_hz", "trend_oct_per_10s", "spread_oct", "peak_hz", "range_oct", "alarm_s")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,6 @@ SEED = 9
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 ENV_MNIST = "TRAINSOUND_MNIST"
 SIDE = 28
-PERONE_LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 Framework = Literal["torch", "keras"]
 #: Called after every step with (step, loss).

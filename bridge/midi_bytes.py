@@ -46,10 +46,6 @@ def channel_pressure(channel: int, value: int) -> bytes:
     return bytes((CHANNEL_PRESSURE | _ch(channel), value & 0x7F))
 
 
-def is_note_on(msg: bytes) -> bool:
-    return len(msg) == 3 and msg[0] & 0xF0 == NOTE_ON and msg[2] > 0
-
-
 def panic(channels: range | list[int] | set[int]) -> list[bytes]:
     """All-notes-off and all-sound-off on each channel (like mido's ``panic_messages``)."""
     out = []

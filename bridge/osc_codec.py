@@ -169,9 +169,9 @@ def decode_packet(data: bytes) -> Packet:
     return list(_walk(data, None, 0))
 
 
-def iter_packet(data: bytes, timetag_unix: float | None = None) -> Iterator[tuple[float | None, Message]]:
+def iter_packet(data: bytes) -> Iterator[tuple[float | None, Message]]:
     """Yield ``(when, (address, args))`` for every message in a datagram (see :func:`decode_packet`)."""
-    for when, _raw, msg in _walk(data, timetag_unix, 0) if timetag_unix is not None else decode_packet(data):
+    for when, _raw, msg in decode_packet(data):
         yield when, msg
 
 

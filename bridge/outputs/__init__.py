@@ -121,9 +121,6 @@ class NoteScheduler:
                 out.append((when, msg, tag))
         return out
 
-    def next_due(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
-
     def release_all(self) -> list[bytes]:
         """Every pending ``later`` message now (note-offs first), then panic on used channels."""
         from ..midi_bytes import panic

@@ -29,7 +29,7 @@ class Receiver:
             except TimeoutError:
                 break
             self.datagrams.append(data)
-        return [m for d in self.datagrams for _, m in iter_packet(d, None)]
+        return [m for d in self.datagrams for _, m in iter_packet(d)]
 
 
 def _seed_namespace() -> types.SimpleNamespace:
