@@ -28,7 +28,7 @@ from typing import Any
 import _jackrig
 import numpy as np
 
-from trainsound.bridge.osc_codec import decode_message, encode_bundle, encode_message
+from trainsound.bridge.wire.osc import decode_message, encode_bundle, encode_message
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [f"layer{i}" for i in range(64)]

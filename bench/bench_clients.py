@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import trainsound
-from trainsound.bridge.demo_models import perone_net
+from trainsound.bridge.demo.models import perone_net
 
 BATCH = 64
 

@@ -1,4 +1,5 @@
-"""Flood the running bridge at 10x its sustainable rate for 60 s (the full version of tests/service/test_flood.py).
+"""Flood the running bridge at 10x its sustainable rate for 60 s
+(the full version of tests/bridge/service/test_flood.py).
 
     .venv/bin/python bench/bench_flood.py [--sustainable RATE] [--factor 10] [--seconds 60]
 
@@ -22,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "service")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bridge" / "service")]
 
 from service_helpers import flood, rss_kib, status_latency, write_config  # noqa: E402
 from support import BridgeProc, free_udp_port  # noqa: E402
 
-from trainsound.bridge.osc_codec import encode_bundle, encode_message  # noqa: E402
+from trainsound.bridge.wire.osc import encode_bundle, encode_message  # noqa: E402
 
 PACKETS = [
     encode_message("/nn/f/grad_norm/fc1", [0.5]),

@@ -1,4 +1,5 @@
-"""Fuzz the running bridge with 1,000,000 random and mutated datagrams (the full version of tests/service/test_fuzz.py).
+"""Fuzz the running bridge with 1,000,000 random and mutated datagrams
+(the full version of tests/bridge/service/test_fuzz.py).
 
     .venv/bin/python bench/bench_fuzz.py [--count 1000000] [--rate 12000] [--seed 7]
 
@@ -18,13 +19,13 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "service")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bridge" / "service")]
 
 import fuzzgen  # noqa: E402
 from service_helpers import rss_kib, send_paced, status_latency, write_config  # noqa: E402
 from support import BridgeProc, free_udp_port  # noqa: E402
 
-from trainsound.bridge.session import iter_messages  # noqa: E402
+from trainsound.bridge.wire.session import iter_messages  # noqa: E402
 
 MARKER_EVERY = 100
 

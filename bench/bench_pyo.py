@@ -106,7 +106,7 @@ class Monitor:
 
 def feed(pipe: Any, rate: int, seconds: float, layers: int, stop: threading.Event) -> int:
     """Paced like a busy receive loop: batches every 10 ms; returns messages fed."""
-    from trainsound.bridge.osc_codec import encode_message
+    from trainsound.bridge.wire.osc import encode_message
 
     rnd = random.Random(1)
     # Pre-encoded messages with varied values: every one maps to a new CC code (no 'unchanged' skips).
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         out = PyoOut(cfg, patch=a.patch, audio="jack", jack_name=jname, jack_autoconnect=False)
         pipe = Pipeline(cfg, [out])
         mon = Monitor(f"{jname}:output_1")
-        from trainsound.bridge.osc_codec import encode_message
+        from trainsound.bridge.wire.osc import encode_message
 
         # One value so the patch sounds in the idle phase too (a gap then means a dropout, not silence).
         pipe.feed_message(time.time(), encode_message("/nn/bench/grad_norm/layer0", [0.1]))

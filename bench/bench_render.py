@@ -36,8 +36,8 @@ import numpy as np
 
 from trainsound.bridge.config import default
 from trainsound.bridge.mapping import Mapped
-from trainsound.bridge.osc_codec import decode_message, encode_message
 from trainsound.bridge.outputs.sine import SineOut
+from trainsound.bridge.wire.osc import decode_message, encode_message
 
 SR = 48_000
 BLOCK = 256

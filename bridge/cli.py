@@ -17,7 +17,8 @@ from typing import Any
 from . import __version__
 from . import config as cfgmod
 from .errors import TrainsoundError
-from .protocol import DEFAULT_HOST, DEFAULT_PORT
+from .table import parse_hostport
+from .wire.protocol import DEFAULT_HOST, DEFAULT_PORT
 
 log = logging.getLogger("trainsound")
 
@@ -25,8 +26,14 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 DEFAULT_OSC_OUT_PORT = 57120  # SuperCollider's language port
-#: Subcommands that live in their own modules (each exposes ``add_parser(subparsers)``).
-PLUGIN_COMMANDS = ("render", "devices", "status", "demo")
+#: Subcommands that live in their own modules, each exposing ``add_parser(subparsers)``: name → module.
+#: Imported when the parser is built; each imports its heavy libraries only when it runs.
+PLUGIN_COMMANDS: dict[str, str] = {
+    "render": "trainsound.bridge.render",
+    "devices": "trainsound.bridge.sound.devices",
+    "status": "trainsound.bridge.service.status",
+    "demo": "trainsound.bridge.demo",
+}
 
 
 def setup_logging(verbosity: int) -> None:
@@ -66,11 +73,11 @@ def parse_osc_target(text: str) -> tuple[str, int]:
         return DEFAULT_HOST, int(text)
     if ":" not in text:
         return text, DEFAULT_OSC_OUT_PORT
-    return cfgmod.parse_hostport(text, "--osc-out")
+    return parse_hostport(text, "--osc-out")
 
 
 def output_specs(args: argparse.Namespace, config: cfgmod.Config, *, live_midi_default: bool) -> list[Any]:
-    from .daemon import OutputSpec
+    from .outputs import OutputSpec
 
     specs: list[OutputSpec] = []
     if getattr(args, "record", None):
@@ -113,8 +120,8 @@ def apply_preset(config: cfgmod.Config, name: str | None) -> cfgmod.Config:
 
 # -- commands -----------------------------------------------------------------
 def cmd_bridge(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
-    from .reload import ConfigSource, default_config_path
+    from .service.daemon import Daemon
+    from .service.reload import ConfigSource, default_config_path
 
     path = args.config
     if path is None:
@@ -123,7 +130,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         path = str(found) if found else None
     changes: dict[str, Any] = {}
     if args.listen:
-        changes["listen"] = cfgmod.parse_hostport(args.listen, "--listen")
+        changes["listen"] = parse_hostport(args.listen, "--listen")
     if args.stats_interval is not None:
         changes["stats_interval"] = args.stats_interval
     if args.allow:
@@ -165,16 +172,23 @@ def parse_send_arg(text: str) -> Any:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from .osc_codec import encode_message
+    # python-osc builds the message: a one-off send, where its cost (bench/bench_codec.py) does not matter.
+    from pythonosc.osc_message_builder import BuildError, OscMessageBuilder
 
-    host, port = cfgmod.parse_hostport(args.to, "--to")
+    host, port = parse_hostport(args.to, "--to")
     try:
         values = [parse_send_arg(a) for a in args.args]
     except ValueError as err:
         raise TrainsoundError(f"bad argument: {err}") from err
     if not args.address.startswith("/"):
         raise TrainsoundError(f"OSC address must start with '/', got {args.address!r}")
-    data = encode_message(args.address, values)
+    builder = OscMessageBuilder(address=args.address)
+    for v in values:
+        builder.add_arg(v)
+    try:
+        data = builder.build().dgram
+    except BuildError as err:
+        raise TrainsoundError(f"cannot encode {args.address} {values}: {err}") from err
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.sendto(data, (host, port))
@@ -215,10 +229,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .daemon import build_outputs
+    from .outputs import build_outputs
     from .pipeline import Pipeline
     from .replay import replay
-    from .session import iter_messages
+    from .wire.session import iter_messages
 
     if args.dump:
         for t, address, values in iter_messages(args.session):
@@ -310,10 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_args(r, live_midi_default=False)
     r.set_defaults(func=cmd_replay)
 
-    for name in PLUGIN_COMMANDS:
-        module = f"trainsound.bridge.{name}"
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module).add_parser(sub)
+    for module in PLUGIN_COMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
     return p
 
 

@@ -7,28 +7,25 @@ Every error names the key path and the bad value, e.g.
 from __future__ import annotations
 
 import ipaddress
-import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from .errors import ConfigError
-from .protocol import DEFAULT_HOST, DEFAULT_PORT, VALUE_NAMES
-from .scales import SCALES, parse_root
+from .rules import Rule, parse_rule
+from .table import Table, parse_hostport
+from .wire.midi import DATA_MAX
+from .wire.protocol import DEFAULT_HOST, DEFAULT_PORT
+
+__all__ = ["MIDI_APIS", "AlarmOptions", "BridgeOptions", "Config", "ConfigError", "MidiOptions", "Rule", "Table",
+           "default", "default_rules", "from_dict", "load", "output_options", "parse_hostport", "with_bridge",
+           "with_midi"]
 
 MidiApi = Literal["auto", "alsa", "jack", "coremidi", "winmm"]
-Target = Literal["note", "cc", "cc14", "pitchbend", "pressure"]
-Scaling = Literal["linear", "log", "auto"]
-VoiceMode = Literal["channel", "band", "none"]
-
-# The choices, for validation and --help, derived from the types so they cannot drift apart.
 MIDI_APIS: tuple[str, ...] = get_args(MidiApi)
-TARGETS: tuple[str, ...] = get_args(Target)
-SCALINGS: tuple[str, ...] = get_args(Scaling)
-VOICE_MODES: tuple[str, ...] = get_args(VoiceMode)
 
 DEFAULT_CLIENT_NAME = "trainsound"
 DEFAULT_STATS_INTERVAL = 60.0
@@ -37,107 +34,20 @@ DEFAULT_SCHEDULE_HORIZON = 10.0
 DEFAULT_SCHEDULE_QUEUE = 10_000
 DEFAULT_MAX_VOICES = 256
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
-LINEAR_RANGE = (0.0, 1.0)
 DEFAULT_TCP = True
 DEFAULT_TCP_MAX_CONNECTIONS = 8
 DEFAULT_TCP_MAX_FRAME = 65_536
 DEFAULT_MAX_RUNS = 64
 DEFAULT_RUN_IDLE = 600.0
 
-#: Output sections validated by their output module (loaded lazily, without heavy deps).
-OUTPUT_SECTIONS: dict[str, str] = {}
-
-
-def register_output_section(name: str, loader: str) -> None:
-    """Let an output own a top-level ``[name]`` table, validated by ``module:function``."""
-    OUTPUT_SECTIONS[name] = loader
-
-
-class Table:
-    """A TOML table being validated; remembers which keys were read."""
-
-    def __init__(self, data: Any, path: str) -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path} must be a table, got {data!r}")
-        self.data = data
-        self.path = path
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def raw(self, name: str, default: Any) -> Any:
-        self.used.add(name)
-        return self.data.get(name, default)
-
-    def number(self, name: str, default: float, lo: float = -math.inf, hi: float = math.inf) -> float:
-        v = self.raw(name, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ConfigError(f"{self.key(name)} must be a number, got {v!r}")
-        if not lo <= v <= hi:
-            raise ConfigError(f"{self.key(name)} must be in {lo:g}..{hi:g}, got {v!r}")
-        return float(v)
-
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        v = self.raw(name, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{self.key(name)} must be an integer, got {v!r}")
-        if not lo <= v <= hi:
-            raise ConfigError(f"{self.key(name)} must be in {lo}..{hi}, got {v!r}")
-        return v
-
-    def boolean(self, name: str, default: bool) -> bool:
-        v = self.raw(name, default)
-        if not isinstance(v, bool):
-            raise ConfigError(f"{self.key(name)} must be true or false, got {v!r}")
-        return v
-
-    def string(self, name: str, default: str, choices: tuple[str, ...] | None = None) -> str:
-        v = self.raw(name, default)
-        if not isinstance(v, str):
-            raise ConfigError(f"{self.key(name)} must be a string, got {v!r}")
-        if choices is not None and v not in choices:
-            raise ConfigError(f"{self.key(name)} must be one of {', '.join(choices)}; got {v!r}")
-        return v
-
-    def pair(self, name: str, default: tuple[float, float]) -> tuple[float, float]:
-        v = self.raw(name, list(default))
-        if (
-            not isinstance(v, list)
-            or len(v) != 2
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-        ):
-            raise ConfigError(f"{self.key(name)} must be a list of two numbers, got {v!r}")
-        if not v[0] < v[1]:
-            raise ConfigError(f"{self.key(name)} must be [low, high] with low < high, got {v!r}")
-        return float(v[0]), float(v[1])
-
-    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        v = self.raw(name, list(default))
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise ConfigError(f"{self.key(name)} must be a list of strings, got {v!r}")
-        return tuple(v)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(f"{self.key(unknown[0])} is not a known key (value {self.data[unknown[0]]!r})")
-
-
-def parse_hostport(text: str, key: str, default_host: str = DEFAULT_HOST) -> tuple[str, int]:
-    """``"HOST:PORT"``, ``":PORT"`` or ``"[v6]:PORT"`` → ``(host, port)``.
-
-    >>> parse_hostport("127.0.0.1:9150", "listen")
-    ('127.0.0.1', 9150)
-    """
-    m = re.fullmatch(r"\[(?P<v6>[^\]]+)\]:(?P<p1>\d+)|(?P<host>[^:]*):(?P<p2>\d+)", text.strip())
-    if not m:
-        raise ConfigError(f"{key} must be HOST:PORT, got {text!r}")
-    host = m["v6"] or m["host"] or default_host
-    port = int(m["p1"] or m["p2"])
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{key} port must be in 1..65535, got {port}")
-    return host, port
+#: Top-level tables owned by an output: table name → "module:function" taking a :class:`Table` and returning
+#: the output's validated options. A literal registry, read when a config names the table, so the config
+#: never imports an output module up front (and no output registers itself at import time).
+OUTPUT_SECTIONS: dict[str, str] = {
+    "sine": "trainsound.bridge.outputs.sine:section",
+    "pyo": "trainsound.bridge.outputs.pyo:section",
+    "osc_out": "trainsound.bridge.outputs.osc:section",
+}
 
 
 @dataclass(frozen=True)
@@ -174,43 +84,11 @@ class MidiOptions:
 class AlarmOptions:
     channel: int = 16
     note: int = 90
-    velocity: int = 127
+    velocity: int = DATA_MAX
     cc: int = 20
-    cc_value: int = 127
+    cc_value: int = DATA_MAX
     length: float = 0.4
     min_interval: float = 0.5
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One mapping rule: an address pattern to one MIDI target."""
-
-    match: str
-    name: str = ""
-    arg: int | str = 0
-    target: Target = "note"
-    channel: int = 1
-    voices: VoiceMode = "channel"
-    voice_by: tuple[str, ...] | None = None
-    """Capture names that key a voice; ``None``: all captures of ``match``."""
-    scale: Scaling = "log"
-    range: tuple[float, float] = (1e-4, 1e2)
-    clamp: bool = True
-    invert: bool = False
-    smooth: float = 0.0
-    rate_limit: float = 0.0
-    notes: tuple[int, int] = (36, 96)
-    musical_scale: str = "pentatonic"
-    root: int = 0
-    velocity: int = 96
-    length: float = 0.15
-    cc: int = 74
-    band_width: int = 12
-    auto_window: int = 256
-
-    @property
-    def captures(self) -> tuple[str, ...]:
-        return tuple(re.findall(r"\{(\w+)\}", self.match))
 
 
 @dataclass(frozen=True)
@@ -278,86 +156,13 @@ def default_rules() -> tuple[Rule, ...]:
     )
 
 
-_KIND_OF_MATCH = re.compile(r"^/nn/[^/]+/(?P<kind>[a-z_]+)")
-
-
-def _rule(data: Any, path: str) -> Rule:
-    t = Table(data, path)
-    match = t.string("match", "")
-    if not match.startswith("/"):
-        raise ConfigError(f"{t.key('match')} must be an OSC address pattern starting with '/', got {match!r}")
-    m = _KIND_OF_MATCH.match(match.replace("{run}", "x"))
-    kind = m["kind"] if m else None
-    arg_raw = t.raw("arg", 0)
-    if isinstance(arg_raw, bool) or not isinstance(arg_raw, (int, str)):
-        raise ConfigError(f"{t.key('arg')} must be an index or an argument name, got {arg_raw!r}")
-    if isinstance(arg_raw, str):
-        names = VALUE_NAMES.get(kind or "", ())
-        if arg_raw not in names:
-            raise ConfigError(f"{t.key('arg')} must be one of {', '.join(names) or '(an index)'}; got {arg_raw!r}")
-    elif kind in VALUE_NAMES and not 0 <= arg_raw < max(1, len(VALUE_NAMES[kind])):
-        raise ConfigError(f"{t.key('arg')} must be in 0..{len(VALUE_NAMES[kind]) - 1} for {kind}, got {arg_raw!r}")
-    d = Rule(match=match)  # the defaults live in one place: the dataclass
-    scale = cast(Scaling, t.string("scale", d.scale, SCALINGS))
-    rng = t.pair("range", d.range if scale != "linear" else LINEAR_RANGE)
-    if scale == "log" and rng[0] <= 0:
-        raise ConfigError(f"{t.key('range')} must be positive for log scaling, got {list(rng)!r}")
-    notes = t.pair("notes", d.notes)
-    if not (0 <= notes[0] <= 127 and 0 <= notes[1] <= 127 and notes[0] == int(notes[0]) and notes[1] == int(notes[1])):
-        raise ConfigError(f"{t.key('notes')} must be two MIDI notes in 0..127, got {list(notes)!r}")
-    captures = tuple(re.findall(r"\{(\w+)\}", match))
-    vb_raw = t.raw("voice_by", None)
-    voice_by: tuple[str, ...] | None = None
-    if vb_raw is not None:
-        voice_by = Table({"voice_by": vb_raw}, path).strings("voice_by", ())
-        for c in voice_by:
-            if c not in captures:
-                raise ConfigError(f"{t.key('voice_by')} names {c!r}, which {match!r} does not capture")
-    root_raw = t.raw("root", d.root)
-    try:
-        root = parse_root(root_raw)
-    except (ValueError, AttributeError, TypeError) as err:
-        raise ConfigError(f"{t.key('root')} must be a note name (C, C#, … B) or 0..11, got {root_raw!r}") from err
-    rule = Rule(
-        match=match,
-        name=t.string("name", d.name),
-        arg=arg_raw,
-        target=cast(Target, t.string("target", d.target, TARGETS)),
-        channel=t.integer("channel", d.channel, 1, 16),
-        voices=cast(VoiceMode, t.string("voices", d.voices, VOICE_MODES)),
-        voice_by=voice_by,
-        scale=scale,
-        range=rng,
-        clamp=t.boolean("clamp", d.clamp),
-        invert=t.boolean("invert", d.invert),
-        smooth=t.number("smooth", d.smooth, 0.0, 0.999),
-        rate_limit=t.number("rate_limit", d.rate_limit, 0.0, 10_000.0),
-        notes=(int(notes[0]), int(notes[1])),
-        musical_scale=t.string("musical_scale", d.musical_scale, tuple(SCALES)),
-        root=root,
-        velocity=t.integer("velocity", d.velocity, 1, 127),
-        length=t.number("length_ms", d.length * 1000.0, 1.0, 60_000.0) / 1000.0,
-        cc=t.integer("cc", d.cc, 0, 127),
-        band_width=t.integer("band_width", d.band_width, 1, 127),
-        auto_window=t.integer("auto_window", d.auto_window, 8, 100_000),
-    )
-    if rule.target == "cc14" and rule.cc > 31:
-        raise ConfigError(f"{t.key('cc')} must be in 0..31 for a 14-bit CC (LSB is cc+32), got {rule.cc}")
-    t.finish()
-    return rule
-
-
 def _load_output_section(name: str, data: Any) -> Any:
-    from importlib import import_module
-
     mod, func = OUTPUT_SECTIONS[name].split(":")
     return getattr(import_module(mod), func)(Table(data, name))
 
 
 def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     """Build a :class:`Config` from parsed TOML, validating every key."""
-    from . import outputs as _outputs  # noqa: F401  (registers output-owned sections)
-
     top = Table(data, "")
     b = Table(top.raw("bridge", {}), "bridge")
     listen = parse_hostport(b.string("listen", f"{DEFAULT_HOST}:{DEFAULT_PORT}"), "bridge.listen")
@@ -396,10 +201,10 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     d = AlarmOptions()  # the defaults live in one place: the dataclass
     alarm = AlarmOptions(
         channel=a.integer("channel", d.channel, 1, 16),
-        note=a.integer("note", d.note, 0, 127),
-        velocity=a.integer("velocity", d.velocity, 1, 127),
-        cc=a.integer("cc", d.cc, 0, 127),
-        cc_value=a.integer("cc_value", d.cc_value, 0, 127),
+        note=a.integer("note", d.note, 0, DATA_MAX),
+        velocity=a.integer("velocity", d.velocity, 1, DATA_MAX),
+        cc=a.integer("cc", d.cc, 0, DATA_MAX),
+        cc_value=a.integer("cc_value", d.cc_value, 0, DATA_MAX),
         length=a.number("length_ms", d.length * 1000.0, 1.0, 60_000.0) / 1000.0,
         min_interval=a.number("min_interval_ms", d.min_interval * 1000.0, 0.0, 60_000.0) / 1000.0,
     )
@@ -410,7 +215,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     else:
         if not isinstance(raw_rules, list):
             raise ConfigError(f"mappings must be an array of tables ([[mappings]]), got {raw_rules!r}")
-        rules = tuple(_rule(r, f"mappings[{i}]") for i, r in enumerate(raw_rules))
+        rules = tuple(parse_rule(r, f"mappings[{i}]") for i, r in enumerate(raw_rules))
     outputs: dict[str, Any] = {}
     for name in OUTPUT_SECTIONS:
         if name in data:

@@ -9,7 +9,7 @@ Each :class:`Mapped` carries what every kind of output needs: MIDI outputs send
 OSC out) use ``norm`` (0..1, NaN for the alarm) and ``voice``.
 
 >>> from trainsound.bridge.config import default
->>> from trainsound.bridge.protocol import parse_event
+>>> from trainsound.bridge.wire.protocol import parse_event
 >>> eng = Engine(default())
 >>> [m] = eng.map(parse_event("/nn/r/grad_norm/fc1", (1.0,), 0.0, b""))
 >>> (m.stream, m.voice, m.channel, round(m.norm, 3), m.midi[0].hex())
@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import heapq
 import math
-import re
-from bisect import insort
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import midi_bytes as mb
-from .config import AlarmOptions, Config, Rule
-from .protocol import Event, value_index
-from .scales import linear_scale, log_scale, quantize
+from .config import AlarmOptions, Config
+from .rules import Rule
+from .scales import AutoRange, linear_scale, log_scale, quantize
+from .wire import midi as mb
+from .wire.protocol import Event
 
 ADDRESS_CACHE_SIZE = 65_536
-_AUTO_REFRESH = 16
-_AUTO_MIN_SAMPLES = 2
 
 
 class Mapped(NamedTuple):
@@ -60,66 +57,6 @@ class Mapped(NamedTuple):
     @property
     def alarm(self) -> bool:
         return self.norm != self.norm
-
-
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """``/nn/{run}/grad_norm/{layer}`` → a regex with named groups; ``*`` matches one segment part.
-
-    >>> compile_pattern("/nn/{run}/loss").fullmatch("/nn/a/loss").groupdict()
-    {'run': 'a'}
-    """
-    out = []
-    for token in re.split(r"(\{\w+\}|\*)", pattern):
-        if token == "*":
-            out.append("[^/]*")
-        elif token.startswith("{") and token.endswith("}"):
-            out.append(f"(?P<{token[1:-1]}>[^/]+)")
-        else:
-            out.append(re.escape(token))
-    return re.compile("".join(out))
-
-
-@dataclass
-class AutoRange:
-    """Robust running range over a stream's whole history.
-
-    A reservoir of at most ``size`` values, halved (every other one kept) when
-    full, so it spans the whole run; the range is its 2nd..98th percentile.
-    Works on log10 while every value seen is positive (norms span decades).
-    """
-
-    size: int
-    values: list[float] = field(default_factory=list)
-    log: bool = True
-    lo: float = 0.0
-    hi: float = 0.0
-    since: int = 0
-    stride: int = 1
-    skip: int = 0
-
-    def norm(self, x: float) -> float:
-        if self.log and x <= 0.0:
-            # A non-positive value: from now on this stream is linear.
-            self.log = False
-            self.values = [10.0**v for v in self.values]
-            self.since = _AUTO_REFRESH
-        v = math.log10(x) if self.log else x
-        self.skip += 1
-        if self.skip >= self.stride:
-            self.skip = 0
-            insort(self.values, v)
-            if len(self.values) > self.size:
-                self.values = self.values[::2]
-                self.stride *= 2
-        self.since += 1
-        if self.since >= _AUTO_REFRESH or len(self.values) <= _AUTO_REFRESH:
-            self.since = 0
-            n = len(self.values)
-            self.lo = self.values[int(0.02 * (n - 1))]
-            self.hi = self.values[math.ceil(0.98 * (n - 1))]
-        if len(self.values) < _AUTO_MIN_SAMPLES or self.hi <= self.lo:
-            return 0.5
-        return (v - self.lo) / (self.hi - self.lo)
 
 
 @dataclass
@@ -150,7 +87,6 @@ class Engine:
         self.rules: tuple[Rule, ...] = config.mappings
         self.alarm_opts: AlarmOptions = config.alarm
         self.max_voices = max_voices
-        self.patterns = [compile_pattern(r.match) for r in self.rules]
         # address → [[rule index, stream, voice or None], …]; the voice is filled in once allocated.
         self._cache: dict[str, list[list[Any]]] = {}
         self._streams: dict[tuple[int, tuple[str, ...]], _Stream] = {}
@@ -168,8 +104,8 @@ class Engine:
         if hit is not None:
             return hit
         hit = []
-        for i, (rule, pat) in enumerate(zip(self.rules, self.patterns, strict=False)):
-            m = pat.fullmatch(address)
+        for i, rule in enumerate(self.rules):
+            m = rule.pattern.fullmatch(address)
             if m is None:
                 continue
             groups = m.groupdict()
@@ -185,7 +121,7 @@ class Engine:
 
         Indices freed by :meth:`forget_runs` are reused, lowest first.
         """
-        key = rule.voice_by if rule.voice_by is not None else rule.captures
+        key = rule.voice_key
         table = self._voices.setdefault(key, {})
         v = table.get(stream)
         if v is None:
@@ -208,7 +144,7 @@ class Engine:
             for stream in [s for s in table if s[i] in runs]:
                 heapq.heappush(self._free.setdefault(key, []), table.pop(stream))
         for rule_idx, stream in list(self._streams):
-            names = self.rules[rule_idx].voice_by or self.rules[rule_idx].captures
+            names = self.rules[rule_idx].voice_key
             if "run" in names and stream[names.index("run")] in runs:
                 del self._streams[(rule_idx, stream)]
                 self._pending.pop((rule_idx, stream), None)
@@ -248,9 +184,8 @@ class Engine:
             if not ev.values:
                 continue
             try:
-                idx = value_index(ev.kind, rule.arg)
-                x = ev.values[idx]
-            except (ValueError, IndexError):
+                x = ev.values[rule.index]
+            except IndexError:
                 self.counters.unmapped += 1
                 continue
             if not math.isfinite(x) or (not finite and not out):
@@ -327,7 +262,7 @@ class Engine:
                 pitch = quantize(pitch - 1, rule.musical_scale, rule.root)
             while pitch < lo:
                 pitch = quantize(pitch + 1, rule.musical_scale, rule.root)
-            pitch = max(0, min(127, pitch))
+            pitch = max(0, min(mb.DATA_MAX, pitch))
             st.last_sent = t
             self.counters.mapped += 1
             return Mapped(
@@ -347,19 +282,16 @@ class Engine:
             )
         c = min(max(n, 0.0), 1.0)
         if target == "cc":
-            code = round(c * 127)
+            code = mb.data7(c)
             midi: tuple[bytes, ...] = (mb.control_change(channel, rule.cc, code),)
         elif target == "cc14":
-            code = round(c * 16383)
-            midi = (
-                mb.control_change(channel, rule.cc, code >> 7),
-                mb.control_change(channel, rule.cc + 32, code & 0x7F),
-            )
+            code = mb.data14(c)
+            midi = mb.control_change14(channel, rule.cc, code)
         elif target == "pitchbend":
-            code = round(c * 16383)
+            code = mb.data14(c)
             midi = (mb.pitch_bend(channel, code),)
         else:  # pressure
-            code = round(c * 127)
+            code = mb.data7(c)
             midi = (mb.channel_pressure(channel, code),)
         m = Mapped(t, run, rule_idx, rule.name, target, stream, voice, x, n, channel, midi, (), 0.0)
         if code == st.last_code and st.pending is None:

@@ -9,151 +9,42 @@ OSC 1.1 over TCP (SLIP framing, for SSH tunnels) is served by the same thread:
 its sockets join the idle ``select`` and are polled once per tick during a UDP
 burst, so the pipeline (not thread-safe) is fed from one thread only and TCP is
 never starved by a UDP flood.
+
+Control messages (``/trainsound/status``, ``/trainsound/ping``) that come alone in
+a datagram are answered here, on the transport they came by, by the ``control``
+function the daemon gives; they never enter the pipeline.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import ipaddress
 import logging
-import os
 import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .errors import TrainsoundError
+from .errors import OSCDecodeError
 from .pipeline import Pipeline
-from .slip import SlipDecoder
-from .slip import encode as slip_encode
+from .sockets import Allowlist
 from .stats import Stats
+from .wire.osc import OscArg, decode_message
+from .wire.protocol import CONTROL_PREFIX
+from .wire.slip import SlipDecoder
+from .wire.slip import encode as slip_encode
 
 log = logging.getLogger(__name__)
 
+#: A control message's answer: ``control(address, args)`` → the reply datagram, or ``None`` if unknown.
+Control = Callable[[str, tuple[OscArg, ...]], "bytes | None"]
+Feed = Callable[[bytes, float, object], None]
+
 TICK_INTERVAL = 0.002
 MAX_DATAGRAM = 65_535
-_ALLOW_CACHE = 4096
+_CONTROL = CONTROL_PREFIX.encode()
 TCP_READ = 65_536
 TCP_SEND_BUFFER = 1 << 20
-
-
-class ListenError(TrainsoundError, OSError):
-    """The bridge cannot bind its listening socket."""
-
-
-class Allowlist:
-    """Sender networks allowed to drive the bridge (CIDR), with a per-address cache.
-
-    >>> Allowlist(["127.0.0.0/8"]).allows("127.0.0.1"), Allowlist(["127.0.0.0/8"]).allows("10.0.0.1")
-    (True, False)
-    """
-
-    def __init__(self, networks: Sequence[str]) -> None:
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
-        self._cache: dict[str, bool] = {}
-
-    def allows(self, host: str) -> bool:
-        ok = self._cache.get(host)
-        if ok is None:
-            try:
-                addr = ipaddress.ip_address(host.split("%")[0])
-            except ValueError:
-                ok = False
-            else:
-                if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-                    addr = addr.ipv4_mapped
-                ok = any(addr in n for n in self.networks)
-            if len(self._cache) >= _ALLOW_CACHE:
-                self._cache.clear()
-            self._cache[host] = ok
-        return ok
-
-
-def is_loopback(host: str) -> bool:
-    """True if every address ``host`` resolves to is a loopback address.
-
-    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
-    (True, True, False)
-    """
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except socket.gaierror:
-        return False
-    addrs = {ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos}
-    return bool(addrs) and all(a.is_loopback for a in addrs)
-
-
-def check_exposure(host: str, allow_explicit: bool) -> None:
-    """Refuse to listen beyond loopback unless the sender allowlist was set on purpose.
-
-    OSC has no authentication: anyone who can reach the port can drive the bridge.
-
-    Raises:
-        ListenError: naming the flag and the config key that allow it.
-    """
-    if not allow_explicit and not is_loopback(host):
-        raise ListenError(
-            f"refusing to listen on {host}, which is not a loopback address, without an explicit sender "
-            f"allowlist: give --allow CIDR (e.g. --allow 192.168.1.0/24) or set [bridge].allow in the config"
-        )
-
-
-def kernel_drops(sock: socket.socket) -> int | None:
-    """Datagrams the kernel dropped for this UDP socket (receive buffer full), from /proc/net/udp[6]."""
-    try:
-        inode = os.fstat(sock.fileno()).st_ino
-    except OSError:
-        return None
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table) as fh:
-                next(fh, None)
-                for line in fh:
-                    f = line.split()
-                    if len(f) >= 13 and f[9] == str(inode):
-                        return int(f[12])
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def _bind(host: str, port: int, kind: socket.SocketKind, options: list[tuple[int, int]]) -> socket.socket:
-    """Resolve ``host:port``, set socket ``options`` and bind; errors name the address."""
-    scheme = "udp" if kind == socket.SOCK_DGRAM else "tcp"
-    try:
-        infos = socket.getaddrinfo(host, port, type=kind)
-    except socket.gaierror as err:
-        raise ListenError(f"cannot listen on {host}:{port}: {err.strerror}") from err
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, kind)
-    try:
-        for opt, value in options:
-            sock.setsockopt(socket.SOL_SOCKET, opt, value)
-        sock.bind(addr)
-        if kind == socket.SOCK_STREAM:
-            sock.listen(16)
-    except OSError as err:
-        sock.close()
-        hint = ""
-        if kind == socket.SOCK_STREAM and err.errno == errno.EADDRINUSE:
-            hint = " (set [bridge].tcp = false to serve UDP only)"
-        raise ListenError(f"cannot listen on {scheme}://{host}:{port}: {err.strerror}{hint}") from err
-    return sock
-
-
-def open_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
-    """Bind the UDP socket and raise its receive buffer (logging if the kernel caps it)."""
-    sock = _bind(host, port, socket.SOCK_DGRAM, [(socket.SO_RCVBUF, rcvbuf)])
-    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    # Linux reports double the usable size; less than asked means net.core.rmem_max capped it.
-    if got < rcvbuf:
-        log.warning(
-            "UDP receive buffer capped at %d bytes (asked %d): raise net.core.rmem_max for bursts", got // 2, rcvbuf
-        )
-    sock.setblocking(False)
-    return sock
 
 
 class TcpPeer:
@@ -193,15 +84,15 @@ class TcpServer:
     def sockets(self) -> list[socket.socket]:
         return [self.sock, *self.peers]
 
-    def poll(self, pipeline: Pipeline, now: float, timeout: float = 0.0) -> None:
+    def poll(self, feed: Feed, now: float, timeout: float = 0.0) -> None:
         """Serve whatever is readable (waiting at most ``timeout``)."""
         try:
             readable, _, _ = select.select(self.sockets(), (), (), timeout)
         except InterruptedError:
             return
-        self.serve_readable(readable, pipeline, now)
+        self.serve_readable(readable, feed, now)
 
-    def serve_readable(self, readable: Sequence[socket.socket], pipeline: Pipeline, now: float) -> None:
+    def serve_readable(self, readable: Sequence[socket.socket], feed: Feed, now: float) -> None:
         for s in readable:
             if s is self.sock:
                 self._accept()
@@ -220,7 +111,7 @@ class TcpServer:
                 self._close(peer)
                 continue
             for packet in peer.decoder.feed(data):
-                pipeline.feed_datagram(packet, now, peer)
+                feed(packet, now, peer)
             if peer.decoder.errors:
                 for e in peer.decoder.errors:
                     self.stats.datagrams += 1
@@ -271,23 +162,41 @@ class TcpServer:
         return {"connections": len(self.peers), "accepted": self.accepted, "refused": self.refused}
 
 
-def open_tcp(host: str, port: int) -> socket.socket:
-    """Bind and listen on the TCP side of the bridge's address."""
-    sock = _bind(host, port, socket.SOCK_STREAM, [(socket.SO_REUSEADDR, 1)])
-    sock.setblocking(False)
-    return sock
-
-
 class UdpReceiver:
-    """Feeds datagrams from one UDP socket (and optionally a :class:`TcpServer`) into a :class:`Pipeline`."""
+    """Feeds datagrams from one UDP socket (and optionally a :class:`TcpServer`) into a :class:`Pipeline`,
+    answering control messages with ``control``."""
 
-    def __init__(self, sock: socket.socket, pipeline: Pipeline, allow: Allowlist, tcp: TcpServer | None = None) -> None:
+    def __init__(self, sock: socket.socket, pipeline: Pipeline, allow: Allowlist, tcp: TcpServer | None = None,
+                 control: Control | None = None) -> None:
         self.sock = sock
         self.pipeline = pipeline
         self.allow = allow
         self.tcp = tcp
+        self.control = control
         self.stop_event = threading.Event()
         self.address = sock.getsockname()
+
+    def feed(self, data: bytes, now: float, sender: object) -> None:
+        """One datagram (or TCP frame) from an allowed sender: a control message, or the pipeline's."""
+        if data.startswith(_CONTROL):
+            self._control(data, sender)
+        else:
+            self.pipeline.feed_datagram(data, now, sender)
+
+    def _control(self, data: bytes, sender: object) -> None:
+        stats = self.pipeline.stats
+        stats.datagrams += 1
+        try:
+            address, args = decode_message(data)
+        except OSCDecodeError as err:
+            stats.drop(err.reason, sender, f"{err} ({len(data)} bytes)")
+            return
+        stats.received += 1
+        reply = self.control(address, args) if self.control is not None else None
+        if reply is None:
+            stats.drop("unknown_control", sender, f"{address}: unknown control message")
+            return
+        self.reply(reply, sender)
 
     def reply(self, data: bytes, to: object) -> None:
         if isinstance(to, TcpPeer):
@@ -308,6 +217,8 @@ class UdpReceiver:
         next_tick = 0.0
         stop = self.stop_event
         tcp = self.tcp
+        feed = self.feed
+        control = _CONTROL
         while not stop.is_set():
             # Re-read each turn (two attribute loads): a config reload replaces the allowlist.
             pipe, allow = self.pipeline, self.allow
@@ -327,7 +238,7 @@ class UdpReceiver:
                 except InterruptedError:
                     continue
                 if tcp is not None and (len(readable) > 1 or (readable and readable[0] is not sock)):
-                    tcp.serve_readable([r for r in readable if r is not sock], pipe, clock())
+                    tcp.serve_readable([r for r in readable if r is not sock], feed, clock())
                 continue
             except OSError as err:  # e.g. ICMP errors surfaced on some platforms
                 log.debug("recvfrom: %s", err)
@@ -336,12 +247,14 @@ class UdpReceiver:
             if not allow.allows(sender[0]):
                 pipe.stats.datagrams += 1
                 pipe.stats.drop("not_allowed", sender, "sender not in [bridge].allow")
+            elif data.startswith(control):
+                self._control(data, sender)
             else:
                 pipe.feed_datagram(data, now, sender)
             if now >= next_tick:
                 pipe.tick(now)
                 if tcp is not None:
-                    tcp.poll(pipe, now)  # during a UDP burst TCP still gets a turn every tick
+                    tcp.poll(feed, now)  # during a UDP burst TCP still gets a turn every tick
                 if periodic is not None:
                     periodic(now)
                 next_tick = now + TICK_INTERVAL
@@ -359,12 +272,12 @@ class UdpReceiver:
                 continue
             n += 1
             if self.allow.allows(sender[0]):
-                self.pipeline.feed_datagram(data, time.time(), sender)
+                self.feed(data, time.time(), sender)
             else:
                 self.pipeline.stats.datagrams += 1
                 self.pipeline.stats.drop("not_allowed", sender, "sender not in [bridge].allow")
         if self.tcp is not None:
-            self.tcp.poll(self.pipeline, time.time())
+            self.tcp.poll(self.feed, time.time())
         return n
 
     def stop(self) -> None:

@@ -10,21 +10,20 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from .config import Config
 from .errors import OSCDecodeError
 from .mapping import Engine, Mapped
-from .osc_codec import Message, OscArg, decode_message, decode_packet
-from .outputs import Output
-from .protocol import Event, ProtocolError, parse_event
-from .stats import Stats
+from .outputs.base import Output
+from .stats import Stats, fmt_sender
+from .wire.osc import Message, decode_message, decode_packet
+from .wire.protocol import CONTROL_PREFIX, Event, ProtocolError, parse_event
 
 log = logging.getLogger(__name__)
-
-CONTROL_PREFIX = "/trainsound/"
-ControlHandler = Callable[[str, tuple[OscArg, ...], object], None]
+#: Every decoded incoming message at DEBUG (the clients log what they send on ``trainsound.osc.out``).
+wire_log = logging.getLogger("trainsound.osc.in")
 
 
 class Pipeline:
@@ -35,7 +34,6 @@ class Pipeline:
         config: Config,
         outputs: Iterable[Output],
         stats: Stats | None = None,
-        control: ControlHandler | None = None,
     ) -> None:
         self.config = config
         self.engine = Engine(config, max_voices=config.bridge.max_voices)
@@ -43,10 +41,10 @@ class Pipeline:
         """Run name → time last seen; at most ``[bridge].max_runs`` entries."""
         self.outputs: list[Output] = list(outputs)
         self.stats = stats or Stats()
-        self.control = control
         self._scheduled: list[tuple[float, int, bytes, Message, object]] = []
         self._seq = 0
         self._failed: dict[str, int] = {}
+        self._wire_debug = wire_log.isEnabledFor(logging.DEBUG)
 
     # -- input ---------------------------------------------------------------
     def feed_datagram(self, data: bytes, now: float, sender: object = None) -> None:
@@ -57,6 +55,9 @@ class Pipeline:
         except OSCDecodeError as err:
             self.stats.drop(err.reason, sender, f"{err} ({len(data)} bytes)")
             return
+        if self._wire_debug:
+            for when, _raw, (address, args) in items:
+                wire_log.debug("%s %s %r%s", fmt_sender(sender), address, args, "" if when is None else f" at {when}")
         horizon = self.config.bridge.schedule_horizon
         for when, raw, msg in items:
             if when is None or when <= now:
@@ -88,10 +89,9 @@ class Pipeline:
         self.stats.received += 1
         address, args = msg
         if address.startswith(CONTROL_PREFIX):
-            if self.control is not None:
-                self.control(address, args, sender)
-            else:
-                self.stats.drop("control_unsupported", sender, f"{address}: no control here")
+            # The receive layer answers control messages that come alone in a datagram (osc_in); one
+            # inside a bundle, or in a recording, is not for the mapping.
+            self.stats.drop("control_in_bundle", sender, f"{address}: control messages must come alone")
             return
         try:
             ev = parse_event(address, args, t, raw)
@@ -151,6 +151,8 @@ class Pipeline:
     # -- time ----------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Play due scheduled bundles, release rate-limited values, let outputs do housekeeping."""
+        # Asked here, every tick, not per datagram: the level rarely changes and the check costs on the hot path.
+        self._wire_debug = wire_log.isEnabledFor(logging.DEBUG)
         sched = self._scheduled
         while sched and sched[0][0] <= now:
             when, _, raw, msg, sender = heapq.heappop(sched)

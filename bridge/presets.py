@@ -8,12 +8,10 @@
 - ``sonnify-loss``: soNNify's loss sine, ``200 + loss/first_loss·800`` Hz,
   clamped at 1000 Hz (val_loss instead of loss once a run reports one).
 
+The seeds' formulas themselves are in :mod:`.sound.seeds`.
+
 >>> [p for p in PRESETS]
 ['continuous', 'perone', 'sonnify-loss']
->>> perone_hz(2.5)
-450.0
->>> sonnify_hz(0.5, 2.0), sonnify_hz(9.0, 2.0)
-(400.0, 1000.0)
 """
 
 from __future__ import annotations
@@ -21,55 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import numpy as np
-
-from .config import Config, Rule
+from .config import Config
 from .errors import ConfigError
+from .rules import Rule
+from .sound.seeds import PERONE_SAMPLE_RATE
 
 Mode = Literal["continuous", "perone", "sonnify"]
-
-PERONE_SAMPLE_RATE = 44_100
-PERONE_TONE_S = 0.010
-PERONE_GAP_S = 0.020
-PERONE_AMPLITUDE = 0.1
-PERONE_BASE_HZ = 200.0
-PERONE_HZ_PER_NORM = 100.0
-
-SONNIFY_BASE_HZ = 200.0
-SONNIFY_MAX_HZ = 1000.0
-SONNIFY_AMPLITUDE = 0.3
-
-
-def perone_hz(norm: float) -> float:
-    """Perone's tone frequency for a gradient norm."""
-    return PERONE_BASE_HZ + PERONE_HZ_PER_NORM * norm
-
-
-def perone_tone(freq: float, sample_rate: int = PERONE_SAMPLE_RATE) -> np.ndarray:
-    """One 10 ms tone exactly as the seed computed it: ``0.1·sin(2π·f·n/fs)``, ``n < fs·0.01``.
-
-    >>> t = perone_tone(300.0)
-    >>> len(t), float(t[0]), round(float(t.max()), 3)
-    (441, 0.0, 0.1)
-    """
-    n = np.arange(int(sample_rate * PERONE_TONE_S))
-    return (PERONE_AMPLITUDE * np.sin(2 * np.pi * n * freq / sample_rate)).astype(np.float32)
-
-
-def perone_gap(sample_rate: int = PERONE_SAMPLE_RATE) -> int:
-    """Samples of silence after each step (20 ms).
-
-    >>> perone_gap()
-    882
-    """
-    return int(sample_rate * PERONE_GAP_S)
-
-
-def sonnify_hz(loss: float, first_loss: float) -> float:
-    """soNNify's loss pitch; a non-positive first loss counts as 1; never below 200 Hz (negative losses)."""
-    ratio = loss / first_loss if first_loss > 0 else loss
-    return min(SONNIFY_MAX_HZ, max(SONNIFY_BASE_HZ, SONNIFY_BASE_HZ + ratio * (SONNIFY_MAX_HZ - SONNIFY_BASE_HZ)))
-
 
 @dataclass(frozen=True)
 class Preset:

@@ -18,8 +18,8 @@ from .config import Config
 from .config import default as default_config
 from .config import load as load_config
 from .errors import TrainsoundError
-from .session import iter_records
-from .wavfile import FORMATS
+from .sound.wav import FORMATS
+from .wire.session import iter_records
 
 BAR_WIDTH = 30
 
@@ -85,7 +85,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
         "sample_rate": out.sr, "format": fmt, "health": out.health(),
     }
     if png is not None:
-        from .spectrogram import write_spectrogram
+        from .sound.spectrogram import write_spectrogram
 
         write_spectrogram(wav, png, title=f"{Path(str(session)).name} — preset {preset}",
                           step_times=out.step_times, tracks=out.tracks)
@@ -120,7 +120,7 @@ def render_pyo(args: argparse.Namespace, cfg: Any) -> int:
     print(f"rendered {args.session} through pyo patch {args.pyo_patch} → {args.wav} in "
           f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
     if args.png:
-        from .spectrogram import write_spectrogram
+        from .sound.spectrogram import write_spectrogram
 
         write_spectrogram(args.wav, args.png, title=f"{Path(str(args.session)).name} — pyo patch {args.pyo_patch}")
     return 0

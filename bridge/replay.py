@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .pipeline import Pipeline
-from .session import iter_records
+from .wire.session import iter_records
 
 TICK = 0.005
 #: After the last message, run the clock on so that notes and glides finish.
@@ -21,12 +21,14 @@ def replay(
     realtime: bool = False,
     speed: float = 1.0,
     progress: Callable[[float, float], None] | None = None,
+    close: bool = True,
 ) -> int:
     """Replay every record on its recorded time; returns the number of messages fed.
 
     Offline (``realtime=False``) the clock jumps from record to record, ticking
     every 5 ms of recorded time in between, so outputs see exactly the timing of
-    the live session, as fast as they can process it.
+    the live session, as fast as they can process it. With ``close=False`` the clock still runs
+    on to the tail, but the outputs are left open for the caller to close.
     """
     n = 0
     t_first: float | None = None
@@ -54,7 +56,6 @@ def replay(
         while next_tick <= end:
             pipeline.tick(next_tick)
             next_tick += TICK
-        pipeline.close(end)
-    else:
-        pipeline.close()
+    if close:
+        pipeline.close(None if t_first is None else last + TAIL)
     return n

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import math
+from bisect import insort
+from dataclasses import dataclass, field
 from typing import Literal
 
 ScaleName = Literal["chromatic", "major", "minor", "pentatonic", "minor_pentatonic", "whole_tone", "blues"]
@@ -26,6 +28,9 @@ SCALES: dict[str, tuple[int, ...]] = {
     "whole_tone": (0, 2, 4, 6, 8, 10),
     "blues": (0, 3, 5, 6, 7, 10),
 }
+#: An auto range recomputes its percentiles every this many values (and for each of its first ones).
+_AUTO_REFRESH = 16
+_AUTO_MIN_SAMPLES = 2
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
@@ -76,3 +81,46 @@ def parse_root(root: str | int) -> int:
     if isinstance(root, int):
         return root % 12
     return NOTE_NAMES.index(root.upper())
+
+
+@dataclass
+class AutoRange:
+    """Robust running range over a stream's whole history.
+
+    A reservoir of at most ``size`` values, halved (every other one kept) when
+    full, so it spans the whole run; the range is its 2nd..98th percentile.
+    Works on log10 while every value seen is positive (norms span decades).
+    """
+
+    size: int
+    values: list[float] = field(default_factory=list)
+    log: bool = True
+    lo: float = 0.0
+    hi: float = 0.0
+    since: int = 0
+    stride: int = 1
+    skip: int = 0
+
+    def norm(self, x: float) -> float:
+        if self.log and x <= 0.0:
+            # A non-positive value: from now on this stream is linear.
+            self.log = False
+            self.values = [10.0**v for v in self.values]
+            self.since = _AUTO_REFRESH
+        v = math.log10(x) if self.log else x
+        self.skip += 1
+        if self.skip >= self.stride:
+            self.skip = 0
+            insort(self.values, v)
+            if len(self.values) > self.size:
+                self.values = self.values[::2]
+                self.stride *= 2
+        self.since += 1
+        if self.since >= _AUTO_REFRESH or len(self.values) <= _AUTO_REFRESH:
+            self.since = 0
+            n = len(self.values)
+            self.lo = self.values[int(0.02 * (n - 1))]
+            self.hi = self.values[math.ceil(0.98 * (n - 1))]
+        if len(self.values) < _AUTO_MIN_SAMPLES or self.hi <= self.lo:
+            return 0.5
+        return (v - self.lo) / (self.hi - self.lo)

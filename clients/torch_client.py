@@ -26,7 +26,6 @@ import atexit
 import logging
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -36,7 +35,9 @@ from . import distributed as tdist
 from .activations import DEFAULT_BINS, MAX_BINS, spectrum
 from .errors import ClientArgumentError
 from .osc import Client
-from .stats import LOG_CHOICES, abs_max, layer_grad_norms, layer_weight_stats
+from .stats import LOG_CHOICES
+from .torch_loss import LossTap
+from .torch_steps import DeviceStats, Record, send_record, stack_scalars, to_host
 
 __all__ = ["LOG_CHOICES", "Watch", "log", "watch"]
 
@@ -47,126 +48,8 @@ DEFAULT_SPECTRUM_EVERY = 10
 DEFAULT_WEIGHTS_EVERY = 10
 #: Records kept waiting for an unfinished device copy before the oldest is forced (synchronised).
 MAX_QUEUED = 4
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 _active: list[weakref.ref[Watch]] = []
-
-
-@dataclass
-class _Layout:
-    """Which parameters make up which layer; built once per watch."""
-
-    names: list[str]
-    params: list[torch.Tensor]
-    owner: list[int]  # layer index of each parameter
-    numel: list[float]
-
-    @classmethod
-    def of(cls, model: nn.Module) -> _Layout:
-        names: list[str] = []
-        params: list[torch.Tensor] = []
-        owner: list[int] = []
-        seen: set[int] = set()
-        for path, module in model.named_modules():
-            own = [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) not in seen]
-            if not own:
-                continue
-            seen.update(id(p) for p in own)
-            owner.extend([len(names)] * len(own))
-            names.append(tdist.strip_wrappers(path))
-            params.extend(own)
-        numel = [float(tdist.local(p).numel()) for p in params]
-        return cls(names, params, owner, numel)
-
-
-@dataclass
-class _Record:
-    step: int
-    epoch: int | None
-    host: list[float] | None = None  # the stats vector on the host
-    device: torch.Tensor | None = None  # pinned destination of an async copy
-    ready: Any = None  # torch.cuda.Event of that copy
-    weights: bool = False  # the vector holds weight statistics
-    reduced: bool = False  # norms already squared and abs-max combined (on the device, for a reduction)
-    spectra: dict[str, slice] = field(default_factory=dict)
-    folded: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)  # log tensors inside the vector
-    logs: dict[str, Any] = field(default_factory=dict)
-
-    def values(self, wait: bool) -> list[float] | None:
-        if self.host is None and self.device is not None:
-            if not wait and self.ready is not None and not self.ready.query():
-                return None
-            if self.ready is not None:
-                self.ready.synchronize()
-            self.host = self.device.tolist()
-        return self.host
-
-
-def _stack(tensors: Sequence[torch.Tensor], uniform: bool) -> torch.Tensor:
-    """One float32 vector from 0-dim tensors (one ``torch.stack`` when they share dtype and device)."""
-    if uniform:
-        return torch.stack(tensors).float()  # type: ignore[arg-type]
-    device = tensors[0].device
-    return torch.stack([t.to(device=device, dtype=torch.float32) for t in tensors])
-
-
-def _squares(xs: list[float]) -> list[float]:
-    return [x * x for x in xs]  # in float64: a float32 norm squares exactly enough
-
-
-def _same(xs: list[float]) -> list[float]:
-    return xs
-
-
-def _norms(tensors: list[torch.Tensor], ord: float = 2.0) -> Sequence[torch.Tensor]:
-    """Per-tensor norms with one fused op; float32 results for half/bfloat16 inputs."""
-    if tensors and tensors[0].dtype in _LOW_PRECISION:
-        return torch._foreach_norm(tensors, ord, dtype=torch.float32)
-    return torch._foreach_norm(tensors, ord)
-
-
-def _extrema(params: list[torch.Tensor], empty: frozenset[int], zero: torch.Tensor) -> list[torch.Tensor]:
-    """``[max_0..max_n-1, min_0..min_n-1]``; the caller takes ``max(max, -min)`` as the abs-max.
-
-    On CPU one ``torch.aminmax`` per tensor (one vectorised pass, no temporary). CPU has no fused
-    multi-tensor kernels: ``torch._foreach_norm(ord=inf)`` measured 610 µs for the seed CNN's
-    8 tensors against 43 µs for the 8 ``aminmax`` (and 108 µs for ``_foreach_max(_foreach_abs)``,
-    which also allocates a copy of every weight). Elsewhere see :func:`_abs_max`.
-    """
-    maxes: list[torch.Tensor] = []
-    mins: list[torch.Tensor] = []
-    for i, p in enumerate(params):
-        if i in empty:
-            maxes.append(zero)
-            mins.append(zero)
-        else:
-            mn, mx = torch.aminmax(p)
-            maxes.append(mx)
-            mins.append(mn)
-    return maxes + mins
-
-
-def _abs_max(params: list[torch.Tensor], empty: frozenset[int], zero: torch.Tensor) -> list[torch.Tensor]:
-    """Per-tensor abs-max as ``[a_0..a_n-1, a_0..a_n-1]`` (the layout of :func:`_extrema`).
-
-    One fused multi-tensor kernel on CUDA (``_foreach_norm`` with ``ord=inf``); on CPU the same
-    numbers as :func:`_extrema`, only much slower.
-    """
-    if empty:  # the inf-norm of an empty tensor is an error, not 0
-        params = [zero if i in empty else p for i, p in enumerate(params)]
-    absmax = list(_norms(params, float("inf")))
-    return absmax + absmax
-
-
-def _to_host(vector: torch.Tensor, rec: _Record) -> None:
-    """CPU: one ``tolist``. CUDA: async copy into pinned memory plus an event; read when done."""
-    if vector.device.type == "cuda":
-        rec.device = torch.empty(vector.shape, dtype=vector.dtype, pin_memory=True)
-        rec.device.copy_(vector, non_blocking=True)
-        rec.ready = torch.cuda.Event()
-        rec.ready.record()
-    else:
-        rec.host = vector.tolist()
 
 
 class Watch:
@@ -234,27 +117,15 @@ class Watch:
         self.auto_loss = bool(auto_loss)
         self.step = 0
         self.epoch: int | None = None
-        self._layout = _Layout.of(model)
-        lay = self._layout
-        self._uniform = len({(p.dtype, p.device) for p in lay.params}) <= 1
-        first = tdist.local(lay.params[0]) if lay.params else torch.zeros(())
-        dtype = first.dtype if self._uniform and first.is_floating_point() else torch.float32
-        self._zero = torch.zeros((), dtype=dtype, device=first.device)
-        self._empty = frozenset(i for i, c in enumerate(lay.numel) if not c)
-        self._extrema = _extrema if first.device.type == "cpu" else _abs_max
+        self.stats = DeviceStats(model, keep_previous=self.log_weights and self.update_ratio)
         self._grad_norms: Sequence[torch.Tensor] | None = None
-        # The weights at the previous weight report (update ratio); allocated once, filled in place.
-        self._prev: list[torch.Tensor] | None = None
-        self._have_prev = False
-        if self.log_weights and self.update_ratio:
-            self._prev = [torch.empty_like(tdist.local(p).detach()) for p in lay.params]
         self._numel: torch.Tensor | None = None
         self._spectra: dict[str, torch.Tensor] = {}
         self._logs: dict[str, Any] = {}
         self._explicit_loss = False
         self._stepped = False
-        self._current: _Record | None = None
-        self._queue: list[_Record] = []
+        self._current: Record | None = None
+        self._queue: list[Record] = []
         self._hooks: list[Any] = []
         self._closed = False
         self._optimizers: weakref.WeakKeyDictionary[torch.optim.Optimizer, bool] = weakref.WeakKeyDictionary()
@@ -300,7 +171,7 @@ class Watch:
             return True
         known = self._optimizers.get(optimizer)
         if known is None:
-            ids = {id(p) for p in self._layout.params}
+            ids = {id(p) for p in self.stats.layout.params}
             known = any(id(p) in ids for g in optimizer.param_groups for p in g["params"])
             self._optimizers[optimizer] = known
         return known
@@ -348,32 +219,7 @@ class Watch:
         return self.log_weights and (step // self.every) % self.weights_every == 0
 
     def _capture_grads(self) -> None:
-        zero = self._zero
-        grads = [tdist.local(p.grad) if p.grad is not None else zero for p in self._layout.params]
-        if not grads:
-            return
-        try:
-            self._grad_norms = _norms(grads)
-        except RuntimeError:  # sparse or exotic gradients: the slow path
-            self._grad_norms = [torch.linalg.vector_norm(g.to_dense() if g.is_sparse else g) for g in grads]
-
-    def _weight_parts(self) -> list[torch.Tensor]:
-        """Per tensor, as 0-dim tensors on the device: ``‖W‖, ‖ΔW‖, ΣW, max, min`` (5n of them)."""
-        params = [tdist.local(p).detach() for p in self._layout.params]
-        norms = _norms(params)
-        prev = self._prev
-        if prev is None or not self._have_prev:
-            delta: Sequence[torch.Tensor] = [self._zero] * len(params)
-            if prev is not None:
-                torch._foreach_copy_(prev, params)
-                self._have_prev = True
-        else:
-            torch._foreach_sub_(prev, params)  # prev := prev - W, in place: no temporary
-            delta = _norms(prev)
-            torch._foreach_copy_(prev, params)
-        low = params[0].dtype in _LOW_PRECISION
-        sums = [p.sum(dtype=torch.float32) if low else p.sum() for p in params]  # no _foreach_sum exists
-        return [*norms, *delta, *sums, *self._extrema(params, self._empty, self._zero)]
+        self._grad_norms = self.stats.grad_norms()
 
     def _finish_step(self) -> None:
         step = self.step
@@ -382,26 +228,26 @@ class Watch:
         if step % self.every:
             self._spectra.clear()
             return
-        lay = self._layout
+        lay = self.stats.layout
         n = len(lay.params)
-        rec = _Record(step, self.epoch, weights=bool(n) and self._weights_due(step))
+        rec = Record(step, self.epoch, weights=bool(n) and self._weights_due(step))
         scalars: list[torch.Tensor] = []
         if self.log_grads and n:
-            scalars.extend(self._grad_norms if self._grad_norms is not None else [self._zero] * n)
+            scalars.extend(self._grad_norms if self._grad_norms is not None else [self.stats.zero] * n)
         self._grad_norms = None
         norms = len(scalars)
         if rec.weights:
-            scalars.extend(self._weight_parts())
+            scalars.extend(self.stats.weight_parts())
             norms += 2 * n
         sharded = self.sharded and self.world > 1 and n
         if self.client is not None and not sharded:  # fold log tensors known now into the same vector
-            device = self._zero.device
+            device = self.stats.zero.device
             for key, value in self._logs.items():
                 if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device == device:
                     rec.folded[key] = (value, len(scalars))
                     scalars.append(value.reshape(()))
         # torch.stack promotes dtypes (float32 norms of bfloat16 weights); it needs one device.
-        head = _stack(scalars, self._uniform) if scalars else torch.zeros(0, device=self._zero.device)
+        head = stack_scalars(scalars, self.stats.uniform) if scalars else torch.zeros(0, device=self.stats.zero.device)
         if sharded:  # ranks add squares and max abs-maxima; otherwise both are done on the host
             rec.reduced = True
             head[:norms].square_()
@@ -411,13 +257,13 @@ class Watch:
         parts = [head]
         if sharded and rec.weights:
             if self._numel is None:
-                self._numel = torch.tensor(lay.numel, device=self._zero.device)
+                self._numel = torch.tensor(lay.numel, device=self.stats.zero.device)
             parts.append(self._numel)
         offset = sum(p.numel() for p in parts)
         for name, spec in self._spectra.items():
             rec.spectra[name] = slice(offset, offset + spec.numel())
             offset += spec.numel()
-            parts.append(spec.to(self._zero.device).float().reshape(-1))
+            parts.append(spec.to(self.stats.zero.device).float().reshape(-1))
         self._spectra = {}
         vector = parts[0] if len(parts) == 1 else torch.cat(parts)
         if sharded:
@@ -426,7 +272,7 @@ class Watch:
             vector = tdist.reduce_stats(vector, maxima, self.process_group)
         if self.client is None:
             return
-        _to_host(vector, rec)
+        to_host(vector, rec)
         self._current = rec
 
     def _boundary(self) -> None:
@@ -440,22 +286,6 @@ class Watch:
         self._stepped = False
         self._drain(wait=len(self._queue) > MAX_QUEUED)
 
-    def _resolve_logs(self, rec: _Record, v: list[float]) -> dict[str, float]:
-        """The step's logs as floats: folded tensors from the vector, any later tensors read now."""
-        logs = rec.logs
-        late = []
-        for key, value in logs.items():
-            if isinstance(value, torch.Tensor):
-                folded = rec.folded.get(key)
-                if folded is not None and folded[0] is value:
-                    logs[key] = v[folded[1]]
-                else:
-                    late.append(key)
-        if late:
-            values = torch.stack([logs[k].reshape(()).float().to(self._zero.device) for k in late]).tolist()
-            logs.update(zip(late, values, strict=True))
-        return {k: float(x) for k, x in logs.items()}
-
     def _drain(self, wait: bool) -> None:
         while self._queue:
             rec = self._queue[0]
@@ -466,33 +296,10 @@ class Watch:
             self._send(rec, values)
             wait = wait and len(self._queue) > MAX_QUEUED
 
-    def _send(self, rec: _Record, v: list[float]) -> None:
-        client = self.client
-        if client is None:
-            return
-        lay = self._layout
-        n = len(lay.params)
-        logs = self._resolve_logs(rec, v)
-        loss = logs.pop("loss", None)
-        if loss is not None and self.log_loss:
-            client.loss(loss)
-        for name, value in logs.items():
-            client.metric(name, value)
-        pos = 0
-        square = _same if rec.reduced else _squares
-        if self.log_grads and n:
-            client.grad_norms(layer_grad_norms(square(v[:n]), lay.owner, lay.names))
-            pos = n
-        if rec.weights:
-            counts = v[pos + 5 * n : pos + 6 * n] if rec.reduced else lay.numel
-            norms, deltas, sums, maxes, mins = (v[pos + k * n : pos + (k + 1) * n] for k in range(5))
-            if not rec.reduced:
-                maxes = abs_max(maxes, mins)
-            stats = layer_weight_stats(sums, square(norms), maxes, square(deltas), counts, lay.owner, lay.names)
-            client.weights(stats)
-        for name, sl in rec.spectra.items():
-            client.activation_spectrum(name, v[sl])
-        client.step(rec.step, rec.epoch)
+    def _send(self, rec: Record, v: list[float]) -> None:
+        if self.client is not None:
+            send_record(self.client, rec, v, self.stats.layout, grads=self.log_grads, loss=self.log_loss,
+                        device=self.stats.zero.device)
 
     # -- public -----------------------------------------------------------------------------------
     def log(self, loss: Any = None, **metrics: Any) -> None:
@@ -541,42 +348,7 @@ class Watch:
         self.close()
 
 
-class _LossTap:
-    """Wraps ``torch.Tensor.backward`` while at least one watch wants the loss; restores it afterwards."""
-
-    def __init__(self) -> None:
-        self.watches: list[weakref.ref[Watch]] = []
-        self.original: Callable[..., Any] | None = None
-
-    def add(self, w: Watch) -> None:
-        if self.original is None:
-            original = torch.Tensor.backward
-            self.original = original
-            tap = self
-
-            def backward(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-                for ref in tap.watches:
-                    watcher = ref()
-                    if watcher is not None:
-                        try:
-                            watcher._tap_loss(tensor)
-                        except Exception:  # the loss tap must never break backward()
-                            logger.debug("trainsound: loss tap failed", exc_info=True)
-                return original(tensor, *args, **kwargs)
-
-            backward.__wrapped__ = original  # type: ignore[attr-defined]
-            torch.Tensor.backward = backward  # type: ignore[method-assign,assignment]
-        self.watches.append(weakref.ref(w))
-
-    def remove(self, w: Watch) -> None:
-        self.watches = [r for r in self.watches if r() not in (None, w)]
-        if not self.watches and self.original is not None:
-            if getattr(torch.Tensor.backward, "__wrapped__", None) is self.original:
-                torch.Tensor.backward = self.original  # type: ignore[method-assign,assignment]
-            self.original = None
-
-
-_LOSS_TAP = _LossTap()
+_LOSS_TAP = LossTap()
 
 
 def watch(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from trainsound.bridge.osc_codec import encode_message
+from trainsound.bridge.wire.osc import encode_message
 
 GOOD = encode_message("/nn/r/loss", [1.0])
 MALFORMED: dict[str, tuple[bytes, str]] = {

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pythonosc.osc_message_builder import OscMessageBuilder
 
-from trainsound.bridge.osc_codec import decode_message, encode_message
+from trainsound.bridge.wire.osc import decode_message, encode_message
 
 SF2 = "/usr/share/sounds/sf2/TimGM6mb.sf2"
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +155,11 @@ class BridgeProc:
         raise RuntimeError("bridge did not answer /trainsound/ping in time")
 
     def send(self, address: str, *args: Any) -> None:
-        self.sock.sendto(encode_message(address, list(args)), ("127.0.0.1", self.port))
+        """One message built by python-osc: the bridge is driven by an OSC implementation not its own."""
+        builder = OscMessageBuilder(address=address)
+        for a in args:
+            builder.add_arg(a)
+        self.sock.sendto(builder.build().dgram, ("127.0.0.1", self.port))
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendto(data, ("127.0.0.1", self.port))

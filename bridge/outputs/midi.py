@@ -24,8 +24,8 @@ from typing import Any
 from ..config import Config
 from ..errors import OutputUnavailable
 from ..mapping import Mapped
-from ..protocol import Event
-from . import NoteScheduler
+from ..wire.protocol import Event
+from .base import BaseOutput, NoteScheduler
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _quiet_jack() -> None:
         pass
 
 
-class MidiOut:
+class MidiOut(BaseOutput):
     """The ``midi`` output."""
 
     name = "midi"
@@ -248,17 +248,17 @@ class MidiOut:
                 except Exception:
                     self.send_errors += 1
 
-    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+    def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         for m in mapped:
             if m.midi:
                 self._send(self.sched.start(m.t, m.midi, m.later, m.length))
 
-    def tick(self, now: float) -> None:
+    def _tick(self, now: float) -> None:
         due = self.sched.due(now)
         if due:
             self._send([msg for _, msg, _ in due])
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._stop.set()
         self._send(self.sched.release_all())
         if self._out is not None:

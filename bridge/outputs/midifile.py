@@ -20,8 +20,9 @@ from typing import Any
 from ..config import Config
 from ..errors import OutputUnavailable
 from ..mapping import Mapped
-from ..protocol import Event
-from . import NoteScheduler
+from ..wire import midi as mb
+from ..wire.protocol import Event
+from .base import BaseOutput, NoteScheduler
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ FLUSH_INTERVAL = 2.0
 MAX_EVENTS = 500_000
 
 
-class MidiFileOut:
+class MidiFileOut(BaseOutput):
     """The ``midi_file`` output (``--midi-file out.mid``)."""
 
     name = "midi_file"
@@ -82,7 +83,7 @@ class MidiFileOut:
             tr = self.tracks[run] = []
         return tr
 
-    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+    def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         for m in mapped:
             if not m.midi:
                 continue
@@ -118,7 +119,7 @@ class MidiFileOut:
             self._in_file += 1
             self._dirty = True
 
-    def tick(self, now: float) -> None:
+    def _tick(self, now: float) -> None:
         self._flush_due(now)
         wall = time.monotonic()
         if self._dirty and wall >= self._next_flush and (self._saver is None or not self._saver.is_alive()):
@@ -169,10 +170,10 @@ class MidiFileOut:
         self._flush_due(math.inf)
         last = max((t for tr in self.tracks.values() for t, _ in tr), default=self.origin or 0.0)
         for msg in self.sched.release_all():
-            if msg[0] & 0xF0 == 0xB0:
+            if mb.is_control_change(msg):
                 self._track(self._last_run or "trainsound").append((last, msg))
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self._saver is not None:
             self._saver.join()
         self._finish_tracks()

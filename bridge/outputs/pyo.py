@@ -1,94 +1,67 @@
-"""The ``pyo`` output: a pyo server run by the bridge playing a patch, live or offline to a WAV.
+"""The ``pyo`` output: a pyo patch played live by an engine process, or rendered offline to a WAV.
 
 Live (``audio="jack"`` or ``"portaudio"``), :meth:`PyoOut.handle` only appends
 ``(event, mapped)`` to a bounded deque (the receive loop must stay lean, see
-docs/architecture.md); a small feeder thread drains it every few milliseconds,
-keeps the newest value of each stream (:class:`Coalescer`) and sends the
-resulting hook calls down a pipe to the pyo engine: a child process of the
-bridge that runs pyo and the patch (:class:`PatchHost`). It is a process, not a
-thread, because pyo's audio callback takes the GIL every block: sharing a GIL
-with a busy receive loop caused JACK xruns (measured in bench/bench_pyo.py).
+docs/architecture.md); the engine link's feeder thread drains it every few
+milliseconds, keeps the newest value of each stream (:class:`Coalescer`) and
+sends the resulting hook calls to the pyo engine process
+(:func:`..sound.pyo_host.engine_main`), which runs pyo and the patch.
 
-Offline (``audio="offline"``, the path of ``trainsound render``), ``handle``
-stores the events with their times and :meth:`PyoOut.close` renders them with
-``Server(audio="offline")``: a per-block callback feeds every event whose
-recorded time has come in pyo's sample clock, so the WAV has the session's
-timing exactly, whatever the machine's speed.
+Offline (``audio="offline"``, the path of ``trainsound render --pyo-patch``),
+``handle`` keeps the events with their times and :meth:`PyoOut.close` renders
+them on pyo's offline server (:func:`..sound.pyo_host.render_offline`): before
+each block, every event whose recorded time has come in pyo's sample clock is
+fed, so the WAV has the session's timing exactly, whatever the machine's speed.
 
 A patch that raises is logged once (with its name) and replaced by silence
 (its gate closes); the bridge and its other outputs go on. pyo is imported only
-when the output is built.
+when a server is booted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import importlib.util
-import inspect
 import logging
 import math
 import os
-import signal
-import threading
-import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-
-from ..config import Config, Table, default, output_options
+from ..config import Config, default, output_options
 from ..errors import ConfigError, OutputUnavailable
 from ..mapping import Mapped
-from ..protocol import Event
+from ..sound.engine import EngineLink
+from ..sound.pyo_host import (
+    BUILTIN_PATCHES,
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_CHANNELS,
+    DEFAULT_JACK_NAME,
+    DEFAULT_PATCH,
+    DEFAULT_SAMPLE_RATE,
+    Call,
+    PyoOptions,
+    engine_main,
+    load_patch,
+    render_offline,
+)
+from ..table import Table
+from ..wire.protocol import Event
+from .base import BaseOutput
 
 log = logging.getLogger(__name__)
 
-Audio = Literal["jack", "portaudio", "offline"]
 AUDIO_CHOICES: tuple[str, ...] = ("jack", "portaudio", "offline")
-PATCH_PACKAGE = "trainsound.patches.pyo"
-BUILTIN_PATCHES: tuple[str, ...] = ("loss_sine", "weight_ensemble", "grad_chord", "activation_spectra")
-
-DEFAULT_PATCH = "grad_chord"
-DEFAULT_SAMPLE_RATE = 48_000
-DEFAULT_BUFFER_SIZE = 256
-DEFAULT_CHANNELS = 2
-DEFAULT_JACK_NAME = "trainsound"
-#: How often the feeder thread hands queued values to the patch (s): well under a beat, a few blocks.
-FEED_INTERVAL = 0.005
 #: Queue bound: ~10 s of a 10,000 values/s stream; beyond it items are counted as dropped.
 QUEUE_MAX = 100_000
-#: Live: how long the engine process may take to boot pyo and the patch (s).
-STARTUP_TIMEOUT = 30.0
 #: Offline: sound after the last event, so glides and the alarm finish (s).
 OFFLINE_TAIL = 1.0
 #: Offline bridge runs keep every event until close; a cap keeps a forgotten daemon from eating memory.
 OFFLINE_MAX_EVENTS = 5_000_000
-#: WAV sample type for pyo's recorder: 1 = 24-bit integer PCM (what every player reads).
-WAV_SAMPLETYPE = 1
-
-
-@dataclass(frozen=True)
-class PyoOptions:
-    """The ``[pyo]`` config table (CLI flags override it)."""
-
-    patch: str = DEFAULT_PATCH
-    audio: str = "jack"
-    wav: str | None = None
-    """Live: also record the output to this WAV; offline: the file to render."""
-    device: int | None = None
-    """PortAudio output device index (``None``: the default device)."""
-    sample_rate: int = DEFAULT_SAMPLE_RATE
-    buffer_size: int = DEFAULT_BUFFER_SIZE
-    channels: int = DEFAULT_CHANNELS
-    jack_name: str = DEFAULT_JACK_NAME
-    jack_autoconnect: bool = True
-    """Connect pyo's JACK outputs to the system playback ports."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Keyword options for the patch (``[pyo.options]``)."""
+#: Live: how long the engine may take to finish (stop the patch, close the recording) before it is killed.
+CLOSE_TIMEOUT = 5.0
 
 
 def section(t: Table) -> PyoOptions:
@@ -116,56 +89,6 @@ def section(t: Table) -> PyoOptions:
     return opts
 
 
-# -- patches ---------------------------------------------------------------------
-def _patch_class(module: Any, where: str) -> type:
-    from ...patches.pyo.base import Patch
-
-    cls = getattr(module, "PATCH", None)
-    if cls is None:
-        found = [
-            c for _, c in inspect.getmembers(module, inspect.isclass)
-            if issubclass(c, Patch) and c is not Patch and c.__module__ == module.__name__
-        ]
-        if len(found) != 1:
-            raise OutputUnavailable(f"pyo patch {where} must define one Patch subclass or PATCH; found {len(found)}")
-        cls = found[0]
-    if not (isinstance(cls, type) and issubclass(cls, Patch)):
-        raise OutputUnavailable(f"pyo patch {where}: PATCH is not a subclass of trainsound.patches.pyo.base.Patch")
-    return cls
-
-
-def load_patch(name_or_path: str) -> type:
-    """The patch class for a built-in name (``loss_sine``) or a ``.py`` file path.
-
-    Raises:
-        OutputUnavailable: no such patch, or the module does not define one.
-    """
-    p = Path(name_or_path)
-    if name_or_path.endswith(".py") or os.sep in name_or_path or "/" in name_or_path:
-        if not p.is_file():
-            raise OutputUnavailable(f"pyo patch file {name_or_path} does not exist")
-        spec = importlib.util.spec_from_file_location(f"trainsound_user_patch_{p.stem}", p)
-        if spec is None or spec.loader is None:
-            raise OutputUnavailable(f"pyo patch file {name_or_path} cannot be imported")
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:
-            raise OutputUnavailable(f"pyo patch {name_or_path} failed to import: {type(err).__name__}: {err}") from err
-        return _patch_class(module, name_or_path)
-    if not name_or_path.isidentifier():
-        raise OutputUnavailable(f"pyo patch name {name_or_path!r} is neither a built-in name nor a .py path")
-    try:
-        module = importlib.import_module(f"{PATCH_PACKAGE}.{name_or_path}")
-    except ModuleNotFoundError as err:
-        if err.name == f"{PATCH_PACKAGE}.{name_or_path}":
-            raise OutputUnavailable(
-                f"unknown pyo patch {name_or_path!r}; built-in: {', '.join(BUILTIN_PATCHES)} (or give a .py path)"
-            ) from None
-        raise OutputUnavailable(f"pyo patch {name_or_path!r} needs {err.name}: {err}") from err
-    return _patch_class(module, name_or_path)
-
-
 #: Event kind → the patch hook it calls.
 _HOOKS = {
     "loss": "on_loss",
@@ -175,8 +98,6 @@ _HOOKS = {
     "step": "on_step",
     "activation_spectrum": "on_spectrum",
 }
-#: A hook call as it travels to the patch: (hook name, positional args); plain data, cheap to pickle.
-Call = tuple[str, tuple[Any, ...]]
 
 
 class Coalescer:
@@ -234,167 +155,7 @@ class Coalescer:
         return calls
 
 
-class PatchHost:
-    """Builds one patch and calls its hooks; a patch that raises is silenced, never propagated.
-
-    Lives where pyo runs: in the engine process live, in the rendering process offline.
-
-    Args:
-        patch_cls: the patch class.
-        server: the running pyo server.
-        options: patch keyword options.
-        on_fail: called once with ``(hook, traceback_text)`` when the patch raises.
-    """
-
-    def __init__(
-        self, patch_cls: type, server: Any, options: dict[str, Any], on_fail: Callable[[str, str], None]
-    ) -> None:
-        self.patch: Any = None
-        self.failed: str | None = None
-        self._dead: Any = None
-        self._on_fail = on_fail
-        try:
-            self.patch = patch_cls(server, **options)
-        except Exception as err:
-            self._fail("__init__", err)
-
-    def run(self, calls: Sequence[Call]) -> None:
-        from ...patches.pyo.base import Value, WeightStats
-
-        p = self.patch
-        if p is None:
-            return
-        hook = "?"
-        try:
-            for hook, args in calls:
-                if hook == "on_spectrum":
-                    mags = np.frombuffer(args[2], dtype="<f4")
-                    if np.isfinite(mags).all():
-                        p.on_spectrum(args[0], args[1], mags)
-                    else:
-                        hook = "on_nan"
-                        p.on_nan(args[0], args[1])
-                elif hook == "on_weights":
-                    p.on_weights(args[0], args[1], WeightStats(*args[2]))
-                elif hook == "on_value":
-                    p.on_value(Value(*args))
-                else:
-                    getattr(p, hook)(*args)
-        except Exception as err:
-            self._fail(hook, err)
-
-    def _fail(self, hook: str, err: BaseException) -> None:
-        self.failed = f"{hook}: {type(err).__name__}: {err}"
-        p, self.patch = self.patch, None
-        # Keep the failed patch referenced until close: pyo cuts unreferenced objects at once (a click).
-        self._dead = p
-        gate = getattr(p, "gate", None)
-        try:
-            gate.value = 0.0  # type: ignore[union-attr]
-        except Exception:  # no gate (super().__init__ not called, or broken): stop its objects outright
-            if p is not None:
-                self._close(p)
-        self._on_fail(hook, "".join(traceback.format_exception(err)))
-
-    @staticmethod
-    def _close(p: Any) -> None:
-        try:
-            p.close()
-        except Exception as err:
-            log.warning("pyo patch close() raised: %s: %s", type(err).__name__, err)
-
-    def close(self) -> None:
-        """Close the patch (healthy or failed)."""
-        for p in (self.patch, self._dead):
-            if p is not None:
-                self._close(p)
-        self.patch = self._dead = None
-
-
-def _import_pyo() -> Any:
-    # pyo prints a paragraph about wxPython on import unless told which GUI toolkit to use.
-    os.environ.setdefault("PYO_GUI_WX", "0")
-    try:
-        import pyo
-    except ImportError as err:
-        raise OutputUnavailable(f"the pyo output needs pyo ({err}); install: pip install 'trainsound[pyo]'") from err
-    return pyo
-
-
-def _boot_live(pyo: Any, o: PyoOptions) -> Any:
-    kwargs: dict[str, Any] = {"sr": o.sample_rate, "nchnls": o.channels, "duplex": 0, "buffersize": o.buffer_size}
-    if o.audio == "jack":
-        kwargs["jackname"] = o.jack_name
-    s = pyo.Server(audio=o.audio, **kwargs)
-    s.setVerbosity(1)  # errors only: pyo's warnings go to stdout, which is not ours to fill
-    s.deactivateMidi()
-    if o.audio == "jack":
-        s.setJackAuto(False, o.jack_autoconnect)
-    elif o.device is not None:
-        s.setOutputDevice(o.device)
-    s.boot()
-    if not s.getIsBooted():
-        s.shutdown()
-        raise OutputUnavailable(f"pyo could not open {o.audio} audio (is a JACK server or sound card there?)")
-    s.start()
-    if o.wav:
-        s.recordOptions(filename=o.wav, fileformat=0, sampletype=WAV_SAMPLETYPE)
-        s.recstart()
-    return s
-
-
-def _engine_main(conn: Any, opts: PyoOptions) -> None:
-    """The pyo engine process: boots pyo, builds the patch, runs hook calls sent by the bridge.
-
-    pyo's audio callback takes the GIL every block; in its own process it never
-    waits for the bridge's receive loop (in one process, a busy Python thread
-    caused JACK xruns: bench/bench_pyo.py).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the bridge decides
-    try:
-        pyo = _import_pyo()
-        patch_cls = load_patch(opts.patch)
-        server = _boot_live(pyo, opts)
-    except Exception as err:
-        conn.send(("error", str(err)))
-        return
-    failures: deque[tuple[str, str, str]] = deque()
-    host = PatchHost(patch_cls, server, dict(opts.options), lambda hook, tb: failures.append(("failed", hook, tb)))
-    pending: deque[list[Call]] = deque()
-
-    def apply() -> None:
-        # pyo calls this before each block, in its audio thread: the patch changes between blocks,
-        # never while pyo computes one (the same path as offline rendering).
-        try:
-            while True:
-                host.run(pending.popleft())
-        except IndexError:
-            pass
-
-    server.setCallback(apply)
-    conn.send(("ready", int(server.getSamplingRate())))
-    try:
-        while True:
-            while failures:  # reported from here: the audio thread must not write to the pipe
-                conn.send(failures.popleft())
-            if not conn.poll(0.05):  # waits without the GIL: pyo's callback runs freely
-                continue
-            msg = conn.recv()
-            if msg[0] == "calls":
-                pending.append(msg[1])
-            elif msg[0] == "close":
-                break
-    except (EOFError, OSError):  # the bridge went away
-        pass
-    finally:
-        host.close()
-        if opts.wav:
-            server.recstop()
-        server.stop()
-        server.shutdown()
-
-
-class PyoOut:
+class PyoOut(BaseOutput):
     """Bridge output playing a pyo patch (see the module docstring).
 
     Args:
@@ -449,54 +210,14 @@ class PyoOut:
         self.failed: str | None = None
         self.sample_rate = opts.sample_rate
         self._events: list[tuple[float, Event | None, Sequence[Mapped]]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._proc: Any = None
-        self._conn: Any = None
-        self._closed = False
+        self.link: EngineLink | None = None
         if opts.audio != "offline":
-            self._start_live()
+            self.link = EngineLink("pyo", engine_main, (self.opts,), take=self._take, on_message=self._from_engine)
+            self.sample_rate = self.link.ready[0]
+            log.info("pyo output: patch %s on %s audio at %d Hz", self.label, opts.audio, self.sample_rate)
 
-    # -- live ----------------------------------------------------------------
-    def _start_live(self) -> None:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded bridge
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_engine_main, args=(child, self.opts), name="trainsound-pyo", daemon=True)
-        self._proc.start()
-        child.close()
-        if not self._conn.poll(STARTUP_TIMEOUT):
-            self._kill()
-            raise OutputUnavailable(f"pyo engine did not start within {STARTUP_TIMEOUT:.0f} s")
-        try:
-            msg = self._conn.recv()
-        except EOFError:
-            msg = ("error", f"pyo engine exited at start (exit code {self._proc.exitcode})")
-        if msg[0] != "ready":
-            self._kill()
-            raise OutputUnavailable(msg[1])
-        self.sample_rate = msg[1]
-        self._thread = threading.Thread(target=self._feed_loop, name="trainsound-pyo-feed", daemon=True)
-        self._thread.start()
-        log.info("pyo output: patch %s on %s audio at %d Hz", self.label, self.opts.audio, self.sample_rate)
-
-    def _kill(self, timeout: float = 1.0) -> None:
-        if self._proc is not None:
-            self._proc.join(timeout)
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join(5.0)
-        if self._conn is not None:
-            self._conn.close()
-
-    def _feed_loop(self) -> None:
-        while not self._stop.wait(FEED_INTERVAL):
-            if not self._feed_once():
-                return
-        self._feed_once()
-
-    def _feed_once(self) -> bool:
+    # -- live (feeder thread) ----------------------------------------------------------
+    def _take(self) -> tuple[Any, ...] | None:
         pop, absorb = self.queue.popleft, self.coalescer.absorb
         try:
             while True:
@@ -504,17 +225,7 @@ class PyoOut:
         except IndexError:
             pass
         calls = self.coalescer.take()
-        try:
-            if calls:
-                self._conn.send(("calls", calls))
-            while self._conn.poll():
-                self._from_engine(self._conn.recv())
-        except (EOFError, OSError):
-            if self.failed is None:
-                self.failed = f"pyo engine process exited (code {self._proc.exitcode})"
-                log.error("pyo output: %s; the bridge goes on without it", self.failed)
-            return False
-        return True
+        return ("calls", calls) if calls else None
 
     def _from_engine(self, msg: tuple[Any, ...]) -> None:
         if msg[0] == "failed":
@@ -523,9 +234,9 @@ class PyoOut:
             log.error("pyo patch %s raised in %s; replaced by silence (the bridge goes on)\n%s", self.label, hook, tb)
 
     # -- Output protocol ---------------------------------------------------------
-    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+    def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         """Queue the item for the feeder (live) or the renderer (offline); O(1), never blocks."""
-        if self.opts.audio == "offline":
+        if self.link is None:
             if len(self._events) >= OFFLINE_MAX_EVENTS:
                 self.dropped += 1
                 if self.dropped == 1:
@@ -541,82 +252,47 @@ class PyoOut:
         self.queue.append((event, mapped))
         self.fed += 1
 
-    def tick(self, now: float) -> None:
-        """Nothing periodic: the feeder thread and the engine process do the work."""
-
-    def close(self) -> None:
-        """Stop feeding, silence the patch, stop pyo (offline: render the WAV first)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.opts.audio == "offline":
+    def _close(self) -> None:
+        """Silence the patch and stop pyo (offline: render the WAV first)."""
+        if self.link is None:
             self._render()
-            return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
-        with contextlib.suppress(OSError):  # the engine may be gone already
-            self._conn.send(("close",))
-        self._kill(timeout=5.0)
+        else:
+            self.link.close(timeout=CLOSE_TIMEOUT)
 
     def health(self) -> dict[str, Any]:
+        failed = self.failed or (self.link.failed if self.link is not None else None)
         return {
-            "ok": self.failed is None,
+            "ok": failed is None,
             "patch": self.opts.patch,
             "audio": self.opts.audio,
             "fed": self.fed,
-            "queued": len(self.queue) if self.opts.audio != "offline" else len(self._events),
+            "queued": len(self.queue) if self.link is not None else len(self._events),
             "dropped": self.dropped,
             "patch_calls": self.coalescer.calls,
             "alarms": self.coalescer.alarms,
-            "failed": self.failed,
+            "failed": failed,
         }
 
     # -- offline ---------------------------------------------------------------
     def _render(self) -> None:
-        o = self.opts
-        assert o.wav is not None
-        events = [e for e in self._events if e[0] == e[0]]
-        events.sort(key=lambda e: e[0])
+        events = sorted((e for e in self._events if e[0] == e[0]), key=lambda e: e[0])
         self._events = []
         t0 = events[0][0] if events else 0.0
         dur = (events[-1][0] - t0 if events else 0.0) + OFFLINE_TAIL
-        pyo = _import_pyo()
-        s = pyo.Server(sr=o.sample_rate, nchnls=o.channels, duplex=0, audio="offline", buffersize=o.buffer_size)
-        s.setVerbosity(1)
-        s.deactivateMidi()
-        s.boot()
-        if not s.getIsBooted():
-            raise OutputUnavailable("pyo could not boot its offline server")
-        try:
-            s.recordOptions(dur=dur, filename=str(o.wav), fileformat=0, sampletype=WAV_SAMPLETYPE)
-            host = PatchHost(self.patch_cls, s, dict(o.options), self._offline_failed)
-            co = self.coalescer
-            block = o.buffer_size / float(o.sample_rate)
-            state = {"block": 0, "next": 0}
+        co = self.coalescer
+        nxt = [0]
 
-            def feed() -> None:
-                # Called by pyo before each block is computed: hand over what is due by the block's start.
-                now = t0 + state["block"] * block
-                state["block"] += 1
-                i = state["next"]
-                while i < len(events) and events[i][0] <= now:
-                    co.absorb(events[i][1], events[i][2])
-                    i += 1
-                state["next"] = i
-                calls = co.take()
-                if calls:
-                    host.run(calls)
+        def calls_due(now: float) -> list[Call]:
+            i = nxt[0]
+            while i < len(events) and events[i][0] <= now:
+                co.absorb(events[i][1], events[i][2])
+                i += 1
+            nxt[0] = i
+            return co.take()
 
-            s.setCallback(feed)
-            s.start()  # offline: blocks until `dur` is rendered
-            host.close()
-        finally:
-            s.shutdown()
-        log.info("pyo offline: rendered %.1f s of patch %s to %s", dur, self.label, o.wav)
-
-    def _offline_failed(self, hook: str, tb: str) -> None:
-        self._from_engine(("failed", hook, tb))
+        render_offline(self.opts, self.patch_cls, t0, dur, calls_due, lambda hook, tb: self._from_engine(
+            ("failed", hook, tb)))
+        log.info("pyo offline: rendered %.1f s of patch %s to %s", dur, self.label, self.opts.wav)
 
 
 def render_session(
@@ -630,8 +306,8 @@ def render_session(
 ) -> None:
     """Render a session recording through a pyo patch into a WAV, on recorded time (no sound card).
 
-    The recording goes through the same :class:`~trainsound.bridge.pipeline.Pipeline`
-    as live traffic, so the patch sees what it would have seen in the bridge.
+    The recording is replayed (:func:`..replay.replay`) through the same pipeline as live traffic, so
+    the patch sees what it would have seen in the bridge.
 
     Args:
         session_path: a session recording (``trainsound bridge --record``).
@@ -646,23 +322,16 @@ def render_session(
         SessionFileError: the recording cannot be read.
     """
     from ..pipeline import Pipeline
-    from ..session import iter_records
+    from ..replay import replay
 
     cfg = config or default()
     extra: dict[str, Any] = {"sample_rate": sample_rate}
     if options is not None:
         extra["options"] = options
     out = PyoOut(cfg, patch=patch, audio="offline", wav=wav_path, **extra)
-    pipe = Pipeline(cfg, [out])
-    last: float | None = None
-    for t, raw in iter_records(Path(session_path)):
-        pipe.tick(t)
-        pipe.feed_message(t, raw)
-        last = t
-    if last is not None:
-        pipe.tick(last)
-    # Rendering happens in close(); called directly so its errors reach the caller
-    # (Pipeline.close logs an output's errors and goes on, right for live, wrong here).
+    replay(Path(session_path), Pipeline(cfg, [out]), close=False)
+    # Rendering happens in close(); called here so its errors reach the caller
+    # (Pipeline.close logs an output's errors and goes on: right for live, wrong here).
     out.close()
 
 

@@ -16,8 +16,9 @@ from typing import Any
 from ..config import Config
 from ..errors import OutputUnavailable
 from ..mapping import Mapped
-from ..protocol import PROTOCOL_VERSION, Event
-from ..session import SessionWriter
+from ..wire.protocol import PROTOCOL_VERSION, Event
+from ..wire.session import SessionWriter
+from .base import BaseOutput
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ FLUSH_INTERVAL = 0.05
 FSYNC_INTERVAL = 1.0
 
 
-class RecordOut:
+class RecordOut(BaseOutput):
     """The ``record`` output."""
 
     name = "record"
@@ -45,11 +46,11 @@ class RecordOut:
         self._next_sync = 0.0
         self.errors = 0
 
-    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+    def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         if event is not None:
             self.writer.write(event.t, event.raw)
 
-    def tick(self, now: float) -> None:
+    def _tick(self, now: float) -> None:
         wall = time.monotonic()
         if wall >= self._next_flush and self.writer.pending:
             self._flush(wall >= self._next_sync)
@@ -65,7 +66,7 @@ class RecordOut:
             self.errors += 1
             log.error("%s: cannot write session recording: %s", self.path, err)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._flush(True)
         self._fh.close()
         log.info("session recording %s: %d messages", self.path, self.writer.records)

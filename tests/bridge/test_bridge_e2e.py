@@ -13,8 +13,8 @@ import mido
 import pytest
 from corpus import MALFORMED
 
-from trainsound.bridge.osc_codec import encode_bundle, encode_message
-from trainsound.bridge.session import iter_messages
+from trainsound.bridge.wire.osc import encode_bundle, encode_message
+from trainsound.bridge.wire.session import iter_messages
 
 TS = [sys.executable, "-m", "trainsound.bridge"]
 
@@ -101,7 +101,7 @@ def test_replay_makes_the_same_midi_file_after_the_fact(bridge_proc, tmp_path: P
 
 
 def test_replay_dump_and_errors(tmp_path: Path) -> None:
-    from trainsound.bridge.session import SessionWriter
+    from trainsound.bridge.wire.session import SessionWriter
 
     rec = tmp_path / "s.tsr"
     with open(rec, "wb") as fh:

@@ -8,11 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from trainsound.bridge import midi_bytes as mb
 from trainsound.bridge.config import Config, Rule, default, from_dict
-from trainsound.bridge.mapping import AutoRange, Engine, compile_pattern
-from trainsound.bridge.protocol import Event, parse_event
-from trainsound.bridge.scales import SCALES
+from trainsound.bridge.mapping import Engine
+from trainsound.bridge.rules import compile_pattern
+from trainsound.bridge.scales import SCALES, AutoRange
+from trainsound.bridge.wire import midi as mb
+from trainsound.bridge.wire.protocol import Event, parse_event
 
 
 def ev(address: str, *args: object, t: float = 0.0) -> Event:

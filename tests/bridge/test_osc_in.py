@@ -12,19 +12,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trainsound.bridge.config import default
-from trainsound.bridge.osc_codec import decode_message, encode_message
-from trainsound.bridge.osc_in import (
+from trainsound.bridge.osc_in import TcpServer, UdpReceiver
+from trainsound.bridge.pipeline import Pipeline
+from trainsound.bridge.sockets import (
     Allowlist,
     ListenError,
-    TcpServer,
-    UdpReceiver,
     check_exposure,
     kernel_drops,
     open_tcp,
     open_udp,
 )
-from trainsound.bridge.pipeline import Pipeline
-from trainsound.bridge.slip import END, ESC, SlipDecoder, encode
+from trainsound.bridge.wire.osc import decode_message, encode_message
+from trainsound.bridge.wire.slip import END, ESC, SlipDecoder, encode
 
 
 # -- SLIP -----------------------------------------------------------------------------------------
@@ -87,14 +86,13 @@ def loop() -> Iterator[tuple[UdpReceiver, Pipeline, int]]:
     pipe = Pipeline(default(), [])
     replies: list[object] = []
 
-    def control(address: str, args: object, sender: object) -> None:
-        replies.append(sender)
-        recv.reply(encode_message("/trainsound/pong", [1]), sender)
+    def control(address: str, args: object) -> bytes | None:
+        replies.append(address)
+        return encode_message("/trainsound/pong", [1]) if address == "/trainsound/ping" else None
 
-    pipe.control = control
     allow = Allowlist(["127.0.0.0/8"])
     tcp = TcpServer(open_tcp("127.0.0.1", port), pipe.stats, allow, max_connections=2, max_frame=256)
-    recv = UdpReceiver(udp, pipe, allow, tcp)
+    recv = UdpReceiver(udp, pipe, allow, tcp, control=control)
     th = threading.Thread(target=recv.serve)
     th.start()
     yield recv, pipe, port

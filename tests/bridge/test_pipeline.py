@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from trainsound.bridge.config import default, with_bridge
 from trainsound.bridge.errors import OSCDecodeError
 from trainsound.bridge.mapping import Mapped
-from trainsound.bridge.osc_codec import decode_packet, encode_bundle, encode_message, unix_to_timetag
 from trainsound.bridge.pipeline import Pipeline
-from trainsound.bridge.protocol import Event, ProtocolError, parse_event
+from trainsound.bridge.wire.osc import decode_packet, encode_bundle, encode_message, unix_to_timetag
+from trainsound.bridge.wire.protocol import Event, ProtocolError, parse_event
 
 NOW = 1_700_000_000.0
 
@@ -162,3 +162,22 @@ def test_pipeline_counts_every_datagram(datagrams: list[bytes]) -> None:
     s = p.stats
     assert s.datagrams == len(datagrams)
     assert s.received >= s.accepted
+
+
+def test_a_control_message_in_a_bundle_is_dropped_not_mapped() -> None:
+    out = Collect()
+    pipe = Pipeline(default(), [out])
+    pipe.feed_datagram(encode_bundle([encode_message("/trainsound/status"), encode_message("/nn/r/loss", [0.5])]), NOW)
+    assert pipe.stats.dropped == {"control_in_bundle": 1}
+    assert [a for _, a in out.events] == ["/nn/r/loss"]
+
+
+def test_incoming_messages_are_logged_on_the_wire_logger_at_debug(caplog: Any) -> None:
+    pipe = Pipeline(default(), [])
+    pipe.feed_datagram(encode_message("/nn/r/loss", [0.5]), NOW, ("127.0.0.1", 5000))
+    assert not caplog.records  # the level is read at start and every tick: not on yet
+    caplog.set_level("DEBUG", logger="trainsound.osc.in")
+    pipe.tick(NOW)
+    pipe.feed_datagram(encode_message("/nn/r/loss", [0.25]), NOW, ("127.0.0.1", 5000))
+    [rec] = [r for r in caplog.records if r.name == "trainsound.osc.in"]
+    assert rec.getMessage() == "127.0.0.1:5000 /nn/r/loss (0.25,)"

@@ -11,9 +11,10 @@ import soundfile as sf
 
 from trainsound.bridge.config import default
 from trainsound.bridge.errors import ConfigError
-from trainsound.bridge.presets import PRESETS, apply_preset, perone_gap, perone_hz, perone_tone, sonnify_hz
+from trainsound.bridge.presets import PRESETS, apply_preset
 from trainsound.bridge.render import render
-from trainsound.bridge.session import SessionWriter, encode_message
+from trainsound.bridge.sound.seeds import perone_gap, perone_hz, perone_tone, sonnify_hz
+from trainsound.bridge.wire.session import SessionWriter, encode_message
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 

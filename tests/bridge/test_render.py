@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from trainsound.bridge.session import SessionWriter, encode_message
-from trainsound.bridge.spectrogram import write_spectrogram
+from trainsound.bridge.sound.spectrogram import write_spectrogram
+from trainsound.bridge.wire.session import SessionWriter, encode_message
 
 TS = [sys.executable, "-m", "trainsound.bridge"]
 

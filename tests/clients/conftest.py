@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from trainsound.bridge.osc_codec import OscArg, iter_packet
+from trainsound.bridge.wire.osc import OscArg, iter_packet
 
 
 class Receiver:
@@ -39,7 +39,7 @@ def _seed_namespace() -> types.SimpleNamespace:
     """
     import torch
 
-    from trainsound.bridge.demo_models import perone_net as SeedCNN  # the seed CNN, defined once
+    from trainsound.bridge.demo.models import perone_net as SeedCNN  # the seed CNN, defined once
 
     def mnist_like(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Learnable 28×28 digit-shaped data: each class is a bright bar at its own row, plus noise."""

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import trainsound
-from trainsound.bridge.demo_models import perone_net
+from trainsound.bridge.demo.models import perone_net
 
 STEPS = 3
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch")
-from trainsound.bridge.session import iter_messages
+from trainsound.bridge.wire.session import iter_messages
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 

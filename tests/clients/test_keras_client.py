@@ -12,7 +12,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from trainsound import ClientArgumentError  # noqa: E402
-from trainsound.bridge.session import iter_messages  # noqa: E402
+from trainsound.bridge.wire.session import iter_messages  # noqa: E402
 from trainsound.keras import Sonify  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.slow]

@@ -18,8 +18,8 @@ from trainsound import activations as activations_mod
 from trainsound import distributed as distributed_mod
 from trainsound import errors as errors_mod
 from trainsound import osc as osc_mod
-from trainsound.bridge.osc_codec import encode_bundle, encode_message
-from trainsound.bridge.protocol import parse_event
+from trainsound.bridge.wire.osc import encode_bundle, encode_message
+from trainsound.bridge.wire.protocol import parse_event
 
 
 @pytest.mark.parametrize("module", [osc_mod, errors_mod, activations_mod, distributed_mod])

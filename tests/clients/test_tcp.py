@@ -9,7 +9,7 @@ import pytest
 from support import free_udp_port
 
 from trainsound import Client
-from trainsound.bridge.session import iter_messages
+from trainsound.bridge.wire.session import iter_messages
 from trainsound.errors import ClientArgumentError
 
 

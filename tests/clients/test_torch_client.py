@@ -14,7 +14,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import trainsound  # noqa: E402
 from trainsound import ClientArgumentError  # noqa: E402
-from trainsound.bridge.session import iter_messages  # noqa: E402
+from trainsound.bridge.wire.session import iter_messages  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -178,7 +178,7 @@ def test_update_ratio_off_sends_zero_and_keeps_no_copy(seed, receiver) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = seed.mnist_like(8)
     with trainsound.watch(model, run="u", port=receiver.port, weights_every=1, update_ratio=False) as h:
-        assert h._prev is None
+        assert h.stats._prev is None
         for _ in range(2):
             opt.zero_grad()
             F.nll_loss(model(x), y).backward()
@@ -209,15 +209,15 @@ def test_low_precision_weights_are_summed_in_float32(receiver) -> None:
 
 def test_abs_max_paths_agree(seed) -> None:
     """The CPU path (one aminmax per tensor) and the fused one used on GPUs (_foreach_norm, ord=inf)."""
-    from trainsound.torch_client import _abs_max, _extrema
+    from trainsound.torch_steps import abs_max_fused, extrema
 
     torch.manual_seed(4)
     params = [p.detach() for p in seed.SeedCNN().parameters()] + [torch.tensor([-7.0, 2.0]), torch.empty(0)]
     zero = torch.zeros(())
-    ext = torch.stack(_extrema(params, frozenset({len(params) - 1}), zero))
+    ext = torch.stack(extrema(params, frozenset({len(params) - 1}), zero))
     k = len(params)
     cpu = torch.maximum(ext[:k], -ext[k:])
-    fused = torch.stack(_abs_max(params, frozenset({len(params) - 1}), zero))[:k]
+    fused = torch.stack(abs_max_fused(params, frozenset({len(params) - 1}), zero))[:k]
     assert cpu.tolist() == fused.tolist()
     assert cpu[-2].item() == 7.0 and cpu[-1].item() == 0.0
 

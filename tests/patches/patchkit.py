@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainsound.bridge.osc_codec import OscArg, encode_message
-from trainsound.bridge.session import SessionWriter
+from trainsound.bridge.wire.osc import OscArg, encode_message
+from trainsound.bridge.wire.session import SessionWriter
 
 SR = 48_000
 START = 1_700_000_000.0

@@ -125,9 +125,9 @@ def test_fluidsynth_plays_the_live_midi(bridge_proc, recorder, tmp_path: Path) -
 
 def test_a_long_session_goes_on_in_numbered_files(tmp_path: Path) -> None:
     from trainsound.bridge.config import default
-    from trainsound.bridge.osc_codec import encode_message
     from trainsound.bridge.outputs.midifile import MidiFileOut
     from trainsound.bridge.pipeline import Pipeline
+    from trainsound.bridge.wire.osc import encode_message
 
     out = MidiFileOut(default(), path=tmp_path / "long.mid", max_events=100)
     pipe = Pipeline(default(), [out])

@@ -14,9 +14,9 @@ import pytest
 
 from trainsound.bridge.config import Table, default
 from trainsound.bridge.errors import ConfigError, OutputUnavailable
-from trainsound.bridge.osc_codec import encode_message
 from trainsound.bridge.outputs.osc import OscOut, OscOutOptions, section
 from trainsound.bridge.pipeline import Pipeline
+from trainsound.bridge.wire.osc import encode_message
 
 
 class OscDump:

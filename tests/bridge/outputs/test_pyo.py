@@ -13,8 +13,8 @@ from support import dominant_hz, rms
 
 from trainsound.bridge.config import Table, default
 from trainsound.bridge.errors import ConfigError
-from trainsound.bridge.osc_codec import decode_message, encode_message
 from trainsound.bridge.pipeline import Pipeline
+from trainsound.bridge.wire.osc import decode_message, encode_message
 
 pytestmark = [pytest.mark.pyo, pytest.mark.jack]
 

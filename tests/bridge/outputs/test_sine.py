@@ -12,10 +12,11 @@ from scipy.stats import spearmanr
 
 from trainsound.bridge.config import default
 from trainsound.bridge.errors import OutputUnavailable
-from trainsound.bridge.osc_codec import encode_message
-from trainsound.bridge.outputs.sine import SineOut, norm_from_hz, pitch_hz
+from trainsound.bridge.outputs.sine import SineOut
 from trainsound.bridge.pipeline import Pipeline
 from trainsound.bridge.scales import log_scale
+from trainsound.bridge.sound.maps import norm_from_hz, pitch_hz
+from trainsound.bridge.wire.osc import encode_message
 
 HOLD = 0.2  # seconds each value is held
 T0 = 1_700_000_000.0  # Unix-like times: the event clock must not lose precision

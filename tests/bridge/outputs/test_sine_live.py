@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 from support import dominant_hz, rms
 
-from trainsound.bridge.outputs.sine import pitch_hz
 from trainsound.bridge.scales import log_scale
+from trainsound.bridge.sound.maps import pitch_hz
 
 pytestmark = pytest.mark.jack
 

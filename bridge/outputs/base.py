@@ -1,0 +1,143 @@
+"""The output protocol, the base class every output builds on, and the note scheduler.
+
+An output receives every accepted event with what the engine mapped from it
+(:meth:`Output.handle`, called on the receive thread: it must be cheap and
+never block), a periodic :meth:`Output.tick` with the pipeline's clock (wall
+time live, recorded time in replay), and :meth:`Output.close`, which silences
+and finishes files. Heavy work (audio) belongs in the output's own thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from ..mapping import Mapped
+from ..wire import midi as mb
+from ..wire.protocol import Event
+
+
+@runtime_checkable
+class Output(Protocol):
+    """What the pipeline needs of an output."""
+
+    name: str
+
+    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        """Take one event and its mapped values (receive thread; must not block).
+
+        ``event`` is ``None`` for values the engine released later (rate limits).
+        """
+
+    def tick(self, now: float) -> None:
+        """Periodic housekeeping: due note-offs, reconnects, file flushes."""
+
+    def close(self) -> None:
+        """Silence everything and finish files so they are valid."""
+
+    def health(self) -> dict[str, Any]:
+        """A small dict for status reports: ``{"ok": bool, ...}``."""
+
+
+class BaseOutput:
+    """What every output shares: ``closed`` checked in one place, ``close()`` idempotent (mido's ``BaseOutput``).
+
+    Subclasses set ``name`` and implement :meth:`_handle`, :meth:`_close` and, where they have periodic
+    work, :meth:`_tick`; :meth:`health` and :meth:`describe` report on them.
+    """
+
+    name = "output"
+    closed = False
+
+    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        if not self.closed:
+            self._handle(event, mapped)
+
+    def tick(self, now: float) -> None:
+        if not self.closed:
+            self._tick(now)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._close()
+
+    def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        raise NotImplementedError
+
+    def _tick(self, now: float) -> None:
+        """Nothing periodic by default."""
+
+    def _close(self) -> None:
+        """Nothing to finish by default."""
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": not self.closed}
+
+    def describe(self) -> str:
+        return self.name
+
+
+class NoteScheduler:
+    """Due-time queue of ``later`` messages with retrigger handling; pure (time passed in).
+
+    A note-on for a (channel, note) that still sounds first ends the old note,
+    so a stale note-off never cuts a fresh note short.
+
+    >>> s = NoteScheduler()
+    >>> s.start(0.0, (mb.note_on(1, 60, 100),), (mb.note_off(1, 60),), 0.1)
+    [b'\\x90<d']
+    >>> s.due(0.2)
+    [(0.1, b'\\x80<\\x00', '')]
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, tuple[bytes, ...], str]] = []
+        self._seq = 0
+        self._sounding: dict[tuple[int, int], int] = {}  # note key → seq of its pending off
+        self.channels: set[int] = set()
+
+    def start(
+        self, t: float, now_msgs: Sequence[bytes], later: tuple[bytes, ...], length: float, tag: str = ""
+    ) -> list[bytes]:
+        """Messages to send at ``t`` (retrigger note-offs first); ``later`` is queued with ``tag``."""
+        out: list[bytes] = []
+        for msg in now_msgs:
+            self.channels.add(mb.channel_of(msg))
+            if mb.is_note_on(msg):
+                key = mb.note_key(msg)
+                if key in self._sounding:
+                    out.append(mb.note_off_for(key))
+                self._sounding[key] = self._seq
+            out.append(msg)
+        if later:
+            heapq.heappush(self._heap, (t + length, self._seq, later, tag))
+            self._seq += 1
+        return out
+
+    def due(self, now: float) -> list[tuple[float, bytes, str]]:
+        """``(due_time, message, tag)`` for every ``later`` message due by ``now``."""
+        out: list[tuple[float, bytes, str]] = []
+        while self._heap and self._heap[0][0] <= now:
+            when, seq, msgs, tag = heapq.heappop(self._heap)
+            for msg in msgs:
+                if mb.is_note_off(msg):
+                    key = mb.note_key(msg)
+                    if self._sounding.get(key) != seq:
+                        continue  # retriggered since: that newer note owns the off
+                    del self._sounding[key]
+                out.append((when, msg, tag))
+        return out
+
+    def release_all(self) -> list[bytes]:
+        """Every pending ``later`` message now (note-offs first), then panic on used channels."""
+        out: list[bytes] = []
+        while self._heap:
+            out.extend(heapq.heappop(self._heap)[2])
+        self._sounding.clear()
+        return out + mb.panic(self.channels)
+
+    @property
+    def sounding(self) -> int:
+        return len(self._sounding)

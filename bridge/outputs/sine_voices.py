@@ -1,0 +1,269 @@
+"""The ``sine`` output's voice table: mapped values → voices, one allocator for offline and live rendering.
+
+:class:`VoiceTable` turns each mapped stream into a voice (first-seen order, the stereo position of its
+run, a level from its rule, master gain ``1/√voices``), soNNify's loss into its tone, NaN into the
+alarm; it does no I/O and reads no clock. Where the voices sound is a :class:`Sink`:
+
+- :class:`BankSink` (offline, WAV on the event clock): straight into a :class:`~..sound.voices.VoiceBank`,
+  a batch of values as array operations; it also keeps pitch tracks and step times for the spectrogram;
+- :class:`QueueSink` (live): plain tuples into a deque on the receive thread (no numpy, no lock); the
+  engine link's feeder coalesces them (newest value per voice) into one batch for the engine process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..config import Config
+from ..mapping import Mapped
+from ..sound.alarms import alarm_sound
+from ..sound.maps import DEFAULT_FMIN, DEFAULT_OCTAVES, pan_gains, run_pan
+from ..sound.seeds import SONNIFY_AMPLITUDE, SonnifyLoss
+from ..sound.spectrum import decode_blob, spectrum_sound
+from ..sound.voices import VoiceBank
+from ..wire.midi import DATA_MAX
+from ..wire.protocol import Event
+
+DEFAULT_GAIN = 0.5
+DEFAULT_CC_GAIN = 0.15
+#: Pitch-track points kept per voice (the spectrogram's overlay).
+TRACK_POINTS = 200_000
+
+
+@dataclass(frozen=True)
+class SineOptions:
+    """The ``[sine]`` config table."""
+
+    sample_rate: int = 48_000
+    block: int = 256
+    format: str = "float32"
+    gain: float = DEFAULT_GAIN
+    cc_gain: float = DEFAULT_CC_GAIN
+    fmin: float = DEFAULT_FMIN
+    octaves: float = DEFAULT_OCTAVES
+    spectra: bool = True
+
+
+class Sink(Protocol):
+    """Where a :class:`VoiceTable`'s voices sound."""
+
+    def add_voice(self, voice: int, pan: float, level: float, label: str, master: float) -> None: ...
+
+    def norms(self, voices: list[int], norms: list[float]) -> None: ...
+
+    def hz(self, voice: int, hz: float) -> None: ...
+
+    def mute(self, voice: int) -> None: ...
+
+    def alarm(self) -> None: ...
+
+    def spectrum(self, blob: bytes, pan: float) -> None: ...
+
+    def step(self, step: int) -> None: ...
+
+
+class VoiceTable:
+    """Continuous and sonnify modes: mapped values → voice updates on a :class:`Sink` (see the module)."""
+
+    def __init__(self, config: Config, opts: SineOptions, mode: str, sink: Sink) -> None:
+        self.rules = config.mappings
+        self.opts = opts
+        self.mode = mode
+        self.sink = sink
+        self.voices: dict[tuple[Any, ...], int] = {}
+        self.runs: dict[str, int] = {}
+        self.loss = SonnifyLoss()
+        self.alarms = 0
+
+    def pan(self, run: str) -> float:
+        """Stereo position per run, in first-seen order."""
+        i = self.runs.get(run)
+        if i is None:
+            i = self.runs[run] = len(self.runs)
+        return run_pan(i)
+
+    def voice(self, key: tuple[Any, ...], run: str, level: float, label: str) -> int:
+        v = self.voices.get(key)
+        if v is None:
+            v = self.voices[key] = len(self.voices)
+            self.sink.add_voice(v, self.pan(run), level, label, 1.0 / math.sqrt(len(self.voices)))
+        return v
+
+    def _new_voice(self, key: tuple[Any, ...], m: Mapped) -> int:
+        """Note rules are the melody; CC rules (loss, weight stats) quieter voices of their own."""
+        rule = self.rules[m.rule]
+        if rule.target == "note":
+            return self.voice(key, m.run, self.opts.gain * rule.velocity / DATA_MAX, "/".join(m.stream))
+        return self.voice(key, m.run, self.opts.cc_gain, f"{m.rule_name or m.rule}:{'/'.join(m.stream)}")
+
+    def _alarm(self, key: tuple[Any, ...] | None, loud: bool) -> None:
+        v = self.voices.get(key) if key is not None else None
+        if v is not None:
+            self.sink.mute(v)  # the value is unknown: that voice falls silent
+        if loud:
+            self.alarms += 1
+            self.sink.alarm()
+
+    def apply(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        if event is not None:
+            if event.kind == "step" and event.values:
+                self.sink.step(int(event.values[0]))
+            elif event.kind == "activation_spectrum" and event.blob and self.opts.spectra and self.mode != "sonnify":
+                self.sink.spectrum(event.blob, self.pan(event.run))
+            if self.mode == "sonnify":
+                self._sonnify(event)
+                return
+        if self.mode == "sonnify" or not mapped:
+            return
+        vs: list[int] = []
+        ns: list[float] = []
+        get = self.voices.get
+        for m in mapped:
+            norm = m.norm
+            if norm != norm:  # NaN: alarm (values before it land first, so the alarm wins over them)
+                if vs:
+                    self.sink.norms(vs, ns)
+                    vs, ns = [], []
+                self._alarm((m.rule, m.stream) if m.rule >= 0 else None, bool(m.midi))
+                continue
+            key = (m.rule, m.stream)
+            v = get(key)
+            vs.append(self._new_voice(key, m) if v is None else v)
+            ns.append(norm)
+        if vs:
+            self.sink.norms(vs, ns)
+
+    def _sonnify(self, ev: Event) -> None:
+        hz = self.loss.hz(ev)
+        if hz is None:
+            return
+        key = ("sonnify", ev.run)
+        if hz != hz:
+            self._alarm(key, True)
+            return
+        self.sink.hz(self.voice(key, ev.run, SONNIFY_AMPLITUDE, f"{ev.run} loss"), hz)
+
+
+class BankSink:
+    """Offline: voices in a :class:`VoiceBank` in this process, plus pitch tracks and step times."""
+
+    def __init__(self, opts: SineOptions, sample_rate: int, block: int, max_freq: float) -> None:
+        self.fmin, self.octaves, self.spectra = opts.fmin, opts.octaves, opts.spectra
+        self.bank = VoiceBank(sample_rate, block, max_freq=max_freq)
+        self.alarm_sound = alarm_sound(sample_rate)
+        self._levels = np.zeros(0)
+        self.labels: list[str] = []
+        self._tracks: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self._track_points = 0
+        self.steps: list[tuple[float, int]] = []
+
+    def add_voice(self, voice: int, pan: float, level: float, label: str, master: float) -> None:
+        self.bank.add_voice(pan)
+        self.bank.set_master(master)
+        self._levels = np.append(self._levels, level)
+        self.labels.append(label)
+
+    def norms(self, voices: list[int], norms: list[float]) -> None:
+        self._set(voices, self.fmin * np.exp2(self.octaves * np.clip(np.array(norms), 0.0, 1.0)))
+
+    def hz(self, voice: int, hz: float) -> None:
+        self._set([voice], np.array([hz]))
+
+    def _set(self, voices: list[int], hz: np.ndarray) -> None:
+        va = np.array(voices, np.intp)
+        self.bank.set_many(va, hz, self._levels[va])
+        if self._track_points < TRACK_POINTS * max(1, len(self.labels)):
+            self._tracks.append((self.bank.now / self.bank.sr, va, hz))
+            self._track_points += len(va)
+
+    def mute(self, voice: int) -> None:
+        self.bank.set(voice, gain=0.0)
+
+    def alarm(self) -> None:
+        self.bank.play(self.alarm_sound)
+
+    def spectrum(self, blob: bytes, pan: float) -> None:
+        x = spectrum_sound(decode_blob(blob), self.bank.sr)
+        if x.any():
+            self.bank.play(np.outer(x, pan_gains(pan)).astype(np.float32))
+
+    def step(self, step: int) -> None:
+        self.steps.append((self.bank.now / self.bank.sr, step))
+
+    @property
+    def tracks(self) -> dict[str, list[tuple[float, float]]]:
+        """Per-voice pitch tracks ``label → [(seconds, Hz)]``."""
+        out: dict[str, list[tuple[float, float]]] = {}
+        for t, va, hz in self._tracks:
+            for v, h in zip(va.tolist(), hz.tolist(), strict=True):
+                tr = out.setdefault(self.labels[v], [])
+                if len(tr) < TRACK_POINTS:
+                    tr.append((t, h))
+        return out
+
+
+class QueueSink:
+    """Live: voice updates queued as plain tuples for the engine process (see the module docstring).
+
+    Values are ``(voice, hz, level)``; controls are tuples whose first item is a string.
+    """
+
+    def __init__(self, opts: SineOptions, queue: deque[tuple[Any, ...]]) -> None:
+        self.fmin, self.octaves = opts.fmin, opts.octaves
+        self.queue = queue
+        self.levels: list[float] = []
+
+    def add_voice(self, voice: int, pan: float, level: float, label: str, master: float) -> None:
+        self.levels.append(level)
+        self.queue.append(("voice", voice, pan))
+        self.queue.append(("master", master))
+
+    def norms(self, voices: list[int], norms: list[float]) -> None:
+        fmin, octaves, levels, append = self.fmin, self.octaves, self.levels, self.queue.append
+        for v, n in zip(voices, norms, strict=True):
+            append((v, fmin * 2.0 ** (octaves * min(max(n, 0.0), 1.0)), levels[v]))
+
+    def hz(self, voice: int, hz: float) -> None:
+        self.queue.append((voice, hz, self.levels[voice]))
+
+    def mute(self, voice: int) -> None:
+        self.queue.append((voice, math.nan, 0.0))
+
+    def alarm(self) -> None:
+        self.queue.append(("alarm",))
+
+    def spectrum(self, blob: bytes, pan: float) -> None:
+        self.queue.append(("spectrum", blob, pan))
+
+    def step(self, step: int) -> None:
+        """Live audio keeps no step times."""
+
+
+def take_batch(queue: deque[tuple[Any, ...]], mode: str) -> tuple[Any, ...] | None:
+    """What the feeder sends the engine: everything queued since the last feed, values coalesced (the newest
+    per voice); ``None`` if nothing was queued."""
+    controls: list[tuple[Any, ...]] = []
+    values: dict[int, tuple[float, float]] = {}
+    pop = queue.popleft
+    try:
+        while True:
+            item = pop()
+            if type(item[0]) is int:
+                values[item[0]] = item[1:]
+            else:
+                controls.append(item)
+    except IndexError:
+        pass
+    if not controls and not values:
+        return None
+    if mode == "perone":
+        return ("perone", [c[1:] for c in controls])
+    voices = np.fromiter(values.keys(), np.intp, len(values))
+    hz_gain = np.array(list(values.values()), np.float64).reshape(-1, 2)
+    return ("batch", controls, voices, hz_gain[:, 0].copy(), hz_gain[:, 1].copy())

@@ -1,0 +1,255 @@
+"""The bridge daemon's lifecycle: start → serve → shutdown.
+
+Start builds the outputs (an unavailable live output is logged in one line and
+skipped; a file that cannot be written stops the start), binds the socket and
+logs one line saying where it listens and what it outputs to. Serve runs the
+receive loop on the main thread. Shutdown (SIGINT/SIGTERM) plays what is
+scheduled, ends every note and finishes every file; the previous signal
+handlers are restored.
+
+Under systemd (``Type=notify``) the daemon says ``READY=1`` once the sockets are
+bound and the outputs are up, pings the watchdog from the receive loop's
+periodic hook, and says ``STOPPING=1`` on shutdown. ``SIGHUP`` re-reads the
+config: a valid one maps from then on (outputs, sounding notes and recordings
+carry on), an invalid one is refused in one log line and the old one stays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+from .. import __version__
+from ..config import Config
+from ..errors import TrainsoundError
+from ..osc_in import TcpServer, UdpReceiver
+from ..outputs import OutputSpec, build_outputs
+from ..outputs.base import Output
+from ..pipeline import Pipeline
+from ..sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
+from ..stats import Stats
+from ..wire.osc import OscArg, encode_message
+from ..wire.protocol import PROTOCOL_VERSION
+from .reload import ConfigSource, restart_needed
+from .sdnotify import Notifier
+
+log = logging.getLogger("trainsound.bridge")
+
+#: A status reply must fit one UDP datagram; beyond this the voice lists are summarised.
+MAX_STATUS_REPLY = 60_000
+
+
+def describe(out: Output) -> str:
+    d = getattr(out, "describe", None)
+    return d() if callable(d) else out.name
+
+
+class Daemon:
+    """One bridge process."""
+
+    def __init__(
+        self,
+        config: Config,
+        specs: list[OutputSpec],
+        source: ConfigSource | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.specs = specs
+        self.source = source
+        """Where SIGHUP re-reads the config from; ``None``: reloading is refused."""
+        self.notifier = notifier or Notifier()
+        self.stats = Stats()
+        self.pipeline: Pipeline | None = None
+        self.receiver: UdpReceiver | None = None
+        self.tcp: TcpServer | None = None
+        self.reloads = 0
+        self.reload_errors = 0
+        self._stop_reason = ""
+        self._dump_stats = False
+        self._reload = False
+        self._next_stats = 0.0
+
+    # -- control messages -------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        assert self.pipeline is not None
+        p = self.pipeline
+        voices = p.engine.voices()
+        return {
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "listen": list(self.config.bridge.listen),
+            "tcp": self.tcp.health() if self.tcp is not None else None,
+            "config": self.config.source,
+            "reloads": self.reloads,
+            "reload_errors": self.reload_errors,
+            **self.stats.snapshot(),
+            "kernel_drops": kernel_drops(self.receiver.sock) if self.receiver is not None else None,
+            "mapping": vars(p.engine.counters),
+            "scheduled": p.scheduled,
+            "runs": sorted(p.runs),
+            "voices": voices,
+            "outputs": p.health(),
+        }
+
+    def status_json(self) -> str:
+        """The status as JSON small enough for one datagram (long voice lists become counts)."""
+        st = self.status()
+        text = json.dumps(st)
+        if len(text) > MAX_STATUS_REPLY:
+            st["voices"] = {k: len(v) for k, v in st["voices"].items()}
+            st["runs"] = st["runs"][:100]
+            text = json.dumps(st)
+        return text
+
+    def answer(self, address: str, args: tuple[OscArg, ...]) -> bytes | None:
+        """The reply to a control message (the receive layer sends it back); ``None``: unknown."""
+        if address == "/trainsound/status":
+            return encode_message("/trainsound/status.reply", [self.status_json()])
+        if address == "/trainsound/ping":
+            return encode_message("/trainsound/pong", [PROTOCOL_VERSION])
+        return None
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        host, port = cfg.bridge.listen
+        check_exposure(host, cfg.bridge.allow_explicit)
+        sock = open_udp(host, port, cfg.bridge.rcvbuf)
+        allow = Allowlist(cfg.bridge.allow)
+        try:
+            if cfg.bridge.tcp:
+                try:
+                    tcp_sock = open_tcp(host, sock.getsockname()[1])
+                except ListenError as err:
+                    # UDP is the main transport: a busy TCP port must not keep the service down.
+                    log.error("%s; serving UDP only", err)
+                else:
+                    self.tcp = TcpServer(
+                        tcp_sock, self.stats, allow, cfg.bridge.tcp_max_connections, cfg.bridge.tcp_max_frame
+                    )
+            outputs = build_outputs(cfg, self.specs)
+        except TrainsoundError:
+            sock.close()
+            if self.tcp is not None:
+                self.tcp.close()
+            raise
+        self.pipeline = Pipeline(cfg, outputs, self.stats)
+        self.receiver = UdpReceiver(sock, self.pipeline, allow, self.tcp, control=self.answer)
+        where = sock.getsockname()
+        outs = "; ".join(describe(o) for o in outputs) or "nothing (no outputs)"
+        log.info(
+            "trainsound bridge %s listening on udp://%s:%d%s; outputs: %s; mapping: %s (%d rules)",
+            __version__,
+            where[0],
+            where[1],
+            " and tcp (SLIP)" if self.tcp is not None else "",
+            outs,
+            cfg.source,
+            len(cfg.mappings),
+        )
+        self.notifier.ready(f"listening on {where[0]}:{where[1]}; outputs: {outs}")
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == getattr(signal, "SIGUSR1", None):
+            self._dump_stats = True
+            return
+        if signum == getattr(signal, "SIGHUP", None):
+            self._reload = True  # done in the receive loop, never inside the handler
+            return
+        self._stop_reason = signal.Signals(signum).name
+        if self.receiver is not None:
+            self.receiver.stop()
+
+    def reload(self) -> bool:
+        """Re-read the config; apply it if valid, else keep the old one. True if applied."""
+        if self.source is None:
+            log.error("reload refused: the bridge was not started from a reloadable config")
+            return False
+        self.notifier.reloading()
+        try:
+            new = self.source.load()
+            check_exposure(new.bridge.listen[0], new.bridge.allow_explicit)
+        except TrainsoundError as err:
+            self.reload_errors += 1
+            log.error("reload refused, keeping the running config (%s): %s", self.config.source, err)
+            self.notifier.ready(f"reload refused: {err}")
+            return False
+        skipped = restart_needed(self.config, new)
+        if skipped:
+            log.warning("reload: changes to %s need a restart; kept as they were", ", ".join(skipped))
+        assert self.pipeline is not None and self.receiver is not None
+        self.pipeline.reload(new)
+        self.receiver.allow = Allowlist(new.bridge.allow)
+        if self.tcp is not None:
+            self.tcp.allow = self.receiver.allow
+        self.config = new
+        self.reloads += 1
+        log.info("reloaded config %s (%d rules)", new.source, len(new.mappings))
+        self.notifier.ready(f"reloaded {new.source}")
+        return True
+
+    def _periodic(self, now: float) -> None:
+        self.notifier.watchdog(now)
+        if self._reload:
+            self._reload = False
+            self.reload()
+        interval = self.config.bridge.stats_interval
+        if self._dump_stats or (interval and now >= self._next_stats):
+            if self._next_stats or self._dump_stats:
+                self.log_counters()
+            self._dump_stats = False
+            self._next_stats = now + interval if interval else 0.0
+
+    def log_counters(self) -> None:
+        s = self.stats.snapshot()
+        assert self.pipeline is not None
+        c = self.pipeline.engine.counters
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(s["dropped"].items())) or "none"
+        log.info(
+            "counters: received=%d accepted=%d mapped=%d alarms=%d nonfinite=%d thinned=%d dropped: %s",
+            s["received"],
+            s["accepted"],
+            c.mapped,
+            c.alarms,
+            c.nonfinite,
+            c.thinned,
+            dropped,
+        )
+
+    def serve(self) -> None:
+        assert self.receiver is not None
+        signals = [signal.SIGINT, signal.SIGTERM] + [
+            getattr(signal, n) for n in ("SIGUSR1", "SIGHUP") if hasattr(signal, n)
+        ]
+        previous = {s: signal.signal(s, self._on_signal) for s in signals}
+        try:
+            self.receiver.serve(self._periodic)
+            self.receiver.drain()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.pipeline is not None:
+            self.pipeline.close(time.time())
+            self.log_counters()
+        if self.receiver is not None:
+            self.receiver.sock.close()
+        if self.tcp is not None:
+            self.tcp.close()
+        log.info("trainsound bridge stopped (%s)", self._stop_reason or "done")
+        self.notifier.close()
+
+    def run(self) -> int:
+        self.start()
+        try:
+            self.serve()
+        finally:
+            self.shutdown()
+        return 0

@@ -1,0 +1,159 @@
+"""``trainsound status``: ask the running bridge for its counters over its own OSC port.
+
+One ``/trainsound/status`` message, one JSON reply (docs/protocol.md). It goes
+over TCP (SLIP) first: the TCP side is served every tick, so the answer does not
+queue behind a UDP flood; UDP is the fallback when TCP is off. Exit
+code 0 when the bridge answered and every output is healthy, 1 when it did not
+answer, 3 when it answered but an output is unhealthy — usable from scripts and
+monitoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import time
+from typing import Any
+
+from pythonosc.osc_message import OscMessage, ParseError
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from ..errors import TrainsoundError
+from ..table import parse_hostport
+from ..wire.protocol import DEFAULT_HOST, DEFAULT_PORT
+from ..wire.slip import SlipDecoder
+from ..wire.slip import encode as slip_encode
+
+EXIT_UNHEALTHY = 3
+
+
+STATUS = "/trainsound/status"
+STATUS_REPLY = "/trainsound/status.reply"
+# python-osc builds the request and parses the reply: a one-off query, where its cost (5-7× the struct
+# codec's per message, bench/bench_codec.py) does not matter.
+_REQUEST = OscMessageBuilder(address=STATUS).build().dgram
+
+
+def _status_of(packet: bytes) -> dict[str, Any] | None:
+    """The status in a reply datagram, or ``None`` if it is something else."""
+    try:
+        msg = OscMessage(packet)
+    except ParseError:
+        return None
+    if msg.address != STATUS_REPLY or not msg.params or not isinstance(msg.params[0], str):
+        return None
+    result: dict[str, Any] = json.loads(msg.params[0])
+    return result
+
+
+def query_tcp(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
+    """Ask over OSC-over-TCP; ``None`` if nothing listens on TCP there."""
+    try:
+        conn = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return None
+    decoder = SlipDecoder(1 << 22)
+    with conn:
+        conn.settimeout(timeout)
+        conn.sendall(slip_encode(_REQUEST))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = conn.recv(1 << 16)
+            except (TimeoutError, OSError):
+                return None
+            if not data:
+                return None
+            for packet in decoder.feed(data):
+                status = _status_of(packet)
+                if status is not None:
+                    return status
+    return None
+
+
+def query(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
+    """Ask for ``/trainsound/status`` (TCP first, then UDP) and wait for the reply.
+
+    Raises:
+        TrainsoundError: no reply within ``timeout`` (the bridge is not running there).
+    """
+    via_tcp = query_tcp(host, port, timeout)
+    if via_tcp is not None:
+        return via_tcp
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.25)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                s.sendto(_REQUEST, (host, port))
+                while True:
+                    data, _ = s.recvfrom(1 << 17)
+                    status = _status_of(data)
+                    if status is not None:
+                        return status
+            except (TimeoutError, ConnectionRefusedError, ValueError):
+                continue  # retry: UDP may lose a datagram during a flood
+            except OSError as err:
+                raise TrainsoundError(f"cannot reach the bridge at {host}:{port}: {err.strerror}") from err
+    raise TrainsoundError(f"no answer from a bridge at {host}:{port} within {timeout:g} s (is it running?)")
+
+
+def _hms(seconds: float) -> str:
+    """
+    >>> _hms(93784.5)
+    '1d 02:03:04'
+    """
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return f"{d}d {h:02d}:{m:02d}:{s:02d}" if d else f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def format_status(st: dict[str, Any]) -> str:
+    """A human summary of a status reply."""
+    lines = [
+        f"trainsound bridge {st.get('version', '?')} (protocol {st.get('protocol', '?')}), "
+        f"up {_hms(float(st.get('uptime', 0)))}, listening on {':'.join(map(str, st.get('listen', [])))}"
+        + (" udp+tcp" if st.get("tcp") else " udp"),
+        f"config: {st.get('config', '?')} (reloads {st.get('reloads', 0)}, refused {st.get('reload_errors', 0)})",
+        f"datagrams {st.get('datagrams', 0)}, messages {st.get('received', 0)}, accepted {st.get('accepted', 0)}, "
+        f"mapped {st.get('mapping', {}).get('mapped', 0)}, dropped {st.get('dropped_total', 0)}, "
+        f"lost in the kernel {st.get('kernel_drops', '?')}",
+    ]
+    for reason, n in sorted(st.get("dropped", {}).items(), key=lambda kv: -kv[1]):
+        lines.append(f"  dropped {reason}: {n}")
+    for reason, n in sorted(st.get("noted", {}).items()):
+        lines.append(f"  noted {reason}: {n}")
+    runs = st.get("runs", [])
+    voices = st.get("voices", {})
+    nvoices = sum(len(v) if isinstance(v, list) else int(v) for v in voices.values())
+    lines.append(f"runs {len(runs)}: {', '.join(runs) or '-'}; voices {nvoices}; scheduled {st.get('scheduled', 0)}")
+    for name, h in st.get("outputs", {}).items():
+        ok = "ok" if h.get("ok") else "NOT OK"
+        rest = ", ".join(f"{k}={v}" for k, v in h.items() if k != "ok")
+        lines.append(f"output {name}: {ok} ({rest})")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    host, port = parse_hostport(args.to, "--to")
+    st = query(host, port, args.timeout)
+    print(json.dumps(st, indent=2, sort_keys=True) if args.json else format_status(st))
+    healthy = all(h.get("ok") for h in st.get("outputs", {}).values())
+    return 0 if healthy else EXIT_UNHEALTHY
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="ask the running bridge for its counters, runs and output health",
+        description="Ask the running bridge for uptime, messages received/mapped/dropped by reason, runs, "
+        "voices and output health. Exit code: 0 healthy, 1 no answer, 3 an output is unhealthy.",
+    )
+    p.add_argument("--to", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", metavar="HOST:PORT", help="the bridge's address")
+    p.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="how long to wait for a reply")
+    p.set_defaults(func=cmd_status)

@@ -1,0 +1,158 @@
+"""The systemd units verify and are hardened; the daemon speaks the notify protocol to a real AF_UNIX socket."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainsound.bridge.service.sdnotify import Notifier
+
+ROOT = Path(__file__).resolve().parents[3]
+UNITS = ROOT / "systemd"
+MAX_EXPOSURE = 2.0
+
+
+def _analyze() -> str:
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.fail("systemd-analyze is missing: apt-get install -y systemd")
+    return exe
+
+
+def _fake_home(tmp_path: Path) -> dict[str, str]:
+    """A HOME whose ~/.local/bin/trainsound is this venv's, as docs/service.md installs it."""
+    home = tmp_path / "home"
+    (home / ".local/bin").mkdir(parents=True)
+    (home / ".local/bin/trainsound").symlink_to(Path(sys.executable).parent / "trainsound")
+    run = tmp_path / "run"
+    run.mkdir()
+    return dict(os.environ, HOME=str(home), XDG_RUNTIME_DIR=str(run))
+
+
+@pytest.mark.parametrize(
+    ("unit", "user"), [("trainsound-bridge.service", True), ("trainsound-bridge-system.service", False)]
+)
+def test_unit_verifies(unit: str, user: bool, tmp_path: Path) -> None:
+    cmd = [_analyze(), *(["--user"] if user else []), "verify", str(UNITS / unit)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_fake_home(tmp_path), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr.strip() == ""
+
+
+@pytest.mark.parametrize("unit", ["trainsound-bridge.service", "trainsound-bridge-system.service"])
+def test_unit_exposure_is_at_most_2(unit: str, tmp_path: Path) -> None:
+    r = subprocess.run(
+        [_analyze(), "security", "--offline=yes", str(UNITS / unit)],
+        capture_output=True,
+        text=True,
+        env=_fake_home(tmp_path),
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    assert float(m.group(1)) <= MAX_EXPOSURE, r.stdout
+
+
+def test_units_are_notify_with_watchdog_and_restart() -> None:
+    for unit in ("trainsound-bridge.service", "trainsound-bridge-system.service"):
+        text = (UNITS / unit).read_text()
+        for line in ("Type=notify", "Restart=on-failure", "WatchdogSec=30", "ExecReload=kill -HUP $MAINPID"):
+            assert line in text, f"{unit}: {line}"
+    assert "--config /etc/trainsound/bridge.toml" in (UNITS / "trainsound-bridge-system.service").read_text()
+
+
+# -- sd_notify ---------------------------------------------------------------------------------
+class FakeSystemd:
+    """An AF_UNIX datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, tmp_path: Path, abstract: bool = False) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if abstract:
+            name = f"trainsound-test-{uuid.uuid4().hex}"
+            self.sock.bind("\0" + name)
+            self.env = "@" + name
+        else:
+            path = str(tmp_path / "notify.sock")
+            self.sock.bind(path)
+            self.env = path
+        self.sock.settimeout(0.2)
+        self.got: list[str] = []
+
+    def wait_for(self, needle: str, timeout: float = 15.0) -> list[str]:
+        import time
+
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if any(needle in m for m in self.got):
+                return self.got
+            with contextlib.suppress(TimeoutError):
+                self.got.append(self.sock.recv(4096).decode())
+        raise AssertionError(f"no {needle!r} from the bridge; got {self.got}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def fake_systemd(tmp_path: Path) -> Iterator[Any]:
+    made: list[FakeSystemd] = []
+
+    def make(abstract: bool = False) -> FakeSystemd:
+        made.append(FakeSystemd(tmp_path, abstract))
+        return made[-1]
+
+    yield make
+    for sd in made:
+        sd.close()
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_notifier_sends_datagrams(fake_systemd: Any, abstract: bool) -> None:
+    sd = fake_systemd(abstract)
+    n = Notifier({"NOTIFY_SOCKET": sd.env, "WATCHDOG_USEC": "2000000"})
+    assert n.enabled and n.watchdog_interval == 1.0
+    assert n.ready("listening")
+    assert n.watchdog(100.0) and not n.watchdog(100.5) and n.watchdog(101.0)
+    n.stopping()
+    n.close()
+    sd.wait_for("STOPPING=1")
+    assert sd.got == ["READY=1\nSTATUS=listening", "WATCHDOG=1", "WATCHDOG=1", "STOPPING=1"]
+
+
+def test_watchdog_for_another_pid_is_ignored() -> None:
+    n = Notifier({"NOTIFY_SOCKET": "/nonexistent", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
+    assert n.watchdog_interval is None
+
+
+def test_missing_manager_socket_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    n = Notifier({"NOTIFY_SOCKET": "/nonexistent/notify"})
+    assert not n.notify("READY=1") and not n.notify("STATUS=x")
+    n.close()
+    assert sum("cannot notify systemd" in r.message for r in caplog.records) == 1
+
+
+def test_bridge_notifies_ready_watchdog_and_stopping(bridge_proc: Any, fake_systemd: Any) -> None:
+    sd = fake_systemd()
+    env = dict(os.environ, NOTIFY_SOCKET=sd.env, WATCHDOG_USEC="400000")
+    b = bridge_proc(["--no-midi"], env=env)
+    got = sd.wait_for("READY=1")
+    ready = next(m for m in got if "READY=1" in m)
+    assert f"STATUS=listening on 127.0.0.1:{b.port}" in ready
+    sd.wait_for("WATCHDOG=1")
+    b.proc.send_signal(signal.SIGHUP)
+    sd.wait_for("RELOADING=1")
+    rc, _ = b.stop(signal.SIGTERM)
+    assert rc == 0
+    sd.wait_for("STOPPING=1")
