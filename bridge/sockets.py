@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .errors import TrainsoundError
 
-log = logging.getLogger("trainsound.bridge.osc_in")
+log = logging.getLogger(__name__)
 
 _ALLOW_CACHE = 4096
 
