@@ -54,7 +54,7 @@ def test_handshake_feed_and_replies_then_close() -> None:
 
 
 def test_an_engine_that_refuses_to_start_raises_its_own_words() -> None:
-    with pytest.raises(OutputUnavailable, match="^no sound card here$"):
+    with pytest.raises(OutputUnavailable, match=r"^no sound card here$"):
         EngineLink("test", refusing_child, (), take=lambda: None)
 
 
