@@ -1,13 +1,15 @@
 """``trainsound render``: a recorded session → WAV (and a spectrogram PNG), far faster than real time.
 
-Uses the same pipeline and ``sine`` output as the live bridge, on the recorded
-clock (:func:`..replay.replay`), so the file is what the bridge would have
-written live — deterministic, with no per-sample Python.
+Uses the same pipeline and outputs as the live bridge (the ``sine`` voices, or a
+pyo patch on pyo's offline server), on the recorded clock (:func:`.replay.replay`),
+so the file is what the bridge would have written live — deterministic, with no
+per-sample Python.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,9 @@ from .config import Config
 from .config import default as default_config
 from .config import load as load_config
 from .errors import TrainsoundError
+from .pipeline import Pipeline
+from .replay import replay
+from .sound.pyo_host import DEFAULT_SAMPLE_RATE as PYO_SAMPLE_RATE
 from .sound.wav import FORMATS
 from .wire.session import iter_records
 
@@ -66,8 +71,6 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
            png: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Render ``session`` to ``wav`` (and ``png``); returns a summary dict."""
     from .outputs.sine import SineOut
-    from .pipeline import Pipeline
-    from .replay import replay
 
     cfg = presets.apply_preset(config or default_config(), preset)
     out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt)
@@ -93,6 +96,45 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
     return summary
 
 
+def render_pyo_session(
+    session_path: str | os.PathLike[str],
+    patch: str,
+    wav_path: str | os.PathLike[str],
+    *,
+    sample_rate: int = PYO_SAMPLE_RATE,
+    config: Config | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Render a session recording through a pyo patch into a WAV, on recorded time (no sound card).
+
+    The recording is replayed (:func:`.replay.replay`) through the same pipeline as live traffic, so
+    the patch sees what it would have seen in the bridge.
+
+    Args:
+        session_path: a session recording (``trainsound bridge --record``).
+        patch: built-in patch name or ``.py`` path.
+        wav_path: the WAV to write (24-bit PCM, ``channels`` of the ``[pyo]`` table, default 2).
+        sample_rate: of the WAV.
+        config: the bridge config (mapping rules, ``[pyo]`` table); default: built-in.
+        options: patch options, overriding ``[pyo.options]``.
+
+    Raises:
+        OutputUnavailable: pyo missing or unknown patch.
+        SessionFileError: the recording cannot be read.
+    """
+    from .outputs.pyo import PyoOut
+
+    cfg = config or default_config()
+    extra: dict[str, Any] = {"sample_rate": sample_rate}
+    if options is not None:
+        extra["options"] = options
+    out = PyoOut(cfg, patch=patch, audio="offline", wav=wav_path, **extra)
+    replay(Path(session_path), Pipeline(cfg, [out]), close=False)
+    # Rendering happens in close(); called here so its errors reach the caller
+    # (Pipeline.close logs an output's errors and goes on: right for live, wrong here).
+    out.close()
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else default_config()
     span, records = session_span(args.session)
@@ -112,11 +154,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def render_pyo(args: argparse.Namespace, cfg: Any) -> int:
     """``--pyo-patch``: the recording through a pyo patch, on pyo's offline server (no sound card)."""
-    from .outputs.pyo import DEFAULT_SAMPLE_RATE, render_session
-
     t0 = time.perf_counter()
-    render_session(args.session, args.pyo_patch, args.wav, sample_rate=args.sample_rate or DEFAULT_SAMPLE_RATE,
-                   config=cfg)
+    render_pyo_session(args.session, args.pyo_patch, args.wav, sample_rate=args.sample_rate or PYO_SAMPLE_RATE,
+                       config=cfg)
     print(f"rendered {args.session} through pyo patch {args.pyo_patch} → {args.wav} in "
           f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
     if args.png:

@@ -7,7 +7,8 @@ milliseconds, keeps the newest value of each stream (:class:`Coalescer`) and
 sends the resulting hook calls to the pyo engine process
 (:func:`..sound.pyo_host.engine_main`), which runs pyo and the patch.
 
-Offline (``audio="offline"``, the path of ``trainsound render --pyo-patch``),
+Offline (``audio="offline"``, the path of ``trainsound render --pyo-patch``, see
+:func:`..render.render_pyo_session`),
 ``handle`` keeps the events with their times and :meth:`PyoOut.close` renders
 them on pyo's offline server (:func:`..sound.pyo_host.render_offline`): before
 each block, every event whose recorded time has come in pyo's sample clock is
@@ -27,10 +28,9 @@ import os
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from ..config import Config, default, output_options
+from ..config import Config, output_options
 from ..errors import ConfigError, OutputUnavailable
 from ..mapping import Mapped
 from ..sound.engine import EngineLink
@@ -293,46 +293,6 @@ class PyoOut(BaseOutput):
         render_offline(self.opts, self.patch_cls, t0, dur, calls_due, lambda hook, tb: self._from_engine(
             ("failed", hook, tb)))
         log.info("pyo offline: rendered %.1f s of patch %s to %s", dur, self.label, self.opts.wav)
-
-
-def render_session(
-    session_path: str | os.PathLike[str],
-    patch: str,
-    wav_path: str | os.PathLike[str],
-    *,
-    sample_rate: int = DEFAULT_SAMPLE_RATE,
-    config: Config | None = None,
-    options: dict[str, Any] | None = None,
-) -> None:
-    """Render a session recording through a pyo patch into a WAV, on recorded time (no sound card).
-
-    The recording is replayed (:func:`..replay.replay`) through the same pipeline as live traffic, so
-    the patch sees what it would have seen in the bridge.
-
-    Args:
-        session_path: a session recording (``trainsound bridge --record``).
-        patch: built-in patch name or ``.py`` path.
-        wav_path: the WAV to write (24-bit PCM, ``channels`` of the ``[pyo]`` table, default 2).
-        sample_rate: of the WAV.
-        config: the bridge config (mapping rules, ``[pyo]`` table); default: built-in.
-        options: patch options, overriding ``[pyo.options]``.
-
-    Raises:
-        OutputUnavailable: pyo missing or unknown patch.
-        SessionFileError: the recording cannot be read.
-    """
-    from ..pipeline import Pipeline
-    from ..replay import replay
-
-    cfg = config or default()
-    extra: dict[str, Any] = {"sample_rate": sample_rate}
-    if options is not None:
-        extra["options"] = options
-    out = PyoOut(cfg, patch=patch, audio="offline", wav=wav_path, **extra)
-    replay(Path(session_path), Pipeline(cfg, [out]), close=False)
-    # Rendering happens in close(); called here so its errors reach the caller
-    # (Pipeline.close logs an output's errors and goes on: right for live, wrong here).
-    out.close()
 
 
 def builtin_patches() -> Iterable[str]:

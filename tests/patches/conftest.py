@@ -21,7 +21,7 @@ def render(tmp_path: Path) -> Callable[..., np.ndarray]:
     pytest.importorskip("pyo")
     import soundfile as sf
 
-    from trainsound.bridge.outputs.pyo import render_session
+    from trainsound.bridge.render import render_pyo_session
 
     counter = [0]
 
@@ -29,7 +29,7 @@ def render(tmp_path: Path) -> Callable[..., np.ndarray]:
         counter[0] += 1
         session = write_session(tmp_path / f"s{counter[0]}.session", messages)
         wav = tmp_path / f"s{counter[0]}.wav"
-        render_session(session, patch, wav, sample_rate=SR, options=options or None)
+        render_pyo_session(session, patch, wav, sample_rate=SR, options=options or None)
         x, sr = sf.read(wav, dtype="float64", always_2d=True)
         assert sr == SR
         return np.asarray(x[:, 0])
