@@ -247,7 +247,7 @@ class UdpReceiver:
             if not allow.allows(sender[0]):
                 pipe.stats.datagrams += 1
                 pipe.stats.drop("not_allowed", sender, "sender not in [bridge].allow")
-            elif data.startswith(control):
+            elif data.startswith(control):  # self.feed(), inlined: one call less per datagram here
                 self._control(data, sender)
             else:
                 pipe.feed_datagram(data, now, sender)

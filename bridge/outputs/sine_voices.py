@@ -30,6 +30,8 @@ from ..sound.voices import VoiceBank
 from ..wire.midi import DATA_MAX
 from ..wire.protocol import Event
 
+DEFAULT_SAMPLE_RATE = 48_000
+DEFAULT_BLOCK = 256
 DEFAULT_GAIN = 0.5
 DEFAULT_CC_GAIN = 0.15
 #: Pitch-track points kept per voice (the spectrogram's overlay).
@@ -40,8 +42,8 @@ TRACK_POINTS = 200_000
 class SineOptions:
     """The ``[sine]`` config table."""
 
-    sample_rate: int = 48_000
-    block: int = 256
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    block: int = DEFAULT_BLOCK
     format: str = "float32"
     gain: float = DEFAULT_GAIN
     cc_gain: float = DEFAULT_CC_GAIN
