@@ -18,6 +18,10 @@ Addresses (``prefix`` defaults to ``/trainsound``; docs/patches.md has the table
 - ``/trainsound/step s:run i:step i:epoch`` — a training step (epoch −1 when not sent).
 - ``/trainsound/spectrum s:run s:layer b:magnitudes`` — an activation spectrum,
   float32 little-endian, lowest bin first (as received).
+
+Wide numbers are forwarded, not clamped and not counted as errors: a step or epoch outside int32 goes
+as ``h`` (int64), a ``raw`` value outside float32's normal range (beyond ±3.4e38, or nonzero below
+1.2e-38) as ``d`` (float64); every other message keeps the narrow tags above.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextlib
 import logging
 import math
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +39,7 @@ from ..config import Config, output_options
 from ..errors import ConfigError, OutputUnavailable
 from ..mapping import Mapped
 from ..table import Table, parse_hostport
-from ..wire.osc import encode_message
+from ..wire.osc import I32, encode_message, pack_f32, pad
 from ..wire.protocol import Event
 from .base import BaseOutput
 
@@ -46,6 +51,61 @@ DEFAULT_TARGET = ("127.0.0.1", DEFAULT_OSC_OUT_PORT)
 DEFAULT_PREFIX = "/trainsound"
 #: Large enough for a burst of a few thousand small datagrams when the peer is slow to read.
 SNDBUF = 1 << 20
+_I64 = struct.Struct(">q")
+_F64 = struct.Struct(">d")
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+FLT_MAX = 3.4028234663852886e38
+FLT_MIN = 1.1754943508222875e-38
+"""float32's largest and smallest normal magnitudes: outside them a value goes as float64."""
+
+
+def int_arg(v: int) -> tuple[str, bytes]:
+    """An integer as ``i`` when it fits int32, else ``h`` (clamped to int64, the widest OSC integer).
+
+    >>> int_arg(7), int_arg(2**31)[0], int_arg(2**70) == int_arg(INT64_MAX)
+    (('i', b'\\x00\\x00\\x00\\x07'), 'h', True)
+    """
+    if INT32_MIN <= v <= INT32_MAX:
+        return "i", I32.pack(v)
+    return "h", _I64.pack(min(max(v, INT64_MIN), INT64_MAX))
+
+
+def real_arg(v: float) -> tuple[str, bytes]:
+    """A real as ``f`` when float32 holds it, else ``d``: 1e39 or 1e-40 keep their value, not ±Inf or 0.
+
+    >>> real_arg(0.5)[0], real_arg(1e39)[0], real_arg(-1e-40)[0], real_arg(0.0)[0]
+    ('f', 'd', 'd', 'f')
+    """
+    a = abs(v)
+    if a > FLT_MAX or 0.0 < a < FLT_MIN:
+        return "d", _F64.pack(v)
+    return "f", pack_f32(v)
+
+
+def encode_typed(address: str, head: Sequence[str | int | float], tail: Sequence[tuple[str, bytes]],
+                 rest: Sequence[str]) -> bytes:
+    """An OSC message of plain arguments, pre-typed ones, then strings (``value``'s and ``step``'s shape)."""
+    tags = [","]
+    body = []
+    for a in head:
+        if isinstance(a, str):
+            tags.append("s")
+            body.append(pad(a.encode("utf-8")))
+        elif isinstance(a, int):
+            tag, data = int_arg(a)
+            tags.append(tag)
+            body.append(data)
+        else:
+            tags.append("f")
+            body.append(pack_f32(a))
+    for tag, data in tail:
+        tags.append(tag)
+        body.append(data)
+    for text in rest:
+        tags.append("s")
+        body.append(pad(text.encode("utf-8")))
+    return pad(address.encode("utf-8")) + pad("".join(tags).encode()) + b"".join(body)
 
 
 @dataclass(frozen=True)
@@ -136,12 +196,19 @@ class OscOut(BaseOutput):
                     self._send(encode_message(self._alarm, [m.run, name, kind]))
             else:
                 raw = m.value if math.isfinite(m.value) else 0.0
-                self._send(encode_message(self._value, [m.run, name, m.voice, m.norm, raw, kind, m.rule_name]))
+                a = abs(raw)
+                if a > FLT_MAX or 0.0 < a < FLT_MIN:  # rare: the fast path below would turn it into ±Inf or 0
+                    data = encode_typed(self._value, [m.run, name, m.voice, m.norm], [real_arg(raw)],
+                                        [kind, m.rule_name])
+                else:
+                    data = encode_message(self._value, [m.run, name, m.voice, m.norm, raw, kind, m.rule_name])
+                self._send(data)
         if event is None:
             return
         if event.kind == "step" and self.opts.steps:
             epoch = int(event.values[1]) if len(event.values) > 1 else -1
-            self._send(encode_message(self._step, [event.run, int(event.values[0]), epoch]))
+            # int64 steps arrive (``h``): int_arg sends ``h`` where ``i`` would overflow.
+            self._send(encode_typed(self._step, [event.run, int(event.values[0]), epoch], (), ()))
         elif event.kind == "activation_spectrum" and self.opts.spectra and event.blob is not None:
             self._send(encode_message(self._spectrum, [event.run, event.name, event.blob]))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import struct
 import subprocess
 import threading
 import time
@@ -16,7 +17,8 @@ from trainsound.bridge.config import Table, default
 from trainsound.bridge.errors import ConfigError, OutputUnavailable
 from trainsound.bridge.outputs.osc import OscOut, OscOutOptions, section
 from trainsound.bridge.pipeline import Pipeline
-from trainsound.bridge.wire.osc import encode_message
+from trainsound.bridge.service.status import query
+from trainsound.bridge.wire.osc import encode_message, pad
 
 
 class OscDump:
@@ -128,3 +130,28 @@ def test_osc_out_section() -> None:
         section(Table({"prefix": "ts"}, "osc_out"))
     with pytest.raises(ConfigError, match=r"osc_out.port is not a known key"):
         section(Table({"port": 1}, "osc_out"))
+
+
+def test_wide_numbers_are_forwarded_through_the_bridge_not_counted_as_errors(
+    oscdump: OscDump, udp_port: int, bridge_proc
+) -> None:
+    """Issue 16 #11: an int64 step and float64 values beyond float32 reach the peer with their value
+    (``h``/``d``), and the OSC output counts no error (before: the step was lost as an output error and
+    1e300 arrived as inf)."""
+    b = bridge_proc(["--no-midi", "--osc-out", f"127.0.0.1:{udp_port}"])
+    b.send_raw(pad(b"/nn/r/step") + pad(b",h") + struct.pack(">q", 2**31 + 5))
+    b.send_raw(pad(b"/nn/r/loss") + pad(b",d") + struct.pack(">d", 1e300))
+    b.send_raw(pad(b"/nn/r/grad_norm/fc1") + pad(b",d") + struct.pack(">d", 1e39))
+    b.send_raw(pad(b"/nn/r/step") + pad(b",i") + struct.pack(">i", 7))
+    assert body(oscdump.wait_for("/trainsound/step sh")[0]) == '/trainsound/step shi "r" 2147483653 -1'
+    assert body(oscdump.wait_for("/trainsound/step si")[0]) == '/trainsound/step sii "r" 7 -1'
+    # oscdump prints a double with %f: the raw value is the 6th word.
+    loss = body(oscdump.wait_for('"loss_brightness"')[0]).split()
+    assert loss[:5] == ["/trainsound/value", "ssifdss", '"r"', '""', "0"] and float(loss[6]) == 1e300
+    grad = body(oscdump.wait_for('"grad_norm_notes"')[0]).split()
+    assert grad[:6] == ["/trainsound/value", "ssifdss", '"r"', '"fc1"', "0", "1.000000"] and float(grad[6]) == 1e39
+    st = query("127.0.0.1", b.port)
+    assert st["output_errors"] == {}
+    assert st["outputs"]["osc"]["sent"] == 4 and st["outputs"]["osc"]["send_errors"] == 0
+    code, err = b.stop()
+    assert code == 0 and "failed" not in err, err
