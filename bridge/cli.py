@@ -9,7 +9,6 @@ import ipaddress
 import json
 import logging
 import math
-import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +28,7 @@ DEFAULT_OSC_OUT_PORT = 57120  # SuperCollider's language port
 #: Subcommands that live in their own modules, each exposing ``add_parser(subparsers)``: name → module.
 #: Imported when the parser is built; each imports its heavy libraries only when it runs.
 PLUGIN_COMMANDS: dict[str, str] = {
+    "send": "trainsound.bridge.send",
     "render": "trainsound.bridge.render",
     "devices": "trainsound.bridge.sound.devices",
     "status": "trainsound.bridge.service.status",
@@ -152,51 +152,6 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     return Daemon(config, output_specs(args, config, live_midi_default=True), source=source).run()
 
 
-def parse_send_arg(text: str) -> Any:
-    """Type a shell word for OSC: ``i:``/``f:``/``s:`` prefixes force a type, else int, float, string.
-
-    >>> [parse_send_arg(w) for w in ("3", "0.5", "nan", "fc1", "s:12", "f:2")]
-    [3, 0.5, nan, 'fc1', '12', 2.0]
-    """
-    if len(text) > 2 and text[1] == ":" and text[0] in "ifs":
-        kind, rest = text[0], text[2:]
-        return int(rest) if kind == "i" else float(rest) if kind == "f" else rest
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def cmd_send(args: argparse.Namespace) -> int:
-    # python-osc builds the message: a one-off send, where its cost (bench/bench_codec.py) does not matter.
-    from pythonosc.osc_message_builder import BuildError, OscMessageBuilder
-
-    host, port = parse_hostport(args.to, "--to")
-    try:
-        values = [parse_send_arg(a) for a in args.args]
-    except ValueError as err:
-        raise TrainsoundError(f"bad argument: {err}") from err
-    if not args.address.startswith("/"):
-        raise TrainsoundError(f"OSC address must start with '/', got {args.address!r}")
-    builder = OscMessageBuilder(address=args.address)
-    for v in values:
-        builder.add_arg(v)
-    try:
-        data = builder.build().dgram
-    except BuildError as err:
-        raise TrainsoundError(f"cannot encode {args.address} {values}: {err}") from err
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.sendto(data, (host, port))
-        except OSError as err:
-            raise TrainsoundError(f"cannot send to {host}:{port}: {err.strerror}") from err
-    return EXIT_OK
-
-
 def cmd_ports(args: argparse.Namespace) -> int:
     try:
         import rtmidi
@@ -292,17 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_output_args(b, live_midi_default=True)
     b.set_defaults(func=cmd_bridge)
-
-    s = sub.add_parser(
-        "send",
-        help="send one OSC message (a shell one-liner client)",
-        description="Send one OSC message, e.g. trainsound send /nn/run1/loss 0.42. Words are typed "
-        "int, float or string; force a type with i:, f: or s:.",
-    )
-    s.add_argument("address")
-    s.add_argument("args", nargs="*")
-    s.add_argument("--to", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", metavar="HOST:PORT", help="the bridge's address")
-    s.set_defaults(func=cmd_send)
 
     sub.add_parser("ports", help="list MIDI output ports per MIDI API").set_defaults(func=cmd_ports)
 

@@ -20,16 +20,20 @@ from .bridge.wire.protocol import DEFAULT_HOST, DEFAULT_PORT
 from .bridge.wire.slip import encode as slip_encode
 from .errors import ClientArgumentError
 
-__all__ = ["ENV_ADDR", "TcpSender", "UdpSender", "make_sender", "parse_addr", "resolve_target", "resolve_transport",
-           "split_transport"]
+__all__ = ["ENV_ADDR", "TO_HELP", "TcpSender", "UdpSender", "choose_bridge", "make_sender", "parse_addr",
+           "resolve_target",
+           "resolve_transport", "split_transport"]
 
 log = logging.getLogger("trainsound.osc")
 
 #: ``host:port`` that overrides the default target of every client (an explicit argument wins).
 ENV_ADDR: Final = "TRAINSOUND_ADDR"
+#: ``--to``'s help in every command that talks to a running bridge (``send``, ``status``).
+TO_HELP: Final = (f"the bridge's address, HOST:PORT or tcp://HOST:PORT (default: ${ENV_ADDR}, else "
+                  f"{DEFAULT_HOST}:{DEFAULT_PORT})")
 
 
-def split_transport(text: str) -> tuple[str, str]:
+def split_transport(text: str, what: str = ENV_ADDR) -> tuple[str, str]:
     """``"tcp://host:port"`` → ``("tcp", "host:port")``; no scheme means UDP.
 
     >>> split_transport("tcp://127.0.0.1:9150"), split_transport("localhost:9150")
@@ -39,7 +43,7 @@ def split_transport(text: str) -> tuple[str, str]:
     if not sep:
         return "udp", text
     if scheme not in ("udp", "tcp"):
-        raise ClientArgumentError(f"{ENV_ADDR} scheme must be udp:// or tcp://, got {text!r}")
+        raise ClientArgumentError(f"{what} scheme must be udp:// or tcp://, got {text!r}")
     return scheme, rest
 
 
@@ -53,17 +57,33 @@ def parse_addr(text: str, what: str = ENV_ADDR) -> tuple[str, int]:
     ...
     trainsound.errors.ClientArgumentError: TRAINSOUND_ADDR must be host:port, got 'nonsense'
     """
-    host, sep, port = split_transport(text)[1].strip().rpartition(":")
-    host = host.strip("[]")
+    host, sep, port = split_transport(text, what)[1].strip().rpartition(":")
+    host = host.strip("[]") or (DEFAULT_HOST if sep else "")  # ":9150" means this machine
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ClientArgumentError(f"{what} must be host:port, got {text!r}")
     return host, int(port)
 
 
+def choose_bridge(to: str | None = None, what: str = "--to") -> tuple[str, str, int]:
+    """Which bridge to talk to, the one rule for every client and command: ``to`` (a ``--to`` option or an
+    argument), else ``$TRAINSOUND_ADDR``, else ``127.0.0.1:9150`` → ``(transport, host, port)``.
+
+    >>> choose_bridge("tcp://10.0.0.2:9000")
+    ('tcp', '10.0.0.2', 9000)
+    >>> choose_bridge("10.0.0.2", "--to")
+    Traceback (most recent call last):
+    ...
+    trainsound.errors.ClientArgumentError: --to must be host:port, got '10.0.0.2'
+    """
+    if to is None:
+        to, what = os.environ.get(ENV_ADDR) or f"{DEFAULT_HOST}:{DEFAULT_PORT}", ENV_ADDR
+    transport = split_transport(to, what)[0]
+    return (transport, *parse_addr(to, what))
+
+
 def resolve_target(host: str | None, port: int | None) -> tuple[str, int]:
     """The ``(host, port)`` to send to: explicit arguments, else ``$TRAINSOUND_ADDR``, else 127.0.0.1:9150."""
-    env = os.environ.get(ENV_ADDR)
-    env_host, env_port = parse_addr(env) if env else (DEFAULT_HOST, DEFAULT_PORT)
+    _, env_host, env_port = choose_bridge(None)
     host = env_host if host is None else host
     port = env_port if port is None else port
     if not isinstance(host, str) or not host:
@@ -197,8 +217,7 @@ def make_sender(host: str, port: int, transport: str) -> UdpSender | TcpSender:
 def resolve_transport(transport: str | None) -> str:
     """``udp`` or ``tcp``: the argument, else the scheme of ``$TRAINSOUND_ADDR``, else ``udp``."""
     if transport is None:
-        env = os.environ.get(ENV_ADDR)
-        transport = split_transport(env)[0] if env else "udp"
+        transport = choose_bridge(None)[0]
     if transport not in ("udp", "tcp"):
         raise ClientArgumentError(f"transport must be 'udp' or 'tcp', got {transport!r}")
     return transport

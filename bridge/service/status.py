@@ -19,9 +19,8 @@ from typing import Any
 from pythonosc.osc_message import OscMessage, ParseError
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
-from ..table import parse_hostport
-from ..wire.protocol import DEFAULT_HOST, DEFAULT_PORT
 from ..wire.slip import SlipDecoder
 from ..wire.slip import encode as slip_encode
 
@@ -139,7 +138,7 @@ def format_status(st: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    host, port = parse_hostport(args.to, "--to")
+    _, host, port = choose_bridge(args.to)  # TCP first, then UDP, whatever the scheme
     st = query(host, port, args.timeout)
     print(json.dumps(st, indent=2, sort_keys=True) if args.json else format_status(st))
     healthy = all(h.get("ok") for h in st.get("outputs", {}).values())
@@ -153,7 +152,7 @@ def add_parser(subparsers: Any) -> None:
         description="Ask the running bridge for uptime, messages received/mapped/dropped by reason, runs, "
         "voices and output health. Exit code: 0 healthy, 1 no answer, 3 an output is unhealthy.",
     )
-    p.add_argument("--to", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", metavar="HOST:PORT", help="the bridge's address")
+    p.add_argument("--to", metavar="HOST:PORT", help=TO_HELP)
     p.add_argument("--json", action="store_true", help="print the raw JSON reply")
     p.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="how long to wait for a reply")
     p.set_defaults(func=cmd_status)

@@ -129,7 +129,7 @@ def test_send_one_liner(bridge_proc, tmp_path: Path) -> None:  # type: ignore[no
     b.stop()
     got = [(a, v) for _, a, v in iter_messages(rec)]
     assert got == [("/nn/cli/loss", (0.5,)), ("/nn/cli/step", (3, 1)), ("/nn/cli/event", ("epoch",)),
-                   ("/nn/cli/weight/fc1", (0, 0.10000000149011612, 0.5, 3, 0.0))]
+                   ("/nn/cli/weight/fc1", (0.0, 0.10000000149011612, 0.5, 3.0, 0.0))]  # typed as /nn expects
 
 
 @pytest.mark.parametrize("command", ["bridge", "send", "ports", "check-config", "replay"])
