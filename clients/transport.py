@@ -104,7 +104,13 @@ def _resolve(host: str, port: int, kind: socket.SocketKind) -> tuple[socket.Addr
 
 
 class UdpSender:
-    """A resolved destination and a non-blocking UDP socket. ``sendto`` never raises."""
+    """A resolved destination and a non-blocking, *connected* UDP socket. ``sendto`` never raises.
+
+    Connected, because only a connected UDP socket hears the kernel's ICMP "port unreachable": with no
+    bridge listening, the send after the first fails with ECONNREFUSED, which is logged once (logger
+    ``trainsound.osc``) and counted in ``dropped`` — the README's "one warning". Nothing is buffered:
+    once a bridge listens on the port, the next send arrives.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         family, self.target = _resolve(host, port, socket.SOCK_DGRAM)
@@ -112,23 +118,33 @@ class UdpSender:
         self.sock.setblocking(False)
         # A client the user never closes must not leak a socket (nor a ResourceWarning).
         self._finalizer = weakref.finalize(self, self.sock.close)
+        try:
+            self.sock.connect(self.target)  # UDP connect sends nothing; it only fixes the peer
+            self._connected = True
+        except OSError:  # e.g. no route yet: fall back to sendto, whose errors are counted the same way
+            self._connected = False
         self.sent = 0
         self.dropped = 0
         self._warned = False
 
     def sendto(self, data: bytes) -> None:
         try:
-            self.sock.sendto(data, self.target)
+            if self._connected:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, self.target)
             self.sent += 1
         except OSError as err:
             self.dropped += 1
             if not self._warned:
                 self._warned = True
+                hint = " (is the bridge running?)" if isinstance(err, ConnectionRefusedError) else ""
                 log.warning(
-                    "trainsound: cannot send to %s:%s (%s); training goes on, further failures are only counted",
+                    "trainsound: cannot send to %s:%s: %s%s; training goes on, further failures are only counted",
                     self.target[0],
                     self.target[1],
-                    err,
+                    err.strerror or err,
+                    hint,
                 )
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import math
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from trainsound import activations as activations_mod
 from trainsound import distributed as distributed_mod
 from trainsound import errors as errors_mod
 from trainsound import osc as osc_mod
+from trainsound.bridge.service.status import query
 from trainsound.bridge.wire.osc import encode_bundle, encode_message
 from trainsound.bridge.wire.protocol import parse_event
 
@@ -92,14 +94,32 @@ def test_a_large_step_is_split_into_datagrams_under_the_limit(receiver) -> None:
     assert [args[0] for _, args in msgs[1:]] == [float(i) for i in range(300)]
 
 
-def test_no_bridge_listening_warns_once_counts_and_keeps_trying(closed_port, caplog) -> None:
+def test_no_bridge_listening_warns_once_counts_and_keeps_trying(closed_port, caplog, bridge_proc) -> None:
+    """Issue 16 #25: over UDP the kernel's "port unreachable" reaches a connected socket as ECONNREFUSED on a
+    later send: one warning, the refused datagrams counted, nothing raised; once a bridge listens on the
+    port the next send arrives (before: no warning at all, every datagram counted as sent)."""
     caplog.set_level(logging.WARNING, logger="trainsound.osc")
     with Client(port=closed_port, run="r") as c:
         for i in range(50):
             c.loss(float(i))
             c.step(i)
-        assert c.sent + c.dropped == 50
-    assert len([r for r in caplog.records if "cannot send" in r.getMessage()]) <= 1
+            time.sleep(0.001)  # the ICMP answer is asynchronous: give it a moment, as a real step would
+        assert c.sent + c.dropped == 50 and c.dropped >= 10
+        warnings = [r.getMessage() for r in caplog.records if "cannot send" in r.getMessage()]
+        assert warnings == [f"trainsound: cannot send to 127.0.0.1:{closed_port}: Connection refused "
+                            "(is the bridge running?); training goes on, further failures are only counted"]
+        bridge_proc(["--no-midi"], port=closed_port)
+        dropped = c.dropped  # the first send may still carry the refusal of the last one before the start
+        for i in range(50, 53):
+            c.loss(float(i))
+            c.step(i)
+        lost = c.dropped - dropped
+    assert lost <= 1
+    deadline = time.monotonic() + 5
+    while query("127.0.0.1", closed_port)["accepted"] < 2 * (3 - lost) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert query("127.0.0.1", closed_port)["accepted"] == 2 * (3 - lost)  # loss + step per datagram
+    assert len([r for r in caplog.records if "cannot send" in r.getMessage()]) == 1
 
 
 def test_a_send_failure_is_counted_and_logged_once(caplog) -> None:
