@@ -9,6 +9,8 @@ import ipaddress
 import json
 import logging
 import math
+import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +36,34 @@ PLUGIN_COMMANDS: dict[str, str] = {
     "status": "trainsound.bridge.service.status",
     "demo": "trainsound.bridge.demo",
 }
+
+
+#: Arguments that name a file: argparse dest → how the user wrote it (for the error message).
+PATH_ARGS = {"config": "--config", "record": "--record", "wav": "--wav", "midi_file": "--midi-file",
+             "session": "session"}
+#: A systemd specifier at the start of a path segment (``%h/…``): a unit expands it in its own settings,
+#: never in an EnvironmentFile, so from ``TRAINSOUND_ARGS`` it arrives literally.
+_SPECIFIER = re.compile(r"(?:^|/)(%[A-Za-z])")
+
+
+def expand_path(flag: str, text: str) -> str:
+    """A file argument as a shell user means it, whoever started us (systemd does no shell expansion):
+    ``~/`` and ``$HOME/`` are the home folder; a systemd specifier is refused, not made a relative folder.
+
+    >>> expand_path("--record", "~/a.tsr") == os.path.join(os.path.expanduser("~"), "a.tsr")
+    True
+    >>> expand_path("--record", "%h/a.tsr")
+    Traceback (most recent call last):
+    ...
+    trainsound.bridge.errors.ConfigError: --record '%h/a.tsr': %h is a systemd specifier, ...
+    """
+    m = _SPECIFIER.search(text)
+    if m:
+        raise cfgmod.ConfigError(f"{flag} {text!r}: {m.group(1)} is a systemd specifier, which an environment "
+                                 "file does not expand; write ~/… instead")
+    if text.startswith(("$HOME/", "${HOME}/")):
+        text = "~/" + text.split("/", 1)[1]
+    return os.path.expanduser(text)
 
 
 def setup_logging(verbosity: int) -> None:
@@ -278,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
     try:
+        for dest, flag in PATH_ARGS.items():
+            if isinstance(getattr(args, dest, None), str):
+                setattr(args, dest, expand_path(flag, getattr(args, dest)))
         rc: int = args.func(args)
         return rc
     except TrainsoundError as err:

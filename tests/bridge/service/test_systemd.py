@@ -10,14 +10,21 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import unitexpand
+from support import free_udp_port
 
+from trainsound.bridge.errors import TrainsoundError
 from trainsound.bridge.service.sdnotify import Notifier
+from trainsound.bridge.service.status import query
+from trainsound.bridge.wire.osc import encode_message
+from trainsound.bridge.wire.session import iter_messages
 
 ROOT = Path(__file__).resolve().parents[3]
 UNITS = ROOT / "systemd"
@@ -63,6 +70,90 @@ def test_unit_exposure_is_at_most_2(unit: str, tmp_path: Path) -> None:
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
     assert m, r.stdout + r.stderr
     assert float(m.group(1)) <= MAX_EXPOSURE, r.stdout
+
+
+# -- the user unit's command line after systemd's expansion (issue 16 #21) -----------------------
+DOCS = ROOT / "docs" / "service.md"
+
+
+def _documented_env_line() -> str:
+    """The ``TRAINSOUND_ARGS=…`` line docs/service.md tells users to put in their environment file."""
+    m = re.search(r"`(TRAINSOUND_ARGS=[^`]+)`", DOCS.read_text())
+    assert m, "docs/service.md no longer shows a TRAINSOUND_ARGS line"
+    return m.group(1)
+
+
+def _start_user_unit(tmp_path: Path, env_line: str) -> tuple[subprocess.Popen[str], Path, int]:
+    """Write ``env_line`` to the environment file, expand the user unit as systemd would, start it."""
+    env = _fake_home(tmp_path)
+    home = Path(env["HOME"])
+    (home / ".config/trainsound").mkdir(parents=True)
+    (home / ".local/share/trainsound").mkdir(parents=True)  # docs/service.md's mkdir
+    port = free_udp_port()
+    # --listen/--no-midi keep the test off the real port and JACK; they go where a user's flags go.
+    (home / ".config/trainsound/bridge.env").write_text(f"{env_line} --listen 127.0.0.1:{port} --no-midi\n")
+    unit = unitexpand.expand(UNITS / "trainsound-bridge.service", str(home), "tester", env["XDG_RUNTIME_DIR"], env)
+    assert unit.argv[:2] == [str(home / ".local/bin/trainsound"), "bridge"]
+    assert unit.cwd == str(home / ".local/share/trainsound")
+    proc = subprocess.Popen(unit.argv, cwd=unit.cwd, env=unit.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    return proc, home, port
+
+
+def test_user_unit_documented_args_record_under_the_home_after_systemd_expansion(tmp_path: Path) -> None:
+    """Before: the documented ``--record %h/…`` reached the bridge literally and wrote ``~/%h/…`` (a
+    crash loop under ProtectHome=read-only); now the documented line records where it says."""
+    env_line = _documented_env_line()
+    proc, home, port = _start_user_unit(tmp_path, env_line)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                query("127.0.0.1", port, timeout=0.5)
+                break
+            except TrainsoundError:
+                assert time.monotonic() < deadline, "the unit's command line never answered"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(encode_message("/nn/unit/loss", [0.5]), ("127.0.0.1", port))
+        while query("127.0.0.1", port)["accepted"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    want = Path(env_line.split("--record ", 1)[1].split()[0].replace("~", str(home), 1))
+    assert want.parent == home / ".local/share/trainsound"
+    recordings = sorted(want.parent.glob(want.stem + "*" + want.suffix))  # a restart may number the name
+    assert recordings, f"no recording in {want.parent}: {list(want.parent.iterdir())}"
+    assert [(a, v) for _, a, v in iter_messages(recordings[0])] == [("/nn/unit/loss", (0.5,))]
+    assert not [p for p in home.rglob("*") if "%" in p.name or p.name == "~"]
+
+
+def test_a_specifier_in_the_environment_file_is_one_line_not_a_folder_nor_a_restart_loop(tmp_path: Path) -> None:
+    proc, home, _ = _start_user_unit(tmp_path, "TRAINSOUND_ARGS=--record %h/.local/share/trainsound/s.tsr")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert err.strip() == ("trainsound: error: --record '%h/.local/share/trainsound/s.tsr': %h is a systemd "
+                           "specifier, which an environment file does not expand; write ~/… instead")
+    assert not [p for p in home.rglob("*") if "%" in p.name]
+    for unit in ("trainsound-bridge.service", "trainsound-bridge-system.service"):
+        assert ("RestartPreventExitStatus", "2") in unitexpand.read_service(UNITS / unit), unit
+
+
+def test_documentation_links_point_to_what_the_install_steps_install() -> None:
+    """Every ``Documentation=`` is a web address or a file the documented install commands put there."""
+    installed = set()
+    for doc in (DOCS, ROOT / "README.md"):
+        for src, dest in re.findall(r"install -D -m 644 (docs/\S+) (\S+)", doc.read_text()):
+            assert (ROOT / src).is_file(), src
+            installed.add(dest.replace("~", "%h", 1))
+    for unit in ("trainsound-bridge.service", "trainsound-bridge-system.service"):
+        links = re.findall(r"^Documentation=(.+)$", (UNITS / unit).read_text(), re.M)
+        assert links, unit
+        for link in " ".join(links).split():
+            assert link.startswith(("https://", "http://")) or link.removeprefix("file://") in installed, (unit, link)
 
 
 def test_units_are_notify_with_watchdog_and_restart() -> None:
