@@ -12,7 +12,6 @@ jackd with the dummy backend).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -25,10 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _answers
 import _jackrig
 import numpy as np
 
-from trainsound.bridge.wire.osc import decode_message, encode_bundle, encode_message
+from trainsound.bridge.wire.osc import encode_bundle, encode_message
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [f"layer{i}" for i in range(64)]
@@ -74,25 +74,28 @@ class Bridge:
                 return
             except TimeoutError:
                 continue
-        raise RuntimeError("bridge did not start")
+        self.close()
+        raise RuntimeError("bridge did not answer /trainsound/ping within 20 s")
 
-    def status(self) -> dict[str, Any]:
-        self.sock.sendto(encode_message("/trainsound/status"), ("127.0.0.1", self.port))
-        while True:
-            data, _ = self.sock.recvfrom(1 << 20)
-            a, args = decode_message(data)
-            if a == "/trainsound/status.reply":
-                st: dict[str, Any] = json.loads(str(args[0]))
-                return st
+    answer_timeout = 10.0
 
-    def counts(self) -> tuple[int, int]:
-        """(messages received, messages accepted)."""
+    def status(self) -> dict[str, Any] | None:
+        """Over TCP, as ``trainsound status`` asks; ``None`` (reported) when no answer comes in time."""
+        return _answers.status(self.port, self.answer_timeout)
+
+    def counts(self) -> tuple[int, int] | None:
+        """(messages received, messages accepted), or ``None`` when the bridge did not answer."""
         st = self.status()
-        return st["received"], st["accepted"]
+        return None if st is None else (st["received"], st["accepted"])
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=20)
+        try:
+            self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            print("  bridge: no exit within 20 s of SIGTERM; killed", flush=True)
+            self.proc.kill()
+            self.proc.communicate()
         self.sock.close()
 
 
@@ -132,10 +135,10 @@ class PyOsc:
         assert self.q.get(timeout=10) == "ready"
         self.base = 0
 
-    def counts(self) -> tuple[int, int]:
+    def counts(self) -> tuple[int, int] | None:
         self.q.put("count")
-        n: int = self.q.get(timeout=30)
-        return n, n
+        n: int | None = _answers.get(self.q, 30, "python-osc server count")
+        return None if n is None else (n, n)
 
     def close(self) -> None:
         self.q.put("stop")
@@ -176,27 +179,44 @@ def _send(port: int, rate: float, seconds: float, shape: str, out: Any) -> None:
     out.put((sent * per, time.perf_counter() - t0))
 
 
-def trial(receiver: Bridge | PyOsc, rate: float, seconds: float, shape: str) -> tuple[int, int, float]:
-    _, before_a = receiver.counts()
+def trial(receiver: Bridge | PyOsc, rate: float, seconds: float, shape: str) -> tuple[int, int, float] | None:
+    """``(sent, accepted, achieved rate)``, or ``None`` when an answer did not come in time (reported)."""
+    before = receiver.counts()
+    if before is None:
+        return None
     q: Any = mp.Queue()
     p = mp.Process(target=_send, args=(receiver.port, rate, seconds, shape, q))
     p.start()
-    sent, took = q.get(timeout=seconds * 10 + 30)
-    p.join()
+    result = _answers.get(q, seconds * 10 + 30, "sender")
+    p.join(10)
+    if result is None:
+        p.kill()
+        return None
+    sent, took = result
     time.sleep(0.3)
-    _, after_a = receiver.counts()
-    return sent, after_a - before_a, sent / took
+    after = receiver.counts()
+    if after is None:
+        return None
+    return sent, after[1] - before[1], sent / took
 
 
 def sustained(make: Any, shape: str, rates: list[float], seconds: float) -> tuple[float, list[str]]:
     best = 0.0
     lines = []
     for rate in rates:
-        r = make()
         try:
-            sent, got, actual = trial(r, rate, seconds, shape)
+            r = make()
+        except RuntimeError as err:  # e.g. the bridge did not start in time on a busy machine
+            lines.append(f"    asked {rate:>9,.0f}/s  not run: {err}")
+            break
+        try:
+            res = trial(r, rate, seconds, shape)
         finally:
             r.close()
+        if res is None:
+            lines.append(f"    asked {rate:>9,.0f}/s  no answer in time: rate not counted, stopping here")
+            break
+        sent, got, actual = res
         lost = sent - got
         lines.append(f"    asked {rate:>9,.0f}/s  sent {actual:>9,.0f}/s  received {got:>9,}  lost {lost:>7,}")
         if actual < rate * 0.95:
@@ -230,11 +250,12 @@ def _paced_sender(port: int, n: int, out: Any) -> None:
     out.put(sends)
 
 
-def latency(seconds: float) -> tuple[float, float, int] | None:
+def latency(seconds: float) -> tuple[float, float, int] | str:
+    """``(p50 µs, p99 µs, events)``, or why it was not measured."""
     try:
         import rtmidi
     except ImportError:
-        return None
+        return "python-rtmidi missing"
     jackd, _, rt = _jackrig.start_jackd(48_000, JACK_PERIOD)
     env = dict(os.environ)
     print(f"latency: private jackd, {'realtime' if rt else 'non-realtime'}, {JACK_PERIOD} frames at 48 kHz")
@@ -250,17 +271,23 @@ def latency(seconds: float) -> tuple[float, float, int] | None:
             'range = [0, 127]\nvoices = "none"\n'
         )
         b = Bridge(["--config", str(cfg), "--midi-api", "jack", "--midi-port", "latprobe:in"], env=env, midi=True)
-        while not b.status()["outputs"]["midi"]["ok"]:
+        deadline = time.monotonic() + 30
+        while not ((st := b.status()) and st["outputs"]["midi"]["ok"]):
+            if time.monotonic() > deadline:
+                b.close()
+                return "the bridge's MIDI output was not connected within 30 s"
             time.sleep(0.05)
         time.sleep(0.5)
         q: Any = mp.Queue()
         n = int(1000 * seconds)
         sender = mp.Process(target=_paced_sender, args=(b.port, n, q))
         sender.start()
-        sends: list[float] = q.get(timeout=seconds + 60)
-        sender.join()
+        sends: list[float] | None = _answers.get(q, seconds + 60, "latency sender")
+        sender.join(10)
         time.sleep(0.5)
         b.close()
+        if sends is None:
+            return f"the paced sender did not finish within {seconds + 60:g} s"
         probe.cancel_callback()
         probe.close_port()
         probe.delete()
@@ -302,8 +329,8 @@ def main() -> int:
     print(f"plain:   {plain:>9,.0f} msg/s    = {plain / base:5.1f}× python-osc   (target ≥ 50,000)")
     print(f"bundled: {bundled:>9,.0f} values/s = {bundled / base:5.1f}× python-osc   (target ≥ 200,000)")
     lat = latency(3.0 if args.quick else 5.0)
-    if lat is None:
-        print("latency: python-rtmidi missing, not measured")
+    if isinstance(lat, str):
+        print(f"latency: not measured ({lat})")
     else:
         p50, p99, k = lat
         print(

@@ -22,6 +22,7 @@ shows as a gap), and the deepest the output's queue got.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import time
 import uuid
 from typing import Any
 
+import _answers
 import _jackrig
 
 BLOCK = 256
@@ -90,18 +92,23 @@ class Monitor:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_monitor_main, args=(child, src), daemon=True)
         self.proc.start()
-        msg = self.conn.recv()
-        if msg[0] != "ready":
-            sys.exit(f"bench_pyo: {msg[1]}")
+        msg = _answers.recv(self.conn, 30, "JACK monitor start")
+        if msg is None or msg[0] != "ready":
+            self.close()
+            sys.exit(f"bench_pyo: {'the JACK monitor did not start within 30 s' if msg is None else msg[1]}")
 
     def snap(self) -> dict[str, int]:
+        """Counters so far; zeros (and a printed line) if the monitor does not answer within 10 s."""
         self.conn.send("snap")
-        result: dict[str, int] = self.conn.recv()
-        return result
+        result: dict[str, int] | None = _answers.recv(self.conn, 10, "JACK monitor counters")
+        return result if result is not None else {"xruns": 0, "blocks": 0, "silent": 0, "unanswered": 1}
 
     def close(self) -> None:
-        self.conn.send("close")
+        with contextlib.suppress(OSError):
+            self.conn.send("close")
         self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
 
 
 def feed(pipe: Any, rate: int, seconds: float, layers: int, stop: threading.Event) -> int:

@@ -18,7 +18,6 @@ from the renderer's own underruns. The load average is printed with the results.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -32,12 +31,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import _answers
 import numpy as np
 
 from trainsound.bridge.config import default
 from trainsound.bridge.mapping import Mapped
 from trainsound.bridge.outputs.sine import SineOut
-from trainsound.bridge.wire.osc import decode_message, encode_message
+from trainsound.bridge.wire.osc import encode_message
 
 SR = 48_000
 BLOCK = 256
@@ -147,28 +147,18 @@ def live_underruns(seconds: float, rate: int, baseline: float) -> dict[str, obje
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         dest = ("127.0.0.1", port)
 
-        def status() -> dict[str, Any]:
-            s.setblocking(False)  # drop replies to earlier (retried) requests: they are stale
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    s.recvfrom(1 << 20)
-            s.settimeout(0.2)
-            s.sendto(encode_message("/trainsound/status"), dest)
-            t_end = time.time() + 30
-            while time.time() < t_end:
-                try:
-                    data, _ = s.recvfrom(1 << 20)
-                except TimeoutError:
-                    s.sendto(encode_message("/trainsound/status"), dest)
-                    continue
-                addr, args = decode_message(data)
-                if addr == "/trainsound/status.reply":
-                    return dict(json.loads(str(args[0])))
-            raise TimeoutError("no status from the bridge")
+        def status(what: str) -> dict[str, Any] | None:
+            return _answers.status(port, 30.0, what)  # TCP, as `trainsound status` asks
 
-        status()  # the bridge is up
+        deadline = time.monotonic() + 60
+        while status("status at start") is None:  # the bridge is up
+            if bridge.poll() is not None or time.monotonic() > deadline:
+                return {"error": "the bridge did not answer within 60 s of its start"}
         time.sleep(1.0)  # past the engine's start-up
-        before = status()["outputs"]["sine"]
+        st0 = status("status before the live run")
+        if st0 is None:
+            return {"error": "no status before the live run within 30 s"}
+        before = st0["outputs"]["sine"]
         layers = 64
         msgs = [encode_message(f"/nn/r/grad_norm/l{i}", [float(v)])
                 for i, v in enumerate(np.geomspace(1e-3, 10, layers))]
@@ -181,8 +171,10 @@ def live_underruns(seconds: float, rate: int, baseline: float) -> dict[str, obje
                 s.sendto(msgs[sent % layers], dest)
                 sent += 1
             time.sleep(0.001)
-        after = status()
         load_xruns = counter.xruns - x0
+        after = status("status after the live run")
+        if after is None:
+            return {"error": "no status after the live run within 30 s", "sent": sent, "jackd_xruns": load_xruns}
         sine = after["outputs"]["sine"]
         return {
             "idle_baseline": idle,
