@@ -83,29 +83,24 @@ def real_arg(v: float) -> tuple[str, bytes]:
     return "f", pack_f32(v)
 
 
-def encode_typed(address: str, head: Sequence[str | int | float], tail: Sequence[tuple[str, bytes]],
-                 rest: Sequence[str]) -> bytes:
-    """An OSC message of plain arguments, pre-typed ones, then strings (``value``'s and ``step``'s shape)."""
-    tags = [","]
-    body = []
-    for a in head:
-        if isinstance(a, str):
-            tags.append("s")
-            body.append(pad(a.encode("utf-8")))
-        elif isinstance(a, int):
-            tag, data = int_arg(a)
-            tags.append(tag)
-            body.append(data)
-        else:
-            tags.append("f")
-            body.append(pack_f32(a))
-    for tag, data in tail:
-        tags.append(tag)
-        body.append(data)
-    for text in rest:
-        tags.append("s")
-        body.append(pad(text.encode("utf-8")))
-    return pad(address.encode("utf-8")) + pad("".join(tags).encode()) + b"".join(body)
+def typed_arg(a: str | int | float) -> tuple[str, bytes]:
+    """One argument in the narrowest OSC type that keeps its value: ``s``, ``i``/``h``, ``f``/``d``."""
+    if isinstance(a, str):
+        return "s", pad(a.encode("utf-8"))
+    if isinstance(a, int):
+        return int_arg(a)
+    return real_arg(a)
+
+
+def encode_typed(address: str, args: Sequence[str | int | float]) -> bytes:
+    """An OSC message whose numbers widen to ``h``/``d`` where ``i``/``f`` would lose them.
+
+    >>> encode_typed("/s", ["r", 2**31, -1])[:12]
+    b'/s\\x00\\x00,shi\\x00\\x00\\x00\\x00'
+    """
+    pairs = [typed_arg(a) for a in args]
+    tags = "," + "".join(tag for tag, _ in pairs)
+    return pad(address.encode("utf-8")) + pad(tags.encode()) + b"".join(data for _, data in pairs)
 
 
 @dataclass(frozen=True)
@@ -196,19 +191,17 @@ class OscOut(BaseOutput):
                     self._send(encode_message(self._alarm, [m.run, name, kind]))
             else:
                 raw = m.value if math.isfinite(m.value) else 0.0
+                args: list[str | int | float] = [m.run, name, m.voice, m.norm, raw, kind, m.rule_name]
                 a = abs(raw)
-                if a > FLT_MAX or 0.0 < a < FLT_MIN:  # rare: the fast path below would turn it into ±Inf or 0
-                    data = encode_typed(self._value, [m.run, name, m.voice, m.norm], [real_arg(raw)],
-                                        [kind, m.rule_name])
-                else:
-                    data = encode_message(self._value, [m.run, name, m.voice, m.norm, raw, kind, m.rule_name])
-                self._send(data)
+                # Rare: the fast encoder's float32 would turn such a value into ±Inf or 0.
+                wide = a > FLT_MAX or 0.0 < a < FLT_MIN
+                self._send(encode_typed(self._value, args) if wide else encode_message(self._value, args))
         if event is None:
             return
         if event.kind == "step" and self.opts.steps:
             epoch = int(event.values[1]) if len(event.values) > 1 else -1
-            # int64 steps arrive (``h``): int_arg sends ``h`` where ``i`` would overflow.
-            self._send(encode_typed(self._step, [event.run, int(event.values[0]), epoch], (), ()))
+            # int64 steps arrive (``h``): sent as ``h`` where ``i`` would overflow.
+            self._send(encode_typed(self._step, [event.run, int(event.values[0]), epoch]))
         elif event.kind == "activation_spectrum" and self.opts.spectra and event.blob is not None:
             self._send(encode_message(self._spectrum, [event.run, event.name, event.blob]))
 
