@@ -18,6 +18,7 @@ from typing import Any
 from . import __version__
 from . import config as cfgmod
 from .errors import TrainsoundError
+from .ratelog import EscapingFormatter
 from .table import parse_hostport
 from .wire.protocol import DEFAULT_HOST, DEFAULT_PORT
 
@@ -68,7 +69,10 @@ def expand_path(flag: str, text: str) -> str:
 
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Escaping formatter: log lines quote OSC addresses and run names, which must not forge lines.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def load_config(path: str | None) -> cfgmod.Config:

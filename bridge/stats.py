@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ratelog import escape
+
 log = logging.getLogger("trainsound.bridge.input")
 
 #: At most one log line per reason per this many seconds (the rest are counted).
@@ -18,7 +20,7 @@ def fmt_sender(sender: object) -> str:
     if isinstance(sender, tuple) and len(sender) >= 2:
         host = sender[0]
         return f"[{host}]:{sender[1]}" if ":" in str(host) else f"{host}:{sender[1]}"
-    return str(sender)
+    return escape(sender)
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Stats:
         if now - last >= LOG_INTERVAL:
             suppressed = total - total_then - 1
             more = f" (+{suppressed} more since last report)" if suppressed > 0 else ""
-            log.warning("%s%s", line, more)
+            log.warning("%s%s", escape(line), more)
             self._last_log[reason] = (now, total)
 
     def snapshot(self) -> dict[str, Any]:
