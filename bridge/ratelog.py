@@ -87,3 +87,29 @@ class RateLimited:
 
     def error(self, key: str, msg: str, *args: object) -> bool:
         return self.log(logging.ERROR, key, msg, *args)
+
+
+class TokenBucket:
+    """A global rate limit: ``rate`` tokens a second, at most ``burst`` saved up.
+
+    >>> b = TokenBucket(rate=1.0, burst=2.0, clock=lambda: 0.0)
+    >>> b.take(), b.take(), b.take()
+    (True, True, False)
+    """
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = burst
+        self._last = clock()
+
+    def take(self, n: float = 1.0, now: float | None = None) -> bool:
+        """Spend ``n`` tokens if there are that many; False (nothing spent) otherwise."""
+        t = self.clock() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (t - self._last) * self.rate)
+        self._last = t
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
