@@ -37,6 +37,7 @@ DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 DEFAULT_TCP = True
 DEFAULT_TCP_MAX_CONNECTIONS = 8
 DEFAULT_TCP_MAX_FRAME = 65_536
+DEFAULT_TCP_IDLE = 300.0
 DEFAULT_MAX_RUNS = 64
 DEFAULT_RUN_IDLE = 600.0
 
@@ -64,6 +65,8 @@ class BridgeOptions:
     """Also accept OSC 1.1 over TCP (SLIP framing) on the same host and port."""
     tcp_max_connections: int = DEFAULT_TCP_MAX_CONNECTIONS
     tcp_max_frame: int = DEFAULT_TCP_MAX_FRAME
+    tcp_idle: float = DEFAULT_TCP_IDLE
+    """Seconds a TCP connection may stay silent before the bridge closes it (0: never)."""
     max_runs: int = DEFAULT_MAX_RUNS
     """Runs tracked at once; when full, runs idle for ``run_idle`` seconds are forgotten."""
     run_idle: float = DEFAULT_RUN_IDLE
@@ -183,6 +186,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         tcp=b.boolean("tcp", DEFAULT_TCP),
         tcp_max_connections=b.integer("tcp_max_connections", DEFAULT_TCP_MAX_CONNECTIONS, 0, 1024),
         tcp_max_frame=b.integer("tcp_max_frame", DEFAULT_TCP_MAX_FRAME, 64, 1 << 24),
+        tcp_idle=b.number("tcp_idle", DEFAULT_TCP_IDLE, 0.0, 86_400.0 * 365),
         max_runs=b.integer("max_runs", DEFAULT_MAX_RUNS, 1, 100_000),
         run_idle=b.number("run_idle", DEFAULT_RUN_IDLE, 0.0, 86_400.0 * 365),
         max_voices=b.integer("max_voices", DEFAULT_MAX_VOICES, 1, 100_000),

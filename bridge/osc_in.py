@@ -12,7 +12,14 @@ never starved by a UDP flood.
 
 Control messages (``/trainsound/status``, ``/trainsound/ping``) that come alone in
 a datagram are answered here, on the transport they came by, by the ``control``
-function the daemon gives; they never enter the pipeline.
+function the daemon gives; they never enter the pipeline. Over UDP, whose sender
+address can be forged, a reply is never larger than its request (``control`` is
+told the limit) and replies share one global rate limit, so the bridge cannot be
+used as a reflection amplifier (docs/security.md).
+
+Hostile TCP peers are bounded too: each gets at most ``TCP_TURN_BYTES`` per turn of
+the loop, a connection idle for ``[bridge].tcp_idle`` seconds is closed, and a new
+connection at the cap evicts the idlest one if it has been idle ``TCP_EVICT_IDLE`` s.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from collections.abc import Callable, Sequence
 
 from .errors import OSCDecodeError
 from .pipeline import Pipeline
+from .ratelog import RateLimited, TokenBucket
 from .sockets import Allowlist
 from .stats import Stats
 from .wire.osc import OscArg, decode_message
@@ -36,24 +44,36 @@ from .wire.slip import encode as slip_encode
 
 log = logging.getLogger(__name__)
 
-#: A control message's answer: ``control(address, args)`` → the reply datagram, or ``None`` if unknown.
-Control = Callable[[str, tuple[OscArg, ...]], "bytes | None"]
+#: A control message's answer: ``control(address, args, limit)`` → the reply datagram (at most ``limit``
+#: bytes when ``limit`` is not ``None``), or ``None`` if the message is unknown.
+Control = Callable[[str, tuple[OscArg, ...], "int | None"], "bytes | None"]
 Feed = Callable[[bytes, float, object], None]
 
 TICK_INTERVAL = 0.002
 MAX_DATAGRAM = 65_535
 _CONTROL = CONTROL_PREFIX.encode()
-TCP_READ = 65_536
 TCP_SEND_BUFFER = 1 << 20
+#: Bytes read from one TCP peer per turn of the loop: no peer takes more than its share, UDP is served between.
+TCP_TURN_BYTES = 16_384
+#: A new connection at the cap evicts the idlest peer if that one has been silent this long.
+TCP_EVICT_IDLE = 2.0
+#: UDP replies (pongs, status) the bridge sends per second over all senders, and the burst it allows.
+UDP_REPLY_RATE = 100.0
+UDP_REPLY_BURST = 100.0
+_warn = RateLimited(log)
 
 
 class TcpPeer:
     """One OSC-over-TCP connection: a SLIP decoder and a bounded, non-blocking way back."""
 
-    def __init__(self, sock: socket.socket, addr: tuple[str, int], max_frame: int) -> None:
+    def __init__(self, sock: socket.socket, addr: tuple[str, int], max_frame: int, now: float = 0.0) -> None:
         self.sock = sock
         self.addr = addr
         self.decoder = SlipDecoder(max_frame)
+        self.last = now
+        """When it last sent something (accept time at first): what the idle timeout and eviction look at."""
+        self.frames = 0
+        """Frames it sent that were not control messages: a sender's, logged at INFO; a status poll stays DEBUG."""
 
     def __str__(self) -> str:
         return (
@@ -71,15 +91,21 @@ class TcpPeer:
 class TcpServer:
     """OSC 1.1 stream transport (SLIP framing) on the bridge's host and port, bounded in connections and frame size."""
 
-    def __init__(self, sock: socket.socket, stats: Stats, allow: Allowlist, max_connections: int, max_frame: int):
+    def __init__(self, sock: socket.socket, stats: Stats, allow: Allowlist, max_connections: int, max_frame: int,
+                 idle: float = 300.0):
         self.sock = sock
         self.stats = stats
         self.allow = allow
         self.max_connections = max_connections
         self.max_frame = max_frame
+        self.idle = idle
+        """Seconds a connection may stay silent before it is closed (0: never)."""
         self.peers: dict[socket.socket, TcpPeer] = {}
         self.accepted = 0
         self.refused = 0
+        self.evicted = 0
+        self.timed_out = 0
+        self._next_sweep = 0.0
 
     def sockets(self) -> list[socket.socket]:
         return [self.sock, *self.peers]
@@ -93,15 +119,17 @@ class TcpServer:
         self.serve_readable(readable, feed, now)
 
     def serve_readable(self, readable: Sequence[socket.socket], feed: Feed, now: float) -> None:
+        if now >= self._next_sweep:
+            self.sweep(now)
         for s in readable:
             if s is self.sock:
-                self._accept()
+                self._accept(now)
                 continue
             peer = self.peers.get(s)
             if peer is None:
                 continue
             try:
-                data = s.recv(TCP_READ)
+                data = s.recv(TCP_TURN_BYTES)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError as err:
@@ -110,7 +138,12 @@ class TcpServer:
             if not data:
                 self._close(peer)
                 continue
+            peer.last = now
             for packet in peer.decoder.feed(data):
+                if not packet.startswith(_CONTROL):
+                    if not peer.frames:
+                        log.info("%s: sending (OSC over TCP, SLIP)", peer)
+                    peer.frames += 1
                 feed(packet, now, peer)
             if peer.decoder.errors:
                 for e in peer.decoder.errors:
@@ -118,7 +151,29 @@ class TcpServer:
                     self.stats.drop(e.reason, peer, str(e))
                 peer.decoder.errors.clear()
 
-    def _accept(self) -> None:
+    def sweep(self, now: float) -> None:
+        """Close connections silent for longer than ``idle`` seconds (checked at most once a second)."""
+        self._next_sweep = now + 1.0
+        if not self.idle:
+            return
+        for peer in [p for p in self.peers.values() if now - p.last > self.idle]:
+            self.timed_out += 1
+            self.stats.note("tcp_idle_closed", peer, f"silent for {now - peer.last:.0f} s ([bridge].tcp_idle)")
+            self._close(peer)
+
+    def _make_room(self, now: float) -> bool:
+        """At the cap: evict the idlest connection if it has been silent ``TCP_EVICT_IDLE`` s; True if room."""
+        if len(self.peers) < self.max_connections:
+            return True
+        idlest = min(self.peers.values(), key=lambda p: p.last, default=None)
+        if idlest is None or now - idlest.last < TCP_EVICT_IDLE:
+            return False
+        self.evicted += 1
+        self.stats.note("tcp_evicted", idlest, f"idlest connection (silent {now - idlest.last:.1f} s) made room")
+        self._close(idlest)
+        return True
+
+    def _accept(self, now: float) -> None:
         try:
             conn, addr = self.sock.accept()
         except (BlockingIOError, InterruptedError):
@@ -133,7 +188,7 @@ class TcpServer:
             self.stats.drop("not_allowed", (host, addr[1]), "TCP connection from outside [bridge].allow")
             conn.close()
             return
-        if len(self.peers) >= self.max_connections:
+        if not self._make_room(now):
             self.refused += 1
             self.stats.drop("tcp_too_many_connections", (host, addr[1]), f"{len(self.peers)} connections already (max)")
             conn.close()
@@ -141,16 +196,17 @@ class TcpServer:
         conn.setblocking(False)
         with contextlib.suppress(OSError):
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TCP_SEND_BUFFER)
-        peer = TcpPeer(conn, (host, int(addr[1])), self.max_frame)
+        peer = TcpPeer(conn, (host, int(addr[1])), self.max_frame, now)
         self.peers[conn] = peer
         self.accepted += 1
-        log.info("%s: connected (OSC over TCP, SLIP)", peer)
+        # DEBUG: `trainsound status` connects for every query; a sender is logged at its first frame.
+        log.debug("%s: connected (OSC over TCP, SLIP)", peer)
 
     def _close(self, peer: TcpPeer) -> None:
         self.peers.pop(peer.sock, None)
         with contextlib.suppress(OSError):
             peer.sock.close()
-        log.info("%s: disconnected", peer)
+        log.log(logging.INFO if peer.frames else logging.DEBUG, "%s: disconnected (%d frames)", peer, peer.frames)
 
     def close(self) -> None:
         for peer in list(self.peers.values()):
@@ -159,7 +215,8 @@ class TcpServer:
             self.sock.close()
 
     def health(self) -> dict[str, int]:
-        return {"connections": len(self.peers), "accepted": self.accepted, "refused": self.refused}
+        return {"connections": len(self.peers), "accepted": self.accepted, "refused": self.refused,
+                "evicted": self.evicted, "idle_closed": self.timed_out}
 
 
 class UdpReceiver:
@@ -175,6 +232,7 @@ class UdpReceiver:
         self.control = control
         self.stop_event = threading.Event()
         self.address = sock.getsockname()
+        self.replies = TokenBucket(UDP_REPLY_RATE, UDP_REPLY_BURST)
 
     def feed(self, data: bytes, now: float, sender: object) -> None:
         """One datagram (or TCP frame) from an allowed sender: a control message, or the pipeline's."""
@@ -192,10 +250,20 @@ class UdpReceiver:
             stats.drop(err.reason, sender, f"{err} ({len(data)} bytes)")
             return
         stats.received += 1
-        reply = self.control(address, args) if self.control is not None else None
+        udp = not isinstance(sender, TcpPeer)
+        # Over UDP the sender may be forged: a reply no larger than the request, and within the global rate.
+        limit = len(data) if udp else None
+        reply = self.control(address, args, limit) if self.control is not None else None
         if reply is None:
             stats.drop("unknown_control", sender, f"{address}: unknown control message")
             return
+        if udp:
+            if len(reply) > len(data):
+                stats.note("reply_too_large", sender, f"{address}: no reply fits a {len(data)}-byte request")
+                return
+            if not self.replies.take():
+                stats.note("reply_rate_limited", sender, f"{address}: over {UDP_REPLY_RATE:g} UDP replies/s")
+                return
         self.reply(reply, sender)
 
     def reply(self, data: bytes, to: object) -> None:
@@ -207,7 +275,7 @@ class UdpReceiver:
         try:
             self.sock.sendto(data, to)
         except OSError as err:
-            log.warning("cannot reply to %s: %s", to, err)
+            _warn.warning("reply", "cannot reply to %s: %s", to, err)
 
     def serve(self, periodic: Callable[[float], None] | None = None) -> None:
         """Receive until :meth:`stop`; ``periodic(now)`` runs every tick (signals, stats)."""
@@ -237,7 +305,7 @@ class UdpReceiver:
                     readable, _, _ = select.select(watched, (), (), wait)
                 except InterruptedError:
                     continue
-                if tcp is not None and (len(readable) > 1 or (readable and readable[0] is not sock)):
+                if tcp is not None:  # even with nothing readable: its idle sweep runs from here
                     tcp.serve_readable([r for r in readable if r is not sock], feed, clock())
                 continue
             except OSError as err:  # e.g. ICMP errors surfaced on some platforms

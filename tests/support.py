@@ -165,7 +165,18 @@ class BridgeProc:
         self.sock.sendto(data, ("127.0.0.1", self.port))
 
     def status(self) -> dict[str, Any]:
-        self.sock.sendto(encode_message("/trainsound/status"), ("127.0.0.1", self.port))
+        """The full status, over TCP as ``trainsound status`` asks (UDP replies are bounded by the request)."""
+        from trainsound.bridge.service.status import query_tcp
+
+        st = query_tcp("127.0.0.1", self.port, 5.0)
+        if st is not None:
+            return st
+        return self.status_udp()
+
+    def status_udp(self, pad_to: int = 60_000) -> dict[str, Any]:
+        """The status over UDP: the request carries a blob so that it is at least ``pad_to`` bytes
+        (a UDP reply is never larger than its request)."""
+        self.sock.sendto(encode_message("/trainsound/status", [b"\0" * pad_to]), ("127.0.0.1", self.port))
         t0 = time.time()
         while time.time() - t0 < 5:
             try:

@@ -32,15 +32,20 @@ from ..outputs.base import Output
 from ..pipeline import Pipeline
 from ..sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
 from ..stats import Stats
-from ..wire.osc import OscArg, encode_message
+from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
 from .reload import ConfigSource, restart_needed
 from .sdnotify import Notifier
 
 log = logging.getLogger("trainsound.bridge")
+#: The UDP answer to a status request too small to carry any status: "ask over TCP" (20 bytes).
+_TCP_HINT = "/trainsound/tcp"
 
-#: A status reply must fit one UDP datagram; beyond this the voice lists are summarised.
+#: A status reply must fit one UDP datagram (and a TCP client's frame): beyond this many bytes of JSON
+#: the voice lists become counts, then only the counters are left.
 MAX_STATUS_REPLY = 60_000
+#: What a status reply keeps when it must shrink to fit a small UDP request: the counters, no lists.
+_SUMMARY_KEYS = ("version", "protocol", "uptime", "datagrams", "received", "accepted", "dropped_total")
 
 
 def describe(out: Output) -> str:
@@ -96,22 +101,43 @@ class Daemon:
             "outputs": p.health(),
         }
 
-    def status_json(self) -> str:
-        """The status as JSON small enough for one datagram (long voice lists become counts)."""
+    def status_json(self, limit: int = MAX_STATUS_REPLY) -> str:
+        """The status as JSON of at most ``limit`` bytes (UTF-8 of ASCII-escaped JSON: bytes = characters).
+
+        Shrinks in steps: voice lists become counts and runs are cut to 100; then only the counters;
+        then ``{"truncated": true, "tcp": true}``; ``""`` when not even that fits.
+        """
         st = self.status()
         text = json.dumps(st)
-        if len(text) > MAX_STATUS_REPLY:
+        if len(text) > limit:
             st["voices"] = {k: len(v) for k, v in st["voices"].items()}
             st["runs"] = st["runs"][:100]
+            st["truncated"] = True
             text = json.dumps(st)
-        return text
+        if len(text) > limit:
+            text = json.dumps({k: st[k] for k in _SUMMARY_KEYS} | {"truncated": True, "tcp": bool(st["tcp"])})
+        if len(text) > limit:
+            text = json.dumps({"truncated": True, "tcp": bool(st["tcp"])})
+        return text if len(text) <= limit else ""
 
-    def answer(self, address: str, args: tuple[OscArg, ...]) -> bytes | None:
-        """The reply to a control message (the receive layer sends it back); ``None``: unknown."""
+    def answer(self, address: str, args: tuple[OscArg, ...], limit: int | None = None) -> bytes | None:
+        """The reply to a control message (the receive layer sends it back); ``None``: unknown.
+
+        ``limit`` (UDP: the request's size) bounds the reply: the status shrinks to fit (see
+        :meth:`status_json`, or just ``/trainsound/tcp``: "ask over TCP"), the pong drops its version.
+        """
         if address == "/trainsound/status":
-            return encode_message("/trainsound/status.reply", [self.status_json()])
+            if limit is None:
+                return encode_message("/trainsound/status.reply", [self.status_json()])
+            # The reply's head (address, type tags) takes 32 bytes, the string's NUL and padding up to 4.
+            text = self.status_json(min(limit, MAX_STATUS_REPLY) - 36)
+            reply = encode_message("/trainsound/status.reply", [text]) if text else b""
+            return reply if reply and len(reply) <= limit else encode_message(_TCP_HINT, [])
         if address == "/trainsound/ping":
-            return encode_message("/trainsound/pong", [PROTOCOL_VERSION])
+            pong = encode_message("/trainsound/pong", [PROTOCOL_VERSION])
+            if limit is not None and len(pong) > limit:
+                pong = pad(b"/trainsound/pong")  # no type tags (OSC 1.0 allows it): 20 bytes, the smallest ping
+            return pong
         return None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -129,9 +155,8 @@ class Daemon:
                     # UDP is the main transport: a busy TCP port must not keep the service down.
                     log.error("%s; serving UDP only", err)
                 else:
-                    self.tcp = TcpServer(
-                        tcp_sock, self.stats, allow, cfg.bridge.tcp_max_connections, cfg.bridge.tcp_max_frame
-                    )
+                    self.tcp = TcpServer(tcp_sock, self.stats, allow, cfg.bridge.tcp_max_connections,
+                                         cfg.bridge.tcp_max_frame, cfg.bridge.tcp_idle)
             outputs = build_outputs(cfg, self.specs)
         except TrainsoundError:
             sock.close()

@@ -2,7 +2,8 @@
 
 One ``/trainsound/status`` message, one JSON reply (docs/protocol.md). It goes
 over TCP (SLIP) first: the TCP side is served every tick, so the answer does not
-queue behind a UDP flood; UDP is the fallback when TCP is off. Exit
+queue behind a UDP flood; UDP is the fallback when TCP is off (its request padded
+to 60 kB, since the bridge never answers UDP with more bytes than it was sent). Exit
 code 0 when the bridge answered and every output is healthy, 1 when it did not
 answer, 3 when it answered but an output is unhealthy — usable from scripts and
 monitoring.
@@ -32,6 +33,12 @@ STATUS_REPLY = "/trainsound/status.reply"
 # python-osc builds the request and parses the reply: a one-off query, where its cost (5-7× the struct
 # codec's per message, bench/bench_codec.py) does not matter.
 _REQUEST = OscMessageBuilder(address=STATUS).build().dgram
+#: Over UDP a reply is never larger than its request (no reflection amplifier, docs/security.md): the UDP
+#: fallback pads its request with a blob so the whole status fits.
+UDP_REQUEST_SIZE = 60_000
+_builder = OscMessageBuilder(address=STATUS)
+_builder.add_arg(bytes(UDP_REQUEST_SIZE), OscMessageBuilder.ARG_TYPE_BLOB)
+_UDP_REQUEST = _builder.build().dgram
 
 
 def _status_of(packet: bytes) -> dict[str, Any] | None:
@@ -86,7 +93,7 @@ def query(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                s.sendto(_REQUEST, (host, port))
+                s.sendto(_UDP_REQUEST, (host, port))
                 while True:
                     data, _ = s.recvfrom(1 << 17)
                     status = _status_of(data)

@@ -1,0 +1,244 @@
+"""Hostile-peer figures of issue 16 against a real bridge process (about 20 s, loopback only).
+
+    .venv/bin/python bench/bench_hostile.py [--python PYTHON]
+
+``--python`` picks the interpreter whose installed ``trainsound`` runs the bridge (e.g. another
+checkout's ``.venv/bin/python``), so one command gives the before and after figures. Prints:
+
+- status amplification over UDP: reply bytes / request bytes, one request and 100 in one bundle;
+  replies to a burst of 1,000 requests (the rate limit);
+- UDP under a TCP END-byte (0xC0) flood from 8 peers: datagrams sent, counted by the bridge, lost;
+  ping round trips during the flood;
+- a new TCP sender while 8 idle connections hold the cap: time to its first pong (or "never");
+- 64 junk run names, then a real run: is the real run accepted;
+- NaN alarms sounded for 2,000 distinct addresses in about 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests")]
+
+from support import free_udp_port  # noqa: E402
+
+from trainsound.bridge.wire.osc import decode_message, encode_bundle, encode_message  # noqa: E402
+from trainsound.bridge.wire.slip import SlipDecoder  # noqa: E402
+from trainsound.bridge.wire.slip import encode as slip  # noqa: E402
+
+STATUS = encode_message("/trainsound/status")
+PING = encode_message("/trainsound/ping")
+
+
+def tcp_ask(port: int, packet: bytes, want: str, timeout: float = 5.0) -> tuple[Any, float] | None:
+    """Send one packet over TCP/SLIP; the first reply whose address is ``want`` and the seconds it took."""
+    t0 = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+            c.sendall(slip(packet))
+            dec = SlipDecoder(1 << 22)
+            while time.monotonic() - t0 < timeout:
+                data = c.recv(1 << 16)
+                if not data:
+                    return None
+                for p in dec.feed(data):
+                    address, args = decode_message(p)
+                    if address == want:
+                        return args, time.monotonic() - t0
+    except OSError:
+        return None
+    return None
+
+
+def status(port: int) -> dict[str, Any]:
+    got = tcp_ask(port, STATUS, "/trainsound/status.reply", 10.0)
+    if got is None:
+        print("  no status over TCP within 10 s")
+        return {"datagrams": 0, "dropped": {}, "runs": [], "mapping": {"alarms": 0}}
+    return dict(json.loads(str(got[0][0])))
+
+
+def udp_collect(sock: socket.socket, seconds: float) -> tuple[int, int]:
+    """(replies, bytes) arriving on ``sock`` within ``seconds``."""
+    n = size = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sock.settimeout(max(0.01, end - time.monotonic()))
+        try:
+            data = sock.recv(1 << 17)
+        except (TimeoutError, OSError):
+            continue
+        n += 1
+        size += len(data)
+    return n, size
+
+
+def amplification(port: int, u: socket.socket) -> None:
+    # A realistic status: 64 runs of 20 layers, some names non-ASCII.
+    for r in range(64):
+        for layer in range(20):
+            u.sendto(encode_message(f"/nn/rün{r:02d}-éxperiment/grad_norm/layer{layer:02d}.wéight", [0.5]),
+                     ("127.0.0.1", port))
+        time.sleep(0.01)
+    time.sleep(0.3)
+    u.sendto(STATUS, ("127.0.0.1", port))
+    n, size = udp_collect(u, 1.0)
+    print(f"status over UDP: request {len(STATUS)} B → {n} reply/replies, {size} B: {size / len(STATUS):,.0f}×")
+    bundle = encode_bundle([STATUS] * 100)
+    u.sendto(bundle, ("127.0.0.1", port))
+    n, size = udp_collect(u, 1.0)
+    print(f"100 status requests in one {len(bundle)} B bundle → {n} replies, {size} B: {size / len(bundle):,.2f}×")
+    for _ in range(1000):
+        u.sendto(PING, ("127.0.0.1", port))
+    n, size = udp_collect(u, 1.5)
+    print(f"1,000 pings in a burst → {n} pongs ({size} B for {1000 * len(PING)} B sent)")
+    big = tcp_ask(port, STATUS, "/trainsound/status.reply")
+    print(f"status over TCP: {len(str(big[0][0])) if big else 0} characters of JSON")
+
+
+def end_flood(port: int, u: socket.socket, seconds: float = 3.0) -> None:
+    before = status(port)
+    stop = threading.Event()
+    junk = b"\xc0" * (1 << 16)
+
+    def flooder() -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                while not stop.is_set():
+                    c.sendall(junk)
+        except OSError:
+            pass
+
+    threads = [threading.Thread(target=flooder, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    sent = 0
+    msg = encode_message("/nn/flood/loss", [0.5])
+    rtts: list[float] = []
+    t_end = time.monotonic() + seconds
+    next_ping = 0.0
+    p = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    p.settimeout(0.5)
+    while time.monotonic() < t_end:
+        for _ in range(50):
+            u.sendto(msg, ("127.0.0.1", port))
+        sent += 50
+        if time.monotonic() >= next_ping:
+            t0 = time.monotonic()
+            p.sendto(PING, ("127.0.0.1", port))
+            try:
+                p.recv(256)
+                rtts.append(time.monotonic() - t0)
+            except TimeoutError:
+                rtts.append(math.inf)
+            next_ping = time.monotonic() + 0.25
+        time.sleep(0.005)
+    stop.set()
+    for t in threads:
+        t.join(5)
+    time.sleep(1.0)
+    after = status(port)
+    counted = after["datagrams"] - before["datagrams"]
+    lost = (after.get("kernel_drops") or 0) - (before.get("kernel_drops") or 0)
+    answered = [r for r in rtts if math.isfinite(r)]
+    print(f"TCP END flood (8 peers, {seconds:g} s): {sent} UDP datagrams sent, {counted} counted by the bridge, "
+          f"{lost} lost in the kernel ({lost / sent:.1%}); pings answered {len(answered)}/{len(rtts)}, "
+          f"worst {max(answered, default=math.inf) * 1000:.0f} ms")
+
+
+def idle_lockout(port: int) -> None:
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    got = None
+    while got is None and time.monotonic() - t0 < 8.0:
+        got = tcp_ask(port, PING, "/trainsound/pong", 1.0)
+    took = time.monotonic() - t0
+    print(f"new TCP sender with 8 idle connections at the cap: "
+          f"{'pong after ' + format(took, '.2f') + ' s' if got else 'no pong within 8 s'}")
+    for s in idle:
+        s.close()
+
+
+def junk_runs(port: int, u: socket.socket) -> None:
+    for i in range(64):
+        u.sendto(encode_message(f"/nn/junk{i}/loss", [1.0]), ("127.0.0.1", port))
+    time.sleep(0.3)
+    before = status(port)
+    u.sendto(encode_message("/nn/real-run/loss", [1.0]), ("127.0.0.1", port))
+    time.sleep(0.3)
+    after = status(port)
+    ok = "real-run" in after.get("runs", [])
+    print(f"64 junk runs, then a real one: real run {'accepted' if ok else 'REFUSED'} "
+          f"(too_many_runs {before['dropped'].get('too_many_runs', 0)} → {after['dropped'].get('too_many_runs', 0)})")
+
+
+def nan_alarms(port: int, u: socket.socket) -> None:
+    before = status(port)["mapping"]["alarms"]
+    t0 = time.monotonic()
+    for i in range(2000):
+        u.sendto(encode_message(f"/nn/nanrun/grad_norm/l{i}", [math.nan]), ("127.0.0.1", port))
+        if i % 100 == 99:
+            time.sleep(0.05)
+    took = time.monotonic() - t0
+    time.sleep(0.3)
+    after = status(port)["mapping"]["alarms"]
+    print(f"NaN to 2,000 distinct addresses in {took:.1f} s: {after - before} alarms sounded")
+
+
+def start(python: str) -> tuple[subprocess.Popen[str], int]:
+    port = free_udp_port()
+    proc = subprocess.Popen([python, "-m", "trainsound.bridge", "-q", "bridge", "--listen", f"127.0.0.1:{port}",
+                             "--no-midi"], stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    t0 = time.monotonic()
+    while tcp_ask(port, PING, "/trainsound/pong", 0.5) is None:
+        if proc.poll() is not None or time.monotonic() - t0 > 20:
+            raise SystemExit(f"bridge did not start: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.1)
+    return proc, port
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    """Stop the bridge; the number of lines it logged (WARNING and above)."""
+    proc.terminate()
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return len(err.splitlines())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--python", default=sys.executable, help="interpreter whose trainsound runs the bridge")
+    args = ap.parse_args()
+    print(f"bridge: {args.python}")
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    # A fresh bridge per trial: each starts from no runs and zero counters.
+    for trial in (amplification, end_flood, junk_runs, nan_alarms, idle_lockout):
+        proc, port = start(args.python)
+        try:
+            if trial is idle_lockout:
+                idle_lockout(port)
+            else:
+                trial(port, u)  # type: ignore[operator]
+        finally:
+            print(f"  (bridge log: {stop(proc)} lines at WARNING and above)")
+
+
+if __name__ == "__main__":
+    main()
