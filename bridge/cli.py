@@ -210,7 +210,14 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .sockets import check_exposure
+
     c = cfgmod.load(args.file)
+    # The rules the bridge applies at start beyond the file's own keys (each raises one line naming the key).
+    try:
+        check_exposure(c.bridge.listen[0], c.bridge.allow_explicit)
+    except TrainsoundError as err:
+        raise cfgmod.ConfigError(f"{args.file}: bridge.listen: {err}") from None
     print(f"{args.file}: ok — listen {c.bridge.listen[0]}:{c.bridge.listen[1]}, {len(c.mappings)} mapping rule(s)")
     for i, r in enumerate(c.mappings):
         print(f"  mappings[{i}] {r.name or '(unnamed)'}: {r.match} → {r.target} ({r.scale})")

@@ -35,13 +35,16 @@ CC14_MAX_CONTROLLER = 31
 
 _TOKEN = re.compile(r"(\{[^{}/]*\}|\*)")
 _KIND_OF_MATCH = re.compile(r"^/nn/[^/]+/(?P<kind>[a-z_]+)")
+#: OSC 1.0 pattern syntax a rule does not have, spaces, and control characters: no address could match.
+_UNSUPPORTED = re.compile(r"[\[\]?!,# \x00-\x1f\x7f]")
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """``/nn/{run}/grad_norm/{layer}`` → a regex with named groups; ``*`` matches one segment part.
 
     Raises:
-        ValueError: a capture that is not an identifier, a capture named twice, or a stray brace.
+        ValueError: a capture that is not an identifier, a capture named twice, a stray brace, or an
+            OSC pattern character this syntax does not have (``[ ] ? ! ,`` …: it would never match).
 
     >>> compile_pattern("/nn/{run}/loss").fullmatch("/nn/a/loss").groupdict()
     {'run': 'a'}
@@ -65,6 +68,11 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
             out.append(f"(?P<{name}>[^/]+)")
         elif "{" in token or "}" in token:
             raise ValueError(f"unbalanced '{{' or '}}' in {pattern!r}")
+        elif bad := _UNSUPPORTED.findall(token):
+            raise ValueError(
+                f"{''.join(dict.fromkeys(bad))!r} in {pattern!r} is not supported (write * for part of a segment, "
+                f"{{name}} for a whole one)"
+            )
         else:
             out.append(re.escape(token))
     return re.compile("".join(out))

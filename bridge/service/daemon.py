@@ -44,6 +44,8 @@ _TCP_HINT = "/trainsound/tcp"
 #: A status reply must fit one UDP datagram (and a TCP client's frame): beyond this many bytes of JSON
 #: the voice lists become counts, then only the counters are left.
 MAX_STATUS_REPLY = 60_000
+#: The bound over TCP (``trainsound status`` reads frames up to 4 MiB).
+MAX_TCP_STATUS = 1 << 21
 #: What a status reply keeps when it must shrink to fit a small UDP request: the counters, no lists.
 _SUMMARY_KEYS = ("version", "protocol", "uptime", "datagrams", "received", "accepted", "dropped_total")
 
@@ -127,8 +129,8 @@ class Daemon:
         :meth:`status_json`, or just ``/trainsound/tcp``: "ask over TCP"), the pong drops its version.
         """
         if address == "/trainsound/status":
-            if limit is None:
-                return encode_message("/trainsound/status.reply", [self.status_json()])
+            if limit is None:  # TCP: no reflection possible; bounded by what the CLI's SLIP decoder takes
+                return encode_message("/trainsound/status.reply", [self.status_json(MAX_TCP_STATUS)])
             # The reply's head (address, type tags) takes 32 bytes, the string's NUL and padding up to 4.
             text = self.status_json(min(limit, MAX_STATUS_REPLY) - 36)
             reply = encode_message("/trainsound/status.reply", [text]) if text else b""
@@ -199,10 +201,11 @@ class Daemon:
         try:
             new = self.source.load()
             check_exposure(new.bridge.listen[0], new.bridge.allow_explicit)
-        except TrainsoundError as err:
+        except Exception as err:  # whatever the file holds, a reload never takes the daemon down
             self.reload_errors += 1
-            log.error("reload refused, keeping the running config (%s): %s", self.config.source, err)
-            self.notifier.ready(f"reload refused: {err}")
+            why = str(err) if isinstance(err, TrainsoundError) else f"{type(err).__name__}: {err}"
+            log.error("reload refused, keeping the running config (%s): %s", self.config.source, why)
+            self.notifier.ready(f"reload refused: {why}")
             return False
         skipped = restart_needed(self.config, new)
         if skipped:
