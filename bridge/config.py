@@ -92,6 +92,8 @@ class AlarmOptions:
     cc_value: int = DATA_MAX
     length: float = 0.4
     min_interval: float = 0.5
+    max_per_second: float = 10.0
+    """Alarms sounded per second over all addresses (distinct addresses do not multiply it); 0: no limit."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         cc_value=a.integer("cc_value", d.cc_value, 0, DATA_MAX),
         length=a.number("length_ms", d.length * 1000.0, 1.0, 60_000.0) / 1000.0,
         min_interval=a.number("min_interval_ms", d.min_interval * 1000.0, 0.0, 60_000.0) / 1000.0,
+        max_per_second=a.number("max_per_second", d.max_per_second, 0.0, 10_000.0),
     )
     a.finish()
     raw_rules = top.raw("mappings", None)

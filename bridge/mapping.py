@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .config import AlarmOptions, Config
+from .ratelog import TokenBucket
 from .rules import Rule
 from .scales import AutoRange, linear_scale, log_scale, quantize
 from .wire import midi as mb
@@ -78,6 +79,8 @@ class Counters:
     voice_limit: int = 0
     nonfinite: int = 0
     alarms: int = 0
+    alarms_limited: int = 0
+    """Alarms kept silent by the global ``[alarm].max_per_second`` (each address was due one)."""
 
 
 class Engine:
@@ -92,6 +95,9 @@ class Engine:
         self._streams: dict[tuple[int, tuple[str, ...]], _Stream] = {}
         self._voices: dict[tuple[str, ...], dict[tuple[str, ...], int]] = {}
         self._last_alarm: dict[str, float] = {}
+        # On the events' clock (replay and render limit alike); a burst of one second's worth.
+        rate = self.alarm_opts.max_per_second
+        self._alarm_budget = TokenBucket(rate, max(1.0, rate), clock=lambda: 0.0) if rate else None
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
         self._free: dict[tuple[str, ...], list[int]] = {}
         self.counters = Counters()
@@ -202,6 +208,11 @@ class Engine:
         a = self.alarm_opts
         last = self._last_alarm.get(ev.address, -math.inf)
         loud = ev.t - last >= a.min_interval
+        if loud and self._alarm_budget is not None and not self._alarm_budget.take(now=ev.t):
+            # Due for this address, but over the global rate: counted, not sounded (and not marked as
+            # sounded, so the address alarms as soon as the budget allows).
+            self.counters.alarms_limited += 1
+            loud = False
         if loud:
             self._last_alarm[ev.address] = ev.t
             self.counters.alarms += 1

@@ -99,27 +99,29 @@ class Pipeline:
             self.stats.drop(err.reason, sender, str(err))
             return
         runs = self.runs
-        if ev.run not in runs and len(runs) >= self.config.bridge.max_runs and not self._forget_idle_runs(t):
-            self.stats.drop("too_many_runs", sender, f"run {ev.run!r}: {len(runs)} runs already ([bridge].max_runs)")
-            return
+        if ev.run not in runs and len(runs) >= self.config.bridge.max_runs:
+            self._make_room(t, sender)
         runs[ev.run] = t
         self.stats.accepted += 1
         self.dispatch(ev, self.engine.map(ev))
 
-    def _forget_idle_runs(self, now: float) -> bool:
-        """Make room for a new run by forgetting runs idle for ``[bridge].run_idle`` s; True if room was made.
+    def _make_room(self, now: float, sender: object) -> None:
+        """Make room for a new run: forget every run idle for ``[bridge].run_idle`` s, else the idlest run.
 
-        The runs still active keep their voices; the forgotten runs' voices are freed for new runs.
+        A new run is never refused, so junk run names cannot lock a real run out; the runs still
+        active keep their voices, the forgotten runs' voices are freed for new runs.
         """
         idle = self.config.bridge.run_idle
         stale = [r for r, last in self.runs.items() if now - last >= idle]
-        if not stale:
-            return False
+        if stale:
+            self.stats.note("runs_forgotten", "pipeline", f"forgot {len(stale)} idle run(s) to make room")
+        else:
+            stale = [min(self.runs, key=self.runs.__getitem__)]
+            self.stats.note("run_evicted", sender, f"{len(self.runs)} runs ([bridge].max_runs): "
+                            f"forgot the idlest, {stale[0]!r}")
         for r in stale:
             del self.runs[r]
         self.engine.forget_runs(set(stale))
-        self.stats.note("runs_forgotten", "pipeline", f"forgot {len(stale)} idle run(s) to make room")
-        return True
 
     def reload(self, config: Config) -> None:
         """Map with a new config from now on; outputs (sounding notes, open files) and the schedule are kept.

@@ -107,7 +107,7 @@ class TokenBucket:
     def take(self, n: float = 1.0, now: float | None = None) -> bool:
         """Spend ``n`` tokens if there are that many; False (nothing spent) otherwise."""
         t = self.clock() if now is None else now
-        self.tokens = min(self.burst, self.tokens + (t - self._last) * self.rate)
+        self.tokens = min(self.burst, self.tokens + max(0.0, t - self._last) * self.rate)
         self._last = t
         if self.tokens >= n:
             self.tokens -= n

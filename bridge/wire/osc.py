@@ -17,12 +17,35 @@ from __future__ import annotations
 import math
 import numbers
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import OSCDecodeError
 
-OscArg = int | float | str | bytes | bool | None
+OscArg = int | float | str | bytes | bool | None | list["OscArg"]
+
+
+class TimeTag(int):
+    """An OSC ``t`` argument (NTP timetag): an int that the ``/nn`` protocol does not take as a number."""
+
+
+class Char(str):
+    """An OSC ``c`` argument (one character)."""
+
+
+class Rgba(int):
+    """An OSC ``r`` argument (32-bit RGBA colour)."""
+
+
+class MidiMessage(int):
+    """An OSC ``m`` argument (4 MIDI bytes: port, status, data1, data2)."""
+
+
+#: Argument types of OSC 1.0's optional tags whose value is a plain int to struct, wrapped so that a
+#: protocol checking ``type(x) is int`` refuses them (they are not numbers to it).
+_WRAP: dict[str, Callable[[int], OscArg]] = {
+    "t": TimeTag, "c": lambda v: Char(chr(v) if v < 0x110000 else "\ufffd"), "r": Rgba, "m": MidiMessage,
+}
 Message = tuple[str, tuple[OscArg, ...]]
 
 BUNDLE_TAG = b"#bundle\x00"
@@ -76,7 +99,12 @@ def decode_message(data: bytes) -> Message:
     Raises:
         OSCDecodeError: with ``reason`` one of ``empty``, ``no_address``,
             ``address_too_long``, ``truncated``, ``bad_padding``, ``not_utf8``,
-            ``no_type_tags``, ``bad_type_tag``, ``blob_too_large``.
+            ``no_type_tags``, ``bad_type_tag`` (a tag OSC 1.0 does not define, or
+            unbalanced ``[ ]``), ``blob_too_large``, ``trailing_bytes``.
+
+    Every OSC 1.0 type decodes, the optional ones too: ``T F N I`` (True, False, None, None),
+    ``[ ]`` (a list), ``h d S`` (int, float, str), and ``t c r m`` as :class:`TimeTag`, :class:`Char`,
+    :class:`Rgba`, :class:`MidiMessage` — what a protocol makes of them is its business.
     """
     if not data:
         raise OSCDecodeError("empty", "zero-length message")
@@ -102,19 +130,23 @@ def decode_message(data: bytes) -> Message:
         tag_len, st = fast
         body = pos + tag_len
         if len(data) - body != st.size:
+            if len(data) - body > st.size:
+                raise OSCDecodeError("trailing_bytes", f"{len(data) - body - st.size} bytes after the last argument")
             raise OSCDecodeError("truncated", f"arguments are {len(data) - body} bytes, want {st.size}")
         return address, st.unpack_from(data, body)
     if data[pos : pos + 1] != b",":
         raise OSCDecodeError("no_type_tags", "type tag string does not start with ','")
     tags, pos = _read_string(data, pos, "type tag string")
     args: list[OscArg] = []
+    stack: list[list[OscArg]] = []  # open arrays ('['), innermost last
     n = len(data)
     for tag in tags[1:]:
         arg_st = _ARG_STRUCTS.get(tag)
         if arg_st is not None:
             if pos + arg_st.size > n:
                 raise OSCDecodeError("truncated", f"argument '{tag}' runs past the end")
-            args.append(arg_st.unpack_from(data, pos)[0])
+            v = arg_st.unpack_from(data, pos)[0]
+            args.append(_WRAP[tag](v) if tag in _WRAP else v)
             pos += arg_st.size
         elif tag == "s" or tag == "S":
             s, pos = _read_string(data, pos, "string argument")
@@ -134,10 +166,23 @@ def decode_message(data: bytes) -> Message:
             args.append(True)
         elif tag == "F":
             args.append(False)
-        elif tag == "N" or tag == "I":
+        elif tag == "N" or tag == "I":  # Nil; Infinitum (OSC 1.0) or Impulse (OSC 1.1): no value either way
             args.append(None)
+        elif tag == "[":
+            if len(stack) >= MAX_BUNDLE_DEPTH * 4:
+                raise OSCDecodeError("bad_type_tag", "arrays nested too deep")
+            inner: list[OscArg] = []
+            args.append(inner)
+            stack.append(args)
+            args = inner
+        elif tag == "]":
+            if not stack:
+                raise OSCDecodeError("bad_type_tag", "']' closes no array")
+            args = stack.pop()
         else:
             raise OSCDecodeError("bad_type_tag", f"unsupported type tag {tag!r}")
+    if stack:
+        raise OSCDecodeError("bad_type_tag", "'[' array never closed")
     if pos != n:
         raise OSCDecodeError("trailing_bytes", f"{n - pos} bytes after the last argument")
     return address, tuple(args)
@@ -172,7 +217,10 @@ def decode_packet(data: bytes) -> Packet:
         return [(None, data, decode_message(data))]
     if data[:8] != BUNDLE_TAG:
         raise OSCDecodeError("not_osc", "datagram is neither a message nor a bundle")
-    return list(_walk(data, None, 0))
+    items = list(_walk(data, None, 0))
+    if not items:
+        raise OSCDecodeError("empty_bundle", "bundle holds no message")
+    return items
 
 
 def iter_packet(data: bytes) -> Iterator[tuple[float | None, Message]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import NamedTuple
 
 from ..errors import TrainsoundError
@@ -40,12 +41,18 @@ EVENT_KINDS = frozenset({"start", "end", "epoch", "nan"})
 #: Longest run, layer or metric name; senders cut names to this many UTF-8 bytes.
 MAX_NAME_LEN = 128
 
-_BAD_CHARS = str.maketrans({c: "_" for c in " #*,?[]{}\x00\t\n\r"} | {"/": "."})
+#: What a name may not hold: OSC pattern characters (a name is matched against patterns), space and ``#``
+#: (the same set a sender's :func:`sanitize` replaces), control characters (they would forge log lines).
+_NAME_PATTERN_CHARS = " #*,?[]{}"
+_BAD_CHARS = str.maketrans(
+    {c: "_" for c in _NAME_PATTERN_CHARS} | {chr(c): "_" for c in (*range(0x20), *range(0x7F, 0xA0))} | {"/": "."}
+)
+_BAD_NAME = re.compile("[" + re.escape(_NAME_PATTERN_CHARS) + "\x00-\x1f\x7f-\x9f]")
 
 
 def sanitize(name: str) -> str:
-    """Make ``name`` one legal address segment: ``/`` → ``.``, OSC pattern characters → ``_``,
-    at most :data:`MAX_NAME_LEN` bytes.
+    """Make ``name`` one legal address segment: ``/`` → ``.``, OSC pattern, space and control
+    characters → ``_``, at most :data:`MAX_NAME_LEN` UTF-8 bytes.
 
     >>> sanitize("features/0"), sanitize("my run #3"), sanitize("a{b}[c]*?,d"), sanitize("")
     ('features.0', 'my_run__3', 'a_b__c____d', '_')
@@ -92,18 +99,38 @@ def _floats(address: str, args: tuple[OscArg, ...], n: int) -> tuple[float, ...]
         raise ProtocolError("wrong_arg_count", f"{address} takes {n} argument(s), got {len(args)}")
     out = []
     for a in args:
-        # bool is an int subclass; T/F are not numbers here.
-        if isinstance(a, bool) or not isinstance(a, (int, float)):
-            raise ProtocolError("wrong_type", f"{address} wants numbers, got {type(a).__name__}")
-        out.append(float(a))
+        # Exact types: i h f d decode to int and float; T F (bool), t c r m (int and str subclasses),
+        # N I (None) and arrays (list) are valid OSC but not numbers here.
+        t = type(a)
+        if t is not float and t is not int:
+            raise ProtocolError("wrong_type", f"{address} wants numbers, got {_osc_type(a)}")
+        out.append(float(a))  # type: ignore[arg-type]
     return tuple(out)
+
+
+def _osc_type(a: object) -> str:
+    """What an argument was on the wire, for error messages.
+
+    >>> _osc_type(True), _osc_type([1]), _osc_type("x")
+    ('bool (OSC T/F)', 'array (OSC [ ])', 'str')
+    """
+    if isinstance(a, bool):
+        return "bool (OSC T/F)"
+    if a is None:
+        return "nil (OSC N/I)"
+    if isinstance(a, list):
+        return "array (OSC [ ])"
+    return type(a).__name__
 
 
 def _check_name(address: str, what: str, name: str) -> None:
     if not name:
         raise ProtocolError("bad_address", f"{address} has an empty {what}")
-    if len(name) > MAX_NAME_LEN:
-        raise ProtocolError("name_too_long", f"{address}: {what} longer than {MAX_NAME_LEN}")
+    if len(name) > MAX_NAME_LEN // 4 and len(name.encode("utf-8")) > MAX_NAME_LEN:  # bytes, not characters
+        raise ProtocolError("name_too_long", f"{address}: {what} longer than {MAX_NAME_LEN} UTF-8 bytes")
+    bad = _BAD_NAME.search(name)
+    if bad:
+        raise ProtocolError("bad_name", f"{address}: {what} holds {bad.group()!r} (OSC pattern or control character)")
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -143,7 +170,7 @@ def parse_event(address: str, args: tuple[OscArg, ...], t: float, raw: bytes) ->
 
     Raises:
         ProtocolError: ``not_nn`` (outside ``/nn``), ``unknown_address``,
-            ``bad_address``, ``wrong_arg_count``, ``wrong_type``,
+            ``bad_address``, ``bad_name``, ``wrong_arg_count``, ``wrong_type``,
             ``bad_blob``, ``unknown_event``, ``name_too_long``.
     """
     run, kind, name = split_address(address)
@@ -151,17 +178,17 @@ def parse_event(address: str, args: tuple[OscArg, ...], t: float, raw: bytes) ->
     if kind == "step":
         if len(args) not in (1, 2):
             raise ProtocolError("wrong_arg_count", f"{address} takes step [epoch], got {len(args)} argument(s)")
-        if not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-            raise ProtocolError("wrong_type", f"{address} wants integers")
+        if not all(type(a) is int for a in args):
+            raise ProtocolError("wrong_type", f"{address} wants integers (OSC i or h)")
         values = tuple(float(a) for a in args)  # type: ignore[arg-type]
     elif kind == "event":
-        if len(args) != 1 or not isinstance(args[0], str):
+        if len(args) != 1 or type(args[0]) is not str:
             raise ProtocolError("wrong_type", f"{address} takes one string (start, end, epoch, nan)")
         if args[0] not in EVENT_KINDS:
             raise ProtocolError("unknown_event", f"{address}: unknown event {args[0]!r}")
         name, values = args[0], ()
     elif kind == "activation_spectrum":
-        if len(args) != 1 or not isinstance(args[0], bytes):
+        if len(args) != 1 or type(args[0]) is not bytes:
             raise ProtocolError("wrong_type", f"{address} takes one blob")
         blob = args[0]
         if len(blob) % 4 or not blob:

@@ -76,14 +76,15 @@ def test_schedule_queue_is_bounded() -> None:
     assert len(out.events) == 1000 and out.closed  # shutdown plays what was scheduled
 
 
-def test_runs_are_bounded_and_idle_runs_make_room() -> None:
+def test_runs_are_bounded_and_a_new_run_is_never_refused() -> None:
     p, _ = _pipe(max_runs=2, run_idle=60.0)
-    for run in ("a", "b", "c"):
-        p.feed_datagram(encode_message(f"/nn/{run}/loss", [0.5]), NOW)
-    assert set(p.runs) == {"a", "b"} and p.stats.dropped["too_many_runs"] == 1
-    p.feed_datagram(encode_message("/nn/a/loss", [0.5]), NOW + 100)
-    p.feed_datagram(encode_message("/nn/c/loss", [0.5]), NOW + 100)  # b idle for 100 s: forgotten
-    assert set(p.runs) == {"a", "c"} and p.stats.noted["runs_forgotten"] == 1
+    for i, run in enumerate(("a", "b", "c")):
+        p.feed_datagram(encode_message(f"/nn/{run}/loss", [0.5]), NOW + i)
+    # Full, none idle for 60 s: the idlest (a) makes room for c.
+    assert set(p.runs) == {"b", "c"} and p.stats.noted["run_evicted"] == 1 and not p.stats.dropped
+    p.feed_datagram(encode_message("/nn/b/loss", [0.5]), NOW + 100)
+    p.feed_datagram(encode_message("/nn/d/loss", [0.5]), NOW + 100)  # c idle for 98 s: forgotten
+    assert set(p.runs) == {"b", "d"} and p.stats.noted["runs_forgotten"] == 1
 
 
 def test_voices_are_bounded_per_table() -> None:
