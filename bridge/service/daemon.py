@@ -136,9 +136,11 @@ class Daemon:
             reply = encode_message("/trainsound/status.reply", [text]) if text else b""
             return reply if reply and len(reply) <= limit else encode_message(_TCP_HINT, [])
         if address == "/trainsound/ping":
-            pong = encode_message("/trainsound/pong", [PROTOCOL_VERSION])
+            pong = encode_message("/trainsound/pong", [PROTOCOL_VERSION])  # 28 bytes
             if limit is not None and len(pong) > limit:
-                pong = pad(b"/trainsound/pong")  # no type tags (OSC 1.0 allows it): 20 bytes, the smallest ping
+                # python-osc's ping (24 bytes) gets a pong without the version; a ping without type tags
+                # (20 bytes, the smallest) one without type tags either (OSC 1.0 allows it).
+                pong = encode_message("/trainsound/pong", []) if limit >= 24 else pad(b"/trainsound/pong")
             return pong
         return None
 

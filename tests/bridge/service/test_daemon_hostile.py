@@ -105,15 +105,16 @@ def test_udp_replies_are_never_larger_than_their_request(bridge_proc: Any) -> No
         encode_message("/trainsound/status"),  # 24 bytes: answered with /trainsound/tcp
         b"/trainsound/status\x00\x00",  # 20 bytes, no type tags (OSC 1.0)
         encode_message("/trainsound/status", [b"\0" * 400]),  # room for a summary
-        encode_message("/trainsound/ping"),
-        b"/trainsound/ping\x00\x00\x00\x00",
+        encode_message("/trainsound/ping"),  # 24 bytes
+        b"/trainsound/ping\x00\x00\x00\x00",  # 20 bytes
+        encode_message("/trainsound/ping", [b"pad"]),  # 32 bytes: room for the version
     ):
         u.sendto(request, ("127.0.0.1", b.port))
         replies = _collect(u, 0.3)
         assert len(replies) == 1 and len(replies[0]) <= len(request), (request, replies)
         address, args = decode_message(replies[0])
         if request.startswith(b"/trainsound/ping"):
-            assert address == "/trainsound/pong"
+            assert address == "/trainsound/pong" and args == ((1,) if len(request) >= 28 else ())
         elif len(request) < 100:
             assert (address, args) == ("/trainsound/tcp", ())
         else:
