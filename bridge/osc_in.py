@@ -180,7 +180,7 @@ class TcpServer:
             return
         except OSError as err:
             # EMFILE and friends: log and go on; the listener stays up.
-            log.warning("TCP accept failed: %s", err)
+            _warn.warning("accept", "TCP accept failed: %s", err)
             return
         host = str(addr[0])
         if not self.allow.allows(host):

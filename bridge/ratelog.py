@@ -31,12 +31,18 @@ def escape(text: object) -> str:
     return _CONTROL.sub(_esc, s) if _CONTROL.search(s) else s
 
 
+#: ``log.error(..., extra=MULTILINE)``: the message holds no wire data and may keep its newlines (a traceback).
+MULTILINE = {"multiline": True}
+
+
 class EscapingFormatter(logging.Formatter):
     """A formatter whose message part is :func:`escape`-d: whatever a log call interpolates from the
-    wire stays on its own line. Tracebacks (``exc_info``) are appended unescaped, as they are ours."""
+    wire stays on its own line. Tracebacks (``exc_info``) are appended unescaped, as they are ours, and
+    so is a message logged with ``extra=MULTILINE``."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = escape(record.message)
+        if not getattr(record, "multiline", False):
+            record.message = escape(record.message)
         return super().formatMessage(record)
 
 

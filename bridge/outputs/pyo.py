@@ -33,6 +33,7 @@ from typing import Any
 from ..config import Config, output_options
 from ..errors import ConfigError, OutputUnavailable
 from ..mapping import Mapped
+from ..ratelog import MULTILINE
 from ..sound.engine import EngineLink
 from ..sound.pyo_host import (
     BUILTIN_PATCHES,
@@ -231,7 +232,8 @@ class PyoOut(BaseOutput):
         if msg[0] == "failed":
             _, hook, tb = msg
             self.failed = f"{hook}: {tb.strip().splitlines()[-1]}"
-            log.error("pyo patch %s raised in %s; replaced by silence (the bridge goes on)\n%s", self.label, hook, tb)
+            log.error("pyo patch %s raised in %s; replaced by silence (the bridge goes on)\n%s", self.label, hook, tb,
+                      extra=MULTILINE)  # the patch's own traceback, kept readable
 
     # -- Output protocol ---------------------------------------------------------
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:

@@ -44,8 +44,8 @@ _TCP_HINT = "/trainsound/tcp"
 #: A status reply must fit one UDP datagram (and a TCP client's frame): beyond this many bytes of JSON
 #: the voice lists become counts, then only the counters are left.
 MAX_STATUS_REPLY = 60_000
-#: The bound over TCP (``trainsound status`` reads frames up to 4 MiB).
-MAX_TCP_STATUS = 1 << 21
+#: The bound over TCP: under the peer's send buffer (1 MiB asked), so one non-blocking send takes it whole.
+MAX_TCP_STATUS = 1 << 18
 #: What a status reply keeps when it must shrink to fit a small UDP request: the counters, no lists.
 _SUMMARY_KEYS = ("version", "protocol", "uptime", "datagrams", "received", "accepted", "dropped_total")
 

@@ -30,3 +30,12 @@ def test_rate_limited_counts_suppressed(caplog) -> None:  # type: ignore[no-unty
         assert rl.warning("k", "cannot reply to %s", "y")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["cannot reply to x", "different key", "cannot reply to y (+5 more like this suppressed)"]
+
+
+def test_multiline_is_kept_only_when_asked() -> None:
+    from trainsound.bridge.ratelog import MULTILINE
+
+    f = EscapingFormatter("%(message)s")
+    rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "patch raised\n%s", ("Traceback ...",), None)
+    rec.__dict__.update(MULTILINE)
+    assert f.format(rec) == "patch raised\nTraceback ..."
