@@ -251,19 +251,19 @@ class UdpReceiver:
             return
         stats.received += 1
         udp = not isinstance(sender, TcpPeer)
-        # Over UDP the sender may be forged: a reply no larger than the request, and within the global rate.
+        # Over UDP the sender may be forged: within the global rate (checked first, so that a flood of
+        # requests costs no status building either), and a reply no larger than the request.
+        if udp and not self.replies.take():
+            stats.note("reply_rate_limited", sender, f"{address}: over {UDP_REPLY_RATE:g} UDP replies/s")
+            return
         limit = len(data) if udp else None
         reply = self.control(address, args, limit) if self.control is not None else None
         if reply is None:
             stats.drop("unknown_control", sender, f"{address}: unknown control message")
             return
-        if udp:
-            if len(reply) > len(data):
-                stats.note("reply_too_large", sender, f"{address}: no reply fits a {len(data)}-byte request")
-                return
-            if not self.replies.take():
-                stats.note("reply_rate_limited", sender, f"{address}: over {UDP_REPLY_RATE:g} UDP replies/s")
-                return
+        if limit is not None and len(reply) > limit:
+            stats.note("reply_too_large", sender, f"{address}: no reply fits a {limit}-byte request")
+            return
         self.reply(reply, sender)
 
     def reply(self, data: bytes, to: object) -> None:

@@ -40,6 +40,9 @@ from .sdnotify import Notifier
 log = logging.getLogger("trainsound.bridge")
 #: The UDP answer to a status request too small to carry any status: "ask over TCP" (20 bytes).
 _TCP_HINT = "/trainsound/tcp"
+#: A UDP status request smaller than this gets the hint without the status being built (the summary
+#: needs ~250 bytes), so that a flood of small requests costs next to nothing.
+_MIN_SUMMARY_REQUEST = 256
 
 #: A status reply must fit one UDP datagram (and a TCP client's frame): beyond this many bytes of JSON
 #: the voice lists become counts, then only the counters are left.
@@ -131,6 +134,8 @@ class Daemon:
         if address == "/trainsound/status":
             if limit is None:  # TCP: no reflection possible; bounded by what the CLI's SLIP decoder takes
                 return encode_message("/trainsound/status.reply", [self.status_json(MAX_TCP_STATUS)])
+            if limit < _MIN_SUMMARY_REQUEST:  # not even the summary fits: do not build the status at all
+                return encode_message(_TCP_HINT, [])
             # The reply's head (address, type tags) takes 32 bytes, the string's NUL and padding up to 4.
             text = self.status_json(min(limit, MAX_STATUS_REPLY) - 36)
             reply = encode_message("/trainsound/status.reply", [text]) if text else b""
@@ -213,7 +218,14 @@ class Daemon:
         if skipped:
             log.warning("reload: changes to %s need a restart; kept as they were", ", ".join(skipped))
         assert self.pipeline is not None and self.receiver is not None
-        self.pipeline.reload(new)
+        try:
+            self.pipeline.reload(new)
+        except Exception as err:  # a valid config the engine still cannot take: keep the old one
+            self.pipeline.reload(self.config)
+            self.reload_errors += 1
+            log.error("reload refused, keeping the running config (%s): %s: %s", self.config.source,
+                      type(err).__name__, err)
+            return False
         self.receiver.allow = Allowlist(new.bridge.allow)
         if self.tcp is not None:
             self.tcp.allow = self.receiver.allow
