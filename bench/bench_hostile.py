@@ -94,7 +94,7 @@ def amplification(port: int, u: socket.socket) -> None:
     time.sleep(0.3)
     u.sendto(STATUS, ("127.0.0.1", port))
     n, size = udp_collect(u, 1.0)
-    print(f"status over UDP: request {len(STATUS)} B → {n} reply/replies, {size} B: {size / len(STATUS):,.0f}×")
+    print(f"status over UDP: request {len(STATUS)} B → {n} reply/replies, {size} B: {size / len(STATUS):,.2f}×")
     bundle = encode_bundle([STATUS] * 100)
     u.sendto(bundle, ("127.0.0.1", port))
     n, size = udp_collect(u, 1.0)
