@@ -42,8 +42,12 @@ def test_a_bad_pattern_is_a_config_error_naming_the_key(match: str, why: str) ->
 
 
 def test_literal_text_in_a_pattern_is_matched_literally() -> None:
-    assert compile_pattern("/nn/a.b/[x]/loss").fullmatch("/nn/a.b/[x]/loss") is not None
+    # Regex syntax legal in names is literal; OSC's own pattern syntax ([ ] ? …) is refused (issue 16).
+    assert compile_pattern("/nn/a.b/(x)+$|^/loss").fullmatch("/nn/a.b/(x)+$|^/loss") is not None
     assert compile_pattern("/nn/a.b/loss").fullmatch("/nn/aXb/loss") is None
+    for bad in ("/nn/[x]/loss", "/nn/a?/loss", "/nn/{run}/metric/a,b", "/nn/a b/loss", "/nn/a\n/loss"):
+        with pytest.raises(ValueError, match="is not supported"):
+            compile_pattern(bad)
 
 
 def test_an_argument_name_the_kind_does_not_have_names_the_choices() -> None:
