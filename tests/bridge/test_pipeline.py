@@ -85,6 +85,11 @@ def test_runs_are_bounded_and_a_new_run_is_never_refused() -> None:
     p.feed_datagram(encode_message("/nn/b/loss", [0.5]), NOW + 100)
     p.feed_datagram(encode_message("/nn/d/loss", [0.5]), NOW + 100)  # c idle for 98 s: forgotten
     assert set(p.runs) == {"b", "d"} and p.stats.noted["runs_forgotten"] == 1
+    p, _ = _pipe(max_runs=16, run_idle=60.0)
+    for i in range(17):
+        p.feed_datagram(encode_message(f"/nn/r{i}/loss", [0.5]), NOW + i)
+    # The idlest eighth at once (a flood of new names pays the voice-table pass once per 2 runs here).
+    assert set(p.runs) == {f"r{i}" for i in range(2, 17)} and p.stats.noted["run_evicted"] == 1
 
 
 def test_voices_are_bounded_per_table() -> None:
