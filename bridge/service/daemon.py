@@ -229,6 +229,7 @@ class Daemon:
         self.receiver.allow = Allowlist(new.bridge.allow)
         if self.tcp is not None:
             self.tcp.allow = self.receiver.allow
+            self.tcp.idle = new.bridge.tcp_idle
         self.config = new
         self.reloads += 1
         log.info("reloaded config %s (%d rules)", new.source, len(new.mappings))
