@@ -62,6 +62,7 @@ def test_optional_osc_types_are_decoded_and_refused_by_the_protocol(bridge_proc:
         _raw("/nn/r/step", ",h", struct.pack(">q", 2**40)),  # an int64 step
         _raw("/nn/r/step", ",hi", struct.pack(">qi", 5, 1)),
         _raw("/nn/r/weight/fc1", ",dfdhd", struct.pack(">dfdqd", 0.1, 0.2, 0.3, 4, 0.005)),
+        _raw("/nn/r/event", ",S", pad(b"start")),  # a symbol is a string
     ]
     wrong_type = [
         _raw("/nn/r/loss", ",T"), _raw("/nn/r/loss", ",F"), _raw("/nn/r/loss", ",N"), _raw("/nn/r/loss", ",I"),
