@@ -1,6 +1,13 @@
 """The ``trainsound`` command. Only :func:`main` turns errors into exit codes."""
+# ruff: noqa: E402  (signal handlers are installed before the other imports)
 
 from __future__ import annotations
+
+# First of all, before the heavier imports below: a SIGHUP (reload) sent while the bridge is still
+# starting must not kill it (its default action). The daemon acts on it once it serves.
+from .service.signals import install_early
+
+install_early()
 
 import argparse
 import importlib

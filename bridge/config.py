@@ -7,6 +7,8 @@ Every error names the key path and the bad value, e.g.
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -231,13 +233,36 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     return Config(bridge=bridge, midi=midi, alarm=alarm, mappings=rules, outputs=outputs, source=source)
 
 
+#: A config file larger than this is refused (a mistaken path to a log or a disk image, not a config).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_config_bytes(p: Path) -> bytes:
+    """The file's bytes; a FIFO, device or directory is refused in one line, never waited on.
+
+    Opened non-blocking and checked on the open descriptor: a FIFO at the config path would otherwise
+    block the receive loop on a SIGHUP reload until someone writes to it.
+    """
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read config file: {err.strerror}") from err
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{p}: not a regular file (a FIFO, device or directory); refusing to read it")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: {st.st_size} bytes is too large for a config file (limit {MAX_CONFIG_BYTES})")
+        try:
+            return fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as err:
+            raise ConfigError(f"{p}: cannot read config file: {err.strerror}") from err
+
+
 def load(path: str | Path) -> Config:
     """Read and validate a TOML config file; errors name the file and the key."""
     p = Path(path)
-    try:
-        text = p.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{p}: cannot read config file: {err.strerror}") from err
+    text = read_config_bytes(p)
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

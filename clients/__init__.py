@@ -13,13 +13,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClientArgumentError, MissingExtraError
-from .osc import Client, send
 
 if TYPE_CHECKING:
+    from .osc import Client, send
     from .torch_client import Watch
 
 __version__ = "0.1.0"
 __all__ = ["Client", "ClientArgumentError", "MissingExtraError", "__version__", "log", "send", "watch"]
+
+
+def __getattr__(name: str) -> Any:
+    # Client and send load numpy on first use: ``trainsound bridge`` imports this package first and
+    # catches SIGHUP before any heavy import (issue 16, item 16).
+    if name in ("Client", "send"):
+        from . import osc
+
+        return getattr(osc, name)
+    raise AttributeError(f"module 'trainsound' has no attribute {name!r}")
 
 
 def _torch_client(feature: str) -> Any:

@@ -10,12 +10,21 @@ and finishes files. Heavy work (audio) belongs in the output's own thread.
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..mapping import Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
+
+#: Set by a second stop signal: outputs cut their waits short (notes are still silenced, files finished).
+HURRY = threading.Event()
+
+
+def hurry_outputs() -> None:
+    """Ask every output's :meth:`Output.close` to skip what it waits for."""
+    HURRY.set()
 
 
 @runtime_checkable

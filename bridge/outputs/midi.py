@@ -25,13 +25,15 @@ from ..config import Config
 from ..errors import OutputUnavailable
 from ..mapping import Mapped
 from ..wire.protocol import Event
-from .base import BaseOutput, NoteScheduler
+from .base import HURRY, BaseOutput, NoteScheduler
 
 log = logging.getLogger(__name__)
 
 PORT_NAME = "out"
 RECONNECT_INTERVAL = 0.5
 DRAIN_WAIT = 0.25
+#: The drain wait when shutdown is hurried (a second SIGTERM): still a few JACK periods for the note-offs.
+HURRY_DRAIN_WAIT = 0.05
 
 
 def api_candidates(choice: str) -> list[str]:
@@ -264,7 +266,9 @@ class MidiOut(BaseOutput):
         if self._out is not None:
             # rtmidi queues messages for the API's next cycle (a JACK period can be ~100 ms) and has
             # no drain call: closing at once would drop the final note-offs and leave notes stuck.
-            time.sleep(DRAIN_WAIT)
+            # A second stop signal ends the wait early, but never skips the note-offs' few periods.
+            HURRY.wait(DRAIN_WAIT - HURRY_DRAIN_WAIT)
+            time.sleep(HURRY_DRAIN_WAIT)
         self._watch.join(timeout=2)
         with self._lock:
             out, self._out = self._out, None

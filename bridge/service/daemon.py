@@ -4,8 +4,10 @@ Start builds the outputs (an unavailable live output is logged in one line and
 skipped; a file that cannot be written stops the start), binds the socket and
 logs one line saying where it listens and what it outputs to. Serve runs the
 receive loop on the main thread. Shutdown (SIGINT/SIGTERM) plays what is
-scheduled, ends every note and finishes every file; the previous signal
-handlers are restored.
+scheduled, ends every note and finishes every file; a second signal hurries
+(waits cut short, notes still silenced, files still finished), a third exits at
+once (:mod:`.signals`). The handlers stay until every output is closed; then
+the previous ones are restored.
 
 Under systemd (``Type=notify``) the daemon says ``READY=1`` once the sockets are
 bound and the outputs are up, pings the watchdog from the receive loop's
@@ -28,7 +30,7 @@ from ..config import Config
 from ..errors import TrainsoundError
 from ..osc_in import TcpServer, UdpReceiver
 from ..outputs import OutputSpec, build_outputs
-from ..outputs.base import Output
+from ..outputs.base import Output, hurry_outputs
 from ..pipeline import Pipeline
 from ..sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
 from ..stats import Stats
@@ -36,6 +38,7 @@ from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
 from .reload import ConfigSource, restart_needed
 from .sdnotify import Notifier
+from .signals import StopSignals, take_pending
 
 log = logging.getLogger("trainsound.bridge")
 #: The UDP answer to a status request too small to carry any status: "ask over TCP" (20 bytes).
@@ -83,6 +86,9 @@ class Daemon:
         self._dump_stats = False
         self._reload = False
         self._next_stats = 0.0
+        self._stops = StopSignals(self._stop, self._hurry)
+        self.hurry = False
+        """A second stop signal arrived: shutdown skips its waits."""
 
     # -- control messages -------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -195,9 +201,18 @@ class Daemon:
         if signum == getattr(signal, "SIGHUP", None):
             self._reload = True  # done in the receive loop, never inside the handler
             return
-        self._stop_reason = signal.Signals(signum).name
+        self._stops(signum)
+
+    def _stop(self, name: str) -> None:
+        self._stop_reason = name
         if self.receiver is not None:
             self.receiver.stop()
+
+    def _hurry(self) -> None:
+        """A second SIGINT/SIGTERM: cut waits short; notes are still silenced and files still finished."""
+        self.hurry = True
+        hurry_outputs()
+        log.warning("second stop signal: hurrying (notes are still silenced, files finished); a third exits now")
 
     def reload(self) -> bool:
         """Re-read the config; apply it if valid, else keep the old one. True if applied."""
@@ -265,17 +280,10 @@ class Daemon:
         )
 
     def serve(self) -> None:
+        """Run the receive loop until a stop signal, then play what is due."""
         assert self.receiver is not None
-        signals = [signal.SIGINT, signal.SIGTERM] + [
-            getattr(signal, n) for n in ("SIGUSR1", "SIGHUP") if hasattr(signal, n)
-        ]
-        previous = {s: signal.signal(s, self._on_signal) for s in signals}
-        try:
-            self.receiver.serve(self._periodic)
-            self.receiver.drain()
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+        self.receiver.serve(self._periodic)
+        self.receiver.drain()
 
     def shutdown(self) -> None:
         self.notifier.stopping()
@@ -290,9 +298,20 @@ class Daemon:
         self.notifier.close()
 
     def run(self) -> int:
+        """Start, serve, shut down. The signal handlers stay until every output is closed (issue 16, item 5)."""
+        signals = [signal.SIGINT, signal.SIGTERM] + [
+            getattr(signal, n) for n in ("SIGUSR1", "SIGHUP") if hasattr(signal, n)
+        ]
         self.start()
+        previous = {s: signal.signal(s, self._on_signal) for s in signals}
         try:
+            for signum in take_pending():  # arrived while starting (the early handler kept them)
+                self._on_signal(signum, None)
             self.serve()
         finally:
-            self.shutdown()
+            try:
+                self.shutdown()
+            finally:
+                for s, h in previous.items():
+                    signal.signal(s, h)
         return 0
