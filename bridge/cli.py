@@ -117,17 +117,22 @@ def parse_osc_target(text: str) -> tuple[str, int]:
     return parse_hostport(text, "--osc-out")
 
 
-def output_specs(args: argparse.Namespace, config: cfgmod.Config, *, live_midi_default: bool) -> list[Any]:
+def output_specs(
+    args: argparse.Namespace, config: cfgmod.Config, *, live_midi_default: bool, never_overwrite: bool = False
+) -> list[Any]:
+    """The outputs the flags ask for; ``never_overwrite`` (the bridge): existing files get a new name."""
     from .outputs import OutputSpec
+
+    keep = {"never_overwrite": True} if never_overwrite else {}
 
     specs: list[OutputSpec] = []
     if getattr(args, "record", None):
-        specs.append(OutputSpec("record", {"path": args.record}, required=True))
+        specs.append(OutputSpec("record", {"path": args.record, **keep}, required=True))
     want_midi = (not args.no_midi and config.midi.enabled) if live_midi_default else (args.midi or bool(args.midi_port))
     if want_midi:
         specs.append(OutputSpec("midi", {"port": args.midi_port, "api": args.midi_api}))
     if args.midi_file:
-        specs.append(OutputSpec("midi_file", {"path": args.midi_file}, required=True))
+        specs.append(OutputSpec("midi_file", {"path": args.midi_file, **keep}, required=True))
     if args.osc_out:
         specs.append(OutputSpec("osc", {"target": parse_osc_target(args.osc_out)}))
     if args.wav or args.audio:
@@ -139,6 +144,7 @@ def output_specs(args: argparse.Namespace, config: cfgmod.Config, *, live_midi_d
                     "live": args.audio,
                     "device": args.audio_device,
                     "preset": args.preset or "continuous",
+                    **(keep if args.wav else {}),
                 },
                 required=bool(args.wav) and not args.audio,
             )
@@ -190,7 +196,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     # Overrides are kept with the file so that a SIGHUP reload re-applies them.
     source = ConfigSource(path, tuple(overrides))
     config = source.load()
-    return Daemon(config, output_specs(args, config, live_midi_default=True), source=source).run()
+    specs = output_specs(args, config, live_midi_default=True, never_overwrite=True)
+    return Daemon(config, specs, source=source).run()
 
 
 def cmd_ports(args: argparse.Namespace) -> int:

@@ -10,13 +10,19 @@ and finishes files. Heavy work (audio) belongs in the output's own thread.
 from __future__ import annotations
 
 import heapq
+import logging
+import os
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..mapping import Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
+
+log = logging.getLogger(__name__)
 
 #: Set by a second stop signal: outputs cut their waits short (notes are still silenced, files finished).
 HURRY = threading.Event()
@@ -25,6 +31,31 @@ HURRY = threading.Event()
 def hurry_outputs() -> None:
     """Ask every output's :meth:`Output.close` to skip what it waits for."""
     HURRY.set()
+
+
+def fresh_path(path: str | os.PathLike[str], what: str, now: float | None = None) -> Path:
+    """``path`` if nothing would be lost by writing it (absent or empty), else a new timestamped name.
+
+    A restarted bridge (systemd restarts it on failure) must never truncate the previous session:
+    ``out.mid`` becomes ``out-20261130-050312.mid`` (``-2``, ``-3``, … if that exists too), and the
+    log says so. A timestamp rather than ``out.1.mid``: numbered names are the MIDI file's parts.
+    """
+    p = Path(path)
+    try:
+        if p.stat().st_size == 0:
+            return p
+    except FileNotFoundError:
+        return p
+    except OSError:
+        return p  # not ours to judge here: opening it reports the error with its reason
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    base = p.with_name(f"{p.stem}-{stamp}{p.suffix}")
+    cand, n = base, 1
+    while cand.exists():
+        n += 1
+        cand = base.with_name(f"{p.stem}-{stamp}-{n}{p.suffix}")
+    log.warning("%s %s exists (%d bytes); kept, writing %s instead", what, p, p.stat().st_size, cand)
+    return cand
 
 
 @runtime_checkable

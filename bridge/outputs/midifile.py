@@ -22,7 +22,7 @@ from ..errors import OutputUnavailable
 from ..mapping import Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
-from .base import BaseOutput, NoteScheduler
+from .base import BaseOutput, NoteScheduler, fresh_path
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,16 @@ class MidiFileOut(BaseOutput):
         path: str | os.PathLike[str],
         flush_interval: float = FLUSH_INTERVAL,
         max_events: int = MAX_EVENTS,
+        never_overwrite: bool = False,
     ) -> None:
         try:
             import mido
         except ImportError as err:
             raise OutputUnavailable("MIDI files need mido: pip install 'trainsound[bridge]'") from err
         self._mido = mido
-        self.path = self.first_path = Path(path)
+        self.path = self.first_path = fresh_path(path, "MIDI file") if never_overwrite else Path(path)
         self.max_events = max_events
+        self.never_overwrite = never_overwrite
         self.part = 0
         self._in_file = 0
         try:
@@ -110,6 +112,8 @@ class MidiFileOut(BaseOutput):
         self._saver.start()
         self.part += 1
         self.path = self.first_path.with_name(f"{self.first_path.stem}.{self.part}{self.first_path.suffix}")
+        if self.never_overwrite:
+            self.path = fresh_path(self.path, "MIDI file part")
         log.info("MIDI file: %d events written, going on in %s", self._in_file, self.path)
         self.tracks, self.origin, self._in_file, self._dirty = {}, None, 0, False
 

@@ -18,7 +18,7 @@ from ..errors import OutputUnavailable
 from ..mapping import Mapped
 from ..wire.protocol import PROTOCOL_VERSION, Event
 from ..wire.session import SessionWriter
-from .base import BaseOutput
+from .base import BaseOutput, fresh_path
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class RecordOut(BaseOutput):
 
     name = "record"
 
-    def __init__(self, config: Config, *, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, config: Config, *, path: str | os.PathLike[str], never_overwrite: bool = False) -> None:
+        self.path = fresh_path(path, "session recording") if never_overwrite else Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "wb")  # noqa: SIM115 (kept open for the session)

@@ -42,7 +42,7 @@ from ..sound.sine_engine import COUNTERS, PERONE_FIFO_SECONDS, C, EngineSpec, en
 from ..sound.wav import FORMATS, WavWriter
 from ..table import Table
 from ..wire.protocol import Event
-from .base import BaseOutput
+from .base import BaseOutput, fresh_path
 from .sine_voices import BankSink, QueueSink, SineOptions, VoiceTable, take_batch
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ class SineOut(BaseOutput):
 
     def __init__(self, config: Config, *, wav: str | os.PathLike[str] | None = None, live: bool = False,
                  device: str | int | None = None, preset: str = presets.DEFAULT_PRESET,
-                 sample_rate: int | None = None, block: int | None = None, fmt: str | None = None) -> None:
+                 sample_rate: int | None = None, block: int | None = None, fmt: str | None = None,
+                 never_overwrite: bool = False) -> None:
         opts: SineOptions = output_options(config, "sine", SineOptions())
         p = presets.get(preset or presets.DEFAULT_PRESET)
         if not wav and not live:
@@ -97,7 +98,7 @@ class SineOut(BaseOutput):
         sr = sample_rate or p.sample_rate or opts.sample_rate
         self.channels = 1 if self.mode == "perone" else 2
         self.wav: WavWriter | None = None
-        self.wav_path = Path(wav) if wav else None
+        self.wav_path = (fresh_path(wav, "WAV file") if never_overwrite else Path(wav)) if wav else None
         fmt = fmt or opts.format
         if self.wav_path is not None:
             try:
