@@ -29,3 +29,18 @@ class OSCDecodeError(TrainsoundError, ValueError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+def write_failure(err: OSError, path: object) -> str:
+    """Why a file write failed, for status and the log: ``disk full: out.wav`` names the cause first.
+
+    >>> import errno
+    >>> write_failure(OSError(errno.ENOSPC, "No space left on device"), "out.wav")
+    'disk full: out.wav: No space left on device'
+    """
+    import errno
+
+    cause = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit"}.get(
+        err.errno or 0, "cannot write"
+    )
+    return f"{cause}: {path}: {err.strerror or err}"

@@ -71,6 +71,7 @@ def section(t: Table) -> SineOptions:
         fmin=t.number("fmin", d.fmin, 20.0, 2000.0),
         octaves=t.number("octaves", d.octaves, 0.5, 8.0),
         spectra=t.boolean("spectra", d.spectra),
+        max_wav_bytes=t.integer("max_wav_bytes", d.max_wav_bytes, 1 << 12, d.max_wav_bytes),
     )
     t.finish()
     return opts
@@ -114,7 +115,7 @@ class SineOut(BaseOutput):
         self.perone: PeroneSequencer | None = None
         if live:
             spec = EngineSpec(self.mode, device, sr, self.channels, self.block, max_freq,
-                              str(self.wav_path) if self.wav_path is not None else None, fmt)
+                              str(self.wav_path) if self.wav_path is not None else None, fmt, opts.max_wav_bytes)
             self.counters = SPAWN.Array("q", len(COUNTERS), lock=False)
             self.link = EngineLink("sine", engine_main, (spec, self.counters),
                                    take=lambda: take_batch(self.queue, self.mode))
@@ -124,7 +125,8 @@ class SineOut(BaseOutput):
         else:
             if self.wav_path is not None:
                 try:
-                    self.wav = WavWriter(self.wav_path, sr, channels=self.channels, fmt=fmt)  # type: ignore[arg-type]
+                    self.wav = WavWriter(self.wav_path, sr, channels=self.channels, fmt=fmt,  # type: ignore[arg-type]
+                                         max_bytes=opts.max_wav_bytes)
                 except OSError as err:
                     raise OutputUnavailable(f"{self.wav_path}: cannot write WAV file: {err.strerror}") from err
             if self.mode == "perone":
@@ -137,6 +139,7 @@ class SineOut(BaseOutput):
         self._perone_pos = 0
         self.t0: float | None = None
         self._now = -math.inf
+        self._wav_failing = False
 
     # -- input (receive thread) ----------------------------------------------------
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
@@ -167,6 +170,7 @@ class SineOut(BaseOutput):
         self.voices.apply(event, mapped)
 
     def _tick(self, now: float) -> None:
+        self._watch_wav()
         if self.bank_sink is None or self.t0 is None:
             return
         self._now = max(self._now, now)
@@ -217,6 +221,17 @@ class SineOut(BaseOutput):
         if self.wav is not None:
             self.wav.close()
 
+    def _watch_wav(self) -> None:
+        """Log a WAV write failure once when it begins and once when writing works again."""
+        w = self.wav
+        if w is None:
+            return
+        if w.error is not None and not self._wav_failing:
+            log.error("WAV %s; dropping audio until it can write again (the file stays valid)", w.error)
+        elif w.error is None and self._wav_failing:
+            log.warning("WAV %s: writing again (%d frames dropped so far)", w.path, w.dropped_frames)
+        self._wav_failing = w.error is not None
+
     def counter(self, name: str) -> int:
         """A live engine counter (shared memory written by the engine process)."""
         return int(self.counters[C[name]])
@@ -242,9 +257,20 @@ class SineOut(BaseOutput):
             if self.wav_path is not None:
                 h["wav"] = str(self.wav_path)
                 h["wav_seconds"] = round(self.counter("wav_frames") / self.sr, 3)
+                h["wav_errors"] = self.counter("wav_errors")
+                h["wav_dropped_frames"] = self.counter("wav_dropped_frames")
+                if self.counter("wav_failing"):
+                    h["ok"] = False
+                    h["why"] = f"cannot write WAV {self.wav_path} (disk full or write error; see the log)"
+            if self.link.failed is not None:
+                h["why"] = f"sound engine failed: {self.link.failed}"
         if self.wav is not None:
-            h["wav"] = str(self.wav_path)
-            h["wav_seconds"] = round(self.wav.seconds, 3)
+            self._watch_wav()
+            h.update(wav=str(self.wav.path), wav_seconds=round(self.wav.seconds, 3), wav_errors=self.wav.errors,
+                     wav_dropped_frames=self.wav.dropped_frames)
+            if self.wav.error is not None:
+                h["ok"] = False
+                h["why"] = self.wav.error
         return h
 
     def describe(self) -> str:

@@ -27,6 +27,7 @@ from ..sound.maps import DEFAULT_FMIN, DEFAULT_OCTAVES, pan_gains, run_pan
 from ..sound.seeds import SONNIFY_AMPLITUDE, SonnifyLoss
 from ..sound.spectrum import decode_blob, spectrum_sound
 from ..sound.voices import VoiceBank
+from ..sound.wav import MAX_BYTES as MAX_WAV_BYTES
 from ..wire.midi import DATA_MAX
 from ..wire.protocol import Event
 
@@ -50,6 +51,8 @@ class SineOptions:
     fmin: float = DEFAULT_FMIN
     octaves: float = DEFAULT_OCTAVES
     spectra: bool = True
+    max_wav_bytes: int = MAX_WAV_BYTES
+    """Largest WAV file; the render goes on in numbered parts (``out.1.wav``) beyond it."""
 
 
 class Sink(Protocol):

@@ -34,12 +34,13 @@ import numpy as np
 
 from ..errors import OutputUnavailable
 from .engine import child_signals, say_closed, serve_child
+from .wav import MAX_BYTES as MAX_WAV_BYTES
 
 log = logging.getLogger(__name__)
 
 #: Shared counter slots (a ``multiprocessing.Array('q')`` written by the engine, read by the bridge).
 COUNTERS = ("callbacks", "device_underruns", "startup_underruns", "late_blocks", "wav_frames", "steps", "alarms",
-            "dropped_steps", "errors")
+            "dropped_steps", "errors", "wav_errors", "wav_dropped_frames", "wav_failing")
 C = {name: i for i, name in enumerate(COUNTERS)}
 #: Blocks rendered ahead of the callback (6 × 256 frames = 32 ms at 48 kHz).
 AHEAD_BLOCKS = 6
@@ -65,6 +66,7 @@ class EngineSpec:
     max_freq: float
     wav: str | None
     fmt: str
+    max_wav_bytes: int = MAX_WAV_BYTES
 
 
 class Engine:
@@ -91,7 +93,8 @@ class Engine:
             from .wav import WavWriter
 
             try:
-                self.wav = WavWriter(spec.wav, self.sr, channels=self.channels, fmt=spec.fmt)  # type: ignore[arg-type]
+                self.wav = WavWriter(spec.wav, self.sr, channels=self.channels, fmt=spec.fmt,  # type: ignore[arg-type]
+                                     max_bytes=spec.max_wav_bytes)
             except OSError as err:
                 self.stream.close()
                 raise OSError(f"{spec.wav}: cannot write WAV file: {err.strerror}") from err
@@ -245,7 +248,11 @@ class Engine:
                 return
             try:
                 self.wav.write(np.frombuffer(data, "<f4").reshape(-1, self.channels))
-                self.counters[C["wav_frames"]] = self.wav.frames
+                self.counters[C["wav_frames"]] = self.wav.total_frames
+                # Disk errors are counted by the writer (the file stays aligned); the bridge shows them.
+                self.counters[C["wav_errors"]] = self.wav.errors
+                self.counters[C["wav_dropped_frames"]] = self.wav.dropped_frames
+                self.counters[C["wav_failing"]] = self.wav.error is not None
             except (OSError, ValueError) as err:
                 log.error("WAV %s: write failed, recording stopped: %s", self.spec.wav, err)
                 self.wav = None
@@ -287,7 +294,7 @@ class Engine:
                 t.join(5.0)
         if self.wav is not None:
             self.wav.close()
-            self.counters[C["wav_frames"]] = self.wav.frames
+            self.counters[C["wav_frames"]] = self.wav.total_frames
         self.counters[C["callbacks"]] = self.stream.callbacks
 
 

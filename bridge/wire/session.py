@@ -42,22 +42,30 @@ class SessionWriter:
         header = {"start": start, **(meta or {})}
         fh.write(MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
         self._buf: list[bytes] = []
+        self.pending_bytes = 0
         self.records = 0
 
     def write(self, t: float, raw: bytes) -> None:
-        self._buf.append(_REC.pack(t, len(raw)))
-        self._buf.append(raw)
+        rec = _REC.pack(t, len(raw)) + raw
+        self._buf.append(rec)
+        self.pending_bytes += len(rec)
         self.records += 1
+
+    def take(self) -> bytes:
+        """The records written since the last take, as bytes (the caller writes them)."""
+        data = b"".join(self._buf)
+        self._buf.clear()
+        self.pending_bytes = 0
+        return data
 
     def flush(self) -> None:
         if self._buf:
-            self.fh.write(b"".join(self._buf))
-            self._buf.clear()
+            self.fh.write(self.take())
         self.fh.flush()
 
     @property
     def pending(self) -> int:
-        return len(self._buf) // 2
+        return len(self._buf)
 
 
 def _open(src: str | Path | BinaryIO) -> tuple[BinaryIO, str, bool]:

@@ -1,12 +1,20 @@
-"""The bridge's files through the real process: a restart never overwrites (issue 16, item 3)."""
+"""The bridge's files through the real process: a restart never overwrites, a full disk and its recovery
+leave every file valid and the status saying why (issue 16, items 3, 4, 13, 14)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import mido
+import numpy as np
+import pytest
+import soundfile
 
 from trainsound.bridge.wire.session import iter_messages
 
@@ -32,3 +40,98 @@ def test_a_restart_keeps_every_file_of_the_previous_session(bridge_proc: Any, tm
         assert f"{old} exists ({len(before[old])} bytes); kept, writing {fresh} instead" in err
     assert sum(1 for _ in iter_messages(new[rec])) == 1
     assert sum(1 for m in mido.MidiFile(str(new[mid])).tracks[1] if m.type == "note_on") == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB filesystem (tmpfs; the tests run as root) that the test can fill and free."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs (these tests need root): {r.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` until ``leave`` bytes are free; the filler file is returned (unlink it to free the disk)."""
+    filler = disk / "filler"
+    st = os.statvfs(disk)
+    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+    return filler
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError("condition not met")
+        time.sleep(0.05)
+
+
+def test_disk_full_and_back_every_file_stays_valid_and_status_says_why(bridge_proc: Any, small_disk: Path) -> None:
+    rec, mid, wav = small_disk / "s.tsr", small_disk / "s.mid", small_disk / "s.wav"
+    filler = fill(small_disk, leave=160_000)
+    b = bridge_proc(["--no-midi", "--record", str(rec), "--midi-file", str(mid), "--wav", str(wav)])
+    sent = 0
+
+    def play(seconds: float) -> None:
+        nonlocal sent
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            b.send("/nn/r/grad_norm/l", 0.001 * (1 + sent % 50))
+            b.send("/nn/r/loss", 1.0 / (1 + sent))
+            sent += 2
+            time.sleep(0.01)
+
+    play(1.5)  # 384 kB/s of float32 stereo: the WAV fills the disk within half a second
+    wait_for(lambda: not b.status()["outputs"]["sine"]["ok"])
+    st = b.status()["outputs"]
+    assert st["sine"]["why"].startswith(f"disk full: {wav}: No space left on device")
+    assert st["sine"]["wav_errors"] > 0 and st["sine"]["wav_dropped_frames"] > 0
+
+    filler.unlink()  # the disk recovers
+    play(1.5)
+    wait_for(lambda: all(o["ok"] for o in b.status()["outputs"].values()))
+    st = b.status()["outputs"]
+    assert "why" not in st["sine"] and "why" not in st["record"] and "why" not in st["midi_file"]
+    rc, err = b.stop()
+    assert rc == 0
+    assert "dropping audio until it can write again (the file stays valid)" in err
+    assert f"WAV {wav}: writing again" in err
+
+    data, sr = soundfile.read(str(wav), dtype="float32", always_2d=True)
+    assert data.shape[1] == 2 and len(data) > sr  # audio from both sides of the full disk
+    assert np.isfinite(data).all() and np.abs(data).max() <= 1.0  # aligned: no misread samples
+    header_frames = (wav.stat().st_size - 58) // 8
+    assert len(data) == header_frames  # the header counts exactly the frames in the file
+    assert sum(1 for _ in iter_messages(rec)) + st["record"]["shed"] == sent
+    assert sum(1 for m in mido.MidiFile(str(mid)).tracks[1] if m.type == "note_on") > 0
+
+
+def test_a_wav_at_its_size_limit_goes_on_in_numbered_parts(bridge_proc: Any, tmp_path: Path) -> None:
+    """The 4 GiB RIFF limit, lowered by ``[sine].max_wav_bytes`` so that the test writes kilobytes."""
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text("[sine]\nmax_wav_bytes = 100000\n")
+    wav = tmp_path / "s.wav"
+    b = bridge_proc(["--no-midi", "--config", str(cfg), "--wav", str(wav)])
+    for i in range(60):
+        b.send("/nn/r/grad_norm/l", 0.001 * (1 + i))
+        time.sleep(0.01)
+    time.sleep(0.5)
+    rc, err = b.stop()
+    assert rc == 0
+    parts = [wav] + sorted(tmp_path.glob("s.*.wav"), key=lambda p: int(p.suffixes[0][1:]))
+    assert len(parts) >= 3
+    assert f"WAV: {wav} reached its size limit; going on in {tmp_path / 's.1.wav'}" in err
+    total = 0
+    for p in parts:
+        assert p.stat().st_size <= 100_000
+        data, sr = soundfile.read(str(p), dtype="float32", always_2d=True)
+        assert np.isfinite(data).all() and data.shape[1] == 2
+        total += len(data)
+    assert all(p.stat().st_size > 99_000 for p in parts[:-1])  # full parts, whole frames
+    assert total > 0.5 * sr
