@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -135,3 +136,22 @@ def test_a_wav_at_its_size_limit_goes_on_in_numbered_parts(bridge_proc: Any, tmp
         total += len(data)
     assert all(p.stat().st_size > 99_000 for p in parts[:-1])  # full parts, whole frames
     assert total > 0.5 * sr
+
+
+def test_the_midi_file_parses_after_kill_9_mid_burst(bridge_proc: Any, tmp_path: Path) -> None:
+    """Saved incrementally (issue 16, item 15), still rewritten atomically: kill -9 leaves the last save."""
+    mid = tmp_path / "k.mid"
+    b = bridge_proc(["--no-midi", "--midi-file", str(mid)])
+    for i in range(2000):
+        b.send(f"/nn/r{i % 3}/grad_norm/l{i % 7}", 0.001 * (1 + i % 90))
+        if i % 50 == 0:
+            time.sleep(0.005)
+    first = b.status()["outputs"]["midi_file"]["events"]
+    time.sleep(2.5)  # at least one save of all of them
+    for i in range(2000):  # killed in the middle of this burst and its save
+        b.send(f"/nn/r{i % 3}/grad_norm/l{i % 7}", 0.001 * (1 + i % 90))
+    b.stop(signal.SIGKILL)
+    mf = mido.MidiFile(str(mid))
+    ons = sum(1 for t in mf.tracks for m in t if m.type == "note_on" and m.velocity)
+    assert first > 1000 and ons >= first
+    assert len(mf.tracks) == 4  # tempo track + one per run
