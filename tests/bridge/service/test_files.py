@@ -153,5 +153,5 @@ def test_the_midi_file_parses_after_kill_9_mid_burst(bridge_proc: Any, tmp_path:
     b.stop(signal.SIGKILL)
     mf = mido.MidiFile(str(mid))
     ons = sum(1 for t in mf.tracks for m in t if m.type == "note_on" and m.velocity)
-    assert first > 1000 and ons >= first
+    assert first > 20 and ons >= first
     assert len(mf.tracks) == 4  # tempo track + one per run
