@@ -10,6 +10,7 @@ from .service.signals import install_early
 install_early()
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import ipaddress
@@ -149,6 +150,12 @@ def output_specs(
                 required=bool(args.wav) and not args.audio,
             )
         )
+    if not args.pyo_patch and "pyo" in config.outputs:
+        # The section only configures the output; playing it is the flag's decision (audio is never a surprise).
+        log.warning(
+            "%s: [pyo] is configured (patch %r) but no pyo output was asked for: add --pyo-patch %s to play it",
+            config.source, config.outputs["pyo"].patch, config.outputs["pyo"].patch,
+        )
     if args.pyo_patch:
         pyo_opts = {"patch": args.pyo_patch}
         if args.pyo_audio:
@@ -259,7 +266,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not specs:
         raise TrainsoundError("replay needs at least one output (e.g. --midi-file out.mid, --wav out.wav, --midi)")
     live = any(s.name in ("midi", "osc", "pyo") or s.options.get("live") for s in specs)
-    pipeline = Pipeline(config, build_outputs(config, specs))
+    # A replay plays to what it was asked for or fails: an output that cannot open is an error here.
+    outputs = build_outputs(config, [dataclasses.replace(s, required=True) for s in specs])
+    for out in outputs:
+        h = out.health()
+        if out.name == "midi" and not h.get("ok"):
+            for o in outputs:
+                o.close()
+            raise TrainsoundError(f"replay --midi: nothing to play to: {h.get('why') or out.describe()}")
+    pipeline = Pipeline(config, outputs)
     n = replay(args.session, pipeline, realtime=args.realtime or live, speed=args.speed)
     s = pipeline.stats.snapshot()
     print(

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -54,7 +55,8 @@ def api_candidates(choice: str) -> list[str]:
     return ["jack"]
 
 
-_jack_quiet: list[Any] = []
+_jack_quiet: list[Any] = []  # the ctypes callback, kept alive
+_jack_quiet_done: set[str] = set()
 
 
 def jack_server_id() -> tuple[int, int] | None:
@@ -72,22 +74,63 @@ def jack_server_id() -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def _quiet_jack() -> None:
-    """Route libjack's own stderr chatter ("Cannot connect to server socket") to DEBUG."""
-    if _jack_quiet:
-        return
-    name = ctypes.util.find_library("jack")
-    if not name:
-        return
+def loaded_libjacks() -> list[str]:
+    """Paths of every libjack mapped into this process (Linux: ``/proc/self/maps``).
+
+    python-rtmidi's wheel bundles its own libjack (``python_rtmidi.libs/libjack-<hash>.so``), so the
+    system's ``libjack.so.0`` found by name is not the one that prints.
+    """
+    found: list[str] = []
     try:
-        lib = ctypes.CDLL(name)
-        cb_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
-        cb = cb_type(lambda msg: log.debug("libjack: %s", msg.decode(errors="replace")))
-        lib.jack_set_error_function(cb)
-        lib.jack_set_info_function(cb)
-        _jack_quiet.append(cb)  # keep the callback alive
-    except (OSError, AttributeError):
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                path = line.rstrip("\n").split(maxsplit=5)[5:]
+                if path and os.path.basename(path[0]).startswith("libjack") and path[0] not in found:
+                    found.append(path[0])
+    except OSError:
         pass
+    return [p for p in found if "libjacknet" not in p and "libjackserver" not in p]
+
+
+def jack_server_listening() -> bool:
+    """Whether the JACK2 server behind :func:`jack_server_id`'s socket still accepts connections.
+
+    A jackd killed with SIGKILL leaves its socket file behind (same identity), so the file alone says
+    nothing; a refused ``connect`` says the server is gone. The connection is closed at once, before
+    any request: jackd's socket server just drops it (no client is opened, the graph is untouched).
+    """
+    name = os.environ.get("JACK_DEFAULT_SERVER", "default")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.2)
+    try:
+        s.connect(f"/dev/shm/jack_{name}_{os.getuid()}_0")
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+def _quiet_jack() -> None:
+    """Route libjack's own stderr chatter ("Cannot connect to server socket") to DEBUG.
+
+    Done on every libjack actually loaded (after ``import rtmidi``), the bundled one included; where
+    ``/proc`` does not exist, on the system library found by name.
+    """
+    libs = loaded_libjacks() or [n for n in [ctypes.util.find_library("jack")] if n]
+    cb_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+    for name in libs:
+        if name in _jack_quiet_done:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+            if not _jack_quiet:
+                _jack_quiet.append(cb_type(lambda msg: log.debug("libjack: %s", msg.decode(errors="replace"))))
+            lib.jack_set_error_function(_jack_quiet[0])
+            lib.jack_set_info_function(_jack_quiet[0])
+            _jack_quiet_done.add(name)
+        except (OSError, AttributeError):
+            pass
 
 
 class MidiOut(BaseOutput):
@@ -134,14 +177,18 @@ class MidiOut(BaseOutput):
         self.connected_to = ""
         self.sent = 0
         self.send_errors = 0
+        self.dropped = 0
+        """Messages not sent because no MIDI system was connected (never counted as sent)."""
         self.reconnects = 0
         self._down_logged = False
         self._server_id: tuple[int, int] | None = None
         self._probe_skip = 0
         self._stop = threading.Event()
+        self._why = ""
         self._connect()
         if self._out is None:
-            log.warning("MIDI: %s; will connect when it appears", self._why)
+            log.warning("MIDI: %s; will connect when it appears (logged once)", self._why)
+            self._down_logged = True  # so that the first connect is logged too
         self._watch = threading.Thread(target=self._watch_loop, name="trainsound-midi-watch", daemon=True)
         self._watch.start()
 
@@ -152,14 +199,14 @@ class MidiOut(BaseOutput):
             try:
                 out = self._rtmidi.MidiOut(const, name=self.client_name)
             except Exception as err:  # rtmidi raises SystemError (an OSError) when the API has no server
-                reasons.append(f"{api_name}: {err}")
+                reasons.append("waiting for JACK server (none running)" if api_name == "jack" else f"{api_name}: {err}")
                 continue
             try:
                 if self.port_wanted:
                     ports = out.get_ports()
                     idx = next((i for i, p in enumerate(ports) if self.port_wanted in p), None)
                     if idx is None:
-                        reasons.append(f"{api_name}: no port matching {self.port_wanted!r} (have: {ports})")
+                        reasons.append(f"port {self.port_wanted!r} absent ({api_name}; have: {ports})")
                         out.delete()
                         continue
                     out.open_port(idx, PORT_NAME)
@@ -191,7 +238,8 @@ class MidiOut(BaseOutput):
         found) is a probe client opened, and then less often.
         """
         if self.api_used == "jack" and self._server_id is not None:
-            if jack_server_id() != self._server_id:
+            if jack_server_id() != self._server_id or not jack_server_listening():
+                self._why = "waiting for JACK server (it went away)"
                 return False
         elif self.api_used == "jack":
             self._probe_skip = (self._probe_skip + 1) % 4
@@ -242,6 +290,7 @@ class MidiOut(BaseOutput):
         with self._lock:
             out = self._out
             if out is None:
+                self.dropped += len(msgs)
                 return
             for m in msgs:
                 try:
@@ -279,7 +328,7 @@ class MidiOut(BaseOutput):
                 out.delete()
 
     def health(self) -> dict[str, Any]:
-        return {
+        h: dict[str, Any] = {
             "ok": self._out is not None,
             "api": self.api_used,
             "port": self.connected_to,
@@ -287,7 +336,11 @@ class MidiOut(BaseOutput):
             "send_errors": self.send_errors,
             "reconnects": self.reconnects,
             "sounding": self.sched.sounding,
+            "dropped": self.dropped,
         }
+        if self._out is None:
+            h["why"] = self._why or "not connected"
+        return h
 
     def describe(self) -> str:
         if self._out is None:

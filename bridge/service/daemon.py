@@ -192,6 +192,11 @@ class Daemon:
             cfg.source,
             len(cfg.mappings),
         )
+        if not outputs:
+            log.warning(
+                "no outputs: messages are received, counted and answered in status, but nothing plays or is "
+                "written (add --midi-file, --wav, --osc-out, --record, or drop --no-midi)"
+            )
         self.notifier.ready(f"listening on {where[0]}:{where[1]}; outputs: {outs}")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

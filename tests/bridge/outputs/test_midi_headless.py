@@ -1,0 +1,88 @@
+"""Live MIDI on a machine with no JACK server yet (issue 16, items 14 and 19): quiet while waiting,
+a line when it connects, and an honest status when the server goes away (no messages counted as sent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import free_udp_port
+
+from trainsound.bridge.wire.osc import decode_message, encode_message
+
+pytestmark = pytest.mark.jack
+
+
+def status(port: int) -> dict[str, Any]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.sendto(encode_message("/trainsound/status"), ("127.0.0.1", port))
+        address, args = decode_message(s.recvfrom(1 << 20)[0])
+        assert address == "/trainsound/status.reply"
+        result: dict[str, Any] = json.loads(str(args[0]))
+        return result
+
+
+def wait_until(pred: Any, timeout: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError("condition not met")
+        time.sleep(0.05)
+
+
+def test_waiting_for_jack_is_quiet_then_connects_then_says_why_when_jack_dies(tmp_path: Path) -> None:
+    name = f"ts_{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1")
+    env.pop("JACK_NO_START_SERVER", None)  # the bridge must never start jackd by itself
+    port = free_udp_port()
+    log = tmp_path / "bridge.log"
+    with open(log, "w") as fh:
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "trainsound.bridge", "bridge", "--listen", f"127.0.0.1:{port}", "--midi-api", "jack"],
+            stdout=fh, stderr=subprocess.STDOUT, env=env,
+        )
+    jackd = None
+    try:
+        wait_until(lambda: "listening on" in log.read_text())
+        time.sleep(4.0)  # eight reconnect attempts
+        waiting = log.read_text().splitlines()
+        assert len(waiting) <= 3, "\n".join(waiting)  # was ~10 libjack lines a second
+        assert "MIDI: waiting for JACK server (none running); will connect when it appears (logged once)" in waiting[0]
+        st = status(port)["outputs"]["midi"]
+        assert st["ok"] is False and st["why"] == "waiting for JACK server (none running)"
+        assert not Path(f"/dev/shm/jack_{name}_{os.getuid()}_0").exists()  # no jackd was started for us
+
+        jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        wait_until(lambda: "MIDI: connected to virtual port trainsound:out (jack)" in log.read_text())
+        wait_until(lambda: status(port)["outputs"]["midi"]["ok"])
+
+        jackd.send_signal(signal.SIGKILL)  # leaves its socket file behind
+        jackd.wait()
+        wait_until(lambda: not status(port)["outputs"]["midi"]["ok"], timeout=3)
+        before = status(port)["outputs"]["midi"]
+        assert before["why"].startswith("waiting for JACK server")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(5):
+                s.sendto(encode_message("/nn/r/grad_norm/l", [0.01 * (i + 1)]), ("127.0.0.1", port))
+        time.sleep(0.3)
+        after = status(port)["outputs"]["midi"]
+        assert after["sent"] == before["sent"] and after["dropped"] > before["dropped"]
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(20)
+        if jackd is not None and jackd.poll() is None:
+            jackd.kill()
+            jackd.wait()
+    assert bridge.returncode == 0
+    assert len(log.read_text().splitlines()) <= 12, log.read_text()
