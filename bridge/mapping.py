@@ -31,6 +31,8 @@ from .wire import midi as mb
 from .wire.protocol import Event
 
 ADDRESS_CACHE_SIZE = 65_536
+#: Addresses the NaN-alarm limiter remembers at once (~200 bytes each: under 1 MB).
+ALARM_STATE_MAX = 4096
 
 
 class Mapped(NamedTuple):
@@ -81,6 +83,8 @@ class Counters:
     alarms: int = 0
     alarms_limited: int = 0
     """Alarms kept silent by the global ``[alarm].max_per_second`` (each address was due one)."""
+    alarm_state_shed: int = 0
+    """Addresses forgotten by the alarm limiter while their interval still ran (its table was full)."""
 
 
 class Engine:
@@ -202,6 +206,20 @@ class Engine:
                 out.append(m)
         return out
 
+    def _remember_alarm(self, address: str, t: float, interval: float) -> None:
+        """Note when ``address`` last alarmed, in a table of at most :data:`ALARM_STATE_MAX` addresses.
+
+        Distinct addresses are unbounded on the wire (400,000 held 82 MB): when full, the addresses
+        whose alarm is oldest are dropped; one whose interval still ran is counted as shed.
+        """
+        table = self._last_alarm
+        table.pop(address, None)  # re-inserted last: the dict's order is the order of last alarms
+        while len(table) >= ALARM_STATE_MAX:
+            oldest = next(iter(table))  # the front is the earliest alarm: amortised O(1)
+            if t - table.pop(oldest) < interval:
+                self.counters.alarm_state_shed += 1
+        table[address] = t
+
     def _alarm(
         self, ev: Event, rule_idx: int, name: str, stream: tuple[str, ...], voice: int, out: list[Mapped]
     ) -> None:
@@ -214,7 +232,7 @@ class Engine:
             self.counters.alarms_limited += 1
             loud = False
         if loud:
-            self._last_alarm[ev.address] = ev.t
+            self._remember_alarm(ev.address, ev.t, a.min_interval)
             self.counters.alarms += 1
             midi: tuple[bytes, ...] = (
                 mb.note_on(a.channel, a.note, a.velocity),

@@ -24,6 +24,16 @@ from .wire.protocol import CONTROL_PREFIX, Event, ProtocolError, parse_event
 log = logging.getLogger(__name__)
 #: Every decoded incoming message at DEBUG (the clients log what they send on ``trainsound.osc.out``).
 wire_log = logging.getLogger("trainsound.osc.in")
+#: Memory the schedule queue may hold (``[bridge].schedule_queue`` caps messages; this caps bytes:
+#: 64 KiB datagrams once held 1.18 GB). Beyond it a bundle is played now and counted ``schedule_full``.
+SCHEDULE_MAX_BYTES = 64 << 20
+#: What one queued message costs beyond its bytes: the heap entry, the decoded tuple (measured ~2× raw).
+SCHEDULE_ENTRY_COST = 256
+
+
+def schedule_cost(raw: bytes) -> int:
+    """Bytes one scheduled message holds: the raw datagram and its decoded copy, plus the entry."""
+    return 2 * len(raw) + SCHEDULE_ENTRY_COST
 
 
 class Pipeline:
@@ -43,6 +53,7 @@ class Pipeline:
         self.stats = stats or Stats()
         self._scheduled: list[tuple[float, int, bytes, Message, object]] = []
         self._seq = 0
+        self.scheduled_bytes = 0
         self._failed: dict[str, int] = {}
         self._wire_debug = wire_log.isEnabledFor(logging.DEBUG)
 
@@ -68,11 +79,15 @@ class Pipeline:
                     "beyond_horizon", sender, f"bundle {when - now:.1f} s ahead, beyond the horizon: played now"
                 )
                 self._accept(now, raw, msg, sender)
-            elif len(self._scheduled) >= self.config.bridge.schedule_queue:
-                self.stats.note("schedule_full", sender, "schedule queue full: bundle played now")
+            elif (
+                len(self._scheduled) >= self.config.bridge.schedule_queue
+                or self.scheduled_bytes + schedule_cost(raw) > SCHEDULE_MAX_BYTES
+            ):
+                self.stats.note("schedule_full", sender, "schedule queue full (messages or bytes): bundle played now")
                 self._accept(now, raw, msg, sender)
             else:
                 heapq.heappush(self._scheduled, (when, self._seq, raw, msg, sender))
+                self.scheduled_bytes += schedule_cost(raw)
                 self._seq += 1
 
     def feed_message(self, t: float, raw: bytes, sender: object = "replay") -> None:
@@ -161,6 +176,7 @@ class Pipeline:
         sched = self._scheduled
         while sched and sched[0][0] <= now:
             when, _, raw, msg, sender = heapq.heappop(sched)
+            self.scheduled_bytes -= schedule_cost(raw)
             self._accept(when, raw, msg, sender)
         due = self.engine.flush_due(now)
         if due:
@@ -177,6 +193,7 @@ class Pipeline:
             self.tick(now)
         while self._scheduled:
             when, _, raw, msg, sender = heapq.heappop(self._scheduled)
+            self.scheduled_bytes -= schedule_cost(raw)
             self._accept(when, raw, msg, sender)
         for out in self.outputs:
             try:

@@ -31,6 +31,7 @@ FLUSH_INTERVAL = 0.05
 FSYNC_INTERVAL = 1.0
 #: Unwritten recording held while the disk is full; beyond it new messages are shed (counted).
 MAX_PENDING_BYTES = 16 << 20
+RECORD_OVERHEAD = 12  # a record's time and length before the message
 
 
 class RecordOut(BaseOutput):
@@ -69,7 +70,7 @@ class RecordOut(BaseOutput):
 
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         if event is not None:
-            if len(self._carry) + self.writer.pending_bytes >= self.max_pending_bytes:
+            if len(self._carry) + self.writer.pending_bytes + len(event.raw) + RECORD_OVERHEAD > self.max_pending_bytes:
                 self.shed += 1
                 return
             self.writer.write(event.t, event.raw)

@@ -85,7 +85,7 @@ class SineOut(BaseOutput):
     def __init__(self, config: Config, *, wav: str | os.PathLike[str] | None = None, live: bool = False,
                  device: str | int | None = None, preset: str = presets.DEFAULT_PRESET,
                  sample_rate: int | None = None, block: int | None = None, fmt: str | None = None,
-                 never_overwrite: bool = False) -> None:
+                 never_overwrite: bool = False, keep_tracks: bool = False) -> None:
         opts: SineOptions = output_options(config, "sine", SineOptions())
         p = presets.get(preset or presets.DEFAULT_PRESET)
         if not wav and not live:
@@ -132,8 +132,11 @@ class SineOut(BaseOutput):
             if self.mode == "perone":
                 self.perone = PeroneSequencer(sr)
             else:
-                self.bank_sink = BankSink(opts, sr, self.block, max_freq)
+                # Pitch tracks and step times only for a render's spectrogram: a bridge writing --wav for
+                # days would hold every point (+14 MB a minute measured; issue 16, item 8).
+                self.bank_sink = BankSink(opts, sr, self.block, max_freq, keep_tracks=keep_tracks)
                 self.voices = VoiceTable(config, opts, self.mode, self.bank_sink)
+        self.keep_tracks = keep_tracks
         self.sr = sr
         self.perone_steps: list[tuple[float, int]] = []
         self._perone_pos = 0
@@ -152,7 +155,7 @@ class SineOut(BaseOutput):
                 self.queue.append(("perone", event.kind, event.run, event.name, event.values))
             return
         if self.perone is not None:
-            if event is not None and event.kind == "step" and event.values:
+            if self.keep_tracks and event is not None and event.kind == "step" and event.values:
                 self.perone_steps.append((self._perone_pos / self.sr, int(event.values[0])))
             self._emit(self.perone.apply(event))
             return

@@ -158,7 +158,10 @@ class VoiceTable:
 class BankSink:
     """Offline: voices in a :class:`VoiceBank` in this process, plus pitch tracks and step times."""
 
-    def __init__(self, opts: SineOptions, sample_rate: int, block: int, max_freq: float) -> None:
+    def __init__(self, opts: SineOptions, sample_rate: int, block: int, max_freq: float, *,
+                 keep_tracks: bool = True) -> None:
+        self.keep_tracks = keep_tracks
+        """Keep pitch tracks and step times (``trainsound render``'s spectrogram); a bridge does not."""
         self.fmin, self.octaves, self.spectra = opts.fmin, opts.octaves, opts.spectra
         self.bank = VoiceBank(sample_rate, block, max_freq=max_freq)
         self.alarm_sound = alarm_sound(sample_rate)
@@ -183,7 +186,7 @@ class BankSink:
     def _set(self, voices: list[int], hz: np.ndarray) -> None:
         va = np.array(voices, np.intp)
         self.bank.set_many(va, hz, self._levels[va])
-        if self._track_points < TRACK_POINTS * max(1, len(self.labels)):
+        if self.keep_tracks and self._track_points < TRACK_POINTS * max(1, len(self.labels)):
             self._tracks.append((self.bank.now / self.bank.sr, va, hz))
             self._track_points += len(va)
 
@@ -199,7 +202,8 @@ class BankSink:
             self.bank.play(np.outer(x, pan_gains(pan)).astype(np.float32))
 
     def step(self, step: int) -> None:
-        self.steps.append((self.bank.now / self.bank.sr, step))
+        if self.keep_tracks:
+            self.steps.append((self.bank.now / self.bank.sr, step))
 
     @property
     def tracks(self) -> dict[str, list[tuple[float, float]]]:

@@ -107,6 +107,7 @@ class Daemon:
             "kernel_drops": kernel_drops(self.receiver.sock) if self.receiver is not None else None,
             "mapping": vars(p.engine.counters),
             "scheduled": p.scheduled,
+            "scheduled_bytes": p.scheduled_bytes,
             "runs": sorted(p.runs),
             "voices": voices,
             "outputs": p.health(),

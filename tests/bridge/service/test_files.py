@@ -44,11 +44,13 @@ def test_a_restart_keeps_every_file_of_the_previous_session(bridge_proc: Any, tm
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 2 MiB filesystem (tmpfs; the tests run as root) that the test can fill and free."""
+def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A real small filesystem (tmpfs, 2 MiB unless parametrised; the tests run as root) to fill and free."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
+    size = getattr(request, "param", "2m")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True,
+                       text=True)
     if r.returncode != 0:
         pytest.fail(f"cannot mount a small tmpfs (these tests need root): {r.stderr.strip()}")
     try:
@@ -125,7 +127,7 @@ def test_a_wav_at_its_size_limit_goes_on_in_numbered_parts(bridge_proc: Any, tmp
     time.sleep(0.5)
     rc, err = b.stop()
     assert rc == 0
-    parts = [wav] + sorted(tmp_path.glob("s.*.wav"), key=lambda p: int(p.suffixes[0][1:]))
+    parts = [wav, *sorted(tmp_path.glob("s.*.wav"), key=lambda p: int(p.suffixes[0][1:]))]
     assert len(parts) >= 3
     assert f"WAV: {wav} reached its size limit; going on in {tmp_path / 's.1.wav'}" in err
     total = 0
@@ -155,3 +157,33 @@ def test_the_midi_file_parses_after_kill_9_mid_burst(bridge_proc: Any, tmp_path:
     ons = sum(1 for t in mf.tracks for m in t if m.type == "note_on" and m.velocity)
     assert first > 20 and ons >= first
     assert len(mf.tracks) == 4  # tempo track + one per run
+
+
+@pytest.mark.parametrize("small_disk", ["40m"], indirect=True)
+def test_the_recording_buffer_is_bounded_while_the_disk_is_full(bridge_proc: Any, small_disk: Path) -> None:
+    """Issue 16, item 8: what cannot be held is shed and counted, the rest written once the disk frees."""
+    from trainsound.bridge.outputs.record import MAX_PENDING_BYTES
+    from trainsound.bridge.wire.osc import encode_message
+
+    rec = small_disk / "s.tsr"
+    b = bridge_proc(["--no-midi", "--record", str(rec)])
+    filler = fill(small_disk, leave=0)
+    spectrum = encode_message("/nn/r/activation_spectrum/l", [b"\0\0\x80\x3f" * 15_000])  # 60 kB
+    n = MAX_PENDING_BYTES // 60_000 + 60
+    for i in range(n):
+        b.send_raw(spectrum)
+        if i % 10 == 0:
+            time.sleep(0.01)
+    wait_for(lambda: b.status()["outputs"]["record"]["shed"] > 0)
+    st = b.status()["outputs"]["record"]
+    assert st["ok"] is False and st["why"].startswith(f"disk full: {rec}")
+    assert st["pending_bytes"] <= MAX_PENDING_BYTES
+    filler.unlink()
+    wait_for(lambda: b.status()["outputs"]["record"]["ok"])
+    full = b.status()
+    st = full["outputs"]["record"]
+    rc, err = b.stop()
+    assert rc == 0
+    assert "writing again" in err
+    assert sum(1 for _ in iter_messages(rec)) == st["records"]  # every record kept was written
+    assert st["records"] + st["shed"] == full["accepted"]  # every message recorded or counted as shed
