@@ -164,6 +164,19 @@ def test_units_are_notify_with_watchdog_and_restart() -> None:
     assert "--config /etc/trainsound/bridge.toml" in (UNITS / "trainsound-bridge-system.service").read_text()
 
 
+def test_units_cap_memory_above_what_the_bridge_bounds_itself() -> None:
+    """Issue 16, item 8: a backstop under the bridge's own byte bounds (schedule queue, recording buffer)."""
+    from trainsound.bridge.outputs.record import MAX_PENDING_BYTES
+    from trainsound.bridge.pipeline import SCHEDULE_MAX_BYTES
+
+    for unit in ("trainsound-bridge.service", "trainsound-bridge-system.service"):
+        lines = dict(
+            line.split("=", 1) for line in (UNITS / unit).read_text().splitlines() if line.startswith("Memory")
+        )
+        assert lines["MemoryMax"] == "1G" and lines["MemoryHigh"] == "768M", unit
+        assert SCHEDULE_MAX_BYTES + MAX_PENDING_BYTES < (768 << 20) // 4
+
+
 # -- sd_notify ---------------------------------------------------------------------------------
 class FakeSystemd:
     """An AF_UNIX datagram socket standing in for systemd's notify socket."""
