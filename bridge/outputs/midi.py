@@ -15,7 +15,6 @@ import ctypes
 import ctypes.util
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from ..config import Config
 from ..errors import OutputUnavailable
 from ..mapping import Mapped
+from ..sound.jackserver import jack_server_id, jack_server_listening
 from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
 
@@ -59,21 +59,6 @@ _jack_quiet: list[Any] = []  # the ctypes callback, kept alive
 _jack_quiet_done: set[str] = set()
 
 
-def jack_server_id() -> tuple[int, int] | None:
-    """Identity of the running JACK2 server's socket (inode, mtime), or None if not found.
-
-    A restarted jackd creates its socket anew, so a changed identity means our
-    client is dead. Checking this costs one ``stat``; opening a probe JACK client
-    instead would reorder JACK's graph and stall its process cycle every time.
-    """
-    name = os.environ.get("JACK_DEFAULT_SERVER", "default")
-    try:
-        st = os.stat(f"/dev/shm/jack_{name}_{os.getuid()}_0")
-    except (OSError, AttributeError):
-        return None
-    return st.st_ino, st.st_mtime_ns
-
-
 def loaded_libjacks() -> list[str]:
     """Paths of every libjack mapped into this process (Linux: ``/proc/self/maps``).
 
@@ -90,25 +75,6 @@ def loaded_libjacks() -> list[str]:
     except OSError:
         pass
     return [p for p in found if "libjacknet" not in p and "libjackserver" not in p]
-
-
-def jack_server_listening() -> bool:
-    """Whether the JACK2 server behind :func:`jack_server_id`'s socket still accepts connections.
-
-    A jackd killed with SIGKILL leaves its socket file behind (same identity), so the file alone says
-    nothing; a refused ``connect`` says the server is gone. The connection is closed at once, before
-    any request: jackd's socket server just drops it (no client is opened, the graph is untouched).
-    """
-    name = os.environ.get("JACK_DEFAULT_SERVER", "default")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.2)
-    try:
-        s.connect(f"/dev/shm/jack_{name}_{os.getuid()}_0")
-    except OSError:
-        return False
-    finally:
-        s.close()
-    return True
 
 
 def _quiet_jack() -> None:

@@ -25,6 +25,8 @@ import importlib.util
 import logging
 import math
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -35,6 +37,7 @@ from ..errors import ConfigError, OutputUnavailable
 from ..mapping import Mapped
 from ..ratelog import MULTILINE
 from ..sound.engine import EngineLink
+from ..sound.jackserver import jack_server_listening
 from ..sound.pyo_host import (
     BUILTIN_PATCHES,
     DEFAULT_BUFFER_SIZE,
@@ -63,6 +66,8 @@ OFFLINE_TAIL = 1.0
 OFFLINE_MAX_EVENTS = 5_000_000
 #: Live: how long the engine may take to finish (stop the patch, close the recording) before it is killed.
 CLOSE_TIMEOUT = 5.0
+#: How often a pyo output waiting for JACK looks for the server (one connect() on its socket).
+JACK_CHECK_INTERVAL = 1.0
 
 
 def section(t: Table) -> PyoOptions:
@@ -212,10 +217,43 @@ class PyoOut(BaseOutput):
         self.sample_rate = opts.sample_rate
         self._events: list[tuple[float, Event | None, Sequence[Mapped]]] = []
         self.link: EngineLink | None = None
-        if opts.audio != "offline":
-            self.link = EngineLink("pyo", engine_main, (self.opts,), take=self._take, on_message=self._from_engine)
-            self.sample_rate = self.link.ready[0]
-            log.info("pyo output: patch %s on %s audio at %d Hz", self.label, opts.audio, self.sample_rate)
+        self.offline = opts.audio == "offline"
+        self.waiting: str | None = None
+        """Why the engine is not started yet (``waiting for JACK server``); it starts when JACK appears."""
+        self._starter: threading.Thread | None = None
+        self._next_check = 0.0
+        if opts.audio == "jack":
+            os.environ["JACK_NO_START_SERVER"] = "1"  # the engine inherits it: never spawn a jackd for pyo
+            if not jack_server_listening():
+                self.waiting = "waiting for JACK server (none running)"
+                log.warning("pyo: %s; the patch starts when it appears (logged once)", self.waiting)
+                return
+        if not self.offline:
+            self._start_engine()
+
+    def _start_engine(self) -> None:
+        self.link = EngineLink("pyo", engine_main, (self.opts,), take=self._take, on_message=self._from_engine)
+        self.sample_rate = self.link.ready[0]
+        self.waiting = None
+        log.info("pyo output: patch %s on %s audio at %d Hz", self.label, self.opts.audio, self.sample_rate)
+
+    def _start_when_jack_is_there(self) -> None:
+        """The waiting engine's start, off the receive thread (booting pyo takes a moment)."""
+        try:
+            self._start_engine()
+        except OutputUnavailable as err:
+            self.waiting = f"waiting for JACK server ({err})"
+
+    def _tick(self, now: float) -> None:
+        if self.waiting is None or (self._starter is not None and self._starter.is_alive()):
+            return
+        wall = time.monotonic()
+        if wall >= self._next_check:
+            self._next_check = wall + JACK_CHECK_INTERVAL
+            if jack_server_listening():
+                self._starter = threading.Thread(target=self._start_when_jack_is_there, name="trainsound-pyo-start",
+                                                 daemon=True)
+                self._starter.start()
 
     # -- live (feeder thread) ----------------------------------------------------------
     def _take(self) -> tuple[Any, ...] | None:
@@ -238,7 +276,7 @@ class PyoOut(BaseOutput):
     # -- Output protocol ---------------------------------------------------------
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         """Queue the item for the feeder (live) or the renderer (offline); O(1), never blocks."""
-        if self.link is None:
+        if self.offline:
             if len(self._events) >= OFFLINE_MAX_EVENTS:
                 self.dropped += 1
                 if self.dropped == 1:
@@ -256,24 +294,32 @@ class PyoOut(BaseOutput):
 
     def _close(self) -> None:
         """Silence the patch and stop pyo (offline: render the WAV first)."""
-        if self.link is None:
+        if self.offline:
             self._render()
-        else:
+            return
+        if self._starter is not None:
+            self._starter.join(timeout=CLOSE_TIMEOUT)
+        if self.link is not None:
             self.link.close(timeout=CLOSE_TIMEOUT)
 
     def health(self) -> dict[str, Any]:
         failed = self.failed or (self.link.failed if self.link is not None else None)
-        return {
-            "ok": failed is None,
+        h: dict[str, Any] = {
+            "ok": failed is None and self.waiting is None,
             "patch": self.opts.patch,
             "audio": self.opts.audio,
             "fed": self.fed,
-            "queued": len(self.queue) if self.link is not None else len(self._events),
+            "queued": len(self._events) if self.offline else len(self.queue),
             "dropped": self.dropped,
             "patch_calls": self.coalescer.calls,
             "alarms": self.coalescer.alarms,
             "failed": failed,
         }
+        if self.waiting is not None:
+            h["why"] = self.waiting
+        elif failed is not None:
+            h["why"] = f"pyo failed: {failed}"
+        return h
 
     # -- offline ---------------------------------------------------------------
     def _render(self) -> None:

@@ -86,3 +86,41 @@ def test_waiting_for_jack_is_quiet_then_connects_then_says_why_when_jack_dies(tm
             jackd.wait()
     assert bridge.returncode == 0
     assert len(log.read_text().splitlines()) <= 12, log.read_text()
+
+
+def test_pyo_waits_for_jack_quietly_and_starts_when_it_appears(tmp_path: Path) -> None:
+    from trainsound.bridge.outputs.pyo import builtin_patches
+
+    name = f"ts_{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1")
+    env.pop("JACK_NO_START_SERVER", None)  # pyo must not start a jackd by itself either
+    port = free_udp_port()
+    log = tmp_path / "bridge.log"
+    patch = next(iter(builtin_patches()))
+    with open(log, "w") as fh:
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "trainsound.bridge", "bridge", "--listen", f"127.0.0.1:{port}", "--no-midi",
+             "--pyo-patch", patch, "--pyo-audio", "jack"],
+            stdout=fh, stderr=subprocess.STDOUT, env=env,
+        )
+    jackd = None
+    try:
+        wait_until(lambda: "listening on" in log.read_text(), timeout=20)
+        time.sleep(3.0)
+        assert not Path(f"/dev/shm/jack_{name}_{os.getuid()}_0").exists()  # no jackd started behind our back
+        st = status(port)["outputs"]["pyo"]
+        assert st["ok"] is False and st["why"] == "waiting for JACK server (none running)"
+        assert len(log.read_text().splitlines()) <= 3, log.read_text()
+        assert "pyo: waiting for JACK server (none running); the patch starts when it appears" in log.read_text()
+
+        jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        wait_until(lambda: f"pyo output: patch {patch!r} on jack audio" in log.read_text(), timeout=20)
+        wait_until(lambda: status(port)["outputs"]["pyo"]["ok"])
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(30)
+        if jackd is not None:
+            jackd.terminate()
+            jackd.wait(10)
+    assert bridge.returncode == 0, log.read_text()
