@@ -273,7 +273,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if out.name == "midi" and not h.get("ok"):
             for o in outputs:
                 o.close()
-            raise TrainsoundError(f"replay --midi: nothing to play to: {h.get('why') or out.describe()}")
+            raise TrainsoundError(f"replay --midi: nothing to play to: {h.get('why') or 'not connected'}")
     pipeline = Pipeline(config, outputs)
     n = replay(args.session, pipeline, realtime=args.realtime or live, speed=args.speed)
     s = pipeline.stats.snapshot()
