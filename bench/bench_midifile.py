@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mido
 
-from trainsound.bridge.wire.smf import TICKS_PER_BEAT, TICKS_PER_SECOND, TEMPO, TrackBytes, smf_bytes
+from trainsound.bridge.wire.smf import TEMPO, TICKS_PER_BEAT, TICKS_PER_SECOND, TrackBytes, smf_bytes
 
 RUNS = ("run0", "run1", "run2", "run3")
 

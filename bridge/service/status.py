@@ -138,8 +138,9 @@ def format_status(st: dict[str, Any]) -> str:
     nvoices = sum(len(v) if isinstance(v, list) else int(v) for v in voices.values())
     lines.append(f"runs {len(runs)}: {', '.join(runs) or '-'}; voices {nvoices}; scheduled {st.get('scheduled', 0)}")
     for name, h in st.get("outputs", {}).items():
-        ok = "ok" if h.get("ok") else "NOT OK"
-        rest = ", ".join(f"{k}={v}" for k, v in h.items() if k != "ok")
+        # Why first: what a user needs when an output is not ok ("disk full: …", "waiting for JACK server").
+        ok = "ok" if h.get("ok") else f"NOT OK: {h['why']}" if h.get("why") else "NOT OK"
+        rest = ", ".join(f"{k}={v}" for k, v in h.items() if k not in ("ok", "why"))
         lines.append(f"output {name}: {ok} ({rest})")
     return "\n".join(lines)
 

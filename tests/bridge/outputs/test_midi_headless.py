@@ -48,7 +48,8 @@ def test_waiting_for_jack_is_quiet_then_connects_then_says_why_when_jack_dies(tm
     log = tmp_path / "bridge.log"
     with open(log, "w") as fh:
         bridge = subprocess.Popen(
-            [sys.executable, "-m", "trainsound.bridge", "bridge", "--listen", f"127.0.0.1:{port}", "--midi-api", "jack"],
+            [sys.executable, "-m", "trainsound.bridge", "bridge", "--listen", f"127.0.0.1:{port}",
+             "--midi-api", "jack"],
             stdout=fh, stderr=subprocess.STDOUT, env=env,
         )
     jackd = None

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 import soundfile
 
 from trainsound.bridge.wire.session import iter_messages
+
+TRAINSOUND = [sys.executable, "-m", "trainsound.bridge"]
 
 
 def test_a_restart_keeps_every_file_of_the_previous_session(bridge_proc: Any, tmp_path: Path) -> None:
@@ -95,12 +98,16 @@ def test_disk_full_and_back_every_file_stays_valid_and_status_says_why(bridge_pr
     st = b.status()["outputs"]
     assert st["sine"]["why"].startswith(f"disk full: {wav}: No space left on device")
     assert st["sine"]["wav_errors"] > 0 and st["sine"]["wav_dropped_frames"] > 0
+    r = subprocess.run([*TRAINSOUND, "status", "--to", f"127.0.0.1:{b.port}"], capture_output=True, text=True)
+    assert r.returncode == 3 and f"output sine: NOT OK: disk full: {wav}: No space left on device" in r.stdout
 
     filler.unlink()  # the disk recovers
     play(1.5)
     wait_for(lambda: all(o["ok"] for o in b.status()["outputs"].values()))
     st = b.status()["outputs"]
     assert "why" not in st["sine"] and "why" not in st["record"] and "why" not in st["midi_file"]
+    r = subprocess.run([*TRAINSOUND, "status", "--to", f"127.0.0.1:{b.port}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout  # recovered: healthy again
     rc, err = b.stop()
     assert rc == 0
     assert "dropping audio until it can write again (the file stays valid)" in err
