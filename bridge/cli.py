@@ -5,7 +5,7 @@ from __future__ import annotations
 
 # First of all, before the heavier imports below: a SIGHUP (reload) sent while the bridge is still
 # starting must not kill it (its default action). The daemon acts on it once it serves.
-from .service.signals import install_early
+from .service.signals import install_early, release_early
 
 install_early()
 
@@ -346,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.func is not cmd_bridge:
+        release_early()
     setup_logging(-1 if args.quiet else args.verbose)
     try:
         for dest, flag in PATH_ARGS.items():

@@ -37,6 +37,16 @@ def install_early() -> None:
             signal.signal(s, _remember)
 
 
+def release_early() -> None:
+    """For commands other than the bridge: SIGHUP/SIGUSR1 act as by default again (a terminal hangup
+    ends a ``replay``), and one that arrived meanwhile is delivered now."""
+    for s in EARLY:
+        if signal.getsignal(s) is _remember:
+            signal.signal(s, signal.SIG_DFL)
+    for s in take_pending():
+        os.kill(os.getpid(), s)
+
+
 def take_pending() -> list[int]:
     """Signals that arrived before the daemon took over (oldest first), forgotten once taken."""
     out, _pending[:] = list(_pending), []

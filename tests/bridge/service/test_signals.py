@@ -144,3 +144,21 @@ def test_a_fifo_at_the_config_path_is_refused_on_reload_without_blocking(bridge_
     rc, err = b.stop()
     assert rc == 0
     assert f"{cfg}: not a regular file (a FIFO, device or directory); refusing to read it" in err
+
+
+def test_other_commands_still_end_on_a_terminal_hangup(tmp_path: Path) -> None:
+    """Only the bridge keeps SIGHUP (reload): a realtime replay ends on hangup as before."""
+    from trainsound.bridge.wire.session import SessionWriter, encode_message
+
+    session = tmp_path / "s.tsr"
+    with open(session, "wb") as fh:
+        w = SessionWriter(fh, 100.0)
+        w.write(100.0, encode_message("/nn/r/loss", [1.0]))
+        w.write(160.0, encode_message("/nn/r/loss", [0.5]))  # a minute later: the replay waits
+        w.flush()
+    proc = subprocess.Popen([sys.executable, "-m", "trainsound.bridge", "replay", str(session), "--realtime",
+                             "--midi-file", str(tmp_path / "r.mid")], stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGHUP)
+    proc.communicate(timeout=20)
+    assert proc.returncode == -signal.SIGHUP
