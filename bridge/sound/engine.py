@@ -74,6 +74,7 @@ class EngineLink:
             try:
                 msg = self._conn.recv()
             except EOFError:
+                self._proc.join(5.0)  # the pipe closes a moment before the exit code is there to read
                 msg = ("error", f"{name} engine exited at start (exit code {self._proc.exitcode})")
         if msg[0] != "ready":
             self._kill()

@@ -41,8 +41,10 @@ def jack_server_listening() -> bool:
     s.settimeout(0.2)
     try:
         s.connect(server_socket())
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False  # nobody listens: the server is gone
     except OSError:
-        return False
+        return True  # a busy moment (timeout, full backlog) is not a dead server
     finally:
         s.close()
     return True
