@@ -40,6 +40,20 @@ def wait_until(pred: Any, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def start_jackd(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def reclaim(name: str, env: dict[str, str]) -> None:
+    """A jackd killed with SIGKILL keeps its slot in JACK's shared server registry (8 slots for the whole
+    machine, reclaimed only by a server of the same name): start one under that name and stop it cleanly."""
+    j = start_jackd(name, env)
+    subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True)
+    j.terminate()
+    j.wait(10)
+
+
 def test_waiting_for_jack_is_quiet_then_connects_then_says_why_when_jack_dies(tmp_path: Path) -> None:
     name = f"ts_{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1")
@@ -63,8 +77,7 @@ def test_waiting_for_jack_is_quiet_then_connects_then_says_why_when_jack_dies(tm
         assert st["ok"] is False and st["why"] == "waiting for JACK server (none running)"
         assert not Path(f"/dev/shm/jack_{name}_{os.getuid()}_0").exists()  # no jackd was started for us
 
-        jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        jackd = start_jackd(name, env)
         wait_until(lambda: "MIDI: connected to virtual port trainsound:out (jack)" in log.read_text())
         wait_until(lambda: status(port)["outputs"]["midi"]["ok"])
 
@@ -82,9 +95,12 @@ def test_waiting_for_jack_is_quiet_then_connects_then_says_why_when_jack_dies(tm
     finally:
         bridge.send_signal(signal.SIGTERM)
         bridge.wait(20)
-        if jackd is not None and jackd.poll() is None:
-            jackd.kill()
-            jackd.wait()
+        if jackd is not None:
+            if jackd.poll() is None:
+                jackd.terminate()
+                jackd.wait(10)
+            if jackd.returncode == -signal.SIGKILL:
+                reclaim(name, env)
     assert bridge.returncode == 0
     assert len(log.read_text().splitlines()) <= 12, log.read_text()
 
@@ -114,8 +130,7 @@ def test_pyo_waits_for_jack_quietly_and_starts_when_it_appears(tmp_path: Path) -
         assert len(log.read_text().splitlines()) <= 3, log.read_text()
         assert "pyo: waiting for JACK server (none running); the patch starts when it appears" in log.read_text()
 
-        jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        jackd = start_jackd(name, env)
         wait_until(lambda: f"pyo output: patch {patch!r} on jack audio" in log.read_text(), timeout=20)
         wait_until(lambda: status(port)["outputs"]["pyo"]["ok"])
     finally:
