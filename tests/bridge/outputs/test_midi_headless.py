@@ -3,7 +3,6 @@ a line when it connects, and an honest status when the server goes away (no mess
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,19 +16,17 @@ from typing import Any
 import pytest
 from support import free_udp_port
 
-from trainsound.bridge.wire.osc import decode_message, encode_message
+from trainsound.bridge.service.status import query_tcp
+from trainsound.bridge.wire.osc import encode_message
 
 pytestmark = pytest.mark.jack
 
 
 def status(port: int) -> dict[str, Any]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(2)
-        s.sendto(encode_message("/trainsound/status"), ("127.0.0.1", port))
-        address, args = decode_message(s.recvfrom(1 << 20)[0])
-        assert address == "/trainsound/status.reply"
-        result: dict[str, Any] = json.loads(str(args[0]))
-        return result
+    """The full status over TCP, as ``trainsound status`` asks (UDP replies are bounded by the request)."""
+    st = query_tcp("127.0.0.1", port, 5.0)
+    assert st is not None, "no status over TCP"
+    return st
 
 
 def wait_until(pred: Any, timeout: float = 10.0) -> None:
