@@ -7,7 +7,7 @@ from types import ModuleType
 
 from trainsound.bridge.errors import TrainsoundError
 
-__all__ = ["ClientArgumentError", "MissingExtraError", "require"]
+__all__ = ["ClientArgumentError", "MissingExtraError", "check_counts", "require"]
 
 
 class ClientArgumentError(TrainsoundError, ValueError):
@@ -32,3 +32,16 @@ def require(module: str, feature: str, extra: str, what: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as err:
         raise MissingExtraError(f"{feature} needs {what}: pip install 'trainsound[{extra}]'") from err
+
+
+def check_counts(**values: object) -> None:
+    """Each keyword must be an integer >= 1 (``every``, ``weights_every`` …), or the error names it.
+
+    >>> check_counts(every=2, weights_every=0)
+    Traceback (most recent call last):
+    ...
+    trainsound.errors.ClientArgumentError: weights_every must be an integer >= 1, got 0
+    """
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ClientArgumentError(f"{name} must be an integer >= 1, got {value!r}")

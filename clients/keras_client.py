@@ -23,9 +23,9 @@ from typing import Any
 import keras
 from keras import ops
 
-from .errors import ClientArgumentError
+from .errors import ClientArgumentError, check_counts
 from .osc import Client
-from .stats import LOG_CHOICES, layer_grad_norms, layer_weight_stats
+from .stats import layer_grad_norms, layer_weight_stats, log_items
 
 __all__ = ["Sonify"]
 
@@ -54,6 +54,12 @@ class Sonify(keras.callbacks.Callback):
         port: bridge port (default ``$TRAINSOUND_ADDR`` or 9150).
         client: an existing :class:`~trainsound.osc.Client` to send with instead.
         update_ratio: compute ‖ΔW‖/‖W‖ (keeps one copy of the trainable weights inside the step).
+        weights_every: send weight statistics and ``units`` on every k-th reported batch (the first
+            included); computed in the step every batch all the same.
+        units: layer names whose kernel's per-output-unit means go out as ``weight_units`` (the mean
+            over every kernel axis but the last: a Dense layer's columns, a Conv layer's filters).
+        weight_only: statistics of each layer's kernel alone, bias ignored (the Keras seed's
+            ``gradient_norm_<layer>``).
 
     Raises:
         ClientArgumentError: a wrong argument, or a Keras backend other than TensorFlow.
@@ -69,16 +75,15 @@ class Sonify(keras.callbacks.Callback):
         port: int | None = None,
         client: Client | None = None,
         update_ratio: bool = True,
+        weights_every: int = 1,
+        units: Iterable[str] | str | None = None,
+        weight_only: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(run, str) or not run:
             raise ClientArgumentError(f"run must be a non-empty string, got {run!r}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ClientArgumentError(f"every must be an integer >= 1, got {every!r}")
-        items = (log,) if isinstance(log, str) else tuple(log)
-        bad = [x for x in items if x not in LOG_CHOICES]
-        if bad:
-            raise ClientArgumentError(f"log must name some of {sorted(LOG_CHOICES)}, got {bad[0]!r}")
+        check_counts(every=every, weights_every=weights_every)
+        items = log_items(log)
         if keras.backend.backend() != "tensorflow":
             raise ClientArgumentError(
                 f"Sonify needs the TensorFlow backend, KERAS_BACKEND is {keras.backend.backend()!r}"
@@ -89,6 +94,9 @@ class Sonify(keras.callbacks.Callback):
         self.log_weights = "weights" in items
         self.log_loss = "loss" in items
         self.update_ratio = update_ratio
+        self.weights_every = weights_every
+        self.units = [units] if isinstance(units, str) else list(units or ())
+        self.weight_only = bool(weight_only)
         self.client = client or Client(host, port, run=run)
         self.step = 0
         self.epoch = 0
@@ -98,7 +106,9 @@ class Sonify(keras.callbacks.Callback):
     # -- wiring -----------------------------------------------------------------------------------
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         model, optimizer = self.model, self.model.optimizer
-        variables = list(model.trainable_variables)
+        variables = [v for v in model.trainable_variables if not self.weight_only or v.name == "kernel"]
+        self._unit_vars = self._unit_kernels(model)
+        self._unit_slices: dict[str, slice] = {}
         self._index = {id(v): i for i, v in enumerate(variables)}
         names = [_layer_of(v.path, model.name) for v in variables]
         self._names = list(dict.fromkeys(names))
@@ -106,13 +116,32 @@ class Sonify(keras.callbacks.Callback):
         self._counts = [float(max(int(ops.size(v)), 0)) for v in variables]
         n = len(variables)
         self._n = n
-        # [loss | grad_sq (n) | sums (n) | sq (n) | abs_max (n) | delta_sq (n)]
-        self._stats = keras.Variable(ops.zeros((1 + 5 * n,)), trainable=False, dtype="float32", name="trainsound")
+        at = 1 + 5 * n
+        for name, kernel in self._unit_vars.items():
+            width = int(kernel.shape[-1])
+            self._unit_slices[name] = slice(at, at + width)
+            at += width
+        # [loss | grad_sq (n) | sums (n) | sq (n) | abs_max (n) | delta_sq (n) | unit means of each `units` layer]
+        self._stats = keras.Variable(ops.zeros((at,)), trainable=False, dtype="float32", name="trainsound")
         self._wrap(optimizer, "apply", self._make_apply(optimizer.apply))
         self._wrap(model, "compute_loss", self._make_compute_loss(model.compute_loss))
         model.make_train_function(force=True)
         self.client.event("start")
         self.client.flush()
+
+    def _unit_kernels(self, model: Any) -> dict[str, Any]:
+        """``units`` layer name → its kernel variable; errors name the layer."""
+        out = {}
+        for name in self.units:
+            try:
+                layer = model.get_layer(name)
+            except ValueError:
+                raise ClientArgumentError(f"units: model has no layer named {name!r}") from None
+            kernel = getattr(layer, "kernel", None)
+            if kernel is None or len(kernel.shape) < 1:
+                raise ClientArgumentError(f"units: layer {name!r} has no kernel")
+            out[name] = kernel
+        return out
 
     def _wrap(self, obj: Any, attr: str, fn: Any) -> None:
         """Shadow ``obj.attr`` with an instance attribute; remember what to put back."""
@@ -139,7 +168,7 @@ class Sonify(keras.callbacks.Callback):
         return compute_loss
 
     def _make_apply(self, original: Any) -> Any:
-        stats, index, n = self._stats, self._index, self._n
+        stats, index, n, kernels = self._stats, self._index, self._n, list(self._unit_vars.values())
         want_grads, want_weights, want_delta = self.log_grads, self.log_weights, self.update_ratio and self.log_weights
 
         def apply(grads: Any, trainable_variables: Any = None) -> Any:
@@ -168,6 +197,9 @@ class Sonify(keras.callbacks.Callback):
                 parts += [ops.stack(sums), ops.stack(sqs), ops.stack(maxes), ops.stack(deltas)]
             elif n:
                 parts.append(ops.zeros((4 * n,)))
+            for kernel in kernels:  # one mean per output unit: over every axis but the last
+                width = int(kernel.shape[-1])
+                parts.append(ops.mean(ops.reshape(ops.cast(kernel.value, "float32"), (-1, width)), axis=0))
             if parts:
                 stats[1:].assign(ops.concatenate(parts))
             return result
@@ -195,9 +227,12 @@ class Sonify(keras.callbacks.Callback):
                     c.metric(name, value)
         if self.log_grads and n:
             c.grad_norms(layer_grad_norms(v[1 : 1 + n], self._owner, self._names))
-        if self.log_weights and n:
+        due = (step // self.every) % self.weights_every == 0
+        if self.log_weights and n and due:
             sums, sqs, maxes, deltas = (v[1 + k * n : 1 + (k + 1) * n] for k in range(1, 5))
             c.weights(layer_weight_stats(sums, sqs, maxes, deltas, self._counts, self._owner, self._names))
+        for name, sl in self._unit_slices.items() if due else ():
+            c.weight_units(name, v[sl])
         c.step(step, self.epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Final, SupportsFloat
 import numpy as np
 
 from .bridge.wire.osc import I32, bundle_head, element_prefix, encode_message, pack_blob, pack_f32, pad
-from .bridge.wire.protocol import DEFAULT_HOST, DEFAULT_PORT, EVENT_KINDS, sanitize
+from .bridge.wire.protocol import DEFAULT_HOST, DEFAULT_PORT, EVENT_KINDS, MAX_UNITS, sanitize
 from .errors import ClientArgumentError
 from .transport import (
     ENV_ADDR,
@@ -181,6 +181,19 @@ class Client:
         body = pack_blob(blob)
         self._pending.append(self._prefix("activation_spectrum", layer, ",b", len(body)) + body)
 
+    def weight_units(self, layer: str, means: Any) -> None:
+        """Collect one mean weight per output unit (``/nn/<run>/weight_units/<layer> b``, float32 LE).
+
+        More than :data:`~trainsound.bridge.wire.protocol.MAX_UNITS` units are averaged in contiguous
+        groups down to that many (:func:`pool_units`), so the message always fits the protocol.
+        """
+        units = pool_units(np.asarray(means, dtype=np.float64).ravel())
+        if not units.size:
+            return
+        body = pack_blob(units.astype("<f4").tobytes())
+        self._pending.append(self._prefix("weight_units", layer, ",b", len(body)) + body)
+        self._check(units.tolist())
+
     def event(self, kind: str) -> None:
         """Collect an event: ``start``, ``end``, ``epoch`` or ``nan`` (``nan`` is also sent automatically)."""
         if kind not in EVENT_KINDS:
@@ -238,6 +251,21 @@ class Client:
         return (
             f"Client(host={self.host!r}, port={self.port}, run={self.run!r}, sent={self.sent}, dropped={self.dropped})"
         )
+
+
+def pool_units(means: np.ndarray, cap: int = MAX_UNITS) -> np.ndarray:
+    """At most ``cap`` values: wider layers averaged over contiguous, near-equal groups of units.
+
+    >>> pool_units(np.arange(10.0), 4).tolist()
+    [0.5, 3.0, 5.5, 8.0]
+    >>> pool_units(np.arange(3.0), 4).tolist()
+    [0.0, 1.0, 2.0]
+    """
+    n = means.size
+    if n <= cap:
+        return means
+    edges = (np.arange(cap + 1) * n) // cap
+    return np.add.reduceat(means, edges[:-1]) / np.diff(edges)
 
 
 @functools.lru_cache(maxsize=8)

@@ -16,14 +16,29 @@ exactly 1.0 reads 0).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-__all__ = ["LOG_CHOICES", "abs_max", "layer_grad_norms", "layer_weight_stats"]
+from .errors import ClientArgumentError
+
+__all__ = ["LOG_CHOICES", "abs_max", "layer_grad_norms", "layer_weight_stats", "log_items"]
 
 #: What a client may be asked to send (``log=`` of ``watch`` and ``Sonify``).
 LOG_CHOICES: frozenset[str] = frozenset({"grads", "weights", "loss"})
 
 WeightStats = tuple[float, float, float, float, float]
+
+
+def log_items(log: Iterable[str] | str) -> tuple[str, ...]:
+    """A client's ``log=`` argument as a tuple, each item one of :data:`LOG_CHOICES`.
+
+    >>> log_items("loss")
+    ('loss',)
+    """
+    items = (log,) if isinstance(log, str) else tuple(log)
+    bad = [x for x in items if x not in LOG_CHOICES]
+    if bad:
+        raise ClientArgumentError(f"log must name some of {sorted(LOG_CHOICES)}, got {bad[0]!r}")
+    return items
 
 
 def layer_grad_norms(grad_sq: Sequence[float], owner: Sequence[int], names: Sequence[str]) -> dict[str, float]:

@@ -4,17 +4,17 @@ How a step flows (all hooks are thin; the numbers are computed with fused ``torc
 and leave the device once per step as one vector):
 
 - optimizer step **pre**-hook: per-tensor gradient norms (one ``torch._foreach_norm``), on the device;
-- optimizer step **post**-hook, on every ``weights_every``-th reported step (default 10): per tensor
-  the weight norm (``_foreach_norm``), sum, abs-max and ‖ΔW‖ against a preallocated copy of the
-  weights taken at the previous weight report (``_foreach_sub_`` / ``_foreach_norm`` /
-  ``_foreach_copy_``); mean and std are derived on the host from the sum and the squared norm;
-- every per-tensor scalar of the step (gradient norms, weight statistics, a loss tensor already
-  known) is stacked into **one** vector with one ``torch.stack`` and copied to the host once (on a
-  GPU: asynchronously into pinned memory, with an event — no synchronisation inside the step);
-- the model's next training forward (a forward pre-hook) closes the step: the loss and metrics given
-  to :func:`log` since the previous forward are attached and every record whose copy has finished is
-  encoded and sent as one bundle. So a step goes out when the next one starts ("one step late"),
-  and :meth:`Watch.close` sends the last one.
+- optimizer step **post**-hook, on every ``weights_every``-th reported step (default 10): per tensor the weight
+  norm (``_foreach_norm``), sum, abs-max and ‖ΔW‖ against a preallocated copy of the weights taken at the
+  previous weight report (``_foreach_sub_`` / ``_foreach_norm`` / ``_foreach_copy_``); mean and std are derived
+  on the host from the sum and the squared norm; with ``units=``, those modules' per-unit mean weights;
+- every per-tensor scalar of the step (gradient norms, weight statistics, a loss tensor already known) is
+  stacked into **one** vector with one ``torch.stack`` and copied to the host once (on a GPU: asynchronously
+  into pinned memory, with an event — no synchronisation inside the step);
+- the model's next training forward (a forward pre-hook) closes the step: the loss and metrics given to
+  :func:`log` since the previous forward are attached and every record whose copy has finished is encoded
+  and sent as one bundle. So a step goes out when the next one starts ("one step late"), and
+  :meth:`Watch.close` sends the last one.
 
 The loss is picked up automatically from ``loss.backward()`` (a thin wrapper around
 ``torch.Tensor.backward`` while a watch is active); ``trainsound.log(loss=...)`` overrides it.
@@ -33,11 +33,12 @@ from torch import nn
 
 from . import distributed as tdist
 from .activations import DEFAULT_BINS, MAX_BINS, spectrum
-from .errors import ClientArgumentError
+from .errors import ClientArgumentError, check_counts
 from .osc import Client
-from .stats import LOG_CHOICES
+from .stats import LOG_CHOICES, log_items
 from .torch_loss import LossTap
 from .torch_steps import DeviceStats, Record, send_record, stack_scalars, to_host
+from .torch_units import UnitMeans
 
 __all__ = ["LOG_CHOICES", "Watch", "log", "watch"]
 
@@ -76,6 +77,8 @@ class Watch:
         spectrum_every: int = DEFAULT_SPECTRUM_EVERY,
         weights_every: int = DEFAULT_WEIGHTS_EVERY,
         update_ratio: bool = True,
+        units: Sequence[str] | str | None = None,
+        weight_only: bool = False,
         auto_loss: bool = True,
         ranks: Literal["zero", "all"] = "zero",
         sharded: bool | None = None,
@@ -85,25 +88,18 @@ class Watch:
             raise ClientArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(run, str) or not run:
             raise ClientArgumentError(f"run must be a non-empty string, got {run!r}")
-        for name, value in (("every", every), ("spectrum_every", spectrum_every), ("weights_every", weights_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ClientArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+        check_counts(every=every, spectrum_every=spectrum_every, weights_every=weights_every)
         if isinstance(spectrum_bins, bool) or not isinstance(spectrum_bins, int) or not 2 <= spectrum_bins <= MAX_BINS:
             raise ClientArgumentError(f"spectrum_bins must be an integer in 2..{MAX_BINS}, got {spectrum_bins!r}")
-        items = (log,) if isinstance(log, str) else tuple(log)
-        bad = [x for x in items if x not in LOG_CHOICES]
-        if bad:
-            raise ClientArgumentError(f"log must name some of {sorted(LOG_CHOICES)}, got {bad[0]!r}")
+        items = log_items(log)
         if ranks not in ("zero", "all"):
             raise ClientArgumentError(f"ranks must be 'zero' or 'all', got {ranks!r}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise ClientArgumentError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if isinstance(activations, str):
-            activations = [activations]
-        modules = dict(model.named_modules())
-        for name in activations or ():
-            if name not in modules:
-                raise ClientArgumentError(f"activations: model has no module named {name!r}")
+        activations = [activations] if isinstance(activations, str) else activations
+        missing = [name for name in activations or () if name not in dict(model.named_modules())]
+        if missing:
+            raise ClientArgumentError(f"activations: model has no module named {missing[0]!r}")
 
         self.model = model
         self.every = every
@@ -117,7 +113,8 @@ class Watch:
         self.auto_loss = bool(auto_loss)
         self.step = 0
         self.epoch: int | None = None
-        self.stats = DeviceStats(model, keep_previous=self.log_weights and self.update_ratio)
+        self.stats = DeviceStats(model, self.log_weights and self.update_ratio, weight_only=bool(weight_only))
+        self.units = UnitMeans(model, units)
         self._grad_norms: Sequence[torch.Tensor] | None = None
         self._numel: torch.Tensor | None = None
         self._spectra: dict[str, torch.Tensor] = {}
@@ -259,11 +256,14 @@ class Watch:
             if self._numel is None:
                 self._numel = torch.tensor(lay.numel, device=self.stats.zero.device)
             parts.append(self._numel)
-        offset = sum(p.numel() for p in parts)
-        for name, spec in self._spectra.items():
-            rec.spectra[name] = slice(offset, offset + spec.numel())
-            offset += spec.numel()
-            parts.append(spec.to(self.stats.zero.device).float().reshape(-1))
+        offset, dev = sum(p.numel() for p in parts), self.stats.zero.device
+        blocks = [(rec.spectra, k, x.to(dev).float().reshape(-1)) for k, x in self._spectra.items()]
+        if self.units and (step // self.every) % self.weights_every == 0:  # as weight statistics
+            blocks += [(rec.units, k, x) for k, x in self.units.parts(dev).items()]
+        for where, name, x in blocks:
+            where[name] = slice(offset, offset + x.numel())
+            offset += x.numel()
+            parts.append(x)
         self._spectra = {}
         vector = parts[0] if len(parts) == 1 else torch.cat(parts)
         if sharded:
@@ -371,16 +371,16 @@ def watch(
             (mean, std, abs-max, L2 norm, update ratio ‖ΔW‖/‖W‖ since the previous weight report)
             and ``"loss"`` (from ``loss.backward()`` or :func:`log`).
         activations: module paths whose outputs get an ``activation_spectrum``.
-        **options: ``optimizer`` (hook only this optimizer; default: any optimizer holding the
-            model's parameters), ``client`` / ``host`` / ``port``, ``spectrum_bins`` (64),
-            ``spectrum_every`` (10 steps), ``weights_every`` (10: weight statistics on every 10th
-            reported step — the first included — so the default stays under 1 % of a step; the
-            update ratio then spans those 10 reports; ``1`` for every reported step),
-            ``update_ratio`` (True; keeps one copy of the weights),
-            ``auto_loss`` (True: take the loss from ``loss.backward()``),
+        **options: ``optimizer`` (hook only this optimizer; default: any optimizer holding the model's
+            parameters), ``client`` / ``host`` / ``port``, ``spectrum_bins`` (64), ``spectrum_every`` (10 steps),
+            ``weights_every`` (10: weight statistics on every 10th reported step — the first included — so the
+            default stays under 1 % of a step; the update ratio then spans those 10 reports; ``1`` for every
+            reported step), ``update_ratio`` (True; keeps one copy of the weights), ``units`` (module paths:
+            their weight's per-output-unit means as ``weight_units``, with the weight statistics),
+            ``weight_only`` (False; True: each layer's ``weight`` alone, bias ignored, as Perone's
+            ``layer.weight.grad.norm()``), ``auto_loss`` (True: take the loss from ``loss.backward()``),
             ``ranks`` (``"zero"``: only rank 0 sends; ``"all"``: every rank, as ``<run>.rank<r>``),
-            ``sharded`` (None: auto-detect FSDP/DTensor; True: reduce norms across ranks),
-            ``process_group``.
+            ``sharded`` (None: auto-detect FSDP/DTensor; True: reduce norms across ranks), ``process_group``.
 
     Returns:
         A :class:`Watch`; ``.close()`` removes every hook (also at interpreter exit).

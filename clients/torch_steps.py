@@ -34,13 +34,18 @@ class Layout:
     numel: list[float]
 
     @classmethod
-    def of(cls, model: nn.Module) -> Layout:
+    def of(cls, model: nn.Module, weight_only: bool = False) -> Layout:
+        """Layers in module order; ``weight_only``: each layer's ``weight`` tensor alone (no bias)."""
         names: list[str] = []
         params: list[torch.Tensor] = []
         owner: list[int] = []
         seen: set[int] = set()
         for path, module in model.named_modules():
-            own = [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) not in seen]
+            own = [
+                p
+                for key, p in module.named_parameters(recurse=False)
+                if p.requires_grad and id(p) not in seen and (key == "weight" or not weight_only)
+            ]
             if not own:
                 continue
             seen.update(id(p) for p in own)
@@ -61,6 +66,7 @@ class Record:
     weights: bool = False  # the vector holds weight statistics
     reduced: bool = False  # norms already squared and abs-max combined (on the device, for a reduction)
     spectra: dict[str, slice] = field(default_factory=dict)
+    units: dict[str, slice] = field(default_factory=dict)  # per-unit mean weights inside the vector
     folded: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)  # log tensors inside the vector
     logs: dict[str, Any] = field(default_factory=dict)
 
@@ -150,8 +156,8 @@ class DeviceStats:
             allocated once, filled in place.
     """
 
-    def __init__(self, model: nn.Module, keep_previous: bool) -> None:
-        self.layout = lay = Layout.of(model)
+    def __init__(self, model: nn.Module, keep_previous: bool, weight_only: bool = False) -> None:
+        self.layout = lay = Layout.of(model, weight_only)
         self.uniform = len({(p.dtype, p.device) for p in lay.params}) <= 1
         first = tdist.local(lay.params[0]) if lay.params else torch.zeros(())
         dtype = first.dtype if self.uniform and first.is_floating_point() else torch.float32
@@ -234,4 +240,6 @@ def send_record(client: Client, rec: Record, v: list[float], lay: Layout, *, gra
         client.weights(stats)
     for name, sl in rec.spectra.items():
         client.activation_spectrum(name, v[sl])
+    for name, sl in rec.units.items():
+        client.weight_units(name, v[sl])
     client.step(rec.step, rec.epoch)

@@ -33,10 +33,17 @@ VALUE_NAMES: dict[str, tuple[str, ...]] = {
     "grad_norm": ("value",),
     "weight": ("mean", "std", "abs_max", "norm", "update_ratio"),
     "activation_spectrum": (),
+    "weight_units": (),
     "event": (),
 }
 #: Kinds whose address carries a name segment (layer or metric name).
-NAMED_KINDS = frozenset({"metric", "grad_norm", "weight", "activation_spectrum"})
+NAMED_KINDS = frozenset({"metric", "grad_norm", "weight", "activation_spectrum", "weight_units"})
+#: Kinds whose one argument is a blob of float32 little-endian values.
+BLOB_KINDS = frozenset({"activation_spectrum", "weight_units"})
+#: Most values in a ``weight_units`` blob (32 KiB: one message fits a UDP datagram with room to spare).
+#: Clients average a wider layer's units in contiguous groups down to this many; the bridge rejects
+#: a longer blob as ``too_many_units``.
+MAX_UNITS = 8192
 EVENT_KINDS = frozenset({"start", "end", "epoch", "nan"})
 #: Longest run, layer or metric name; senders cut names to this many UTF-8 bytes.
 MAX_NAME_LEN = 128
@@ -171,7 +178,7 @@ def parse_event(address: str, args: tuple[OscArg, ...], t: float, raw: bytes) ->
     Raises:
         ProtocolError: ``not_nn`` (outside ``/nn``), ``unknown_address``,
             ``bad_address``, ``bad_name``, ``wrong_arg_count``, ``wrong_type``,
-            ``bad_blob``, ``unknown_event``, ``name_too_long``.
+            ``bad_blob``, ``too_many_units``, ``unknown_event``, ``name_too_long``.
     """
     run, kind, name = split_address(address)
     blob: bytes | None = None
@@ -187,12 +194,14 @@ def parse_event(address: str, args: tuple[OscArg, ...], t: float, raw: bytes) ->
         if args[0] not in EVENT_KINDS:
             raise ProtocolError("unknown_event", f"{address}: unknown event {args[0]!r}")
         name, values = args[0], ()
-    elif kind == "activation_spectrum":
+    elif kind in BLOB_KINDS:
         if len(args) != 1 or type(args[0]) is not bytes:
             raise ProtocolError("wrong_type", f"{address} takes one blob")
         blob = args[0]
         if len(blob) % 4 or not blob:
             raise ProtocolError("bad_blob", f"{address}: blob of {len(blob)} bytes is not float32 values")
+        if kind == "weight_units" and len(blob) > 4 * MAX_UNITS:
+            raise ProtocolError("too_many_units", f"{address}: {len(blob) // 4} units, at most {MAX_UNITS}")
         values = ()
     else:
         values = _floats(address, args, len(VALUE_NAMES[kind]))
