@@ -103,6 +103,7 @@ _HOOKS = {
     "metric": "on_metric",
     "step": "on_step",
     "activation_spectrum": "on_spectrum",
+    "weight_units": "on_weight_units",
 }
 
 
@@ -150,6 +151,8 @@ class Coalescer:
                 calls.append(("on_weights", (run, name, v)))
             elif kind == "activation_spectrum" and ev.blob is not None:
                 calls.append(("on_spectrum", (run, name, ev.blob)))
+            elif kind == "weight_units" and ev.blob is not None:
+                calls.append(("on_weight_units", (run, name, ev.blob)))
         for src, m in self._values.values():
             kind, name = (src.kind, src.name) if src is not None else ("", "")
             calls.append(("on_value", (m.run, kind, name, m.rule_name, m.stream, m.voice, m.norm, m.value)))

@@ -142,10 +142,10 @@ class PatchHost:
         hook = "?"
         try:
             for hook, args in calls:
-                if hook == "on_spectrum":
+                if hook in ("on_spectrum", "on_weight_units"):  # float32 blobs; NaN anywhere is the alarm
                     mags = np.frombuffer(args[2], dtype="<f4")
                     if np.isfinite(mags).all():
-                        p.on_spectrum(args[0], args[1], mags)
+                        getattr(p, hook)(args[0], args[1], mags)
                     else:
                         hook = "on_nan"
                         p.on_nan(args[0], args[1])

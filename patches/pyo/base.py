@@ -11,7 +11,8 @@ Two kinds of hooks:
 
 - **telemetry hooks** get the training values themselves, finite only:
   :meth:`Patch.on_step`, :meth:`Patch.on_loss`, :meth:`Patch.on_metric`,
-  :meth:`Patch.on_grad_norm`, :meth:`Patch.on_weights`, :meth:`Patch.on_spectrum`;
+  :meth:`Patch.on_grad_norm`, :meth:`Patch.on_weights`, :meth:`Patch.on_weight_units`,
+  :meth:`Patch.on_spectrum`;
 - :meth:`Patch.on_value` gets every value the bridge's mapping rules produced
   (``norm`` in 0..1, the same numbers MIDI and OSC out use), so a patch can
   follow the user's mapping config instead of its own scaling.
@@ -183,6 +184,9 @@ class Patch:
 
     def on_spectrum(self, run: str, layer: str, magnitudes: np.ndarray) -> None:
         """Activation spectrum of a layer: float32 magnitudes, lowest bin first (all finite)."""
+
+    def on_weight_units(self, run: str, layer: str, means: np.ndarray) -> None:
+        """One mean weight per output unit of a layer: float32, unit order (all finite)."""
 
     def on_value(self, value: Value) -> None:
         """A value mapped by one of the config's rules."""

@@ -80,6 +80,69 @@ def test_weight_ensemble_thousands_of_layers(render) -> None:
     sane(x, 1.0)
 
 
+def units(t: float, layer: str, means: np.ndarray) -> tuple[float, str, list[bytes]]:
+    return (t, f"/nn/r/weight_units/{layer}", [np.asarray(means, "<f4").tobytes()])
+
+
+def spectral_peaks(x: np.ndarray, floor: float = 0.05, cluster_hz: float = 30.0) -> list[float]:
+    """Frequencies of the spectrum's peaks above ``floor`` × the strongest, on a 1 Hz grid.
+
+    Maxima closer than ``cluster_hz`` count once (the strongest): the swept band-pass modulates each
+    partial's level at a few Hz, which puts small sidebands a few Hz either side of it.
+    """
+    spec = np.abs(np.fft.rfft(x[:SR] * np.hanning(SR)))
+    top = spec.max()
+    i = np.flatnonzero((spec[1:-1] > spec[:-2]) & (spec[1:-1] >= spec[2:]) & (spec[1:-1] > floor * top)) + 1
+    peaks: list[int] = []
+    for k in i:  # bin k of a 1 s window is k Hz
+        if peaks and k - peaks[-1] < cluster_hz:
+            peaks[-1] = max(peaks[-1], int(k), key=lambda j: spec[j])
+        else:
+            peaks.append(int(k))
+    return [float(k) for k in peaks]
+
+
+def test_weight_ensemble_one_partial_per_unit_at_the_chords_ratios(render) -> None:
+    # 8 units of one layer, weights still: soNNify's WeightsDense, one sine per neuron.
+    means = np.array([0.02, -0.02, 0.01, 0.05, -0.02, 0.02, 0.02, -0.02])
+    x = render("weight_ensemble", [units(t, "fc2", means) for t in steps(40, 0.05)])
+    sane(x, 2.0)
+    peaks = spectral_peaks(seg(x, 0.6, 1.6))
+    # major 1:4:5:6 over 100 Hz, then an octave up: 100, 400, 500, 600, 200, 800, 1000, 1200
+    want = [100.0, 200.0, 400.0, 500.0, 600.0, 800.0, 1000.0, 1200.0]
+    assert len(peaks) == 8, peaks
+    assert np.allclose(peaks, want, atol=2.0), peaks
+    # the strongest unit (|0.05|, 600 Hz) rings louder than the weakest (|0.01|, 500 Hz): levels 1 and 0.6
+    s = seg(x, 0.6, 1.6)
+    assert band_energy(s, SR, 600, 5) > 1.5 * band_energy(s, SR, 500, 5)
+
+
+def test_weight_ensemble_units_detune_when_their_mean_moves(render) -> None:
+    base = np.linspace(-0.05, 0.05, 8)
+    msgs = [units(t, "fc2", base + (0.0 if t < 1.5 else 0.005 * (i - 29))) for i, t in enumerate(steps(60, 0.05))]
+    x = render("weight_ensemble", msgs)
+    moving = seg(x, 2.1, 2.9)
+    chord = (100.0, 200.0, 400.0, 500.0, 600.0, 800.0, 1000.0, 1200.0)
+    # Δmean = 0.005 per report → +50 Hz on every partial: no longer harmonic
+    assert sum(band_energy(moving, SR, f + 50, 10) for f in chord) > 0.8
+    assert sum(band_energy(moving, SR, f, 10) for f in chord) < 0.1
+
+
+def test_weight_ensemble_five_thousand_units(render) -> None:
+    rng = np.random.default_rng(0)
+    msgs = [units(t, "wide", rng.normal(0, 0.05, 5000)) for t in steps(20, 0.05)]
+    x = render("weight_ensemble", msgs)
+    sane(x, 1.0)
+    assert np.abs(x).max() < 0.9  # bounded with headroom, whatever the number of units
+
+
+def test_weight_units_with_nan_sound_the_alarm(render) -> None:
+    msgs = [units(t, "fc2", np.full(8, 0.01)) for t in steps(10, 0.05)]
+    msgs.append(units(0.6, "fc2", np.array([0.01] * 7 + [NAN])))
+    x = render("weight_ensemble", msgs)
+    assert alarm_share(seg(x, 0.65, 1.0)) > 0.3
+
+
 # -- grad_chord ----------------------------------------------------------------------
 def test_grad_chord_pitch_rises_with_grad_norm_on_a_log_scale(render) -> None:
     msgs = [(t, "/nn/r/grad_norm/fc1", [1e-2 if t < 1.0 else 10.0]) for t in steps(40, 0.05)]
