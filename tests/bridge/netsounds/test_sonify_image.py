@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,7 @@ Image = pytest.importorskip("PIL.Image")
 sf = pytest.importorskip("soundfile")
 
 from trainsound.bridge.errors import TrainsoundError  # noqa: E402
-from trainsound.bridge.netsounds import sonify_image  # noqa: E402
-from trainsound.bridge.netsounds import synth  # noqa: E402
+from trainsound.bridge.netsounds import sonify_image, synth  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -42,7 +42,7 @@ def log_bands(x: np.ndarray, rate: int, bands: int = 24, segments: int = 8) -> n
     for part in np.array_split(x, segments):
         spec = np.abs(np.fft.rfft(part)) ** 2
         f = np.fft.rfftfreq(len(part), 1 / rate)
-        out.append([spec[(f >= a) & (f < b)].sum() for a, b in zip(edges[:-1], edges[1:], strict=True)])
+        out.append([spec[(f >= a) & (f < b)].sum() for a, b in itertools.pairwise(edges)])
     e = np.array(out)
     return 10 * np.log10(e / e.sum() + 1e-12)
 
@@ -131,11 +131,11 @@ def test_perone_digit_at_11025(tmp_path: Path) -> None:
 
 def test_errors_name_the_thing(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(TrainsoundError, match="bad.png: cannot read the image"):
+    with pytest.raises(TrainsoundError, match=r"bad\.png: cannot read the image"):
         sonify_image(tmp_path / "bad.png", tmp_path)
     with pytest.raises(TrainsoundError, match="--rate must be one of 44100, 11025"):
         sonify_image(tmp_path / "bad.png", tmp_path, rate=22050)
-    with pytest.raises(TrainsoundError, match="--digit must be 0..9"):
+    with pytest.raises(TrainsoundError, match=r"--digit must be 0\.\.9"):
         sonify_image(None, tmp_path, digit=12)
 
 
