@@ -88,3 +88,21 @@ def bridge_proc() -> Iterator[Any]:
     for b in procs:
         if b.proc.poll() is None:
             b.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def keras_full_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, float]:
+    """``trainsound demo --runs keras-full --steps 3`` once per test session: ``(out_dir, stdout, seconds)``.
+
+    Shared by the demo's sweep test and the browser check of its grid page (96 runs are run once).
+    """
+    import sys
+    import time
+
+    out = tmp_path_factory.mktemp("keras_full")
+    cmd = [sys.executable, "-m", "trainsound.bridge", "demo", "--no-live", "--quiet", "--out", str(out),
+           "--runs", "keras-full", "--steps", "3"]
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout, time.monotonic() - t0

@@ -27,6 +27,7 @@ from ..wire.osc import decode_message, encode_message
 from . import features as demo_features
 from . import gallery as demo_gallery
 from . import models as demo_models
+from . import sweep as demo_sweep
 from .models import RunSpec
 
 log = logging.getLogger(__name__)
@@ -265,12 +266,14 @@ def select_runs(text: str | None, keras: bool) -> list[RunSpec]:
             "perone": demo_models.PERONE_RUNS,
             "keras": demo_models.KERAS_RUNS,
             "all": tuple(demo_models.ALL_RUNS.values()),
+            demo_sweep.GROUP: demo_sweep.KERAS_FULL_RUNS,
         }.get(word)
         if group is None:
-            if word not in demo_models.ALL_RUNS:
-                known = ", ".join(["perone", "keras", "all", *demo_models.ALL_RUNS])
-                raise TrainsoundError(f"--runs: unknown run {word!r}; known: {known}")
-            group = (demo_models.ALL_RUNS[word],)
+            named = {**demo_models.ALL_RUNS, **{r.name: r for r in demo_sweep.KERAS_FULL_RUNS}}
+            if word not in named:
+                known = ", ".join(["perone", "keras", demo_sweep.GROUP, "all", *demo_models.ALL_RUNS])
+                raise TrainsoundError(f"--runs: unknown run {word!r}; known: {known}, or a sweep run kf-…")
+            group = (named[word],)
         for spec in group:
             chosen.setdefault(spec.name, spec)
     return list(chosen.values())
@@ -285,6 +288,7 @@ def write_summary(out: Path, results: list[RunResult], total_s: float, data: dem
     doc = {
         "data": data.source,
         "seed": demo_models.SEED,
+        "perone_seed": demo_models.PERONE_SEED,
         "total_seconds": round(total_s, 2),
         "runs": [
             {
@@ -312,15 +316,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     display = Display(quiet=args.quiet)
     data = demo_models.load_data(args.mnist)
     display.prefix = ""
-    display.line(f"data: {data.source}, {len(data.x)} images; seed {demo_models.SEED}; output: {out}", final=True)
+    display.line(f"data: {data.source}, {len(data.x)} images; seed {demo_models.PERONE_SEED} (torch), "
+                 f"{demo_models.SEED} (Keras); output: {out}", final=True)
     live = (True, True) if args.live is True else (False, False) if args.live is False else live_devices()
     if any(live):
         display.line(f"live: {'sound card' if live[0] else ''}{' and ' if all(live) else ''}"
                      f"{'MIDI port trainsound:out' if live[1] else ''}", final=True)
+    sweep_names = {r.name for r in demo_sweep.KERAS_FULL_RUNS}
+    sweep_specs = [s for s in specs if s.name in sweep_names]
+    specs = [s for s in specs if s not in sweep_specs]
     results = []
     for i, spec in enumerate(specs, 1):
         display.start(i, len(specs), spec)
         results.append(run_one(spec, data, out, display, live))
+    grid = None
+    if sweep_specs:  # one bridge for the whole sweep; its own grid page
+        t_sweep = time.perf_counter()
+        sweep = demo_sweep.run_sweep(sweep_specs, data, out, display)
+        grid = demo_sweep.write_grid(out, sweep, time.perf_counter() - t_sweep)
     table = demo_features.format_table(summary_rows(results))
     facts = {
         r.spec.name: f"{len(r.losses)} steps, trained in {r.train_s:.1f} s, final loss {r.losses[-1]:.4g}"
@@ -341,13 +354,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ],
         table_md=table,
         intro=f"Real networks trained through the real trainsound bridge. Data: {data.source}; seed "
-        f"{demo_models.SEED}. Each run was heard live by a bridge process (continuous WAV, MIDI file, "
-        "session recording); the perone WAV and the pictures were rendered from the recording.",
+        f"{demo_models.PERONE_SEED} (PyTorch), {demo_models.SEED} (Keras). Each run was heard live by a bridge "
+        "process (continuous WAV, MIDI file, session recording); the perone WAV and the pictures were rendered "
+        "from the recording."
+        + (f" The Keras seed's sweep ({len(sweep_specs)} runs) is laid out as a grid in {grid.name}." if grid else ""),
+        link=grid.name if grid else None,
     )
     total = time.perf_counter() - t0
     write_summary(out, results, total, data)
-    print(table)
-    print(f"\n{len(results)} run(s) in {total:.0f} s. Open the gallery: {index}")
+    if results:
+        print(table)
+    if grid is not None:
+        print(demo_features.format_table({r.spec.name: r.features for r in sweep if r.features is not None}))
+    count = len(results) + len(sweep_specs)
+    print(f"\n{count} run(s) in {total:.0f} s. Open the gallery: {grid if grid and not results else index}")
     return 0
 
 
@@ -361,7 +381,9 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
     p.add_argument(
-        "--runs", metavar="LIST", help="comma-separated run names, or perone / keras / all (default: perone)"
+        "--runs", metavar="LIST",
+        help="comma-separated run names, or perone / keras / keras-full (the seed's 96-run sweep) / all "
+        "(default: perone)"
     )
     p.add_argument("--keras", action="store_true", help="add the Keras sweep: {DNN,CNN}×{SGD,Adam}×{relu,sigmoid}")
     p.add_argument(

@@ -262,7 +262,8 @@ def markdown_to_html_table(md: str) -> str:
     return "\n".join(out)
 
 
-def write_index(out_dir: Path, runs: Sequence[dict[str, Any]], *, table_md: str, intro: str) -> Path:
+def write_index(out_dir: Path, runs: Sequence[dict[str, Any]], *, table_md: str, intro: str,
+                link: str | None = None) -> Path:
     """Write ``out_dir/index.html``: the features table and one card per run (links are relative).
 
     Each entry of ``runs`` has ``name``, ``settings``, ``listen_for``, ``facts`` and ``files``
@@ -281,7 +282,10 @@ def write_index(out_dir: Path, runs: Sequence[dict[str, Any]], *, table_md: str,
                 **files,
             )
         )
-    page = PAGE.format(intro=html.escape(intro), table=markdown_to_html_table(table_md), cards="\n".join(cards))
+    if link:  # another page of the same demo (the sweep's grid)
+        cards.insert(0, f'<p><a href="{html.escape(link, quote=True)}">{html.escape(link)}</a></p>')
+    table = markdown_to_html_table(table_md) if table_md.strip() else ""
+    page = PAGE.format(intro=html.escape(intro), table=table, cards="\n".join(cards))
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

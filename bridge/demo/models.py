@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 #: has the scan): 9 is the first seed from 1 up where batch 64 stays finite and batch 256 reaches NaN,
 #: as in Perone's published runs.
 SEED = 9
+#: Perone's runs at his batch size 10 (256 for the NaN run): over seeds 1–23, LR 1.0 at batch 10 reached NaN
+#: in 16 and stayed finite in 7 (exploding, then dead); 16 is the first seed from 1 up where batch 10 stays
+#: finite and batch 256 reaches NaN, as in the blog (docs/demo.md has the scan).
+PERONE_SEED = 16
 #: MNIST's pixel mean and std, as the PyTorch MNIST example (and so Perone) normalises it.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 ENV_MNIST = "TRAINSOUND_MNIST"
@@ -53,32 +57,40 @@ class RunSpec:
     name: str
     framework: Framework
     model: Literal["cnn", "dnn"]
-    optimizer: Literal["sgd", "adam"]
+    optimizer: Literal["sgd", "adam", "rmsprop", "adadelta"]
     lr: float
     batch: int = 64
     steps: int = 200
-    activation: Literal["relu", "sigmoid"] = "relu"
+    activation: Literal["relu", "linear", "sigmoid", "tanh"] = "relu"
     listen_for: str = ""
 
     def settings(self) -> str:
         """A one-line description for the gallery and the progress display."""
-        opt = "SGD (momentum 0.5)" if self.optimizer == "sgd" and self.framework == "torch" else self.optimizer.upper()
+        torch_sgd = self.optimizer == "sgd" and self.framework == "torch"
+        opt = "SGD (momentum 0.5)" if torch_sgd else OPT_NAMES[self.optimizer]
         return (
             f"{self.framework} {self.model.upper()} ({self.activation}), {opt}, LR {self.lr:g}, "
             f"batch {self.batch}, {self.steps} steps"
         )
 
 
-#: Perone's five published runs (../shared/SEEDS.md §1), each 200 steps of the seed CNN.
+OPT_NAMES = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adadelta": "Adadelta"}
+#: Perone's batch size in the blog's runs (and 256 for the NaN run).
+PERONE_BATCH = 10
+
+#: Perone's five published runs (../shared/SEEDS.md §1), each 200 steps of the seed CNN, batch 10.
 PERONE_RUNS: tuple[RunSpec, ...] = (
-    RunSpec("sgd-0.01", "torch", "cnn", "sgd", 0.01, listen_for="a high, busy sound that slowly settles lower"),
-    RunSpec("sgd-0.1", "torch", "cnn", "sgd", 0.1, listen_for="quickly settles low; swings in and out"),
+    RunSpec("sgd-0.01", "torch", "cnn", "sgd", 0.01, batch=PERONE_BATCH,
+            listen_for="a high, busy sound that slowly settles lower"),
+    RunSpec("sgd-0.1", "torch", "cnn", "sgd", 0.1, batch=PERONE_BATCH,
+            listen_for="quickly settles low; swings in and out"),
     RunSpec(
         "sgd-1.0",
         "torch",
         "cnn",
         "sgd",
         1.0,
+        batch=PERONE_BATCH,
         listen_for="a shriek a few steps in (the explosion), then a flat drone: the network died (all gradients 0)",
     ),
     RunSpec(
@@ -90,7 +102,8 @@ PERONE_RUNS: tuple[RunSpec, ...] = (
         batch=256,
         listen_for="gradients explode, then NaN: the alarm sounds and stays",
     ),
-    RunSpec("adam-0.01", "torch", "cnn", "adam", 0.01, listen_for="loud jumps early, then low and steady"),
+    RunSpec("adam-0.01", "torch", "cnn", "adam", 0.01, batch=PERONE_BATCH,
+            listen_for="loud jumps early, then a flat 200 Hz drone: at batch 10 Adam kills this network"),
 )
 
 #: A slice of the Keras seed's sweep (SEEDS.md §3): {DNN, CNN} × {SGD, Adam} × {relu, sigmoid} at LR 0.01.
@@ -266,7 +279,7 @@ def perone_net() -> Any:
 
 
 def train_torch(
-    spec: RunSpec, data: Data, progress: Progress | None = None, *, port: int | None = None, seed: int = SEED
+    spec: RunSpec, data: Data, progress: Progress | None = None, *, port: int | None = None, seed: int = PERONE_SEED
 ) -> list[float]:
     """Train the seed CNN for ``spec.steps`` steps, sending every step through ``trainsound.watch``.
 
@@ -290,7 +303,8 @@ def train_torch(
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     losses: list[float] = []
     handle = trainsound.watch(
-        model, run=spec.name, every=1, log=("grads", "weights", "loss"), optimizer=opt, host="127.0.0.1", port=port
+        model, run=spec.name, every=1, log=("grads", "weights", "loss"), optimizer=opt, host="127.0.0.1", port=port,
+        weight_only=True,  # Perone's layer.weight.grad.norm(): the weight alone, no bias
     )
     try:
         for step, ix in enumerate(torch_batches(len(x), spec.batch, spec.steps)):
@@ -309,8 +323,11 @@ def train_torch(
 
 
 # -- Keras: the Keras seed's DNN and CNN ------------------------------------------------------
-def keras_model(spec: RunSpec) -> Any:
-    """The Keras seed's small DNN or CNN for 28×28×1 inputs, compiled with ``spec``'s optimizer."""
+def keras_model(spec: RunSpec, eager: bool = False) -> Any:
+    """The Keras seed's small DNN or CNN for 28×28×1 inputs, compiled with ``spec``'s optimizer.
+
+    ``eager``: no ``tf.function`` (the same numbers; faster for a handful of steps, where tracing dominates).
+    """
     import keras
 
     act = spec.activation
@@ -332,19 +349,23 @@ def keras_model(spec: RunSpec) -> Any:
     model = keras.Sequential(
         [keras.Input((SIDE, SIDE, 1)), *layers, keras.layers.Dense(10, activation="softmax", name="out")]
     )
-    opt = keras.optimizers.SGD(spec.lr) if spec.optimizer == "sgd" else keras.optimizers.Adam(spec.lr)
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    opt = getattr(keras.optimizers, OPT_NAMES[spec.optimizer])(spec.lr)
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", run_eagerly=eager)
     return model
 
 
-def train_keras(spec: RunSpec, data: Data, progress: Progress | None = None, *, port: int | None = None) -> list[float]:
-    """Train with ``model.fit`` for ``spec.steps`` steps; ``trainsound.keras.Sonify`` sends every batch."""
+def train_keras(spec: RunSpec, data: Data, progress: Progress | None = None, *, port: int | None = None,
+                eager: bool = False, kernel_only: bool = False) -> list[float]:
+    """Train with ``model.fit`` for ``spec.steps`` steps; ``trainsound.keras.Sonify`` sends every batch.
+
+    ``kernel_only``: the Keras seed's norms (kernel gradients only, bias ignored).
+    """
     import keras
 
     import trainsound.keras
 
     keras.utils.set_random_seed(SEED)
-    model = keras_model(spec)
+    model = keras_model(spec, eager)
     n_batches = -(-len(data.x) // spec.batch)
     epochs = -(-spec.steps // n_batches)
     losses: list[float] = []
@@ -365,7 +386,9 @@ def train_keras(spec: RunSpec, data: Data, progress: Progress | None = None, *, 
         epochs=epochs,
         shuffle=True,
         verbose=0,
-        callbacks=[trainsound.keras.Sonify(run=spec.name, host="127.0.0.1", port=port), _Progress()],
+        callbacks=[
+            trainsound.keras.Sonify(run=spec.name, host="127.0.0.1", port=port, weight_only=kernel_only), _Progress()
+        ],
     )
     return losses
 

@@ -53,9 +53,9 @@ def load_image(path: str | Path, mode: Literal["RGB", "L"], max_side: int = MAX_
     except ImportError as err:
         raise TrainsoundError("sonify-image needs Pillow: pip install 'trainsound[demo]'") from err
     try:
-        with Image.open(path) as im:
-            im.draft(mode, (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale already
-            im = im.convert(mode)
+        with Image.open(path) as src:
+            src.draft(mode, (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale already
+            im = src.convert(mode)
             im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.float32) / 255.0
     except (OSError, ValueError, Image.DecompressionBombError) as err:

@@ -37,7 +37,8 @@ def write_png(bank: nb.Bank, path: Path) -> None:
         grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = maps[i][::-1]
     img = Image.fromarray((grid * 255).astype(np.uint8), mode="L")
     if img.width < 256:
-        img = img.resize((img.width * (256 // img.width + 1), img.height * (256 // img.width + 1)), Image.NEAREST)
+        k = 256 // img.width + 1  # small maps (the seed CNN's) scaled up whole pixels, not blurred
+        img = img.resize((img.width * k, img.height * k), Image.Resampling.NEAREST)
     img.save(path)
 
 

@@ -88,3 +88,27 @@ def test_screenshot_is_saved(gallery: Path, server: str) -> None:
     run_chromium(f"--screenshot={shot}", "--window-size=1280,2400", server)
     assert shot.stat().st_size > 10_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def grid_server(keras_full_demo: tuple[Path, str, float]) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(keras_full_demo[0]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/keras-full.html"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.keras
+def test_the_keras_full_grid_page_loads_every_image_and_audio(keras_full_demo: tuple[Path, str, float],
+                                                               grid_server: str) -> None:
+    r = run_chromium("--dump-dom", grid_server)
+    m = re.search(r'<p id="media-check" data-ok="(\w+)">([^<]*)</p>', r.stdout)
+    assert m, f"no media check in the DOM; stderr: {r.stderr[-2000:]}"
+    assert m.group(1) == "true", m.group(2)
+    assert "96 images, 96 audio" in m.group(2)
+    shot = keras_full_demo[0] / "keras-full-screenshot.png"
+    run_chromium(f"--screenshot={shot}", "--window-size=1280,2400", grid_server)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
