@@ -1,6 +1,6 @@
 """``trainsound demo``: train real networks through the real bridge; write WAV, MIDI, pictures, a gallery.
 
-Per run: a bridge subprocess on a free port (``--record``, ``--midi-file``, ``--wav`` in the default
+Per run: a bridge subprocess on a free port (:mod:`.bridge_process`) (``--record``, ``--midi-file``, ``--wav`` in the default
 ``continuous`` preset; live audio and MIDI with ``--live``), training in this process through the real
 clients, SIGTERM to the bridge (it finishes its files; exit code checked); then, offline from the
 recording, the ``perone`` WAV, its spectrogram with per-layer tracks, the numbers plot and the
@@ -13,9 +13,6 @@ import argparse
 import json
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,18 +20,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import TrainsoundError
-from ..wire.osc import decode_message, encode_message
 from . import features as demo_features
 from . import gallery as demo_gallery
 from . import models as demo_models
 from . import sweep as demo_sweep
+from .bridge_process import BridgeProcess
 from .models import RunSpec
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "trainsound-demo"
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 30.0
 #: After the last step, let the bridge take in the datagrams still in flight before SIGTERM.
 SETTLE_S = 0.3
 
@@ -75,71 +70,6 @@ class Display:
 
     def writing(self, what: str) -> None:
         self.line(f"writing {what}", final=not self.tty)
-
-
-# -- the bridge process ----------------------------------------------------------------------
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-class BridgeProcess:
-    """``trainsound bridge`` as a separate process, ready once it answers ``/trainsound/ping``."""
-
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self.port = free_udp_port()
-        cmd = [sys.executable, "-m", "trainsound.bridge", "bridge", "--listen", f"127.0.0.1:{self.port}", *args]
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 — lives as long as the process
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
-
-    def _tail(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-1500:]
-
-    def _wait_ready(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            s.settimeout(0.2)
-            deadline = time.monotonic() + READY_TIMEOUT
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise TrainsoundError(f"the bridge exited with {self.proc.returncode}:\n{self._tail()}")
-                try:
-                    s.sendto(encode_message("/trainsound/ping"), ("127.0.0.1", self.port))
-                    data, _ = s.recvfrom(65536)
-                    if decode_message(data)[0] == "/trainsound/pong":
-                        return
-                except (TimeoutError, ConnectionRefusedError):
-                    continue
-        raise TrainsoundError(f"the bridge did not answer /trainsound/ping within {READY_TIMEOUT:.0f} s")
-
-    def stop(self) -> None:
-        """SIGTERM, wait, and insist on a clean exit: only then are its files complete."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise TrainsoundError(f"the bridge did not stop within {STOP_TIMEOUT:.0f} s") from None
-        finally:
-            self._log.close()
-        if rc != 0:
-            raise TrainsoundError(f"the bridge exited with {rc}:\n{self.log_path.read_text(errors='replace')[-1500:]}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
 
 
 # -- one run ---------------------------------------------------------------------------------

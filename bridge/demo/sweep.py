@@ -31,6 +31,7 @@ from ..wire.session import iter_messages
 from . import features as demo_features
 from . import gallery as demo_gallery
 from . import models as demo_models
+from .bridge_process import BridgeProcess
 from .models import RunSpec
 
 MODELS = ("cnn", "dnn")
@@ -116,8 +117,6 @@ def bridge_config(folder: Path, runs: int) -> Path:
 
 def run_sweep(specs: list[RunSpec], data: demo_models.Data, out: Path, display: object) -> list[SweepRun]:
     """Train every sweep run through one bridge; render, picture and measure each from the recording."""
-    from .command import BridgeProcess  # the demo's bridge process (its command module imports this one)
-
     folder = out / GROUP
     folder.mkdir(parents=True, exist_ok=True)
     session = folder / f"{GROUP}.tsr"
