@@ -1,6 +1,6 @@
 """``trainsound demo``: train real networks through the real bridge; write WAV, MIDI, pictures, a gallery.
 
-Per run: a bridge subprocess on a free port (:mod:`.bridge_process`) (``--record``, ``--midi-file``, ``--wav`` in the default
+Per run: a bridge subprocess on a free port (``--record``, ``--midi-file``, ``--wav`` in the default
 ``continuous`` preset; live audio and MIDI with ``--live``), training in this process through the real
 clients, SIGTERM to the bridge (it finishes its files; exit code checked); then, offline from the
 recording, the ``perone`` WAV, its spectrogram with per-layer tracks, the numbers plot and the
