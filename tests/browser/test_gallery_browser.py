@@ -102,6 +102,7 @@ def grid_server(keras_full_demo: tuple[Path, str, float]) -> Iterator[str]:
 
 
 @pytest.mark.keras
+@pytest.mark.timeout(900)  # may be the first user of the 96-run fixture
 def test_the_keras_full_grid_page_loads_every_image_and_audio(keras_full_demo: tuple[Path, str, float],
                                                                grid_server: str) -> None:
     r = run_chromium("--dump-dom", grid_server)

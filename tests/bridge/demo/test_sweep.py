@@ -31,6 +31,7 @@ def test_the_sweep_is_the_seeds_grid() -> None:
 
 @pytest.mark.keras
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the shared fixture runs all 96 runs (151 s measured on a loaded 2-core machine)
 def test_all_96_runs_end_to_end_with_three_steps(keras_full_demo: tuple[Path, str, float]) -> None:
     import soundfile as sf
     from PIL import Image

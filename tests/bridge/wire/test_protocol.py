@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from trainsound.bridge.wire.protocol import ProtocolError, parse_event
@@ -60,6 +61,10 @@ def test_nonfinite_is_accepted_for_the_alarm() -> None:
         ("/nn/r/activation_spectrum/c", (1.0,), "wrong_type"),
         ("/nn/r/activation_spectrum/c", (b"abc",), "bad_blob"),
         ("/nn/r/activation_spectrum/c", (b"",), "bad_blob"),
+        ("/nn/r/weight_units/fc2", (b"abcde",), "bad_blob"),
+        ("/nn/r/weight_units/fc2", (0.5,), "wrong_type"),
+        ("/nn/r/weight_units", (b"abcd",), "unknown_address"),
+        ("/nn/r/weight_units/fc2", (bytes(4 * 8193),), "too_many_units"),
         ("/nn/r/event", ("explode",), "unknown_event"),
         ("/nn/r/event", (1,), "wrong_type"),
         ("/nn/" + "r" * 200 + "/loss", (1.0,), "name_too_long"),
@@ -70,3 +75,11 @@ def test_what_does_not_fit(address: str, args: tuple[object, ...], reason: str) 
         parse_event(address, args, 0.0, b"")  # type: ignore[arg-type]
     assert exc.value.reason == reason
     assert address[:40] in str(exc.value)  # the message names the address
+
+
+def test_weight_units_carry_one_float32_per_unit_up_to_the_cap() -> None:
+    from trainsound.bridge.wire.protocol import MAX_UNITS
+
+    blob = np.arange(MAX_UNITS, dtype="<f4").tobytes()
+    e = parse_event("/nn/r/weight_units/fc2", (blob,), 0.0, b"")
+    assert (e.kind, e.name, e.values, e.blob) == ("weight_units", "fc2", (), blob)
