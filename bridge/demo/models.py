@@ -81,7 +81,7 @@ PERONE_BATCH = 10
 #: Perone's five published runs (../shared/SEEDS.md §1), each 200 steps of the seed CNN, batch 10.
 PERONE_RUNS: tuple[RunSpec, ...] = (
     RunSpec("sgd-0.01", "torch", "cnn", "sgd", 0.01, batch=PERONE_BATCH,
-            listen_for="a high, busy sound that slowly settles lower"),
+            listen_for="a busy sound whose pitch slowly rises"),
     RunSpec("sgd-0.1", "torch", "cnn", "sgd", 0.1, batch=PERONE_BATCH,
             listen_for="quickly settles low; swings in and out"),
     RunSpec(
