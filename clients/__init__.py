@@ -12,6 +12,7 @@ the trainsound bridge (``trainsound bridge``). See docs/clients.md.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClientArgumentError, MissingExtraError
@@ -68,8 +69,14 @@ def watch(
 
 
 def log(loss: Any = None, **metrics: Any) -> None:
-    """Attach the loss and metrics of the current step to every active :func:`watch`.
+    """Attach the loss and metrics of the current step to every active :func:`watch` (and every active
+    :func:`trainsound.optax.sonify`).
 
-    See :func:`trainsound.torch_client.log`.
+    See :func:`trainsound.torch_client.log` and :func:`trainsound.optax.log`.
     """
+    optax_client = sys.modules.get("trainsound.optax")
+    if optax_client is not None:
+        optax_client.log(loss, **metrics)
+        if "trainsound.torch_client" not in sys.modules:
+            return  # a JAX script: no torch needed
     _torch_client("trainsound.log").log(loss, **metrics)
