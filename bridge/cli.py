@@ -44,6 +44,7 @@ PLUGIN_COMMANDS: dict[str, str] = {
     "devices": "trainsound.bridge.sound.devices",
     "status": "trainsound.bridge.service.status",
     "demo": "trainsound.bridge.demo",
+    "follow": "trainsound.bridge.tb.follow",
 }
 
 
