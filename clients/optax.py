@@ -70,7 +70,7 @@ def layer_name(path: Sequence[Any]) -> str:
 class SonifyState(NamedTuple):
     """The transformation's state: the number of updates seen."""
 
-    count: jax.Array
+    steps: jax.Array
 
 
 class _Sender:
@@ -149,7 +149,7 @@ def sonify(run: str = "jax", every: int = 1, *, host: str | None = None, port: i
     atexit.register(sender.close)
 
     def init_fn(params: Any) -> SonifyState:
-        return SonifyState(count=jnp.zeros([], jnp.int32))
+        return SonifyState(steps=jnp.zeros([], jnp.int32))
 
     def update_fn(updates: Any, state: SonifyState, params: Any = None, **extra: Any) -> tuple[Any, SonifyState]:
         leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
@@ -162,10 +162,10 @@ def sonify(run: str = "jax", every: int = 1, *, host: str | None = None, port: i
         def report() -> None:
             sq = jnp.stack([jnp.sum(jnp.square(leaf.astype(jnp.float32))) for _, leaf in leaves]) if leaves \
                 else jnp.zeros((0,), jnp.float32)
-            jax.debug.callback(functools.partial(sender, names=groups, owner=owner), state.count, sq, loss)
+            jax.debug.callback(functools.partial(sender, names=groups, owner=owner), state.steps, sq, loss)
 
-        jax.lax.cond(state.count % every == 0, report, lambda: None)
-        return updates, SonifyState(count=state.count + 1)
+        jax.lax.cond(state.steps % every == 0, report, lambda: None)
+        return updates, SonifyState(steps=state.steps + 1)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -40,7 +40,7 @@ LOG_NAMES = {"learning_rate": "lr"}
 LOG_SKIP = frozenset({"epoch", "total_flos", "step"})
 
 
-class Sonify(TrainerCallback):  # type: ignore[misc]
+class Sonify(TrainerCallback):
     """Send a Hugging Face Trainer run's telemetry to the trainsound bridge, one bundle per optimizer step.
 
     Per optimizer step: per-layer gradient norms **before** clipping, weight statistics (every
@@ -106,7 +106,8 @@ class Sonify(TrainerCallback):  # type: ignore[misc]
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
         values = {LOG_NAMES.get(k, k): float(v) for k, v in (logs or {}).items()
-                  if k not in LOG_SKIP and not k.startswith("train_") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                  if k not in LOG_SKIP and not k.startswith("train_")
+                  and isinstance(v, (int, float)) and not isinstance(v, bool)}
         loss = values.pop("loss", None)
         self._guard(lambda w: w.log(loss, **values))
 

@@ -6,7 +6,7 @@ whole tag), sanitised into one address segment. Rules given by the user come bef
 
 >>> table = TagTable.default()
 >>> [table.target(t) for t in ("train/loss", "epoch_loss", "lr-SGD", "grad_norm/features/0", "val/acc")]
-['loss', 'metric/lr', 'metric/lr', 'grad_norm/features.0', 'metric/val.acc']
+['loss', 'loss', 'metric/lr', 'grad_norm/features.0', 'metric/val.acc']
 >>> table.target("grad_2.0_norm_total"), table.target("grad_2.0_norm/fc1.weight")
 ('metric/grad_norm', 'grad_norm/fc1.weight')
 """
@@ -53,7 +53,7 @@ class TagTable:
         >>> TagTable.from_rules([("acc", "metrc/acc")])
         Traceback (most recent call last):
         ...
-        trainsound.bridge.tb.tags.TagTableError: --map acc=metrc/acc: target must be loss, metric/<name>, grad_norm/<name> or ignore
+        trainsound.bridge.tb.tags.TagTableError: --map acc=metrc/acc: target must be loss, metric/<name>, ...
         """
         compiled = []
         for pattern, target in rules:

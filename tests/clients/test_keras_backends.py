@@ -19,19 +19,19 @@ pytest.importorskip("keras")
 pytestmark = [pytest.mark.keras, pytest.mark.slow]
 
 LR = 0.1
-SCRIPT = """
+SCRIPT = f"""
 import json, sys, numpy as np, keras
 from trainsound.keras import Sonify
-w = {k: np.asarray(v, np.float32) for k, v in json.loads(sys.argv[2]).items()}
+w = {{k: np.asarray(v, np.float32) for k, v in json.loads(sys.argv[2]).items()}}
 x, y = np.asarray(w.pop("x")), np.asarray(w.pop("y")).astype("int32")
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="hidden"),
                           keras.layers.Dense(2, name="out")], name="mlp")
 model.set_weights([w["W1"], w["b1"], w["W2"], w["b2"]])
-model.compile(keras.optimizers.SGD(%(lr)r), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+model.compile(keras.optimizers.SGD({LR!r}), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
           callbacks=[Sonify(run="k", port=int(sys.argv[1]), update_ratio=False)])
 print(keras.config.backend())
-""" % {"lr": LR}
+"""
 
 
 def reference(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> list[tuple[float, dict[str, float]]]:

@@ -108,7 +108,7 @@ def test_an_amp_overflow_is_an_event_skip(bridge_recording) -> None:
     assert [a for a, _ in msgs[:skip_at]].count("/nn/pl/step") == 2
     assert steps[0]["metric/loss_scale"][0] == 65536.0
     assert steps[4]["metric/loss_scale"][0] == 32768.0  # the scaler backed off once
-    for i, got in steps.items():  # unscaled: the scale (65536) is not in the norms
+    for _i, got in steps.items():  # unscaled: the scale (65536) is not in the norms
         assert all(math.isfinite(got[f"grad_norm/{layer}"][0]) for layer in LAYERS)
         assert got["grad_norm/net.2"][0] < 100
     assert steps[0]["grad_norm/net.2"][0] == pytest.approx(module.pre_clip[0]["net.2"], rel=1e-4)

@@ -112,7 +112,7 @@ def test_nnx_layer_names_read_naturally(receiver) -> None:
 
     @nnx.jit
     def step(model: Net, optimizer: nnx.Optimizer) -> jax.Array:
-        loss, grads = nnx.value_and_grad(lambda m: optax.softmax_cross_entropy_with_integer_labels(m(X), Y).mean())(
+        _loss, grads = nnx.value_and_grad(lambda m: optax.softmax_cross_entropy_with_integer_labels(m(X), Y).mean())(
             model)
         optimizer.update(model, grads)
         return grads
