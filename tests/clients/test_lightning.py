@@ -119,3 +119,28 @@ def test_wrong_arguments_name_themselves() -> None:
         Sonify(every=0)
     with pytest.raises(ClientArgumentError, match=r"^scaler is set by the Lightning callback itself; leave it out$"):
         Sonify(scaler=object())
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_only_rank_zero_sends(bridge_recording) -> None:
+    """strategy="ddp", 2 processes on gloo: one run, one report per optimizer step, from rank 0 only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("lightning_ddp_worker.py")
+
+    def go(port: int) -> None:
+        done = subprocess.run([sys.executable, str(worker), str(port)], capture_output=True, text=True, timeout=240,
+                              cwd=worker.parent)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    msgs = bridge_recording(go)
+    runs = {a.split("/")[2] for a, _ in msgs}
+    assert runs == {"ddp"}
+    steps = bridge_recording.by_step(msgs, "ddp")
+    assert sorted(steps) == [0, 1, 2, 3]  # 64 samples, batch 8, 2 ranks
+    assert msgs.count(("/nn/ddp/event", ("start",))) == 1 and msgs.count(("/nn/ddp/event", ("end",))) == 1
+    for got in steps.values():
+        assert all(math.isfinite(got[f"grad_norm/{layer}"][0]) and got[f"grad_norm/{layer}"][0] > 0
+                   for layer in LAYERS)
