@@ -68,8 +68,9 @@ class Sonify(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and self.watch is None:
             # The loss comes from training_step's output, not from backward(): under AMP that is the scaled loss.
-            self.watch = FrameWatch(pl_module, self.run, self.every, self.options.pop("log", ("grads", "weights",
-                                    "loss")), self.options.pop("activations", None), auto_loss=False, **self.options)
+            opts = dict(self.options)  # a second fit() starts from the same options
+            self.watch = FrameWatch(pl_module, self.run, self.every, opts.pop("log", ("grads", "weights", "loss")),
+                                    opts.pop("activations", None), auto_loss=False, **opts)
             self.watch.epoch = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
