@@ -19,7 +19,6 @@ from .errors import ClientArgumentError, MissingExtraError
 
 if TYPE_CHECKING:
     from .osc import Client, send
-    from .torch_client import Watch
     from .torch_frame import FrameWatch
 
 __version__ = "0.1.0"
