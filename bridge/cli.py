@@ -45,6 +45,7 @@ PLUGIN_COMMANDS: dict[str, str] = {
     "status": "trainsound.bridge.service.status",
     "demo": "trainsound.bridge.demo",
     "sonify-image": "trainsound.bridge.netsounds",
+    "follow": "trainsound.bridge.tb.follow",
 }
 
 

@@ -136,6 +136,11 @@ def render_pyo_session(
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    if Path(args.session).is_dir():  # a TensorBoard logdir: rendered as a session of its steps (bridge/tb)
+        from .tb.session import logdir_session
+
+        with logdir_session(args.session) as session:
+            return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session)}))
     cfg = load_config(args.config) if args.config else default_config()
     span, records = session_span(args.session)
     if records == 0:
@@ -172,7 +177,7 @@ def add_parser(subparsers: Any) -> None:
         "render", help="render a recorded session to WAV (and a spectrogram PNG), faster than real time",
         description="Render a session recorded with 'trainsound bridge --record' through the internal sine "
         "voices to a WAV file, on the recorded clock.")
-    p.add_argument("session", help="session recording (.tsr)")
+    p.add_argument("session", help="session recording (.tsr), or a TensorBoard log directory")
     p.add_argument("--wav", required=True, metavar="FILE", help="WAV file to write")
     p.add_argument("--preset", default=presets.DEFAULT_PRESET, choices=presets.PRESETS,
                    help="mapping + renderer mode (default: continuous)")

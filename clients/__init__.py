@@ -5,18 +5,21 @@ the trainsound bridge (``trainsound bridge``). See docs/clients.md.
 
 - :func:`send` / :class:`Client` — plain client (python-osc-free struct encoder, numpy only);
 - :func:`watch` / :func:`log` — PyTorch (imported lazily: ``import trainsound`` never imports torch);
-- :mod:`trainsound.keras` — ``Sonify`` callback for Keras 3 on TensorFlow.
+- :mod:`trainsound.keras` — ``Sonify`` callback for Keras 3 (TensorFlow, JAX and PyTorch backends);
+- :mod:`trainsound.lightning`, :mod:`trainsound.transformers` — callbacks; :mod:`trainsound.optax` — a
+  gradient transformation. Each imports its framework only when used.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClientArgumentError, MissingExtraError
 
 if TYPE_CHECKING:
     from .osc import Client, send
-    from .torch_client import Watch
+    from .torch_frame import FrameWatch
 
 __version__ = "0.1.0"
 __all__ = ["Client", "ClientArgumentError", "MissingExtraError", "__version__", "log", "send", "watch"]
@@ -48,20 +51,31 @@ def watch(
     log: Any = ("grads", "weights", "loss"),
     activations: Any = None,
     **options: Any,
-) -> Watch:
+) -> FrameWatch:
     """Send a PyTorch model's gradient norms, weight statistics, loss and activation spectra every step.
 
-    See :func:`trainsound.torch_client.watch` for all options.
+    See :func:`trainsound.torch_client.watch` for all options; ``scaler=`` (a ``torch.amp.GradScaler``)
+    adds ``metric/loss_scale`` and an ``event skip`` for every step the scaler skipped
+    (:mod:`trainsound.torch_frame`).
 
     Raises:
         MissingExtraError: PyTorch is not installed.
     """
-    return _torch_client("trainsound.watch").watch(model, run, every, log, activations, **options)
+    _torch_client("trainsound.watch")
+    from .torch_frame import FrameWatch
+
+    return FrameWatch(model, run, every, log, activations, **options)
 
 
 def log(loss: Any = None, **metrics: Any) -> None:
-    """Attach the loss and metrics of the current step to every active :func:`watch`.
+    """Attach the loss and metrics of the current step to every active :func:`watch` (and every active
+    :func:`trainsound.optax.sonify`).
 
-    See :func:`trainsound.torch_client.log`.
+    See :func:`trainsound.torch_client.log` and :func:`trainsound.optax.log`.
     """
+    optax_client = sys.modules.get("trainsound.optax")
+    if optax_client is not None:
+        optax_client.log(loss, **metrics)
+        if "trainsound.torch_client" not in sys.modules:
+            return  # a JAX script: no torch needed
     _torch_client("trainsound.log").log(loss, **metrics)

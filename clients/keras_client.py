@@ -1,4 +1,4 @@
-"""Keras 3 (TensorFlow backend): the ``Sonify`` callback, with no re-compile.
+"""Keras 3 (TensorFlow, JAX and PyTorch backends): the ``Sonify`` callback, with no re-compile.
 
 How the gradients are reached without touching ``compile()``: at ``on_train_begin`` the callback
 wraps two *instance* attributes — ``model.optimizer.apply`` (called by the TF trainer's
@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from .errors import ClientArgumentError, check_counts
+from .keras_backends import BACKENDS, Sink
 from .osc import Client
 from .stats import layer_grad_norms, layer_weight_stats, log_items
 
@@ -62,7 +63,7 @@ class Sonify(keras.callbacks.Callback):
             ``gradient_norm_<layer>``).
 
     Raises:
-        ClientArgumentError: a wrong argument, or a Keras backend other than TensorFlow.
+        ClientArgumentError: a wrong argument, or a Keras backend other than TensorFlow, JAX or PyTorch.
     """
 
     def __init__(
@@ -84,10 +85,9 @@ class Sonify(keras.callbacks.Callback):
             raise ClientArgumentError(f"run must be a non-empty string, got {run!r}")
         check_counts(every=every, weights_every=weights_every)
         items = log_items(log)
-        if keras.backend.backend() != "tensorflow":
-            raise ClientArgumentError(
-                f"Sonify needs the TensorFlow backend, KERAS_BACKEND is {keras.backend.backend()!r}"
-            )
+        if keras.backend.backend() not in BACKENDS:
+            raise ClientArgumentError(f"Sonify needs a Keras backend in {BACKENDS}, KERAS_BACKEND is "
+                                      f"{keras.backend.backend()!r}")
         self.run = run
         self.every = every
         self.log_grads = "grads" in items
@@ -100,7 +100,7 @@ class Sonify(keras.callbacks.Callback):
         self.client = client or Client(host, port, run=run)
         self.step = 0
         self.epoch = 0
-        self._stats: Any = None
+        self._sink: Sink | None = None
         self._restore: list[tuple[Any, str, Any]] = []
 
     # -- wiring -----------------------------------------------------------------------------------
@@ -121,8 +121,9 @@ class Sonify(keras.callbacks.Callback):
             width = int(kernel.shape[-1])
             self._unit_slices[name] = slice(at, at + width)
             at += width
-        # [loss | grad_sq (n) | sums (n) | sq (n) | abs_max (n) | delta_sq (n) | unit means of each `units` layer]
-        self._stats = keras.Variable(ops.zeros((at,)), trainable=False, dtype="float32", name="trainsound")
+        # stats: [grad_sq (n) | sums (n) | sq (n) | abs_max (n) | delta_sq (n) | unit means of each `units`
+        # layer]; read back as [loss | stats], so the unit slices count the loss; on every backend (keras_backends)
+        self._sink = Sink({"loss": 1, "stats": at - 1})
         self._wrap(optimizer, "apply", self._make_apply(optimizer.apply))
         self._wrap(model, "compute_loss", self._make_compute_loss(model.compute_loss))
         model.make_train_function(force=True)
@@ -157,23 +158,27 @@ class Sonify(keras.callbacks.Callback):
         self._restore.clear()
 
     def _make_compute_loss(self, original: Any) -> Any:
-        stats = self._stats
+        sink = self._sink
+        assert sink is not None
 
         def compute_loss(*args: Any, **kwargs: Any) -> Any:
             loss = original(*args, **kwargs)
             if kwargs.get("training", True):
-                stats[0].assign(ops.cast(loss, "float32"))
+                sink.put("loss", loss)
             return loss
 
         return compute_loss
 
     def _make_apply(self, original: Any) -> Any:
-        stats, index, n, kernels = self._stats, self._index, self._n, list(self._unit_vars.values())
+        sink, index, n, model = self._sink, self._index, self._n, self.model
+        kernels = list(self._unit_vars.values())
+        assert sink is not None
         want_grads, want_weights, want_delta = self.log_grads, self.log_weights, self.update_ratio and self.log_weights
 
         def apply(grads: Any, trainable_variables: Any = None) -> Any:
-            variables = list(trainable_variables) if trainable_variables is not None else None
-            pos = [index.get(id(v), -1) for v in variables] if variables is not None else list(range(n))
+            # JAX's stateless_apply calls apply(grads) alone, for the model's trainable variables, in order.
+            variables = list(trainable_variables if trainable_variables is not None else model.trainable_variables)
+            pos = [index.get(id(v), -1) for v in variables]
             grad_sq = [ops.zeros(())] * n
             if want_grads:
                 for i, g in zip(pos, grads, strict=True):
@@ -201,7 +206,7 @@ class Sonify(keras.callbacks.Callback):
                 width = int(kernel.shape[-1])
                 parts.append(ops.mean(ops.reshape(ops.cast(kernel.value, "float32"), (-1, width)), axis=0))
             if parts:
-                stats[1:].assign(ops.concatenate(parts))
+                sink.put("stats", ops.concatenate(parts))
             return result
 
         return apply
@@ -218,7 +223,8 @@ class Sonify(keras.callbacks.Callback):
             logger.warning("trainsound: Sonify failed at step %d; training goes on", step, exc_info=True)
 
     def _send(self, step: int, logs: dict[str, Any]) -> None:
-        v = self._stats.numpy().tolist()  # the one host transfer of the step
+        assert self._sink is not None
+        v = self._sink.get("loss") + self._sink.get("stats")  # [loss | stats]: one small host read each
         c, n = self.client, self._n
         if self.log_loss:
             c.loss(v[0])

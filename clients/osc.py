@@ -195,7 +195,7 @@ class Client:
         self._check(units.tolist())
 
     def event(self, kind: str) -> None:
-        """Collect an event: ``start``, ``end``, ``epoch`` or ``nan`` (``nan`` is also sent automatically)."""
+        """Collect an event: ``start``, ``end``, ``epoch``, ``nan`` (also sent automatically) or ``skip``."""
         if kind not in EVENT_KINDS:
             log.warning("trainsound: unknown event kind %r ignored (want one of %s)", kind, sorted(EVENT_KINDS))
             return

@@ -44,7 +44,8 @@ BLOB_KINDS = frozenset({"activation_spectrum", "weight_units"})
 #: Clients average a wider layer's units in contiguous groups down to this many; the bridge rejects
 #: a longer blob as ``too_many_units``.
 MAX_UNITS = 8192
-EVENT_KINDS = frozenset({"start", "end", "epoch", "nan"})
+#: ``skip``: the optimizer skipped a step (an AMP overflow); an addition to version 1.
+EVENT_KINDS = frozenset({"start", "end", "epoch", "nan", "skip"})
 #: Longest run, layer or metric name; senders cut names to this many UTF-8 bytes.
 MAX_NAME_LEN = 128
 
@@ -190,7 +191,7 @@ def parse_event(address: str, args: tuple[OscArg, ...], t: float, raw: bytes) ->
         values = tuple(float(a) for a in args)  # type: ignore[arg-type]
     elif kind == "event":
         if len(args) != 1 or type(args[0]) is not str:
-            raise ProtocolError("wrong_type", f"{address} takes one string (start, end, epoch, nan)")
+            raise ProtocolError("wrong_type", f"{address} takes one string (start, end, epoch, nan, skip)")
         if args[0] not in EVENT_KINDS:
             raise ProtocolError("unknown_event", f"{address}: unknown event {args[0]!r}")
         name, values = args[0], ()

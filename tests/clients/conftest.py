@@ -76,3 +76,41 @@ def closed_port() -> int:
     port: int = s.getsockname()[1]
     s.close()
     return port
+
+
+class BridgeRecording:
+    """Runs training code against a real bridge process that records the session; then reads it back."""
+
+    def __init__(self, bridge_proc, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        self.bridge_proc = bridge_proc
+        self.path = tmp_path / "session.tsr"
+
+    def __call__(self, fn) -> list[tuple[str, tuple]]:  # type: ignore[no-untyped-def]
+        """``fn(port)`` trains; returns every ``(address, args)`` the bridge recorded, in order."""
+        from trainsound.bridge.wire.session import iter_messages
+
+        bridge = self.bridge_proc(["--no-midi", "--record", str(self.path)])
+        fn(bridge.port)
+        bridge.status()  # the bridge answers in arrival order: everything sent before is in
+        bridge.stop()
+        return [(a, args) for _, a, args in iter_messages(self.path)]
+
+    @staticmethod
+    def by_step(msgs: list[tuple[str, tuple]], run: str) -> dict[int, dict[str, tuple]]:
+        """``{step: {"loss": args, "grad_norm/fc1": args, ...}}`` for one run (messages follow their step)."""
+        steps: dict[int, dict[str, tuple]] = {}
+        current: dict[str, tuple] = {}
+        prefix = f"/nn/{run}/"
+        for address, args in msgs:
+            if not address.startswith(prefix):
+                continue
+            key = address[len(prefix) :]
+            if key == "step":
+                current = steps.setdefault(int(args[0]), {})
+            current[key] = args
+        return steps
+
+
+@pytest.fixture
+def bridge_recording(bridge_proc, tmp_path) -> BridgeRecording:  # type: ignore[no-untyped-def]
+    return BridgeRecording(bridge_proc, tmp_path)

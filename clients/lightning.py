@@ -1,0 +1,135 @@
+"""``trainsound.lightning``: a Lightning callback — ``Trainer(callbacks=[Sonify(run="mnist")])``.
+
+Per-layer gradient norms are taken in ``on_before_optimizer_step``: Lightning calls it after the
+AMP scaler has unscaled the gradients and *before* it clips them, so the norms are the true
+pre-clip, unscaled ones, and the global ``metric/grad_norm`` is their root sum of squares. The rest
+is the plain :func:`trainsound.watch` machinery (fused norms, one host copy per step, weight
+statistics every ``weights_every``-th report) on the ``LightningModule``.
+
+Importing this module without Lightning fails with one line naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from trainsound.errors import ClientArgumentError, require
+
+require("lightning", "trainsound.lightning", "lightning", "Lightning")
+
+import lightning.pytorch as pl  # noqa: E402
+
+from trainsound.torch_frame import FrameWatch, first_lr  # noqa: E402
+
+__all__ = ["Sonify"]
+
+logger = logging.getLogger(__name__)
+
+
+class Sonify(pl.Callback):
+    """Send a Lightning run's telemetry to the trainsound bridge, one bundle per optimizer step.
+
+    Sends per-layer gradient norms before clipping (unscaled under AMP), weight statistics, the
+    training loss, every metric the module logs (``self.log``), ``lr`` (first parameter group of
+    the first optimizer), ``grad_norm`` (global, pre-clip), ``loss_scale`` under 16-bit AMP,
+    ``event skip`` when the optimizer skipped a step, ``epoch`` events and ``end``.
+    With ``accumulate_grad_batches=k`` there is one report per optimizer step; under DDP only
+    rank 0 sends (``ranks="all"`` for every rank).
+
+    Args:
+        run: run name (``/nn/<run>/...``).
+        every: report every k-th optimizer step.
+        **watch_options: as :func:`trainsound.watch` (``log``, ``weights_every``, ``host``, ``port``,
+            ``client``, ``ranks``, ``activations``, …).
+
+    Raises:
+        ClientArgumentError: a wrong argument (checked here, before training starts).
+    """
+
+    def __init__(self, run: str = "lightning", every: int = 1, **watch_options: Any) -> None:
+        super().__init__()
+        if not isinstance(run, str) or not run:
+            raise ClientArgumentError(f"run must be a non-empty string, got {run!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ClientArgumentError(f"every must be an integer >= 1, got {every!r}")
+        for key in ("auto_loss", "scaler", "optimizer"):
+            if key in watch_options:
+                raise ClientArgumentError(f"{key} is set by the Lightning callback itself; leave it out")
+        self.run = run
+        self.every = every
+        self.options = watch_options
+        self.watch: FrameWatch | None = None
+        self._before = 0  # watch.step when the step's gradients were taken
+        self._captured = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.watch is None:
+            # The loss comes from training_step's output, not from backward(): under AMP that is the scaled loss.
+            opts = dict(self.options)  # a second fit() starts from the same options
+            self.watch = FrameWatch(pl_module, self.run, self.every, opts.pop("log", ("grads", "weights", "loss")),
+                                    opts.pop("activations", None), auto_loss=False, **opts)
+            self.watch.epoch = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.watch is not None and trainer.current_epoch != self.watch.epoch:
+            self._guard(lambda w: w.set_epoch(trainer.current_epoch))
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if self.watch is not None and optimizer is _first(trainer.optimizers):
+            self._before = self.watch.step
+            self._captured = True
+            self._guard(lambda w: w.capture_grads())
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.watch is not None and self._captured:  # an optimizer step ended in this batch
+            self._captured = False
+            self._guard(lambda w: self._end_step(w, trainer, outputs))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.teardown(trainer, pl_module, "fit")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.watch is not None:
+            watch, self.watch = self.watch, None
+            watch.close()
+
+    # -- per optimizer step ------------------------------------------------------------------------------
+    def _end_step(self, w: FrameWatch, trainer: pl.Trainer, outputs: Any) -> None:
+        if w.step == self._before:  # on_before_optimizer_step ran, optimizer.step() did not
+            w.mark_skipped()
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if _scalar(v)}
+        lr = first_lr(_first(trainer.optimizers))
+        if lr is not None:
+            metrics["lr"] = lr
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            metrics["loss_scale"] = scaler.get_scale()
+        w.log(loss if _scalar(loss) else None, **metrics)
+        w.flush()
+
+    def _guard(self, fn: Callable[[FrameWatch], Any]) -> None:
+        if self.watch is None:
+            return
+        try:
+            fn(self.watch)
+        except Exception:  # telemetry must never stop training
+            logger.warning("trainsound: Lightning callback failed; training goes on", exc_info=True)
+
+
+def _first(optimizers: Any) -> Any:
+    return optimizers[0] if optimizers else None
+
+
+def _scalar(value: Any) -> bool:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,119 @@
+"""What training frameworks add to a PyTorch :class:`~trainsound.torch_client.Watch`.
+
+:class:`FrameWatch` is the watch that :func:`trainsound.watch` returns; it adds to the plain watch
+
+- :meth:`FrameWatch.capture_grads`: the step's per-tensor gradient norms taken *now* — the framework
+  adapters (Lightning, Hugging Face) call it before the framework clips; the optimizer's pre-step hook
+  then keeps them instead of reading the clipped gradients. It also logs ``grad_norm``, the global
+  pre-clip norm, computed on the device from the same per-tensor norms (no second pass);
+- ``scaler=``: a ``torch.amp.GradScaler``. A skipped step (overflow) shows as a smaller scale at the
+  next iteration (the scale only shrinks on an overflow), and is sent as ``event skip``; every
+  reported step carries ``metric/loss_scale``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .errors import ClientArgumentError
+from .torch_client import Watch
+
+__all__ = ["FrameWatch", "first_lr"]
+
+logger = logging.getLogger(__name__)
+
+
+def first_lr(optimizer: Any) -> float | None:
+    """The learning rate of an optimizer's first parameter group (a tensor lr is read as a float)."""
+    groups = getattr(optimizer, "param_groups", None)
+    if not groups:
+        return None
+    lr = groups[0].get("lr")
+    if isinstance(lr, torch.Tensor):
+        return float(lr.item())
+    return float(lr) if isinstance(lr, (int, float)) else None
+
+
+class FrameWatch(Watch):
+    """A :class:`~trainsound.torch_client.Watch` that frameworks can feed (see the module docstring).
+
+    Args:
+        scaler: a ``torch.amp.GradScaler`` whose skipped steps become ``event skip``.
+        *args, **kwargs: as :class:`~trainsound.torch_client.Watch`.
+    """
+
+    def __init__(self, *args: Any, scaler: Any = None, sum_loss: bool = False, **kwargs: Any) -> None:
+        if scaler is not None and not callable(getattr(scaler, "get_scale", None)):
+            raise ClientArgumentError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+        self._scaler = scaler
+        self._last_scale: float | None = None
+        self._held = False  # grad norms were captured by the framework for this step
+        self._sum_loss = sum_loss  # gradient accumulation: the step's loss is the sum of its backward() losses
+        self.skipped = 0
+        super().__init__(*args, **kwargs)
+
+    # -- entry points for framework adapters -------------------------------------------------------
+    def capture_grads(self, unscale: bool = False) -> Sequence[torch.Tensor] | None:
+        """Take the step's gradient norms now (before clipping); returns the per-tensor norms on the device.
+
+        Also logs the global norm over them as ``grad_norm``. The optimizer step that follows keeps these.
+        ``unscale``: the gradients are still multiplied by the ``scaler``'s scale; divide the norms by it.
+        """
+        self._grad_norms = None
+        self._held = True
+        if not (self.log_grads and self._reporting()):
+            return None
+        self._guard(self._capture_grads)
+        norms = self._grad_norms
+        scale = getattr(self._scaler, "_scale", None)
+        if norms and unscale and isinstance(scale, torch.Tensor):
+            norms = self._grad_norms = torch._foreach_div(list(norms), scale.to(norms[0].device))
+        if norms:
+            self.log(grad_norm=torch.linalg.vector_norm(torch.stack([t.float() for t in norms])))
+        return norms
+
+    def mark_skipped(self) -> None:
+        """The framework says the optimizer skipped this step: send ``event skip`` now, forget the step's grads."""
+        self._grad_norms = None
+        self._held = False
+        self._logs.pop("grad_norm", None)
+        self.skipped += 1
+        if self.client is not None:
+            self.client.event("skip")
+            self.client.flush()
+
+    # -- the plain watch's hooks, extended ---------------------------------------------------------
+    def _on_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._held:  # the framework took them before clipping
+            return
+        super()._on_pre_step(optimizer, args, kwargs)
+
+    def _finish_step(self) -> None:
+        self._held = False
+        super()._finish_step()
+
+    def _boundary(self) -> None:
+        if self._scaler is not None:
+            self._check_scaler()
+        super()._boundary()
+
+    def _tap_loss(self, tensor: torch.Tensor) -> None:
+        scale = getattr(self._scaler, "_scale", None)
+        if isinstance(scale, torch.Tensor) and tensor.numel() == 1:  # backward() ran on the scaled loss
+            tensor = tensor.detach() / scale.to(tensor.device)
+        previous = self._logs.get("loss")
+        if self._sum_loss and isinstance(previous, torch.Tensor) and not self._explicit_loss:
+            tensor = previous + tensor.detach()
+        super()._tap_loss(tensor)
+
+    def _check_scaler(self) -> None:
+        scale = float(self._scaler.get_scale())
+        if self._last_scale is not None and scale < self._last_scale:
+            self.mark_skipped()
+        self._last_scale = scale
+        if self._current is not None:
+            self._logs["loss_scale"] = scale

@@ -1,0 +1,191 @@
+"""``trainsound follow`` and ``trainsound render LOGDIR`` on event files written by real TensorBoard writers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("tensorboard")
+torch = pytest.importorskip("torch")
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+from trainsound.bridge.tb.tags import TagTable, TagTableError, parse_map  # noqa: E402
+from trainsound.bridge.wire.osc import iter_packet  # noqa: E402
+
+TS = [sys.executable, "-m", "trainsound.bridge"]
+_LEN = struct.Struct("<Q")
+
+
+class Receiver:
+    """A real UDP socket on a free port; what arrives is decoded with the bridge's codec."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port: int = self.sock.getsockname()[1]
+        self.got: list = []
+
+    def messages(self) -> list:
+        while True:
+            try:
+                data, _ = self.sock.recvfrom(65536)
+            except TimeoutError:
+                return self.got
+            self.got.extend(m for _, m in iter_packet(data))
+
+
+@pytest.fixture
+def receiver():  # type: ignore[no-untyped-def]
+    r = Receiver()
+    yield r
+    r.sock.close()
+
+
+def records(path: Path) -> list[bytes]:
+    """An event file's TFRecords as raw bytes (length, crc, data, crc); the file_version record first."""
+    data, out, pos = path.read_bytes(), [], 0
+    while pos < len(data):
+        n = _LEN.unpack_from(data, pos)[0]
+        out.append(data[pos : pos + 12 + n + 4])
+        pos += 12 + n + 4
+    return out
+
+
+def step_records(tmp: Path, step: int, **scalars: float) -> bytes:
+    """The raw records a SummaryWriter writes for one step's scalars (written elsewhere, to be appended)."""
+    d = tmp / f"scratch{step}"
+    w = SummaryWriter(str(d))
+    for tag, value in scalars.items():
+        w.add_scalar(tag.replace("__", "/"), value, step)
+    w.close()
+    return b"".join(records(next(d.glob("*tfevents*")))[1:])
+
+
+def follow(logdir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*TS, "follow", str(logdir), "--to", f"127.0.0.1:{port}", "--interval", "0.1", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(receiver, pred, timeout: float = 2.0) -> list:
+    t0, got = time.monotonic(), []
+    while time.monotonic() - t0 < timeout:
+        got = receiver.messages()
+        if pred(got):
+            return got
+    raise AssertionError(f"not within {timeout} s; got {got[-5:]}")
+
+
+def test_follow_picks_up_appended_scalars_and_survives_a_torn_record(receiver, tmp_path) -> None:
+    logdir = tmp_path / "logs"
+    w = SummaryWriter(str(logdir / "sgd"))
+    for i in range(3):
+        w.add_scalar("train/loss", 1.0 / (i + 1), i)
+        w.add_scalar("lr", 0.1, i)
+        w.add_scalar("grad_norm/features/0", 2.0 + i, i)
+    w.close()
+    events = next((logdir / "sgd").glob("*tfevents*"))
+    proc = follow(logdir, receiver.port)
+    try:
+        got = wait_for(receiver, lambda m: ("/nn/sgd/step", (2,)) in m, timeout=15)  # includes start-up
+        assert ("/nn/sgd/event", ("start",)) in got
+        assert ("/nn/sgd/loss", (pytest.approx(0.5),)) in got
+        assert ("/nn/sgd/metric/lr", (pytest.approx(0.1),)) in got
+        assert ("/nn/sgd/grad_norm/features.0", (4.0,)) in got
+
+        t0 = time.monotonic()  # appended while follow runs: it arrives within 2 s
+        with events.open("ab") as fh:
+            fh.write(step_records(tmp_path, 3, train__loss=0.2))
+        wait_for(receiver, lambda m: ("/nn/sgd/loss", (pytest.approx(0.2),)) in m)
+        assert time.monotonic() - t0 < 2.0
+
+        torn = step_records(tmp_path, 4, train__loss=0.125)  # a writer caught in the middle of a record
+        with events.open("ab") as fh:
+            fh.write(torn[:-9])
+        time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[1]
+        assert ("/nn/sgd/step", (4,)) not in receiver.messages()
+        with events.open("ab") as fh:  # the rest of the record lands: the step is read, nothing was lost
+            fh.write(torn[-9:])
+        wait_for(receiver, lambda m: ("/nn/sgd/loss", (pytest.approx(0.125),)) in m)
+
+        w2 = SummaryWriter(str(logdir / "adam"))  # a new run folder appears while following
+        w2.add_scalar("loss", 0.7, 0)
+        w2.close()
+        wait_for(receiver, lambda m: ("/nn/adam/loss", (pytest.approx(0.7),)) in m)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
+
+
+def test_keras_tensorboard_callback_logs_follow_and_render(bridge_proc, tmp_path) -> None:
+    keras = pytest.importorskip("keras")
+    logdir = tmp_path / "keras"
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    script = f"""
+import numpy as np, keras
+x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32"); y = (x[:, 0] > 0).astype("int32")
+m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+m.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+m.fit(x, y, epochs=3, batch_size=16, validation_split=0.25, verbose=0,
+      callbacks=[keras.callbacks.TensorBoard({str(logdir)!r})])
+"""
+    assert keras  # the script runs in its own process: the Keras backend is chosen at its import
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
+    rec = tmp_path / "s.tsr"
+    bridge = bridge_proc(["--no-midi", "--record", str(rec)])
+    done = subprocess.run([*TS, "follow", str(logdir), "--to", f"127.0.0.1:{bridge.port}", "--once"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # train/: 3 epochs; validation/: 3 epochs plus Keras' evaluation_*_vs_iterations at iteration steps
+    assert "follow: 9 step(s) from 2 run(s) sent" in done.stderr
+    status = bridge.status()
+    assert {"train", "validation"} <= set(status["runs"])
+    bridge.stop()
+    from trainsound.bridge.wire.session import iter_messages
+
+    msgs = [(a, v) for _, a, v in iter_messages(rec)]
+    addresses = [a for a, _ in msgs]
+    assert addresses.count("/nn/train/loss") == 3  # epoch_loss → loss
+    assert addresses.count("/nn/train/metric/lr") == 3  # epoch_learning_rate → lr
+    assert addresses.count("/nn/validation/loss") == 3
+    assert addresses.count("/nn/validation/metric/epoch_accuracy") == 3
+    assert addresses.count("/nn/validation/metric/evaluation_loss_vs_iterations") == 3
+
+    wav = tmp_path / "keras.wav"
+    r = subprocess.run([*TS, "render", str(logdir), "--wav", str(wav)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    audio, sr = sf.read(wav)
+    assert len(audio) > 0.3 * sr and np.isfinite(audio).all() and np.abs(audio).max() > 1e-3
+
+
+def test_render_of_a_summarywriter_logdir(tmp_path) -> None:
+    w = SummaryWriter(str(tmp_path / "run"))
+    for i in range(20):
+        w.add_scalar("Loss/train", 2.0 * 0.9**i, i)
+        w.add_scalar("gradients/fc1", 1.0 + 0.1 * i, i)
+    w.close()
+    wav = tmp_path / "out.wav"
+    r = subprocess.run([*TS, "render", str(tmp_path), "--wav", str(wav)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "rendered 61 messages" in r.stderr  # start + 20 × (step, loss, grad_norm)
+    audio, sr = sf.read(wav)
+    assert len(audio) >= 2.0 * sr and np.abs(audio).max() > 1e-3
+
+
+def test_bad_input_is_one_line(tmp_path) -> None:
+    r = subprocess.run([*TS, "follow", str(tmp_path / "nope"), "--once"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [f"trainsound: error: {tmp_path / 'nope'}: not a "
+                                                                    "directory"]
+    with pytest.raises(TagTableError, match=r"^--map a\(=loss: bad pattern: "):
+        TagTable.default([parse_map("a(=loss")])
