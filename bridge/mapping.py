@@ -21,9 +21,11 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from .config import AlarmOptions, Config
+from .groups import RunGroups, groups_rule
+from .mapped import Mapped
 from .ratelog import TokenBucket
 from .rules import Rule
 from .scales import AutoRange, linear_scale, log_scale, quantize
@@ -33,33 +35,8 @@ from .wire.protocol import Event
 ADDRESS_CACHE_SIZE = 65_536
 #: Addresses the NaN-alarm limiter remembers at once (~200 bytes each: under 1 MB).
 ALARM_STATE_MAX = 4096
-
-
-class Mapped(NamedTuple):
-    """One rule's result for one event (or a rate-limited value released later)."""
-
-    t: float
-    run: str
-    rule: int
-    """Index of the rule in the config; -1 for an alarm not tied to a rule."""
-    rule_name: str
-    target: str
-    stream: tuple[str, ...]
-    """Capture values that key the voice, e.g. ``("run1", "fc1")``."""
-    voice: int
-    value: float
-    """The raw input value."""
-    norm: float
-    """Mapped value in 0..1 after scaling, clamp, invert and smoothing; NaN = alarm."""
-    channel: int
-    midi: tuple[bytes, ...]
-    later: tuple[bytes, ...]
-    """Messages due ``length`` seconds after ``t`` (note-offs, alarm release)."""
-    length: float
-
-    @property
-    def alarm(self) -> bool:
-        return self.norm != self.norm
+#: Events that end a run's first round of layers: its voice groups settle (see :mod:`.groups`).
+SETTLE_KINDS = frozenset({"step", "loss", "metric", "event"})
 
 
 @dataclass
@@ -105,6 +82,9 @@ class Engine:
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
         self._free: dict[tuple[str, ...], list[int]] = {}
         self.counters = Counters()
+        self.group_opts = config.groups
+        self._groups: dict[tuple[int, str], RunGroups] = {}  # (rule index, run) → the run's layer groups
+        self._grouped = tuple(groups_rule(r.voice_key, r.voices, config.groups) for r in self.rules)
         excluded = {self.alarm_opts.channel, mb.DRUM_CHANNEL}
         self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
 
@@ -159,16 +139,54 @@ class Engine:
                 del self._streams[(rule_idx, stream)]
                 self._pending.pop((rule_idx, stream), None)
         self._last_alarm = {a: t for a, t in self._last_alarm.items() if a.split("/")[2] not in runs}
+        self._groups = {k: g for k, g in self._groups.items() if k[1] not in runs}
         self._cache.clear()  # it remembers voices
 
     def voices(self) -> dict[str, list[str]]:
-        """Voice tables for status reports: ``{"run,layer": ["r1/fc1", …]}``."""
-        return {",".join(k): ["/".join(s) for s in t] for k, t in self._voices.items()}
+        """Voice tables for status reports: ``{"run,layer": ["r1/fc1", …]}`` (a grouped run: its groups)."""
+        out = {",".join(k): dict.fromkeys("/".join(s) for s in t) for k, t in self._voices.items()}
+        for (i, run), rg in self._groups.items():
+            names = rg.layout.names if rg.layout is not None else [x for x in rg.order if x in rg.sent]
+            out.setdefault(",".join(self.rules[i].voice_key), {}).update(dict.fromkeys(f"{run}/{n}" for n in names))
+        return {k: list(v) for k, v in out.items()}
+
+    def groups(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """``{run: {rule name: {group: latest aggregate (None: not finite)}}}``; empty while a layout settles."""
+        out: dict[str, dict[str, dict[str, float | None]]] = {}
+        for (i, run), rg in self._groups.items():
+            out.setdefault(run, {})[self.rules[i].name or str(i)] = {
+                g: (v if math.isfinite(v) else None) for g, v in rg.values().items()}
+        return out
+
+    def _group(self, t: float, rule_idx: int, stream: tuple[str, ...], x: float, out: list[Mapped]) -> None:
+        key = self.rules[rule_idx].voice_key
+        run, layer = stream[key.index("run")], stream[key.index("layer")]
+        if (rg := self._groups.get((rule_idx, run))) is None:
+            rg = self._groups[(rule_idx, run)] = RunGroups(self.group_opts)
+        self._sound_groups(t, rule_idx, run, rg.feed(layer, x, t), out)
+
+    def _sound_groups(self, t: float, i: int, run: str, groups: list[Any], out: list[Mapped]) -> None:
+        rule, rg = self.rules[i], self._groups[(i, run)]
+        count = len(rg.layout.names) if rg.layout is not None else 0
+        for g, name, value in groups:
+            if math.isfinite(value) and (m := self._map_value(t, run, i, rule, (run, name), g, value)) is not None:
+                out.append(m._replace(groups=count))
+
+    def _settle(self, t: float, run: str | None) -> list[Mapped]:  # None: quiet layouts, stalled rounds
+        out: list[Mapped] = []
+        for (rule_idx, r), rg in self._groups.items():
+            if rg.layout is None and (r == run or (run is None and t - rg.last_new >= self.group_opts.settle)):
+                self._sound_groups(t, rule_idx, r, rg.settle(), out)
+            elif run is None:
+                self._sound_groups(t, rule_idx, r, rg.due(t), out)
+        return out
 
     # -- mapping ----------------------------------------------------------
     def map(self, ev: Event) -> list[Mapped]:
         """Map one event through every matching rule."""
         out: list[Mapped] = []
+        if ev.kind in SETTLE_KINDS and self._groups:
+            out = self._settle(ev.t, ev.run)
         finite = ev.finite
         if not finite:
             self.counters.nonfinite += 1
@@ -185,7 +203,9 @@ class Engine:
         for entry in matches:
             rule_idx, stream, voice = entry
             rule = self.rules[rule_idx]
-            if voice is None:
+            if voice is None and self._grouped[rule_idx]:
+                voice = entry[2] = 0  # a group's voice is its index in the run's layout
+            elif voice is None:
                 voice = self.voice_of(rule, stream)
                 if voice is None:
                     self.counters.voice_limit += 1
@@ -200,6 +220,9 @@ class Engine:
                 continue
             if not math.isfinite(x) or (not finite and not out):
                 self._alarm(ev, rule_idx, rule.name, stream, voice, out)
+                continue
+            if self._grouped[rule_idx]:
+                self._group(ev.t, rule_idx, stream, x, out)
                 continue
             m = self._map_value(ev.t, ev.run, rule_idx, rule, stream, voice, x)
             if m is not None:
@@ -255,7 +278,7 @@ class Engine:
             n = log_scale(x, *rule.range)
         else:
             if st.auto is None:
-                st.auto = AutoRange(rule.auto_window)
+                st.auto = AutoRange(rule.auto_window, start=rule.auto_start)
             n = st.auto.norm(x)
         if rule.clamp or not math.isfinite(n):
             n = 0.0 if n < 0.0 else 1.0 if n > 1.0 else n
@@ -347,7 +370,7 @@ class Engine:
 
     def flush_due(self, now: float) -> list[Mapped]:
         """Release rate-limited values whose interval is over (call periodically)."""
-        out: list[Mapped] = []
+        out: list[Mapped] = self._settle(now, None) if self._groups else []
         if not self._pending:
             return out
         for key in list(self._pending):

@@ -127,6 +127,14 @@ def render_outputs(spec: RunSpec, files: dict[str, Path]) -> demo_gallery.Number
 
     nums = demo_gallery.read_numbers(files["session"], spec.name)
     render(files["session"], files["perone"], preset="perone")
+    if spec.model == "gpt2":
+        # Many layers: the picture is the grouped voices, the continuous WAV re-rendered on the step clock.
+        s = render(files["session"], files["continuous"], png=files["spectrogram"])
+        step_s = 1.0 / s["steps_per_second"]
+        demo_gallery.plot_numbers(nums, files["numbers"], title=f"{spec.name} — the numbers the bridge received",
+                                  xlim=demo_gallery.spectrogram_xlim(files["continuous"]), step_s=step_s,
+                                  clock="the continuous rendering (step clock)")
+        return nums
     from ..sound.spectrogram import write_spectrogram
 
     write_spectrogram(
