@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .models import Data, Progress, RunSpec
+
 VOCAB = 500
 CONTEXT = 64
 #: The issue's configuration (issue 11): small enough for a CPU demo, shaped like GPT-2.
@@ -28,6 +30,16 @@ def batches(n: int, batch: int, seed: int) -> Any:
         start = torch.randint(0, VOCAB, (batch, 1), generator=g)
         stride = torch.randint(1, 8, (batch, 1), generator=g)
         yield (start + stride * k) % VOCAB
+
+
+#: The demo's run (``--runs gpt2-small``): 27 layers with parameters, heard as voice groups.
+RUN = RunSpec("gpt2-small", "torch", "gpt2", "adam", 1e-3, batch=16, steps=200,
+              listen_for="voices low to high: the embeddings, the four blocks, the head; the loss brightness falls")
+
+
+def train(spec: RunSpec, data: Data, progress: Progress | None = None, *, port: int | None = None) -> list[float]:
+    """:func:`.models.train` for the GPT-2 run (``data`` is not used: the sequences are made here)."""
+    return train_gpt2(spec.name, spec.steps, spec.lr, spec.batch, progress, port=port)
 
 
 def train_gpt2(name: str, steps: int, lr: float, batch: int, progress: Any = None, *, port: int | None = None,

@@ -122,13 +122,7 @@ KERAS_RUNS: tuple[RunSpec, ...] = tuple(
     for act in ("relu", "sigmoid")
 )
 
-#: A small GPT-2 (bridge/demo/gpt2.py): 27 layers with parameters, heard as voice groups.
-GPT2_RUNS: tuple[RunSpec, ...] = (
-    RunSpec("gpt2-small", "torch", "gpt2", "adam", 1e-3, batch=16, steps=200,
-            listen_for="six voices, low to high: embeddings, the four blocks, the head; the loss brightness falls"),
-)
-
-ALL_RUNS: dict[str, RunSpec] = {r.name: r for r in (*PERONE_RUNS, *KERAS_RUNS, *GPT2_RUNS)}
+ALL_RUNS: dict[str, RunSpec] = {r.name: r for r in (*PERONE_RUNS, *KERAS_RUNS)}
 
 
 def with_steps(spec: RunSpec, steps: int | None) -> RunSpec:
@@ -401,9 +395,5 @@ def train_keras(spec: RunSpec, data: Data, progress: Progress | None = None, *, 
 
 def train(spec: RunSpec, data: Data, progress: Progress | None = None, *, port: int | None = None) -> list[float]:
     """Train one run with its framework's client, sending to the bridge on ``port`` (default: $TRAINSOUND_ADDR)."""
-    if spec.model == "gpt2":
-        from .gpt2 import train_gpt2
-
-        return train_gpt2(spec.name, spec.steps, spec.lr, spec.batch, progress, port=port)
     trainer = train_torch if spec.framework == "torch" else train_keras
     return trainer(spec, data, progress, port=port)
