@@ -26,6 +26,7 @@ from typing import Any
 from . import __version__
 from . import config as cfgmod
 from .errors import TrainsoundError
+from .link import QUANTIZE, LinkOptions
 from .ratelog import EscapingFormatter
 from .table import parse_hostport
 from .wire.protocol import DEFAULT_HOST, DEFAULT_PORT
@@ -202,11 +203,20 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         overrides.append(lambda c: cfgmod.with_bridge(c, **changes))
     if args.midi_api:
         overrides.append(lambda c: cfgmod.with_midi(c, api=args.midi_api))
+    if args.link or args.quantize:
+        overrides.append(lambda c: with_link(c, args.link, args.quantize))
     # Overrides are kept with the file so that a SIGHUP reload re-applies them.
     source = ConfigSource(path, tuple(overrides))
     config = source.load()
     specs = output_specs(args, config, live_midi_default=True, never_overwrite=True)
     return Daemon(config, specs, source=source).run()
+
+
+def with_link(config: cfgmod.Config, enable: bool, quantize: str | None) -> cfgmod.Config:
+    """``--link`` / ``--quantize`` over the file's ``[link]`` table."""
+    opts: LinkOptions = cfgmod.output_options(config, "link", LinkOptions())
+    opts = dataclasses.replace(opts, enabled=opts.enabled or enable, quantize=quantize or opts.quantize)
+    return dataclasses.replace(config, outputs={**config.outputs, "link": opts})
 
 
 def cmd_ports(args: argparse.Namespace) -> int:
@@ -314,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 127.0.0.0/8 and ::1)",
     )
     b.add_argument("--record", metavar="FILE", help="record every accepted message to a session file")
+    b.add_argument("--link", action="store_true", help="join the local Ableton Link session (needs trainsound[link])")
+    b.add_argument(
+        "--quantize",
+        choices=tuple(QUANTIZE),
+        help="with --link: start notes on this grid of the Link session (default from [link]: 1/16)",
+    )
     b.add_argument(
         "--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)"
     )

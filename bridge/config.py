@@ -29,6 +29,8 @@ __all__ = ["MIDI_APIS", "AlarmOptions", "BridgeOptions", "Config", "ConfigError"
 
 MidiApi = Literal["auto", "alsa", "jack", "coremidi", "winmm"]
 MIDI_APIS: tuple[str, ...] = get_args(MidiApi)
+MidiMode = Literal["channels", "mpe"]
+MIDI_MODES: tuple[str, ...] = get_args(MidiMode)
 
 DEFAULT_CLIENT_NAME = "trainsound"
 DEFAULT_STATS_INTERVAL = 60.0
@@ -51,6 +53,7 @@ OUTPUT_SECTIONS: dict[str, str] = {
     "sine": "trainsound.bridge.outputs.sine:section",
     "pyo": "trainsound.bridge.outputs.pyo:section",
     "osc_out": "trainsound.bridge.outputs.osc:section",
+    "link": "trainsound.bridge.link:section",  # not an output: the MIDI output's clock, loaded the same lazy way
 }
 
 
@@ -84,6 +87,12 @@ class MidiOptions:
     """Connect to an existing port whose name contains this; empty: a virtual port."""
     client_name: str = DEFAULT_CLIENT_NAME
     enabled: bool = True
+    mode: MidiMode = "channels"
+    """``mpe``: each note voice on its own member channel of an MPE lower zone, gliding by pitch bend."""
+    mpe_members: int = 14
+    """Member channels of the lower zone (2..members+1); 14 keeps channel 16 for the alarm."""
+    bend_range: int = 48
+    """Member channels' pitch-bend range in semitones (MPE's default)."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +265,9 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         port=m.string("port", md.port),
         client_name=m.string("client_name", md.client_name) or md.client_name,
         enabled=m.boolean("enabled", md.enabled),
+        mode=cast(MidiMode, m.string("mode", md.mode, MIDI_MODES)),
+        mpe_members=m.integer("mpe_members", md.mpe_members, 1, 15),
+        bend_range=m.integer("bend_range", md.bend_range, 1, 96),
     )
     m.finish()
     a = Table(top.raw("alarm", {}), "alarm")

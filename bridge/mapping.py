@@ -39,6 +39,22 @@ ALARM_STATE_MAX = 4096
 SETTLE_KINDS = frozenset({"step", "loss", "metric", "event"})
 
 
+def note_span(rule: Rule, voice: int) -> tuple[int, int]:
+    """The note range a voice of a note rule plays in (its own band when ``voices = "band"``)."""
+    lo, hi = rule.notes
+    if rule.voices == "band":
+        nbands = max(1, (hi - lo + 1) // rule.band_width)
+        lo = lo + (voice % nbands) * rule.band_width
+        hi = min(hi, lo + rule.band_width - 1)
+    return lo, hi
+
+
+def fractional_pitch(rule: Rule, voice: int, norm: float) -> float:
+    """The unquantised pitch (a fractional MIDI note) of a note rule's value: what MPE glides to."""
+    lo, hi = note_span(rule, voice)
+    return lo + min(max(norm, 0.0), 1.0) * (hi - lo)
+
+
 @dataclass
 class _Stream:
     smoothed: float | None = None
@@ -304,11 +320,7 @@ class Engine:
             if t - st.last_sent < interval:
                 self.counters.thinned += 1
                 return None
-            lo, hi = rule.notes
-            if rule.voices == "band":
-                nbands = max(1, (hi - lo + 1) // rule.band_width)
-                lo = lo + (voice % nbands) * rule.band_width
-                hi = min(hi, lo + rule.band_width - 1)
+            lo, hi = note_span(rule, voice)
             pitch = quantize(lo + min(max(n, 0.0), 1.0) * (hi - lo), rule.musical_scale, rule.root)
             while pitch > hi:
                 pitch = quantize(pitch - 1, rule.musical_scale, rule.root)

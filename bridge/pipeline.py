@@ -168,6 +168,10 @@ class Pipeline:
         """
         self.config = config
         self._new_engine(config)
+        for out in self.outputs:
+            reconfigure = getattr(out, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(config)
 
     def _new_engine(self, config: Config) -> None:
         counters = self.engine.counters

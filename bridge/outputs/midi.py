@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import heapq
 import logging
 import os
 import sys
@@ -21,12 +22,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import Config
+from ..config import Config, output_options
 from ..errors import OutputUnavailable
-from ..mapping import Mapped
+from ..link import QUANTIZE, LinkClock, LinkOptions
+from ..mapping import Mapped, fractional_pitch
+from ..rules import Rule
 from ..sound.jackserver import jack_server_id, jack_server_listening
+from ..wire import midi as mb
 from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
+from .mpe import MASTER, MpeZone
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +142,16 @@ class MidiOut(BaseOutput):
             os.environ.setdefault("JACK_NO_START_SERVER", "1")  # never spawn a jackd behind the user's back
             _quiet_jack()
         self.sched = NoteScheduler()
+        self.rules: tuple[Rule, ...] = config.mappings
+        self.alarm_channel = config.alarm.channel
+        self.mpe = MpeZone(opts.mpe_members, opts.bend_range) if opts.mode == "mpe" else None
+        self._mpe_streams: dict[tuple[str, ...], Any] = {}  # stream → its note voice's key, for timbre/pressure
+        link: LinkOptions = output_options(config, "link", LinkOptions())
+        self.link: LinkClock | None = LinkClock(link.tempo, link.quantum) if link.enabled else None
+        self.grid = QUANTIZE[link.quantize] if self.link is not None else 0.0
+        self._deferred: list[tuple[float, int, tuple[bytes, ...], tuple[bytes, ...], float, str]] = []
+        self._deferred_seq = 0
+        self.quantized = 0
         self._lock = threading.Lock()
         self._out: Any = None
         self.api_used = ""
@@ -188,9 +203,14 @@ class MidiOut(BaseOutput):
             with self._lock:
                 self._out = out
             self.api_used, self.connected_to = api_name, target
+            if self.mpe is not None:
+                # A synth that restarted forgot the zone: declare it on every (re)connect.
+                self._send(self.mpe.configure())
             self._server_id = jack_server_id() if api_name == "jack" else None
             if self._down_logged or self.reconnects:
                 log.warning("MIDI: connected to %s (%s)", target, api_name)
+            else:
+                log.info("MIDI: connected to %s (%s)%s", target, api_name, " in MPE mode" if self.mpe else "")
             self._down_logged = False
             return
         self._why = "; ".join(reasons)
@@ -265,22 +285,87 @@ class MidiOut(BaseOutput):
                 except Exception:
                     self.send_errors += 1
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config's rules (MPE reads a rule's note range)."""
+        self.rules = config.mappings
+
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         for m in mapped:
-            if m.midi:
+            if not m.midi:
+                continue
+            if self.mpe is not None:
+                self._handle_mpe(m)
+            elif self.grid and m.target == "note":
+                self._start_on_grid(m.t, m.midi, m.later, m.length, m.run)
+            else:
                 self._send(self.sched.start(m.t, m.midi, m.later, m.length, m.run))
 
+    def _start_on_grid(
+        self, t: float, msgs: tuple[bytes, ...], later: tuple[bytes, ...], length: float, run: str
+    ) -> None:
+        """Start a note now if the Link grid is here, else at the next grid point (CCs never wait)."""
+        assert self.link is not None
+        delay = self.link.delay(self.grid)
+        if delay <= 0.0:
+            self._send(self.sched.start(t, msgs, later, length, run))
+            return
+        self.quantized += 1
+        heapq.heappush(self._deferred, (t + delay, self._deferred_seq, msgs, later, length, run))
+        self._deferred_seq += 1
+
+    def _handle_mpe(self, m: Mapped) -> None:
+        assert self.mpe is not None
+        if m.target == "note" and not m.alarm and 0 <= m.rule < len(self.rules):
+            key = (m.rule, m.stream)
+            pitch = fractional_pitch(self.rules[m.rule], m.voice, m.norm)
+            msgs = self.mpe.update(m.t, key, pitch, m.midi[0][2])
+            self._mpe_streams[m.stream] = key
+            if self.grid and any(mb.is_note_on(x) for x in msgs):
+                self._start_on_grid(m.t, tuple(msgs), (), 0.0, m.run)
+            else:
+                self._send(msgs)
+            return
+        if m.channel == self.alarm_channel and m.alarm:
+            self._send(self.sched.start(m.t, m.midi, m.later, m.length, m.run))
+            return
+        # A voice's own timbre/pressure goes on its member channel; anything else is zone-wide (master).
+        voice = self._mpe_streams.get(m.stream)
+        ch = (self.mpe.channel_of(voice) if voice is not None else None) or MASTER
+        self._send(self.sched.start(m.t, [mb.with_channel(x, ch) for x in m.midi],
+                                    tuple(mb.with_channel(x, ch) for x in m.later), m.length, m.run))
+
     def _tick(self, now: float) -> None:
+        deferred = self._deferred
+        while deferred and deferred[0][0] <= now:
+            when, _, msgs, later, length, run = heapq.heappop(deferred)
+            self._send(self.sched.start(when, msgs, later, length, run))
         due = self.sched.due(now)
         if due:
             self._send([msg for _, msg, _ in due])
+        if self.mpe is not None:
+            gone = self.mpe.expire(now)
+            if gone:
+                self._send(gone)
+        if self.link is not None:
+            self.link.check_peers()
 
     def _release_run(self, run: str, now: float) -> None:
+        # A note of the ended run still waiting for the Link grid never starts.
+        self._deferred = [d for d in self._deferred if d[5] != run]
+        heapq.heapify(self._deferred)
+        if self.mpe is not None:
+            self._send(self.mpe.release([k for k in self.mpe.keys() if k[1][:1] == (run,)]))
         self._send(self.sched.release(run))
 
     def _close(self) -> None:
         self._stop.set()
+        # Deferred note starts are dropped, not played: a note that never started needs no off.
+        self._deferred.clear()
+        if self.mpe is not None:
+            self._send(self.mpe.release_all())
         self._send(self.sched.release_all())
+        if self.link is not None:
+            self.link.close()
         if self._out is not None:
             # rtmidi queues messages for the API's next cycle (a JACK period can be ~100 ms) and has
             # no drain call: closing at once would drop the final note-offs and leave notes stuck.
@@ -304,7 +389,11 @@ class MidiOut(BaseOutput):
             "sent": self.sent,
             "send_errors": self.send_errors,
             "reconnects": self.reconnects,
-            "sounding": self.sched.sounding,
+            "sounding": self.sched.sounding + (self.mpe.sounding if self.mpe is not None else 0),
+            **({"mode": "mpe", "mpe_retriggers": self.mpe.retriggers, "mpe_stolen": self.mpe.stolen}
+               if self.mpe is not None else {}),
+            **({"link": {**self.link.health(), "quantize": self.grid, "quantized": self.quantized}}
+               if self.link is not None else {}),
             "dropped": self.dropped,
         }
         if self._out is None:

@@ -95,6 +95,15 @@ def data14(x: float) -> int:
 
 
 # -- reading ------------------------------------------------------------------------------
+def with_channel(msg: bytes, channel: int) -> bytes:
+    """The same channel message on another channel (1..16).
+
+    >>> with_channel(control_change(3, 74, 64), 1).hex()
+    'b04a40'
+    """
+    return bytes((msg[0] & STATUS_MASK | _ch(channel),)) + msg[1:]
+
+
 def channel_of(msg: bytes) -> int:
     """The message's channel, 1..16."""
     return (msg[0] & CHANNEL_MASK) + 1
