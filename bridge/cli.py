@@ -44,6 +44,7 @@ PLUGIN_COMMANDS: dict[str, str] = {
     "render": "trainsound.bridge.render",
     "devices": "trainsound.bridge.sound.devices",
     "status": "trainsound.bridge.service.status",
+    "learn": "trainsound.bridge.service.learn",
     "demo": "trainsound.bridge.demo",
     "sonify-image": "trainsound.bridge.netsounds",
     "follow": "trainsound.bridge.tb.follow",

@@ -14,6 +14,7 @@ next grid point.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -138,10 +139,8 @@ class LinkClock:
 
         if self._loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(stop(), self._loop)
-            try:
+            with contextlib.suppress(Exception):  # closing must not fail the shutdown
                 fut.result(2.0)
-            except Exception:  # closing must not fail the shutdown
-                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(2.0)
         if not self._thread.is_alive():

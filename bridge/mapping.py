@@ -158,6 +158,14 @@ class Engine:
         self._groups = {k: g for k, g in self._groups.items() if k[1] not in runs}
         self._cache.clear()  # it remembers voices
 
+    def streams_of(self, rule: Rule) -> dict[tuple[str, ...], int]:
+        """The streams seen so far for a rule's voice table, with their voice indices."""
+        return dict(self._voices.get(rule.voice_key, {}))
+
+    def channel_for(self, rule: Rule, voice: int) -> int:
+        """The MIDI channel a voice of ``rule`` plays on."""
+        return self._channel(rule.channel, voice) if rule.voices == "channel" else rule.channel
+
     def voices(self) -> dict[str, list[str]]:
         """Voice tables for status reports: ``{"run,layer": ["r1/fc1", …]}`` (a grouped run: its groups)."""
         out = {",".join(k): dict.fromkeys("/".join(s) for s in t) for k, t in self._voices.items()}
@@ -313,7 +321,7 @@ class Engine:
         if st is None:
             st = self._streams[key] = _Stream()
         n = self._normalise(st, rule, x)
-        channel = self._channel(rule.channel, voice) if rule.voices == "channel" else rule.channel
+        channel = self.channel_for(rule, voice)
         target = rule.target
         interval = 1.0 / rule.rate_limit if rule.rate_limit > 0 else 0.0
         if target == "note":

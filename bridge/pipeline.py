@@ -17,6 +17,7 @@ from .config import Config
 from .errors import OSCDecodeError
 from .mapping import Engine, Mapped
 from .outputs.base import Output
+from .solo import Solo, Target
 from .stats import Stats, fmt_sender
 from .wire.osc import Message, decode_message, decode_packet
 from .wire.protocol import CONTROL_PREFIX, Event, ProtocolError, parse_event
@@ -59,6 +60,8 @@ class Pipeline:
         self._failed: dict[str, int] = {}
         self._wire_debug = wire_log.isEnabledFor(logging.DEBUG)
         self._next_idle_check = -math.inf
+        self.solo: Solo | None = None
+        """The MIDI-learn solo, while one runs (see :mod:`.solo`)."""
 
     # -- input ---------------------------------------------------------------
     def feed_datagram(self, data: bytes, now: float, sender: object = None) -> None:
@@ -178,7 +181,17 @@ class Pipeline:
         self.engine = Engine(config, max_voices=config.bridge.max_voices)
         self.engine.counters = counters  # counters describe the bridge's life, not one engine's
 
+    def learn(self, target: Target, now: float, seconds: float) -> None:
+        """Solo one target for ``seconds`` (MIDI learn); a new learn replaces a running one."""
+        self.solo = Solo(target, now, seconds)
+        log.info("learn: soloing %s for %g s", target.name, seconds)
+
     def dispatch(self, ev: Event | None, mapped: list[Mapped]) -> None:
+        if self.solo is not None and mapped:
+            mapped = self.solo.filter(mapped)
+        self._deliver(ev, mapped)
+
+    def _deliver(self, ev: Event | None, mapped: list[Mapped]) -> None:
         for out in self.outputs:
             try:
                 out.handle(ev, mapped)
@@ -211,6 +224,14 @@ class Pipeline:
         due = self.engine.flush_due(now)
         if due:
             self.dispatch(None, due)
+        if self.solo is not None:
+            if now >= self.solo.until:
+                log.info("learn: %s done; every output plays again", self.solo.target.name)
+                self.solo = None
+            else:
+                sweep = self.solo.sweep(now)
+                if sweep:
+                    self._deliver(None, sweep)
         for out in self.outputs:
             try:
                 out.tick(now)

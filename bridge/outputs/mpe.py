@@ -17,8 +17,8 @@ has been silent for ``hold`` seconds (then it ends). Pure: time is passed in.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 from ..wire import midi as mb
 

@@ -33,6 +33,7 @@ from ..outputs import OutputSpec, build_outputs
 from ..outputs.base import Output, hurry_outputs
 from ..pipeline import Pipeline
 from ..sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
+from ..solo import DEFAULT_SECONDS, MAX_SECONDS, find_target, list_targets
 from ..stats import Stats
 from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
@@ -112,6 +113,7 @@ class Daemon:
             "voices": voices,
             "groups": p.engine.groups(),
             "outputs": p.health(),
+            **({"learn": p.solo.status(time.time())} if p.solo is not None else {}),
         }
 
     def status_json(self, limit: int = MAX_STATUS_REPLY) -> str:
@@ -159,7 +161,32 @@ class Daemon:
                 # (20 bytes, the smallest) one without type tags either (OSC 1.0 allows it).
                 pong = encode_message("/trainsound/pong", []) if limit >= 24 else pad(b"/trainsound/pong")
             return pong
+        if address in ("/trainsound/learn", "/trainsound/targets"):
+            assert self.pipeline is not None
+            if address == "/trainsound/learn":
+                body: Any = self.learn(args)
+            else:
+                body = [t.describe() for t in list_targets(self.pipeline.engine)]
+            reply = encode_message(f"{address}.reply", [json.dumps(body)])
+            # Over UDP a reply never outgrows its request (no reflection amplifier): ask over TCP instead.
+            return reply if limit is None or len(reply) <= limit else encode_message(_TCP_HINT, [])
         return None
+
+    def learn(self, args: tuple[OscArg, ...]) -> dict[str, Any]:
+        """``/trainsound/learn s:target [f:seconds]``: solo that target (MIDI learn)."""
+        assert self.pipeline is not None
+        if not args or not isinstance(args[0], str):
+            return {"ok": False, "error": "/trainsound/learn needs a target name (s) and optional seconds (f)"}
+        name = args[0]
+        seconds = float(args[1]) if len(args) > 1 and isinstance(args[1], (int, float)) else DEFAULT_SECONDS
+        if not 0.0 < seconds <= MAX_SECONDS:
+            return {"ok": False, "error": f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}"}
+        target = find_target(self.pipeline.engine, name)
+        if target is None:
+            known = [t.name for t in list_targets(self.pipeline.engine)]
+            return {"ok": False, "error": f"unknown learn target {name!r}", "targets": known}
+        self.pipeline.learn(target, time.time(), seconds)
+        return {"ok": True, "target": target.describe(), "seconds": seconds}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:

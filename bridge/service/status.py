@@ -30,31 +30,33 @@ EXIT_UNHEALTHY = 3
 
 STATUS = "/trainsound/status"
 STATUS_REPLY = "/trainsound/status.reply"
-# python-osc builds the request and parses the reply: a one-off query, where its cost (5-7× the struct
-# codec's per message, bench/bench_codec.py) does not matter.
-_REQUEST = OscMessageBuilder(address=STATUS).build().dgram
 #: Over UDP a reply is never larger than its request (no reflection amplifier, docs/security.md): the UDP
-#: fallback pads its request with a blob so the whole status fits.
+#: fallback pads its request with a blob so the whole reply fits.
 UDP_REQUEST_SIZE = 60_000
-_builder = OscMessageBuilder(address=STATUS)
-_builder.add_arg(bytes(UDP_REQUEST_SIZE), OscMessageBuilder.ARG_TYPE_BLOB)
-_UDP_REQUEST = _builder.build().dgram
 
 
-def _status_of(packet: bytes) -> dict[str, Any] | None:
-    """The status in a reply datagram, or ``None`` if it is something else."""
+def _request(address: str, args: tuple[Any, ...] = ()) -> bytes:
+    # python-osc builds the request and parses the reply: one-off queries, where its cost (5-7× the struct
+    # codec's per message, bench/bench_codec.py) does not matter.
+    b = OscMessageBuilder(address=address)
+    for a in args:
+        b.add_arg(a)
+    return bytes(b.build().dgram)
+
+
+def _json_of(packet: bytes, reply: str) -> Any:
+    """The JSON in a ``reply`` datagram, or ``None`` if it is something else."""
     try:
         msg = OscMessage(packet)
     except ParseError:
         return None
-    if msg.address != STATUS_REPLY or not msg.params or not isinstance(msg.params[0], str):
+    if msg.address != reply or not msg.params or not isinstance(msg.params[0], str):
         return None
-    result: dict[str, Any] = json.loads(msg.params[0])
-    return result
+    return json.loads(msg.params[0])
 
 
-def query_tcp(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
-    """Ask over OSC-over-TCP; ``None`` if nothing listens on TCP there."""
+def ask_tcp(host: str, port: int, request: bytes, reply: str, timeout: float = 2.0) -> Any:
+    """Send a control request over OSC-over-TCP and return its JSON reply; ``None`` if nothing answers on TCP."""
     try:
         conn = socket.create_connection((host, port), timeout=timeout)
     except OSError:
@@ -62,7 +64,7 @@ def query_tcp(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | No
     decoder = SlipDecoder(1 << 22)
     with conn:
         conn.settimeout(timeout)
-        conn.sendall(slip_encode(_REQUEST))
+        conn.sendall(slip_encode(request))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -72,38 +74,46 @@ def query_tcp(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | No
             if not data:
                 return None
             for packet in decoder.feed(data):
-                status = _status_of(packet)
-                if status is not None:
-                    return status
+                result = _json_of(packet, reply)
+                if result is not None:
+                    return result
     return None
 
 
-def query(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
-    """Ask for ``/trainsound/status`` (TCP first, then UDP) and wait for the reply.
+def ask(host: str, port: int, address: str, args: tuple[Any, ...] = (), timeout: float = 2.0) -> Any:
+    """Send control message ``address`` (TCP first, then UDP) and return the JSON of its ``.reply``.
 
     Raises:
         TrainsoundError: no reply within ``timeout`` (the bridge is not running there).
     """
-    via_tcp = query_tcp(host, port, timeout)
+    request, reply = _request(address, args), f"{address}.reply"
+    via_tcp = ask_tcp(host, port, request, reply, timeout)
     if via_tcp is not None:
         return via_tcp
+    padded = _request(address, (*args, bytes(UDP_REQUEST_SIZE)))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.settimeout(0.25)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                s.sendto(_UDP_REQUEST, (host, port))
+                s.sendto(padded, (host, port))
                 while True:
                     data, _ = s.recvfrom(1 << 17)
-                    status = _status_of(data)
-                    if status is not None:
-                        return status
+                    result = _json_of(data, reply)
+                    if result is not None:
+                        return result
             except (TimeoutError, ConnectionRefusedError, ValueError):
                 continue  # retry: UDP may lose a datagram during a flood
             except OSError as err:
                 raise TrainsoundError(f"cannot reach the bridge at {host}:{port}: {err.strerror}") from err
     raise TrainsoundError(f"no answer from a bridge at {host}:{port} within {timeout:g} s (is it running?)")
+
+
+def query(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
+    """Ask for ``/trainsound/status`` and wait for the reply (see :func:`ask`)."""
+    result: dict[str, Any] = ask(host, port, STATUS, (), timeout)
+    return result
 
 
 def _hms(seconds: float) -> str:
@@ -140,8 +150,15 @@ def format_status(st: dict[str, Any]) -> str:
     for name, h in st.get("outputs", {}).items():
         # Why first: what a user needs when an output is not ok ("disk full: …", "waiting for JACK server").
         ok = "ok" if h.get("ok") else f"NOT OK: {h['why']}" if h.get("why") else "NOT OK"
-        rest = ", ".join(f"{k}={v}" for k, v in h.items() if k not in ("ok", "why"))
+        rest = ", ".join(f"{k}={v}" for k, v in h.items() if k not in ("ok", "why", "link"))
         lines.append(f"output {name}: {ok} ({rest})")
+        link = h.get("link")
+        if link:
+            lines.append(f"  Ableton Link: {link['tempo']:.1f} BPM, beat {link['beat']:.1f}, {link['peers']} peer(s), "
+                         f"notes on a {link['quantize']:g}-beat grid" if link["quantize"] else "  notes unquantised")
+    learn = st.get("learn")
+    if learn:
+        lines.append(f"learn: soloing {learn['name']} ({learn['left']:g} s left)")
     return "\n".join(lines)
 
 

@@ -1,0 +1,64 @@
+"""``trainsound learn``: ask the running bridge to solo one target so a DAW's MIDI Learn maps exactly it.
+
+``trainsound learn --list`` lists the targets (name, channel, CC or note range);
+``trainsound learn TARGET`` solos it for ``--seconds`` (default 5): only that
+target's MIDI goes out, with a slow sweep when no data moves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import TrainsoundError
+from ..solo import DEFAULT_SECONDS
+from ..table import parse_hostport
+from ..wire.protocol import DEFAULT_HOST, DEFAULT_PORT
+from .status import ask
+
+
+def format_target(t: dict[str, Any]) -> str:
+    """One line per target: name, channel, and its CC or note range."""
+    if t["kind"] == "notes":
+        lo, hi = t["notes"]
+        what = f"notes {lo}-{hi}"
+    elif t.get("cc") is not None:
+        what = f"{t['kind']} {t['cc']}"
+    else:
+        what = t["kind"]
+    return f"{t['name']:<40} channel {t['channel']:>2}  {what}"
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    host, port = parse_hostport(args.to, "--to")
+    if args.list or not args.target:
+        targets = ask(host, port, "/trainsound/targets", (), args.timeout)
+        if not targets:
+            print("no targets yet: the bridge has mapped no data (send some, then ask again)")
+            return 0 if args.list else 2
+        for t in targets:
+            print(format_target(t))
+        return 0
+    reply = ask(host, port, "/trainsound/learn", (args.target, float(args.seconds)), args.timeout)
+    if not reply.get("ok"):
+        known = reply.get("targets")
+        hint = f"; valid targets: {', '.join(known)}" if known else ""
+        raise TrainsoundError(f"{reply.get('error', 'learn refused')}{hint}")
+    print(f"soloing {format_target(reply['target'])} for {reply['seconds']:g} s: press MIDI Learn in your DAW now")
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "learn",
+        help="solo one CC or voice for a few seconds so a DAW's MIDI Learn catches exactly it",
+        description="Ask the running bridge to play only TARGET (a rule's CC, or one voice's notes) for "
+        "--seconds, sweeping it slowly when no data moves it; every other mapped value is muted meanwhile "
+        "(the recording keeps everything). --list shows the targets.",
+    )
+    p.add_argument("target", nargs="?", help="a name from --list, e.g. loss_brightness/run1")
+    p.add_argument("--list", action="store_true", help="list the targets: name, channel, CC or note range")
+    p.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="how long to solo (default 5)")
+    p.add_argument("--to", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", metavar="HOST:PORT", help="the bridge's address")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="how long to wait for a reply")
+    p.set_defaults(func=cmd_learn)

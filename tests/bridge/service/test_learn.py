@@ -1,0 +1,94 @@
+"""``trainsound learn`` against the real bridge: one target alone at the JACK MIDI probe, then everything again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import MidiProbe
+
+pytestmark = pytest.mark.jack
+TS = [sys.executable, "-m", "trainsound.bridge"]
+
+
+def stream(bridge: Any, stop: threading.Event) -> None:
+    i = 0
+    while not stop.is_set():
+        for layer in range(4):
+            bridge.send(f"/nn/run1/grad_norm/l{layer}", 10 ** (-3 + (i % 9) / 3 + layer / 5))
+        bridge.send("/nn/run1/loss", 3.0 / (1 + i) + 0.1 * (i % 3))
+        i += 1
+        time.sleep(0.03)
+
+
+def learn(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TS, "learn", "--to", f"127.0.0.1:{port}", *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_learn_solos_the_loss_cc_then_everything_resumes(
+    bridge_proc: Any, midi_probe: MidiProbe, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "b.toml"
+    cfg.write_text('[midi]\napi = "jack"\n')
+    b = bridge_proc(["--config", str(cfg), "--midi-port", midi_probe.port])
+    b.wait_output_ok("midi")
+    stop = threading.Event()
+    feeder = threading.Thread(target=stream, args=(b, stop), daemon=True)
+    feeder.start()
+    try:
+        time.sleep(0.6)
+        listed = learn(b.port, "--list")
+        assert listed.returncode == 0, listed.stderr
+        assert "loss_brightness/run1" in listed.stdout and "cc 74" in listed.stdout
+        assert "grad_norm_notes/run1/l0" in listed.stdout and "notes" in listed.stdout
+        r = learn(b.port, "loss_brightness/run1", "--seconds", "2")
+        assert r.returncode == 0, r.stderr
+        t_start = time.perf_counter()
+        time.sleep(2.4)
+        t_end = time.perf_counter()
+        time.sleep(0.8)
+    finally:
+        stop.set()
+        feeder.join()
+    with midi_probe._lock:
+        msgs = list(midi_probe.messages)
+    # Skip the first 50 ms (messages already in flight) and the last 400 ms (the solo's end).
+    during = [m for t, m in msgs if t_start + 0.05 < t < t_end - 0.45]
+    after = [m for t, m in msgs if t > t_end]
+    others = [m for m in during if not (m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0xB0 and m[1] == 74))]
+    assert len(during) > 10 and not others, f"during the solo: {others[:5]}"
+    assert {m[0] for m in during if m[0] & 0xF0 == 0xB0} == {0xB0}  # run1's loss CC is on channel 1
+    assert any(m[0] & 0xF0 == 0x90 for m in after), "notes did not resume after the solo"
+    assert any(m[0] & 0xF0 == 0xB0 and m[1] == 74 for m in after)
+    b.stop()
+
+
+def test_unknown_target_lists_the_valid_ones(bridge_proc: Any) -> None:
+    b = bridge_proc(["--no-midi"])
+    b.send("/nn/r/loss", 1.0)
+    time.sleep(0.2)
+    r = learn(b.port, "nope")
+    assert r.returncode == 1
+    assert "unknown learn target 'nope'" in r.stderr and "loss_brightness/r" in r.stderr
+    assert "Traceback" not in r.stderr
+    b.stop()
+
+
+def test_sweep_when_no_data_moves_the_target(bridge_proc: Any, midi_probe: MidiProbe, tmp_path: Path) -> None:
+    cfg = tmp_path / "b.toml"
+    cfg.write_text('[midi]\napi = "jack"\n')
+    b = bridge_proc(["--config", str(cfg), "--midi-port", midi_probe.port])
+    b.wait_output_ok("midi")
+    b.send("/nn/r/loss", 1.0)
+    time.sleep(0.2)
+    assert learn(b.port, "loss_brightness/r", "--seconds", "3").returncode == 0
+    time.sleep(3.2)
+    values = [m[2] for m in midi_probe.wait_for(0, timeout=0) if m[0] == 0xB0 and m[1] == 74]
+    assert len(set(values)) >= 10 and max(values) - min(values) >= 60, values
+    b.stop()
