@@ -154,8 +154,9 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"output {name}: {ok} ({rest})")
         link = h.get("link")
         if link:
-            lines.append(f"  Ableton Link: {link['tempo']:.1f} BPM, beat {link['beat']:.1f}, {link['peers']} peer(s), "
-                         f"notes on a {link['quantize']:g}-beat grid" if link["quantize"] else "  notes unquantised")
+            grid = f"notes on a {link['quantize']:g}-beat grid" if link["quantize"] else "notes unquantised"
+            lines.append(f"  Ableton Link: {link['tempo']:.1f} BPM, beat {link['beat']:.1f}, "
+                         f"{link['peers']} peer(s), {grid}")
     learn = st.get("learn")
     if learn:
         lines.append(f"learn: soloing {learn['name']} ({learn['left']:g} s left)")
