@@ -79,6 +79,7 @@ class LinkClock:
         self._aalink = aalink
         self._tempo, self._quantum = tempo, quantum
         self._link: Any = None
+        self._peers_logged: int = -1
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="trainsound-link", daemon=True)
@@ -86,7 +87,6 @@ class LinkClock:
         ready.wait(5.0)
         if self._link is None:
             raise OutputUnavailable("Ableton Link: could not join the session (aalink did not start)")
-        self._peers_logged = -1
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
