@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
 from ..solo import DEFAULT_SECONDS
-from ..table import parse_hostport
-from ..wire.protocol import DEFAULT_HOST, DEFAULT_PORT
 from .status import ask
 
 
@@ -30,7 +29,7 @@ def format_target(t: dict[str, Any]) -> str:
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
-    host, port = parse_hostport(args.to, "--to")
+    _, host, port = choose_bridge(args.to)  # TCP first, then UDP, whatever the scheme
     if args.list or not args.target:
         targets = ask(host, port, "/trainsound/targets", (), args.timeout)
         if not targets:
@@ -59,6 +58,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("target", nargs="?", help="a name from --list, e.g. loss_brightness/run1")
     p.add_argument("--list", action="store_true", help="list the targets: name, channel, CC or note range")
     p.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="how long to solo (default 5)")
-    p.add_argument("--to", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", metavar="HOST:PORT", help="the bridge's address")
+    p.add_argument("--to", metavar="HOST:PORT", help=TO_HELP)
     p.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="how long to wait for a reply")
     p.set_defaults(func=cmd_learn)
