@@ -110,6 +110,12 @@ def ask(host: str, port: int, address: str, args: tuple[Any, ...] = (), timeout:
     raise TrainsoundError(f"no answer from a bridge at {host}:{port} within {timeout:g} s (is it running?)")
 
 
+def query_tcp(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The status over OSC-over-TCP only; ``None`` if nothing answers on TCP."""
+    result: dict[str, Any] | None = ask_tcp(host, port, _request(STATUS), STATUS_REPLY, timeout)
+    return result
+
+
 def query(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
     """Ask for ``/trainsound/status`` and wait for the reply (see :func:`ask`)."""
     result: dict[str, Any] = ask(host, port, STATUS, (), timeout)
