@@ -53,7 +53,9 @@ OUTPUT_SECTIONS: dict[str, str] = {
     "sine": "trainsound.bridge.outputs.sine:section",
     "pyo": "trainsound.bridge.outputs.pyo:section",
     "osc_out": "trainsound.bridge.outputs.osc:section",
-    "link": "trainsound.bridge.link:section",  # not an output: the MIDI output's clock, loaded the same lazy way
+    # Not outputs, loaded the same lazy way: the MIDI output's clock, the daemon's voice memory.
+    "link": "trainsound.bridge.link:section",
+    "voices": "trainsound.bridge.service.voicestate:section",
 }
 
 

@@ -6,6 +6,7 @@ Its own module so that outputs and the engine share the type without the engine'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 
@@ -35,3 +36,18 @@ class Mapped(NamedTuple):
     @property
     def alarm(self) -> bool:
         return self.norm != self.norm
+
+
+@dataclass
+class Counters:
+    mapped: int = 0
+    unmapped: int = 0
+    thinned: int = 0
+    unchanged: int = 0
+    voice_limit: int = 0
+    nonfinite: int = 0
+    alarms: int = 0
+    alarms_limited: int = 0
+    """Alarms kept silent by the global ``[alarm].max_per_second`` (each address was due one)."""
+    alarm_state_shed: int = 0
+    """Addresses forgotten by the alarm limiter while their interval still ran (its table was full)."""

@@ -21,38 +21,25 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import AlarmOptions, Config
 from .groups import RunGroups, groups_rule
-from .mapped import Mapped
+from .mapped import Counters, Mapped
 from .ratelog import TokenBucket
-from .rules import Rule
+from .rules import Rule, note_span
 from .scales import AutoRange, linear_scale, log_scale, quantize
 from .wire import midi as mb
 from .wire.protocol import Event
+
+if TYPE_CHECKING:
+    from .service.voicestate import VoiceMemory
 
 ADDRESS_CACHE_SIZE = 65_536
 #: Addresses the NaN-alarm limiter remembers at once (~200 bytes each: under 1 MB).
 ALARM_STATE_MAX = 4096
 #: Events that end a run's first round of layers: its voice groups settle (see :mod:`.groups`).
 SETTLE_KINDS = frozenset({"step", "loss", "metric", "event"})
-
-
-def note_span(rule: Rule, voice: int) -> tuple[int, int]:
-    """The note range a voice of a note rule plays in (its own band when ``voices = "band"``)."""
-    lo, hi = rule.notes
-    if rule.voices == "band":
-        nbands = max(1, (hi - lo + 1) // rule.band_width)
-        lo = lo + (voice % nbands) * rule.band_width
-        hi = min(hi, lo + rule.band_width - 1)
-    return lo, hi
-
-
-def fractional_pitch(rule: Rule, voice: int, norm: float) -> float:
-    """The unquantised pitch (a fractional MIDI note) of a note rule's value: what MPE glides to."""
-    lo, hi = note_span(rule, voice)
-    return lo + min(max(norm, 0.0), 1.0) * (hi - lo)
 
 
 @dataclass
@@ -65,28 +52,15 @@ class _Stream:
     auto: AutoRange | None = None
 
 
-@dataclass
-class Counters:
-    mapped: int = 0
-    unmapped: int = 0
-    thinned: int = 0
-    unchanged: int = 0
-    voice_limit: int = 0
-    nonfinite: int = 0
-    alarms: int = 0
-    alarms_limited: int = 0
-    """Alarms kept silent by the global ``[alarm].max_per_second`` (each address was due one)."""
-    alarm_state_shed: int = 0
-    """Addresses forgotten by the alarm limiter while their interval still ran (its table was full)."""
-
-
 class Engine:
     """Applies the config's rules to events."""
 
-    def __init__(self, config: Config, max_voices: int = 256) -> None:
+    def __init__(self, config: Config, max_voices: int = 256, memory: VoiceMemory | None = None) -> None:
         self.rules: tuple[Rule, ...] = config.mappings
         self.alarm_opts: AlarmOptions = config.alarm
         self.max_voices = max_voices
+        self.memory = memory
+        """Voices remembered per run name across restarts (:mod:`.service.voicestate`); ``None``: first-seen."""
         # address → [[rule index, stream, voice or None], …]; the voice is filled in once allocated.
         self._cache: dict[str, list[list[Any]]] = {}
         self._streams: dict[tuple[int, tuple[str, ...]], _Stream] = {}
@@ -133,8 +107,19 @@ class Engine:
         if v is None:
             if len(table) >= self.max_voices:
                 return None
-            free = self._free.get(key)
-            v = table[stream] = heapq.heappop(free) if free else len(table)
+            mem, free, used = self.memory, self._free.setdefault(key, []), set(table.values())
+            run = stream[key.index("run")] if mem is not None and "run" in key else None
+            v = mem.get(run, key, stream) if mem is not None and run is not None else None
+            if v is None or v in used:  # else: the voice this stream had before a restart (a DAW set expects it)
+                v = heapq.heappop(free) if free else len(table)
+                while v in used:  # a remembered voice took this index
+                    v += 1
+            elif v in free:
+                free.remove(v)
+                heapq.heapify(free)
+            table[stream] = v
+            if mem is not None and run is not None:
+                mem.put(run, key, stream, v)
         return v
 
     def forget_runs(self, runs: set[str]) -> None:

@@ -11,7 +11,7 @@ import heapq
 import logging
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .errors import OSCDecodeError
@@ -21,6 +21,9 @@ from .solo import Solo, Target
 from .stats import Stats, fmt_sender
 from .wire.osc import Message, decode_message, decode_packet
 from .wire.protocol import CONTROL_PREFIX, Event, ProtocolError, parse_event
+
+if TYPE_CHECKING:
+    from .service.voicestate import VoiceMemory
 
 log = logging.getLogger(__name__)
 #: Every decoded incoming message at DEBUG (the clients log what they send on ``trainsound.osc.out``).
@@ -47,9 +50,11 @@ class Pipeline:
         config: Config,
         outputs: Iterable[Output],
         stats: Stats | None = None,
+        memory: VoiceMemory | None = None,
     ) -> None:
         self.config = config
-        self.engine = Engine(config, max_voices=config.bridge.max_voices)
+        self.memory = memory
+        self.engine = Engine(config, max_voices=config.bridge.max_voices, memory=memory)
         self.runs: dict[str, float] = {}
         """Run name → time last seen; at most ``[bridge].max_runs`` entries."""
         self.outputs: list[Output] = list(outputs)
@@ -178,7 +183,7 @@ class Pipeline:
 
     def _new_engine(self, config: Config) -> None:
         counters = self.engine.counters
-        self.engine = Engine(config, max_voices=config.bridge.max_voices)
+        self.engine = Engine(config, max_voices=config.bridge.max_voices, memory=self.memory)
         self.engine.counters = counters  # counters describe the bridge's life, not one engine's
 
     def learn(self, target: Target, now: float, seconds: float) -> None:

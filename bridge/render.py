@@ -31,6 +31,9 @@ DEFAULT_STEPS_PER_SECOND = 8.0
 #: Renders run on this long after the last message (notes and glides finish; no long silent tail).
 RENDER_TAIL = 0.5
 
+DEFAULT_BPM = 120.0
+DEFAULT_STEPS_PER_BEAT = 4.0
+
 
 def session_span(path: str | Path) -> tuple[float, int]:
     """``(seconds from first to last record, records)`` of a session file."""
@@ -116,6 +119,24 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
     return summary
 
 
+def render_midi(session: str | Path, midi_file: str | Path, *, config: Config | None = None,
+                bpm: float = DEFAULT_BPM, steps_per_beat: float = DEFAULT_STEPS_PER_BEAT) -> dict[str, Any]:
+    """Write ``session`` as a MIDI file on a musical grid: step ``k`` on ``k / steps_per_beat`` beats at ``bpm``.
+
+    The file's tempo is ``bpm``, so it drops onto a DAW set in time (docs/ableton.md).
+    """
+    from .outputs.midifile import MidiFileOut
+
+    cfg = config or default_config()
+    first, last, steps = scan_steps(session)
+    if not steps:
+        raise TrainsoundError(f"{session}: --bpm lays the steps on a grid, but the session holds no step messages")
+    clock = StepClock(first, last, steps, bpm / 60.0 * steps_per_beat, grid=True)
+    out = MidiFileOut(cfg, path=midi_file, bpm=bpm)
+    n = replay(session, Pipeline(cfg, [out]), realtime=False, clock=clock, tail=RENDER_TAIL)
+    return {"messages": n, "steps": clock.steps, "events": out.events, "path": str(out.path)}
+
+
 def render_pyo_session(
     session_path: str | os.PathLike[str],
     patch: str,
@@ -165,6 +186,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     span, records = session_span(args.session)
     if records == 0:
         raise TrainsoundError(f"{args.session}: the session holds no messages")
+    if args.midi_file:
+        m = render_midi(args.session, args.midi_file, config=cfg, bpm=args.bpm, steps_per_beat=args.steps_per_beat)
+        print(f"rendered {m['messages']} messages → {m['path']}: {m['steps']} steps, {args.steps_per_beat:g} a beat "
+              f"at {args.bpm:g} BPM ({m['events']} MIDI events)", file=sys.stderr)
+    if not args.wav:
+        if not args.midi_file:
+            raise TrainsoundError("render needs --wav FILE or --midi-file FILE")
+        return 0
     if args.pyo_patch:
         return render_pyo(args, cfg)
     bar = Progress(span, force=args.progress)
@@ -214,7 +243,12 @@ def add_parser(subparsers: Any) -> None:
         description="Render a session recorded with 'trainsound bridge --record' through the internal sine "
         "voices to a WAV file, on the recorded clock.")
     p.add_argument("session", help="session recording (.tsr), or a TensorBoard log directory")
-    p.add_argument("--wav", required=True, metavar="FILE", help="WAV file to write")
+    p.add_argument("--wav", metavar="FILE", help="WAV file to write")
+    p.add_argument("--midi-file", metavar="FILE",
+                   help="write a MIDI file on a musical grid (--bpm, --steps-per-beat) that drops onto a DAW set")
+    p.add_argument("--bpm", type=_positive, default=DEFAULT_BPM, help=f"--midi-file's tempo (default {DEFAULT_BPM:g})")
+    p.add_argument("--steps-per-beat", type=_positive, default=DEFAULT_STEPS_PER_BEAT, metavar="N",
+                   help=f"training steps per beat in --midi-file (default {DEFAULT_STEPS_PER_BEAT:g}: one a sixteenth)")
     p.add_argument("--preset", default=presets.DEFAULT_PRESET, choices=presets.PRESETS,
                    help="mapping + renderer mode (default: continuous)")
     p.add_argument("--config", metavar="FILE", help="TOML config (default: built-in mapping)")

@@ -32,13 +32,17 @@ class StepClock:
     [0.0, 1.0, 1.25, 2.5, 3.0]
     """
 
-    def __init__(self, first: float, last: float, steps: list[float], steps_per_second: float) -> None:
-        self.steps_per_second = sps = max(steps_per_second, len(steps) / MAX_RENDER_SECONDS)
+    def __init__(
+        self, first: float, last: float, steps: list[float], steps_per_second: float, *, grid: bool = False
+    ) -> None:
+        # ``grid``: a musical grid (a MIDI file at a chosen tempo): no lead-in, and the rate is never raised.
+        fitted = max(steps_per_second, len(steps) / MAX_RENDER_SECONDS)
+        self.steps_per_second = sps = steps_per_second if grid else fitted
         st = [steps[0]]
         for t in steps[1:]:
             if t > st[-1]:
                 st.append(t)
-        lead = min(TRIM, st[0] - first)
+        lead = 0.0 if grid else min(TRIM, st[0] - first)
         xs = [first] if first < st[0] else []
         ys = [0.0] if first < st[0] else []
         xs += st

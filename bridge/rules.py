@@ -219,3 +219,19 @@ def parse_rule(data: Any, path: str) -> Rule:
         raise ConfigError(f"{t.key('cc')} must be in 0..31 for a 14-bit CC (LSB is cc+32), got {rule.cc}")
     t.finish()
     return rule
+
+
+def note_span(rule: Rule, voice: int) -> tuple[int, int]:
+    """The note range a voice of a note rule plays in (its own band when ``voices = "band"``)."""
+    lo, hi = rule.notes
+    if rule.voices == "band":
+        nbands = max(1, (hi - lo + 1) // rule.band_width)
+        lo = lo + (voice % nbands) * rule.band_width
+        hi = min(hi, lo + rule.band_width - 1)
+    return lo, hi
+
+
+def fractional_pitch(rule: Rule, voice: int, norm: float) -> float:
+    """The unquantised pitch (a fractional MIDI note) of a note rule's value: what MPE glides to."""
+    lo, hi = note_span(rule, voice)
+    return lo + min(max(norm, 0.0), 1.0) * (hi - lo)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from .mapping import Mapped, note_span
+from .mapped import Mapped
+from .rules import note_span
 from .wire import midi as mb
 
 if TYPE_CHECKING:

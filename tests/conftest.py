@@ -20,6 +20,12 @@ import pytest
 from support import BridgeProc, MidiProbe, Recorder, free_udp_port
 
 
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's bridges remember voices in their own state folder, never in the user's (or another test's)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def udp_port() -> int:
     return free_udp_port()

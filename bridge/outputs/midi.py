@@ -25,13 +25,13 @@ from typing import Any
 from ..config import Config, output_options
 from ..errors import OutputUnavailable
 from ..link import QUANTIZE, LinkClock, LinkOptions
-from ..mapping import Mapped, fractional_pitch
+from ..mapping import Mapped
 from ..rules import Rule
 from ..sound.jackserver import jack_server_id, jack_server_listening
 from ..wire import midi as mb
 from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
-from .mpe import MASTER, MpeZone
+from .mpe import MpeZone
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,6 @@ class MidiOut(BaseOutput):
         self.rules: tuple[Rule, ...] = config.mappings
         self.alarm_channel = config.alarm.channel
         self.mpe = MpeZone(opts.mpe_members, opts.bend_range) if opts.mode == "mpe" else None
-        self._mpe_streams: dict[tuple[str, ...], Any] = {}  # stream → its note voice's key, for timbre/pressure
         link: LinkOptions = output_options(config, "link", LinkOptions())
         self.link: LinkClock | None = LinkClock(link.tempo, link.quantum) if link.enabled else None
         self.grid = QUANTIZE[link.quantize] if self.link is not None else 0.0
@@ -315,24 +314,13 @@ class MidiOut(BaseOutput):
 
     def _handle_mpe(self, m: Mapped) -> None:
         assert self.mpe is not None
-        if m.target == "note" and not m.alarm and 0 <= m.rule < len(self.rules):
-            key = (m.rule, m.stream)
-            pitch = fractional_pitch(self.rules[m.rule], m.voice, m.norm)
-            msgs = self.mpe.update(m.t, key, pitch, m.midi[0][2])
-            self._mpe_streams[m.stream] = key
-            if self.grid and any(mb.is_note_on(x) for x in msgs):
-                self._start_on_grid(m.t, tuple(msgs), (), 0.0, m.run)
-            else:
-                self._send(msgs)
-            return
-        if m.channel == self.alarm_channel and m.alarm:
-            self._send(self.sched.start(m.t, m.midi, m.later, m.length, m.run))
-            return
-        # A voice's own timbre/pressure goes on its member channel; anything else is zone-wide (master).
-        voice = self._mpe_streams.get(m.stream)
-        ch = (self.mpe.channel_of(voice) if voice is not None else None) or MASTER
-        self._send(self.sched.start(m.t, [mb.with_channel(x, ch) for x in m.midi],
-                                    tuple(mb.with_channel(x, ch) for x in m.later), m.length, m.run))
+        msgs, held = self.mpe.route(m, self.rules, self.alarm_channel)
+        if held and self.grid and any(mb.is_note_on(x) for x in msgs):
+            self._start_on_grid(m.t, tuple(msgs), (), 0.0, m.run)
+        elif held:
+            self._send(msgs)
+        else:
+            self._send(self.sched.start(m.t, msgs, self.mpe.moved(m, msgs), m.length, m.run))
 
     def _tick(self, now: float) -> None:
         deferred = self._deferred
@@ -354,7 +342,7 @@ class MidiOut(BaseOutput):
         self._deferred = [d for d in self._deferred if d[5] != run]
         heapq.heapify(self._deferred)
         if self.mpe is not None:
-            self._send(self.mpe.release([k for k in self.mpe.keys() if k[1][:1] == (run,)]))
+            self._send(self.mpe.release_run(run))
         self._send(self.sched.release(run))
 
     def _close(self) -> None:

@@ -41,6 +41,18 @@ MAX_EVENTS = 500_000
 Batch = dict[str, list[tuple[float, bytes]]]
 
 
+def track_label(m: Mapped) -> str:
+    """A track's name from the first value on it: run, voice (the stream past the run), the rule's first word.
+
+    >>> from trainsound.bridge.mapped import Mapped
+    >>> track_label(Mapped(0.0, "gpt", 0, "grad_norm_notes", "note", ("gpt", "h.0–h.3"), 0, 1.0, 0.5, 1, (), (), 0.1))
+    'gpt h.0–h.3 grad'
+    """
+    voice = " ".join(s for s in m.stream[1:] if s) if m.stream[:1] == (m.run,) else " ".join(m.stream)
+    word = (m.rule_name or m.target).split("_")[0]
+    return " ".join(x for x in (m.run, voice, word) if x)
+
+
 class MidiFileOut(BaseOutput):
     """The ``midi_file`` output (``--midi-file out.mid``)."""
 
@@ -54,7 +66,11 @@ class MidiFileOut(BaseOutput):
         flush_interval: float = FLUSH_INTERVAL,
         max_events: int = MAX_EVENTS,
         never_overwrite: bool = False,
+        bpm: float | None = None,
     ) -> None:
+        # The file's tempo: 120 BPM by default (times are seconds anyway); a render on a musical grid sets it.
+        self.tempo = round(60_000_000 / bpm) if bpm else TEMPO
+        self.ticks_per_second = TICKS_PER_BEAT * 1_000_000 / self.tempo
         self.path = self.first_path = fresh_path(path, "MIDI file") if never_overwrite else Path(path)
         self.max_events = max_events
         self.never_overwrite = never_overwrite
@@ -71,6 +87,8 @@ class MidiFileOut(BaseOutput):
         self.origin: float | None = None
         self._pending: Batch = {}
         """Events since the last save (receive thread); the saver encodes them into ``_tracks``."""
+        self._track_keys = {}
+        """(run, channel) → the track's name: ``gpt h.0–h.3 grad``, ``gpt loss`` (first voice on the channel)."""
         self._tracks: dict[str, TrackBytes] = {}
         """This file's tracks, encoded (only the saver touches them, under ``_save_lock``)."""
         self._runs: set[str] = set()
@@ -88,10 +106,14 @@ class MidiFileOut(BaseOutput):
         """Why the last save failed (``disk full: …``); ``None`` once a save succeeds again."""
         self._save({}, self.path, None, reset=False)  # an empty but valid file from the start
 
+    _track_keys: dict[tuple[str, int], str]
+
     def _add(self, run: str, t: float, msg: bytes) -> None:
-        tr = self._pending.get(run)
+        # One track per run and channel (what a DAW gives one instrument), named after its voice.
+        key = self._track_keys.get((run, mb.channel_of(msg)), run)
+        tr = self._pending.get(key)
         if tr is None:
-            tr = self._pending[run] = []
+            tr = self._pending[key] = []
         tr.append((t, msg))
         self._runs.add(run)
         self._in_file += 1
@@ -108,6 +130,8 @@ class MidiFileOut(BaseOutput):
                 self.origin = m.t
             self._flush_due(m.t)
             self._last_run = m.run
+            if (m.run, m.channel) not in self._track_keys:
+                self._track_keys[(m.run, m.channel)] = track_label(m)
             for msg in self.sched.start(m.t, m.midi, m.later, m.length, m.run):
                 self._add(m.run, m.t, msg)
             self.events += 1
@@ -159,11 +183,11 @@ class MidiFileOut(BaseOutput):
                 tr = self._tracks.get(run)
                 if tr is None:
                     tr = self._tracks[run] = TrackBytes(run)
-                tr.append(events, origin or 0.0)
+                tr.append(events, origin or 0.0, self.ticks_per_second)
             tmp = path.with_name(f".{path.name}.tmp")
             try:
                 with open(tmp, "wb") as fh:
-                    fh.write(smf_bytes(self._tracks.values()))
+                    fh.write(smf_bytes(self._tracks.values(), self.tempo))
                 os.replace(tmp, path)
             except OSError as err:
                 self.errors += 1

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from ..mapped import Mapped
+from ..rules import Rule, fractional_pitch
 from ..wire import midi as mb
 
 MASTER = 1
@@ -65,6 +67,7 @@ class MpeZone:
         self._free = list(self.members)
         self.retriggers = 0
         self.stolen = 0
+        self._streams: dict[tuple[str, ...], Hashable] = {}  # stream → its note voice, for timbre/pressure
 
     def configure(self) -> list[bytes]:
         """The zone declaration (RPN 6 on the master) and every member's bend range (RPN 0)."""
@@ -72,10 +75,6 @@ class MpeZone:
         for ch in self.members:
             out += rpn(ch, 0, self.bend_range)
         return out
-
-    def keys(self) -> list[Hashable]:
-        """The keys of the voices sounding now."""
-        return list(self._voices)
 
     def channel_of(self, key: Hashable) -> int | None:
         v = self._voices.get(key)
@@ -118,6 +117,34 @@ class MpeZone:
         # MPE: the member's bend is set before its note starts, so the note never sounds at a stale pitch.
         out += [mb.pitch_bend(ch, code), mb.note_on(ch, note, velocity)]
         return out
+
+    def route(self, m: Mapped, rules: tuple[Rule, ...], alarm_channel: int) -> tuple[list[bytes], bool]:
+        """What one mapped value becomes in the zone: ``(messages, held)``.
+
+        ``held``: the messages belong to a zone voice (sent as they are, its note ends through the zone);
+        otherwise they are ordinary channel messages moved onto the voice's member channel (its timbre or
+        pressure) or onto the master channel (zone-wide), their ``later`` messages likewise.
+        """
+        if m.target == "note" and not m.alarm and 0 <= m.rule < len(rules):
+            key = (m.rule, m.stream)
+            self._streams[m.stream] = key
+            return self.update(m.t, key, fractional_pitch(rules[m.rule], m.voice, m.norm), m.midi[0][2]), True
+        if m.alarm and m.channel == alarm_channel:
+            return list(m.midi), False
+        voice = self._streams.get(m.stream)
+        ch = (self.channel_of(voice) if voice is not None else None) or MASTER
+        return [mb.with_channel(x, ch) for x in m.midi], False
+
+    def moved(self, m: Mapped, msgs: list[bytes]) -> tuple[bytes, ...]:
+        """``m.later`` on the channel :meth:`route` moved ``m.midi`` to."""
+        if not msgs or not m.later:
+            return m.later
+        ch = mb.channel_of(msgs[0])
+        return tuple(mb.with_channel(x, ch) for x in m.later)
+
+    def release_run(self, run: str) -> list[bytes]:
+        """End every voice of ``run`` (its event ``end``)."""
+        return self.release([k for k in self._voices if isinstance(k, tuple) and k[1][:1] == (run,)])
 
     def expire(self, now: float) -> list[bytes]:
         """Note-offs for voices silent for ``hold`` seconds; their channels become free."""

@@ -40,6 +40,7 @@ from ..wire.protocol import PROTOCOL_VERSION
 from .reload import ConfigSource, restart_needed
 from .sdnotify import Notifier
 from .signals import StopSignals, take_pending
+from .voicestate import VoiceMemory, open_memory
 
 log = logging.getLogger("trainsound.bridge")
 #: The UDP answer to a status request too small to carry any status: "ask over TCP" (20 bytes).
@@ -79,6 +80,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stats = Stats()
         self.pipeline: Pipeline | None = None
+        self.memory: VoiceMemory | None = None
         self.receiver: UdpReceiver | None = None
         self.tcp: TcpServer | None = None
         self.reloads = 0
@@ -211,7 +213,8 @@ class Daemon:
             if self.tcp is not None:
                 self.tcp.close()
             raise
-        self.pipeline = Pipeline(cfg, outputs, self.stats)
+        self.memory = open_memory(cfg)
+        self.pipeline = Pipeline(cfg, outputs, self.stats, memory=self.memory)
         self.receiver = UdpReceiver(sock, self.pipeline, allow, self.tcp, control=self.answer)
         where = sock.getsockname()
         outs = "; ".join(describe(o) for o in outputs) or "nothing (no outputs)"
@@ -291,6 +294,8 @@ class Daemon:
 
     def _periodic(self, now: float) -> None:
         self.notifier.watchdog(now)
+        if self.memory is not None and self.memory.dirty:
+            self.memory.save()
         if self._reload:
             self._reload = False
             self.reload()
@@ -328,6 +333,8 @@ class Daemon:
         if self.pipeline is not None:
             self.pipeline.close(time.time())
             self.log_counters()
+        if self.memory is not None:
+            self.memory.save(force=True)
         if self.receiver is not None:
             self.receiver.sock.close()
         if self.tcp is not None:

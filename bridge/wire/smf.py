@@ -55,10 +55,12 @@ class TrackBytes:
         self.tick = 0
         self.events = 0
 
-    def append(self, events: Sequence[tuple[float, bytes]], origin: float) -> None:
+    def append(
+        self, events: Sequence[tuple[float, bytes]], origin: float, ticks_per_second: float = TICKS_PER_SECOND
+    ) -> None:
         body, last = self.body, self.tick
         for t, msg in sorted(events, key=lambda e: e[0]):
-            tick = max(last, round((t - origin) * TICKS_PER_SECOND))
+            tick = max(last, round((t - origin) * ticks_per_second))
             body += varlen(tick - last)
             body += msg
             last = tick
@@ -70,10 +72,10 @@ class TrackBytes:
         return b"MTrk" + struct.pack(">I", len(data)) + data
 
 
-def smf_bytes(tracks: Iterable[TrackBytes]) -> bytes:
-    """The whole file: header, the tempo track, then every track."""
+def smf_bytes(tracks: Iterable[TrackBytes], tempo: int = TEMPO) -> bytes:
+    """The whole file: header, the tempo track (``tempo`` µs per beat), then every track."""
     tracks = list(tracks)
-    meta_track = track_name("trainsound") + meta(0x51, TEMPO.to_bytes(3, "big")) + END_OF_TRACK
+    meta_track = track_name("trainsound") + meta(0x51, tempo.to_bytes(3, "big")) + END_OF_TRACK
     head = b"MThd" + struct.pack(">IHHH", 6, 1, len(tracks) + 1, TICKS_PER_BEAT)
     parts = [head, b"MTrk", struct.pack(">I", len(meta_track)), meta_track]
     parts.extend(t.chunk() for t in tracks)
