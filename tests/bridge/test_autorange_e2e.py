@@ -21,7 +21,7 @@ LOSS_CC = 74
 
 
 def loss_ccs(mid: Path, run: str) -> list[int]:
-    [track] = [t for t in mido.MidiFile(str(mid)).tracks if t.name == run]
+    [track] = [t for t in mido.MidiFile(str(mid)).tracks if t.name == f"{run} loss"]  # named after its voice
     return [m.value for m in track if m.type == "control_change" and m.control == LOSS_CC]
 
 

@@ -99,11 +99,12 @@ def test_gpt2_session_groups_into_fourteen_channels_each_following_one_group(
     _, mid, norms = recorded
     truth = group_series(norms)
     mf = mido.MidiFile(str(mid))
-    [track] = [t for t in mf.tracks if t.name == "gpt2"]
+    tracks = [t for t in mf.tracks if t.name.startswith("gpt2 ")]  # one per channel, named after its group
     pitches: dict[int, list[int]] = {}
-    for m in track:
-        if m.type == "note_on" and m.velocity > 0:
-            pitches.setdefault(m.channel + 1, []).append(m.note)
+    for track in tracks:
+        for m in track:
+            if m.type == "note_on" and m.velocity > 0:
+                pitches.setdefault(m.channel + 1, []).append(m.note)
     assert len(pitches) == len(GROUPS) <= 14
     assert not {10, 16} & set(pitches)  # drums and the alarm stay free
     for g, ch in enumerate(sorted(pitches, key=lambda c: (c - 1) % 16)):

@@ -37,7 +37,7 @@ def notes(path: Path) -> dict[str, list[tuple[float, int, int]]]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_midi_file_real_time_positions_and_tracks_per_run(bridge_proc, tmp_path: Path, sig: int) -> None:  # type: ignore[no-untyped-def]
+def test_midi_file_real_time_positions_and_named_tracks(bridge_proc, tmp_path: Path, sig: int) -> None:  # type: ignore[no-untyped-def]
     mid = tmp_path / "out.mid"
     b = bridge_proc(["--no-midi", "--midi-file", str(mid)])
     b.send("/nn/alpha/grad_norm/fc1", A4_NORM)
@@ -49,13 +49,14 @@ def test_midi_file_real_time_positions_and_tracks_per_run(bridge_proc, tmp_path:
     rc, err = b.stop(sig)
     assert rc == 0, err
     tracks = notes(mid)
-    assert set(tracks) == {"alpha", "beta"}
-    a = tracks["alpha"]
+    # A track per run and channel, named after the voice that plays on it (docs/ableton.md).
+    assert set(tracks) == {"alpha fc1 grad", "beta fc1 grad"}
+    a = tracks["alpha fc1 grad"]
     assert [(s, n) for _, s, n in a] == [(0x90, 69), (0x80, 69), (0x90, 69), (0x80, 69)]
     assert a[0][0] == pytest.approx(0.0, abs=0.01)
     assert a[1][0] == pytest.approx(0.15, abs=0.01)  # note length 150 ms
     assert a[2][0] == pytest.approx(1.0, abs=0.1)  # real time between the sends
-    assert tracks["beta"][0][0] == pytest.approx(0.5, abs=0.1)
+    assert tracks["beta fc1 grad"][0][0] == pytest.approx(0.5, abs=0.1)
 
 
 def test_midi_file_is_valid_while_running(bridge_proc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -66,7 +67,7 @@ def test_midi_file_is_valid_while_running(bridge_proc, tmp_path: Path) -> None: 
         time.sleep(0.06)  # slower than the default rule's 20 notes/s limit
     time.sleep(2.5)  # one periodic flush
     on_disk = notes(mid)  # parses while the bridge still runs
-    assert sum(1 for _, s, _ in on_disk["r"] if s == 0x90) == 10
+    assert sum(1 for _, s, _ in on_disk["r fc1 grad"] if s == 0x90) == 10
     b.stop(signal.SIGKILL)
     assert notes(mid) == on_disk  # a crash keeps what was flushed
 
@@ -136,8 +137,8 @@ def test_a_long_session_goes_on_in_numbered_files(tmp_path: Path) -> None:
         pipe.tick(i * 0.2 + 0.1)
     pipe.close(40.0)
     parts = [tmp_path / "long.mid", tmp_path / "long.1.mid", tmp_path / "long.2.mid"]
-    counts = [sum(1 for _, s, _ in notes(p)["r"] if s == 0x90) for p in parts]
+    counts = [sum(1 for _, s, _ in notes(p)["r fc1 grad"] if s == 0x90) for p in parts]
     assert sum(counts) == 150 and all(c > 0 for c in counts)
     for p in parts:  # every part is complete: every note that starts there ends there
-        evs = notes(p)["r"]
+        evs = notes(p)["r fc1 grad"]
         assert sum(1 for _, s, _ in evs if s == 0x90) == sum(1 for _, s, _ in evs if s == 0x80)

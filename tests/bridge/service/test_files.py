@@ -163,7 +163,8 @@ def test_the_midi_file_parses_after_kill_9_mid_burst(bridge_proc: Any, tmp_path:
     mf = mido.MidiFile(str(mid))
     ons = sum(1 for t in mf.tracks for m in t if m.type == "note_on" and m.velocity)
     assert first > 20 and ons >= first
-    assert len(mf.tracks) == 4  # tempo track + one per run
+    # The tempo track + one per run and channel (each run's 7 layers on 7 channels).
+    assert len(mf.tracks) == 1 + 3 * 7 and {t.name.split()[0] for t in mf.tracks[1:]} == {"r0", "r1", "r2"}
 
 
 @pytest.mark.parametrize("small_disk", ["40m"], indirect=True)
