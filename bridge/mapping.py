@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .alarms import Alarm, Watch
 from .config import AlarmOptions, Config
 from .ratelog import TokenBucket
 from .rules import Rule
@@ -31,8 +32,9 @@ from .wire import midi as mb
 from .wire.protocol import Event
 
 ADDRESS_CACHE_SIZE = 65_536
-#: Addresses the NaN-alarm limiter remembers at once (~200 bytes each: under 1 MB).
-ALARM_STATE_MAX = 4096
+#: Context ticks (epoch, lr) on MIDI: soft and short, under the alarms.
+TICK_VELOCITY = 40
+TICK_LENGTH = 0.1
 
 
 class Mapped(NamedTuple):
@@ -56,10 +58,18 @@ class Mapped(NamedTuple):
     later: tuple[bytes, ...]
     """Messages due ``length`` seconds after ``t`` (note-offs, alarm release)."""
     length: float
+    kind: str = ""
+    """Alarms: the fault (``spike`` … ``nan``, docs/alarms.md); ticks: ``epoch`` or ``lr``."""
+    step: int = -1
+    """Alarms and ticks: the run's step (-1: unknown)."""
 
     @property
     def alarm(self) -> bool:
-        return self.norm != self.norm
+        return self.target == "alarm"
+
+    @property
+    def tick(self) -> bool:
+        return self.target == "tick"
 
 
 @dataclass
@@ -105,6 +115,8 @@ class Engine:
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
         self._free: dict[tuple[str, ...], list[int]] = {}
         self.counters = Counters()
+        self.watch = Watch(config.alarms)
+        self._watching = config.alarms.enabled
         excluded = {self.alarm_opts.channel, mb.DRUM_CHANNEL}
         self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
 
@@ -159,6 +171,7 @@ class Engine:
                 del self._streams[(rule_idx, stream)]
                 self._pending.pop((rule_idx, stream), None)
         self._last_alarm = {a: t for a, t in self._last_alarm.items() if a.split("/")[2] not in runs}
+        self.watch.forget_runs(runs)
         self._cache.clear()  # it remembers voices
 
     def voices(self) -> dict[str, list[str]]:
@@ -167,7 +180,30 @@ class Engine:
 
     # -- mapping ----------------------------------------------------------
     def map(self, ev: Event) -> list[Mapped]:
-        """Map one event through every matching rule."""
+        """Map one event through every matching rule, then the alarms and ticks it raises (docs/alarms.md)."""
+        out = self._map_rules(ev)
+        if self._watching:
+            for a in self.watch.feed(ev):
+                out.append(self.signal(a))
+        return out
+
+    def signal(self, a: Alarm) -> Mapped:
+        """An alarm or tick from the watch (or a voice group's detector) as a :class:`Mapped` with its MIDI note."""
+        o, ch = self.alarm_opts, self.alarm_opts.channel
+        if a.tick:
+            note = self.watch.opts.tick_notes[a.kind == "lr"]
+            midi: tuple[bytes, ...] = (mb.note_on(ch, note, TICK_VELOCITY),)
+            later: tuple[bytes, ...] = (mb.note_off(ch, note),)
+            return Mapped(a.t, a.run, -1, a.name, "tick", (a.run, a.name), 0, a.value, math.nan, ch, midi, later,
+                          TICK_LENGTH, a.kind, a.step)
+        self.counters.alarms += 1
+        note = self.watch.kinds[a.kind].note
+        midi = (mb.note_on(ch, note, o.velocity), mb.control_change(ch, o.cc, o.cc_value))
+        later = (mb.note_off(ch, note), mb.control_change(ch, o.cc, 0))
+        return Mapped(a.t, a.run, -1, a.name, "alarm", (a.run, a.name), 0, a.value, math.nan, ch, midi, later,
+                      o.length, a.kind, a.step)
+
+    def _map_rules(self, ev: Event) -> list[Mapped]:
         out: list[Mapped] = []
         finite = ev.finite
         if not finite:
@@ -223,30 +259,20 @@ class Engine:
     def _alarm(
         self, ev: Event, rule_idx: int, name: str, stream: tuple[str, ...], voice: int, out: list[Mapped]
     ) -> None:
-        a = self.alarm_opts
-        last = self._last_alarm.get(ev.address, -math.inf)
-        loud = ev.t - last >= a.min_interval
-        if loud and self._alarm_budget is not None and not self._alarm_budget.take(now=ev.t):
-            # Due for this address, but over the global rate: counted, not sounded (and not marked as
-            # sounded, so the address alarms as soon as the budget allows).
-            self.counters.alarms_limited += 1
-            loud = False
-        if loud:
-            self._remember_alarm(ev.address, ev.t, a.min_interval)
-            self.counters.alarms += 1
-            midi: tuple[bytes, ...] = (
-                mb.note_on(a.channel, a.note, a.velocity),
-                mb.control_change(a.channel, a.cc, a.cc_value),
-            )
-            later: tuple[bytes, ...] = (mb.note_off(a.channel, a.note), mb.control_change(a.channel, a.cc, 0))
-        elif any(m.alarm for m in out):
-            return
-        else:
-            midi = later = ()
         x = ev.values[0] if ev.values else math.nan
-        out.append(
-            Mapped(ev.t, ev.run, rule_idx, name, "alarm", stream, voice, x, math.nan, a.channel, midi, later, a.length)
-        )
+        last = self._last_alarm.get(ev.address, -math.inf)
+        # [alarm].min_interval_ms is the NaN alarm's hold-off (per address); the watch adds the global limit.
+        if ev.t - last >= self.alarm_opts.min_interval:
+            self._last_alarm[ev.address] = ev.t
+            a = self.watch.admit(ev.t, ev.run, ev.name or ev.kind, "nan", x, hold=False)
+            if a is not None:
+                out.append(self.signal(a)._replace(rule=rule_idx, rule_name=name, stream=stream, voice=voice))
+                return
+        if any(m.alarm for m in out):
+            return
+        # Not sounded (held off or over the limit), but the outputs still mute the voice whose value is unknown.
+        out.append(Mapped(ev.t, ev.run, rule_idx, name, "alarm", stream, voice, x, math.nan, self.alarm_opts.channel,
+                          (), (), self.alarm_opts.length, "nan", self.watch.step_of(ev.run)))
 
     def _normalise(self, st: _Stream, rule: Rule, x: float) -> float:
         if rule.scale == "linear":
