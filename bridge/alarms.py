@@ -27,11 +27,11 @@ from typing import Any, NamedTuple
 
 from .detectors import Dead, Divergence, GradLevel, Plateau, Spike
 from .errors import ConfigError
+from .sound.alarms import TICK_KINDS
 from .table import Table
 from .wire.protocol import Event
 
 ALARM_KINDS = ("spike", "plateau", "divergence", "exploding", "vanishing", "dead", "nan")
-TICK_KINDS = ("epoch", "lr")
 #: MIDI notes on the alarm channel, one per kind (``nan`` is ``[alarm].note``); docs/alarms.md.
 DEFAULT_NOTES = {"nan": 90, "spike": 91, "plateau": 92, "divergence": 93, "exploding": 94, "vanishing": 95,
                  "dead": 96, "epoch": 84, "lr": 85}
@@ -142,17 +142,21 @@ class Alarm(NamedTuple):
         return self.kind in TICK_KINDS
 
     def label(self) -> str:
-        """What speech says: ``"conv2 vanishing at step 3,400"``.
-
-        >>> Alarm(0.0, "r", "loss", "spike", 3400, 9.0).label()
-        'loss spike at step 3,400'
-        """
-        who = self.name or f"run {self.run}"
-        return f"{who} {self.kind}" + (f" at step {self.step:,}" if self.step >= 0 else "")
+        return spoken_label(self.name, self.run, self.kind, self.step)
 
     def as_dict(self) -> dict[str, Any]:
         v = self.value if math.isfinite(self.value) else str(self.value)
         return {"run": self.run, "name": self.name, "kind": self.kind, "step": self.step, "value": v, "time": self.t}
+
+
+def spoken_label(name: str, run: str, kind: str, step: int) -> str:
+    """What speech says: the stream, the fault, the step.
+
+    >>> spoken_label("loss", "r", "spike", 3400), spoken_label("", "mnist", "dead", -1)
+    ('loss spike at step 3,400', 'run mnist dead')
+    """
+    who = name or f"run {run}"
+    return f"{who} {kind}" + (f" at step {step:,}" if step >= 0 else "")
 
 
 class _Run:

@@ -95,7 +95,7 @@ class Plateau:
 
     >>> p = Plateau(window=50, min_change=0.01)
     >>> [p.feed(2.0 * 0.99 ** i) for i in range(100)].count(True), [p.feed(0.7) for i in range(60)].index(True)
-    (0, 45)
+    (0, 54)
     """
 
     __slots__ = ("smooth", "window", "drop", "best", "since")
@@ -126,7 +126,7 @@ class Divergence:
 
     >>> d = Divergence(window=20, rise=1.5)
     >>> [d.feed(1.0) for _ in range(40)].count(True), [d.feed(1.02 ** i) for i in range(60)].index(True)
-    (0, 24)
+    (0, 25)
     """
 
     __slots__ = ("smooth", "log_rise", "best", "history")

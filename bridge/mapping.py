@@ -45,6 +45,7 @@ class Mapped(NamedTuple):
     rule: int
     """Index of the rule in the config; -1 for an alarm not tied to a rule."""
     rule_name: str
+    """Alarms and ticks: the stream's name instead (``loss``, a layer, ``""`` for the whole run)."""
     target: str
     stream: tuple[str, ...]
     """Capture values that key the voice, e.g. ``("run1", "fc1")``."""
@@ -209,12 +210,12 @@ class Engine:
         if not finite:
             self.counters.nonfinite += 1
         if ev.kind == "event" and ev.name == "nan":
-            self._alarm(ev, -1, "alarm", (ev.run,), 0, out)
+            self._alarm(ev, -1, (ev.run,), 0, out)
         matches = self._matches(ev.address)
         if not matches:
             if not finite:
                 # No rule for this address, but a non-finite value must still be heard.
-                self._alarm(ev, -1, "alarm", (ev.run,), 0, out)
+                self._alarm(ev, -1, (ev.run,), 0, out)
             elif not out:
                 self.counters.unmapped += 1
             return out
@@ -235,7 +236,7 @@ class Engine:
                 self.counters.unmapped += 1
                 continue
             if not math.isfinite(x) or (not finite and not out):
-                self._alarm(ev, rule_idx, rule.name, stream, voice, out)
+                self._alarm(ev, rule_idx, stream, voice, out)
                 continue
             m = self._map_value(ev.t, ev.run, rule_idx, rule, stream, voice, x)
             if m is not None:
@@ -257,7 +258,7 @@ class Engine:
         table[address] = t
 
     def _alarm(
-        self, ev: Event, rule_idx: int, name: str, stream: tuple[str, ...], voice: int, out: list[Mapped]
+        self, ev: Event, rule_idx: int, stream: tuple[str, ...], voice: int, out: list[Mapped]
     ) -> None:
         x = ev.values[0] if ev.values else math.nan
         last = self._last_alarm.get(ev.address, -math.inf)
@@ -266,13 +267,14 @@ class Engine:
             self._last_alarm[ev.address] = ev.t
             a = self.watch.admit(ev.t, ev.run, ev.name or ev.kind, "nan", x, hold=False)
             if a is not None:
-                out.append(self.signal(a)._replace(rule=rule_idx, rule_name=name, stream=stream, voice=voice))
+                out.append(self.signal(a)._replace(rule=rule_idx, stream=stream, voice=voice))
                 return
         if any(m.alarm for m in out):
             return
         # Not sounded (held off or over the limit), but the outputs still mute the voice whose value is unknown.
-        out.append(Mapped(ev.t, ev.run, rule_idx, name, "alarm", stream, voice, x, math.nan, self.alarm_opts.channel,
-                          (), (), self.alarm_opts.length, "nan", self.watch.step_of(ev.run)))
+        a = self.alarm_opts
+        out.append(Mapped(ev.t, ev.run, rule_idx, ev.name or ev.kind, "alarm", stream, voice, x, math.nan, a.channel,
+                          (), (), a.length, "nan", self.watch.step_of(ev.run)))
 
     def _normalise(self, st: _Stream, rule: Rule, x: float) -> float:
         if rule.scale == "linear":

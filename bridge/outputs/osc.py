@@ -191,11 +191,7 @@ class OscOut(BaseOutput):
                 name = m.stream[-1] if len(m.stream) > 1 else ""
             if m.alarm:
                 if m.midi:  # the alarms' hold-off and rate limit: only "loud" alarms carry MIDI bytes
-                    if m.rule >= 0:  # a NaN on a mapped stream: name the layer or metric, or the event kind
-                        name = (event.name or event.kind) if event is not None else m.stream[-1]
-                    else:
-                        name = m.rule_name
-                    self._send(encode_message(self._alarm, [m.run, name, m.kind, m.step]))
+                    self._send(encode_message(self._alarm, [m.run, m.rule_name, m.kind, m.step]))
             elif m.tick:
                 self._send(encode_message(self._tick, [m.run, m.kind, m.step]))
             else:
