@@ -160,7 +160,7 @@ def spoken_label(name: str, run: str, kind: str, step: int) -> str:
 
 
 class _Run:
-    __slots__ = ("step", "losses", "epoch", "lr", "spike", "plateau", "divergence", "dead", "grads")
+    __slots__ = ("dead", "divergence", "epoch", "grads", "losses", "lr", "plateau", "spike", "step")
 
     def __init__(self, o: dict[str, KindOptions]) -> None:
         self.step = -1

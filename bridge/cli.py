@@ -21,6 +21,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from . import __version__
@@ -166,6 +167,11 @@ def output_specs(
     return specs
 
 
+def with_speech(config: cfgmod.Config) -> cfgmod.Config:
+    """``--speak``: ``[alarms] speak = true``."""
+    return replace(config, alarms=replace(config.alarms, speak=True))
+
+
 def apply_preset(config: cfgmod.Config, name: str | None) -> cfgmod.Config:
     if not name:
         return config
@@ -198,6 +204,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         changes["allow"] = tuple(args.allow)
         changes["allow_explicit"] = True
     overrides = [lambda c: apply_preset(c, args.preset)]
+    if args.speak:
+        overrides.append(with_speech)
     if changes:
         overrides.append(lambda c: cfgmod.with_bridge(c, **changes))
     if args.midi_api:
@@ -248,6 +256,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from .alarm_log import AlarmLog, report_alarms
     from .outputs import build_outputs
     from .pipeline import Pipeline
     from .replay import replay
@@ -264,20 +273,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = apply_preset(load_config(args.config), args.preset)
     if args.midi_api:
         config = cfgmod.with_midi(config, api=args.midi_api)
+    if args.speak:
+        config = with_speech(config)
     specs = output_specs(args, config, live_midi_default=False)
-    if not specs:
-        raise TrainsoundError("replay needs at least one output (e.g. --midi-file out.mid, --wav out.wav, --midi)")
+    want_alarms = args.alarms or args.alarms_json
+    if not specs and not want_alarms:
+        raise TrainsoundError("replay needs at least one output (e.g. --midi-file out.mid, --wav out.wav, --midi) "
+                              "or --alarms")
     live = any(s.name in ("midi", "osc", "pyo") or s.options.get("live") for s in specs)
-    # A replay plays to what it was asked for or fails: an output that cannot open is an error here.
-    outputs = build_outputs(config, [dataclasses.replace(s, required=True) for s in specs])
-    for out in outputs:
-        h = out.health()
-        if out.name == "midi" and not h.get("ok"):
-            for o in outputs:
-                o.close()
-            raise TrainsoundError(f"replay --midi: nothing to play to: {h.get('why') or 'not connected'}")
-    pipeline = Pipeline(config, outputs)
+    alarm_log = AlarmLog()
+    pipeline = Pipeline(config, [*build_outputs(config, specs), alarm_log])
     n = replay(args.session, pipeline, realtime=args.realtime or live, speed=args.speed)
+    report_alarms(args, alarm_log.alarms)
     s = pipeline.stats.snapshot()
     print(
         f"replayed {n} messages from {args.session} ({s['accepted']} accepted, {s['dropped_total']} dropped)",
@@ -287,6 +294,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .alarm_log import add_alarm_args
+
     p = argparse.ArgumentParser(prog="trainsound", description="Hear your neural network train.")
     p.add_argument("--version", action="version", version=f"trainsound {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
@@ -314,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 127.0.0.0/8 and ::1)",
     )
     b.add_argument("--record", metavar="FILE", help="record every accepted message to a session file")
+    b.add_argument("--speak", action="store_true", help="say each alarm after its earcon (espeak-ng; docs/alarms.md)")
     b.add_argument(
         "--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)"
     )
@@ -337,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--realtime", action="store_true", help="pace the replay in real time")
     r.add_argument("--speed", type=float, default=1.0, help="time factor with --realtime")
     r.add_argument("--dump", action="store_true", help="print the recording as JSON lines")
+    add_alarm_args(r)
     add_output_args(r, live_midi_default=False)
     r.set_defaults(func=cmd_replay)
 

@@ -37,7 +37,7 @@ def _log(x: float) -> float:
 class Reference:
     """The median (and MAD) of the last ``window`` log values, refreshed every ``window // 4`` values."""
 
-    __slots__ = ("values", "every", "count", "median", "mad", "ready")
+    __slots__ = ("count", "every", "mad", "median", "ready", "values")
 
     def __init__(self, window: int) -> None:
         self.values: deque[float] = deque(maxlen=window)
@@ -60,7 +60,7 @@ class Spike:
     """A value far above its recent level: robust z-score of ``log(x)`` over median/MAD above ``z``,
     and at least ``ratio`` times the median."""
 
-    __slots__ = ("ref", "z", "log_ratio")
+    __slots__ = ("log_ratio", "ref", "z")
 
     def __init__(self, window: int, z: float, ratio: float) -> None:
         self.ref = Reference(window)
@@ -98,7 +98,7 @@ class Plateau:
     (0, 54)
     """
 
-    __slots__ = ("smooth", "window", "drop", "best", "since")
+    __slots__ = ("best", "drop", "since", "smooth", "window")
 
     def __init__(self, window: int, min_change: float) -> None:
         self.smooth = Smoothed()
@@ -129,7 +129,7 @@ class Divergence:
     (0, 25)
     """
 
-    __slots__ = ("smooth", "log_rise", "best", "history")
+    __slots__ = ("best", "history", "log_rise", "smooth")
 
     def __init__(self, window: int, rise: float) -> None:
         self.smooth = Smoothed()
@@ -164,7 +164,7 @@ class GradLevel:
     (20, 'exploding', 'vanishing', None)
     """
 
-    __slots__ = ("ref", "log_factor", "log_fraction", "floor")
+    __slots__ = ("floor", "log_factor", "log_fraction", "ref")
 
     def __init__(self, window: int, factor: float, fraction: float, floor: float) -> None:
         self.ref = Reference(window)
@@ -194,7 +194,7 @@ class Dead:
     (0, 5)
     """
 
-    __slots__ = ("layers", "zero", "rounds", "need")
+    __slots__ = ("layers", "need", "rounds", "zero")
 
     def __init__(self, rounds: int) -> None:
         self.layers: set[str] = set()

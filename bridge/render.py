@@ -12,10 +12,12 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import presets
+from .alarm_log import AlarmLog, add_alarm_args, detect, report_alarms
 from .config import Config
 from .config import default as default_config
 from .config import load as load_config
@@ -68,13 +70,14 @@ class Progress:
 
 def render(session: str | Path, wav: str | Path, *, config: Config | None = None,
            preset: str = presets.DEFAULT_PRESET, fmt: str = "float32", sample_rate: int | None = None,
-           png: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Render ``session`` to ``wav`` (and ``png``); returns a summary dict."""
+           png: str | Path | None = None, progress: Progress | None = None,
+           alarm_log: AlarmLog | None = None) -> dict[str, Any]:
+    """Render ``session`` to ``wav`` (and ``png``); returns a summary dict. ``alarm_log`` collects the alarms."""
     from .outputs.sine import SineOut
 
     cfg = presets.apply_preset(config or default_config(), preset)
-    out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt, keep_tracks=True)
-    pipeline = Pipeline(cfg, [out])
+    out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt)
+    pipeline = Pipeline(cfg, [out] if alarm_log is None else [out, alarm_log])
     t0 = time.perf_counter()
     n = replay(session, pipeline, realtime=False, progress=progress)
     elapsed = time.perf_counter() - t0
@@ -86,6 +89,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
         "messages": n, "audio_seconds": audio_s, "elapsed": elapsed,
         "realtime_factor": audio_s / elapsed if elapsed > 0 else float("inf"),
         "sample_rate": out.sr, "format": fmt, "health": out.health(),
+        "alarm_times": out.bank_sink.alarm_times if out.bank_sink is not None else [],
     }
     if png is not None:
         from .sound.spectrogram import write_spectrogram
@@ -142,14 +146,28 @@ def cmd_render(args: argparse.Namespace) -> int:
         with logdir_session(args.session) as session:
             return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session)}))
     cfg = load_config(args.config) if args.config else default_config()
+    if args.speak:
+        cfg = replace(cfg, alarms=replace(cfg.alarms, speak=True))
     span, records = session_span(args.session)
     if records == 0:
         raise TrainsoundError(f"{args.session}: the session holds no messages")
+    want_alarms = args.alarms or args.alarms_json
+    if not args.wav:
+        if not want_alarms:
+            raise TrainsoundError("render needs --wav FILE (or --alarms / --alarms-json FILE to list the alarms)")
+        report_alarms(args, detect(args.session, presets.apply_preset(cfg, args.preset)))
+        return 0
     if args.pyo_patch:
-        return render_pyo(args, cfg)
+        code = render_pyo(args, cfg)
+        if want_alarms:
+            report_alarms(args, detect(args.session, cfg))
+        return code
     bar = Progress(span, force=args.progress)
+    log = AlarmLog() if want_alarms else None
     s = render(args.session, args.wav, config=cfg, preset=args.preset, fmt=args.format,
-               sample_rate=args.sample_rate, png=args.png, progress=bar)
+               sample_rate=args.sample_rate, png=args.png, progress=bar, alarm_log=log)
+    if log is not None:
+        report_alarms(args, log.alarms)
     extra = f", spectrogram {s['png']}" if "png" in s else ""
     print(f"rendered {s['messages']} messages → {args.wav}: {s['audio_seconds']:.2f} s of {s['format']} audio at "
           f"{s['sample_rate']} Hz in {s['elapsed']:.2f} s ({s['realtime_factor']:.0f}× real time){extra}",
@@ -178,7 +196,7 @@ def add_parser(subparsers: Any) -> None:
         description="Render a session recorded with 'trainsound bridge --record' through the internal sine "
         "voices to a WAV file, on the recorded clock.")
     p.add_argument("session", help="session recording (.tsr), or a TensorBoard log directory")
-    p.add_argument("--wav", required=True, metavar="FILE", help="WAV file to write")
+    p.add_argument("--wav", metavar="FILE", help="WAV file to write (required unless --alarms/--alarms-json)")
     p.add_argument("--preset", default=presets.DEFAULT_PRESET, choices=presets.PRESETS,
                    help="mapping + renderer mode (default: continuous)")
     p.add_argument("--config", metavar="FILE", help="TOML config (default: built-in mapping)")
@@ -188,4 +206,5 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("--pyo-patch", metavar="NAME|FILE",
                    help="render through a pyo patch (patches/pyo) instead of the sine voices; --preset is ignored")
+    add_alarm_args(p)
     p.set_defaults(func=cmd_render)

@@ -20,13 +20,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..alarms import spoken_label
 from ..config import Config
 from ..mapping import Mapped
-from ..alarms import spoken_label
-from ..sound.speech import Announcer
 from ..sound.maps import DEFAULT_FMIN, DEFAULT_OCTAVES, pan_gains, run_pan
 from ..sound.seeds import SONNIFY_AMPLITUDE, SonnifyLoss
 from ..sound.spectrum import decode_blob, spectrum_sound
+from ..sound.speech import Announcer
 from ..sound.voices import VoiceBank
 from ..sound.wav import MAX_BYTES as MAX_WAV_BYTES
 from ..wire.midi import DATA_MAX

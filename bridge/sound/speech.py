@@ -73,7 +73,7 @@ class Speech:
         if len(loud) == 0:
             return None
         x = x[loud[0]:loud[-1] + 1]  # espeak-ng pads with silence; the next alarm should not wait for it
-        n = int(round(len(x) * self.sr / rate))
+        n = round(len(x) * self.sr / rate)
         y = np.interp(np.arange(n) * (rate / self.sr), np.arange(len(x)), x)
         peak = float(np.abs(y).max())
         return (y * (SPEECH_AMPLITUDE / peak if peak > 0 else 0.0)).astype(np.float32)
