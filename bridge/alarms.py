@@ -313,6 +313,13 @@ class Watch:
             self._runs.pop(run, None)
         self._last = {k: v for k, v in self._last.items() if k[0] not in runs}
 
+    def carry(self, old: Watch) -> None:
+        """After a config reload: keep the recent alarms and the counts (the detectors start afresh)."""
+        self.recent.extend(old.recent)
+        self.raised = {k: self.raised[k] + old.raised.get(k, 0) for k in self.raised}
+        self.held += old.held
+        self.rate_limited += old.rate_limited
+
     def status(self) -> dict[str, Any]:
         """Plain data for ``trainsound status`` and the web page."""
         return {"recent": [a.as_dict() for a in self.recent], "raised": dict(self.raised),

@@ -150,9 +150,10 @@ class Pipeline:
         self._new_engine(config)
 
     def _new_engine(self, config: Config) -> None:
-        counters = self.engine.counters
+        old = self.engine
         self.engine = Engine(config, max_voices=config.bridge.max_voices)
-        self.engine.counters = counters  # counters describe the bridge's life, not one engine's
+        self.engine.counters = old.counters  # counters describe the bridge's life, not one engine's
+        self.engine.watch.carry(old.watch)
 
     def dispatch(self, ev: Event | None, mapped: list[Mapped]) -> None:
         for out in self.outputs:

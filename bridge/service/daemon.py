@@ -111,6 +111,7 @@ class Daemon:
             "runs": sorted(p.runs),
             "voices": voices,
             "outputs": p.health(),
+            "alarms": p.engine.watch.status(),
         }
 
     def status_json(self, limit: int = MAX_STATUS_REPLY) -> str:
