@@ -35,7 +35,7 @@ ALARM_KINDS = ("spike", "plateau", "divergence", "exploding", "vanishing", "dead
 #: MIDI notes on the alarm channel, one per kind (``nan`` is ``[alarm].note``); docs/alarms.md.
 DEFAULT_NOTES = {"nan": 90, "spike": 91, "plateau": 92, "divergence": 93, "exploding": 94, "vanishing": 95,
                  "dead": 96, "epoch": 84, "lr": 85}
-DEFAULT_MAX_PER_SECOND = 4.0
+DEFAULT_MAX_PER_SECOND = 4
 DEFAULT_HOLD_OFF = 500
 DEFAULT_RECENT = 50
 DEFAULT_LR_CHANGE = 0.1
@@ -80,7 +80,7 @@ class AlarmsOptions:
     enabled: bool = True
     speak: bool = False
     """Say the alarm after its earcon (espeak-ng), live and in renders."""
-    max_per_second: float = DEFAULT_MAX_PER_SECOND
+    max_per_second: int = DEFAULT_MAX_PER_SECOND
     """Global: alarms per second over all streams and kinds; the rest are counted, not sounded."""
     recent: int = DEFAULT_RECENT
     kinds: dict[str, KindOptions] = field(default_factory=lambda: {k: kind_defaults(k) for k in ALARM_KINDS})
@@ -109,7 +109,7 @@ def section(t: Table, nan_note: int = DEFAULT_NOTES["nan"]) -> AlarmsOptions:
     opts = AlarmsOptions(
         enabled=t.boolean("enabled", True),
         speak=t.boolean("speak", False),
-        max_per_second=t.number("max_per_second", DEFAULT_MAX_PER_SECOND, 0.01, 10_000.0),
+        max_per_second=t.integer("max_per_second", DEFAULT_MAX_PER_SECOND, 1, 10_000),
         recent=t.integer("recent", DEFAULT_RECENT, 1, 10_000),
         kinds=kinds,
         ticks=tk.boolean("enabled", True),
@@ -183,8 +183,8 @@ class Watch:
         self._on = {k for k, o in opts.kinds.items() if o.enabled and opts.enabled}
         self._runs: dict[str, _Run] = {}
         self._last: dict[tuple[str, str, str], int] = {}
-        self._tokens = opts.max_per_second
-        self._tokens_t = -math.inf
+        # The times of the last max_per_second alarms.
+        self._times: deque[float] = deque(maxlen=opts.max_per_second)
         self.recent: deque[Alarm] = deque(maxlen=opts.recent)
         self.raised: dict[str, int] = dict.fromkeys(ALARM_KINDS, 0)
         self.held = 0
@@ -204,15 +204,13 @@ class Watch:
 
     # -- the global limit ---------------------------------------------------------------------------
     def allow(self, t: float) -> bool:
-        """Token bucket: ``max_per_second`` alarms a second, bursts up to that many; False = over the limit."""
-        rate = self.opts.max_per_second
-        self._tokens = min(rate, self._tokens + (t - self._tokens_t) * rate) if self._tokens_t > -math.inf else rate
-        self._tokens_t = t
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        self.rate_limited += 1
-        return False
+        """At most ``max_per_second`` alarms in any one second (a sliding window); False = over the limit."""
+        times = self._times
+        if len(times) == times.maxlen and t - times[0] < 1.0:
+            self.rate_limited += 1
+            return False
+        times.append(t)
+        return True
 
     def admit(self, t: float, run: str, name: str, kind: str, value: float, hold: bool = True) -> Alarm | None:
         """An alarm of ``kind`` on ``(run, name)`` passes hold-off and the global limit → the alarm, else None."""

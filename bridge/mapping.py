@@ -226,6 +226,8 @@ class Engine:
                 voice = self.voice_of(rule, stream)
                 if voice is None:
                     self.counters.voice_limit += 1
+                    if not finite and not out:  # no voice to mute, but a NaN is heard all the same
+                        self._alarm(ev, -1, (ev.run,), 0, out)
                     continue
                 entry[2] = voice
             if not ev.values:
