@@ -165,7 +165,8 @@ def format_alarms(a: dict[str, Any], last: int = RECENT_SHOWN) -> list[str]:
     for r in a.get("recent", [])[-last:]:
         v = r.get("value")
         val = f"{v:.4g}" if isinstance(v, (int, float)) else str(v)  # non-finite values travel as strings
-        out.append(f"  step {r.get('step')}  run {r.get('run')}  {r.get('name') or '(run)'}  {r.get('kind')}  value {val}")
+        who = r.get("name") or "(run)"
+        out.append(f"  step {r.get('step')}  run {r.get('run')}  {who}  {r.get('kind')}  value {val}")
     return out
 
 
