@@ -269,3 +269,20 @@ def test_a_healthy_session_through_the_bridge_raises_none(tmp_path: Path) -> Non
     assert r["status"]["alarms"]["recent"] == []
     assert "alarms: none" in r["status_text"]
     assert len(r["osc"].of("/trainsound/value")) > 100  # it did hear the run
+
+
+@pytest.mark.pyo
+def test_a_pyo_patch_plays_each_earcon_at_its_time(faulty_run: dict[str, Any], tmp_path: Path) -> None:
+    wav = tmp_path / "pyo.wav"
+    p = subprocess.run([sys.executable, "-m", "trainsound.bridge", "render", str(faulty_run["tsr"]), "--wav", str(wav),
+                        "--pyo-patch", "loss_sine"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    y, sr = sf.read(str(wav), dtype="float32")
+    assert np.isfinite(y).all()
+    x = y.sum(axis=1)
+    kinds = [k for k in EXPECTED if k != "nan"]  # a NaN sounds the patch's own siren (on_nan)
+    for kind in kinds:
+        at = alarm_seconds(faulty_run)[kind]
+        a, b = int((at - 0.05) * sr), int((at + 0.15) * sr)
+        scores = {k: matched(x[a:b + len(earcon(k, sr))], earcon(k, sr)) for k in kinds}
+        assert max(scores, key=scores.__getitem__) == kind and scores[kind] > 0.5, (kind, scores)
