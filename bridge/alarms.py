@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -39,6 +40,8 @@ DEFAULT_MAX_PER_SECOND = 4
 DEFAULT_HOLD_OFF = 500
 DEFAULT_RECENT = 50
 DEFAULT_LR_CHANGE = 0.1
+#: What most values raise: nothing (shared, never mutated).
+NONE: tuple[Alarm, ...] = ()
 #: Metric names taken for the learning rate.
 LR_NAMES = frozenset({"lr", "learning_rate"})
 
@@ -232,24 +235,24 @@ class Watch:
         return a
 
     # -- detectors ----------------------------------------------------------------------------------
-    def feed(self, ev: Event) -> list[Alarm]:
+    def feed(self, ev: Event) -> Sequence[Alarm]:
         """The alarms and ticks one event raises (``nan`` is raised by the mapping engine via :meth:`admit`)."""
         kind = ev.kind
         if kind == "loss":
             x = ev.values[0]
-            return self.loss(ev.t, ev.run, x) if math.isfinite(x) else []
+            return self.loss(ev.t, ev.run, x) if math.isfinite(x) else NONE
         if kind == "grad_norm":
             x = ev.values[0]
-            return self.grad(ev.t, ev.run, ev.name, x, layer=True) if math.isfinite(x) else []
+            return self.grad(ev.t, ev.run, ev.name, x) if math.isfinite(x) else NONE
         if kind == "step":
             return self._step(ev)
         if kind == "metric" and ev.name in LR_NAMES and ev.values and math.isfinite(ev.values[0]):
             return self._lr(ev.t, ev.run, ev.values[0])
         if kind == "event" and ev.name == "epoch" and self.opts.ticks:
             return [Alarm(ev.t, ev.run, "", "epoch", self.step_of(ev.run), math.nan)]
-        return []
+        return NONE
 
-    def loss(self, t: float, run: str, x: float) -> list[Alarm]:
+    def loss(self, t: float, run: str, x: float) -> Sequence[Alarm]:
         r = self._run(run)
         r.losses += 1
         out: list[Alarm] = []
@@ -265,19 +268,22 @@ class Watch:
                 out.append(a)
         return out
 
-    def grad(self, t: float, run: str, name: str, x: float, layer: bool = True) -> list[Alarm]:
+    def grad(self, t: float, run: str, name: str, x: float, layer: bool = True) -> Sequence[Alarm]:
         """A layer's grad norm (``layer=True``: it also counts for the run's ``dead`` detector), or a voice
-        group's aggregate under its own name (``layer=False``)."""
-        r = self._run(run)
-        out: list[Alarm] = []
+        group's aggregate under its own name (``layer=False``). Runs per value: kept lean."""
+        r = self._runs.get(run) or self._run(run)
         g = r.grads.get(name)
         if g is None:
             e, v = self.kinds["exploding"], self.kinds["vanishing"]
             g = r.grads[name] = GradLevel(max(e.window, v.window), e.threshold, v.threshold, v.ratio)
         hit = g.feed(x)
+        dead = layer and r.dead.feed(name, x)
+        if hit is None and not dead:
+            return NONE
+        out: list[Alarm] = []
         if hit is not None and hit in self._on:
             self._add(out, self.admit(t, run, name, hit, x))
-        if layer and r.dead.feed(name, x) and "dead" in self._on:
+        if dead and "dead" in self._on:
             self._add(out, self.admit(t, run, "", "dead", 0.0))
         return out
 

@@ -7,7 +7,7 @@ are :mod:`.alarms`' business. Windows count values of the stream (one per step
 for the usual client).
 
 Cheap on the hot path: the reference level (median, MAD) of a window is
-recomputed every ``window // 4`` values, not per value, so a value costs a
+recomputed every ``window // 2`` values, not per value, so a value costs a
 ``log``, a few comparisons and an append.
 
 >>> s = Spike(window=20, z=6.0, ratio=3.0)
@@ -35,25 +35,32 @@ def _log(x: float) -> float:
 
 
 class Reference:
-    """The median (and MAD) of the last ``window`` log values, refreshed every ``window // 4`` values."""
+    """The median (and, with ``spread``, the MAD) of the last ``window`` log values, refreshed every
+    ``window // 2`` values: a reference level that may lag by half a window costs a sort per half window."""
 
-    __slots__ = ("count", "every", "mad", "median", "ready", "values")
+    __slots__ = ("values", "every", "left", "median", "mad", "ready", "spread")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, spread: bool = False) -> None:
         self.values: deque[float] = deque(maxlen=window)
-        self.every = max(1, window // 4)
-        self.count = 0
+        self.every = max(1, window // 2)
+        self.left = self.every
         self.median = 0.0
         self.mad = 0.0
         self.ready = False
+        self.spread = spread
 
     def push(self, v: float) -> None:
         vals = self.values
         vals.append(v)
-        self.count += 1
-        if self.count % self.every == 0 and len(vals) * 2 >= vals.maxlen:  # type: ignore[operator]
-            m = median(vals)
-            self.median, self.mad, self.ready = m, median(abs(x - m) for x in vals), True
+        self.left -= 1
+        if self.left == 0:  # first after half a window: ready from then on
+            self.left = self.every
+            s = sorted(vals)
+            n = len(s)
+            m = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+            self.median, self.ready = m, True
+            if self.spread:
+                self.mad = median([abs(x - m) for x in s])
 
 
 class Spike:
@@ -63,7 +70,7 @@ class Spike:
     __slots__ = ("log_ratio", "ref", "z")
 
     def __init__(self, window: int, z: float, ratio: float) -> None:
-        self.ref = Reference(window)
+        self.ref = Reference(window, spread=True)
         self.z, self.log_ratio = z, math.log(ratio)
 
     def feed(self, x: float) -> bool:
