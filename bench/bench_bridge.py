@@ -317,7 +317,8 @@ def detector_cost(steps: int = 2000) -> None:
         events.append(parse_event("/nn/r/step", (s, 0), t, b""))
         events.append(parse_event("/nn/r/loss", (2.0 * float(np.exp(0.1 * rng.standard_normal())),), t, b""))
         for layer in LAYERS:
-            events.append(parse_event(f"/nn/r/grad_norm/{layer}", (float(np.exp(0.25 * rng.standard_normal())),), t, b""))
+            g = float(np.exp(0.25 * rng.standard_normal()))
+            events.append(parse_event(f"/nn/r/grad_norm/{layer}", (g,), t, b""))
     on = default()
     off = replace(on, alarms=replace(on.alarms, enabled=False))
 

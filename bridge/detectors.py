@@ -38,7 +38,7 @@ class Reference:
     """The median (and, with ``spread``, the MAD) of the last ``window`` log values, refreshed every
     ``window // 2`` values: a reference level that may lag by half a window costs a sort per half window."""
 
-    __slots__ = ("values", "every", "left", "median", "mad", "ready", "spread")
+    __slots__ = ("every", "left", "mad", "median", "ready", "spread", "values")
 
     def __init__(self, window: int, spread: bool = False) -> None:
         self.values: deque[float] = deque(maxlen=window)
