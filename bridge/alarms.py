@@ -261,7 +261,7 @@ class Watch:
             self._add(out, self.admit(t, run, "loss", "spike", x))
         if r.plateau.feed(x) and "plateau" in on:
             self._add(out, self.admit(t, run, "loss", "plateau", x))
-        if r.divergence.feed(x) and "divergence" in on:
+        if r.divergence.feed(x, r.spike.ref.mad) and "divergence" in on:
             a = self.admit(t, run, "loss", "divergence", x)
             if a is not None:
                 r.divergence.rebase()
@@ -275,9 +275,12 @@ class Watch:
         g = r.grads.get(name)
         if g is None:
             e, v = self.kinds["exploding"], self.kinds["vanishing"]
-            g = r.grads[name] = GradLevel(max(e.window, v.window), e.threshold, v.threshold, v.ratio)
-        hit = g.feed(x)
+            g = r.grads[name] = GradLevel(max(e.window, v.window), e.threshold, v.threshold, v.ratio,
+                                          zeros=r.dead.rounds + 1)
         dead = layer and r.dead.feed(name, x)
+        hit = g.feed(x)
+        if hit is not None and x == 0.0 and r.dead.need:  # the whole run is at zero: that is "dead", once
+            hit = None
         if hit is None and not dead:
             return NONE
         out: list[Alarm] = []

@@ -25,6 +25,8 @@ from statistics import median
 MAD_TO_SIGMA = 1.4826
 #: The MAD's floor in log units: a stream that is nearly constant must not make tiny wiggles "far".
 MIN_LOG_SPREAD = 0.01
+#: Divergence must rise this many (robust) standard deviations of the loss's log above its best.
+DIVERGENCE_Z = 3.0
 #: Values smoothed by a running median of this many before the loss trend detectors see them (robust to
 #: one spike; lags a ramp by half of it).
 SMOOTH = 9
@@ -128,23 +130,25 @@ class Plateau:
 
 
 class Divergence:
-    """The loss trends upward: its smoothed value is ``rise`` times its best so far and higher than
-    ``window`` values ago (it keeps rising, not one bump).
+    """The loss trends upward: its smoothed value is ``rise`` times its best so far, and ``z`` of its spread
+    (``spread``: the MAD of its log values, from the spike detector's reference) above it, and higher than
+    ``window`` values ago (it keeps rising, not one bump). The spread keeps a noisy minibatch loss late in
+    training (0.003 one step, 0.3 the next) from sounding like divergence.
 
     >>> d = Divergence(window=20, rise=1.5)
     >>> [d.feed(1.0) for _ in range(40)].count(True), [d.feed(1.02 ** i) for i in range(60)].index(True)
     (0, 25)
     """
 
-    __slots__ = ("best", "history", "log_rise", "smooth")
+    __slots__ = ("best", "history", "log_rise", "smooth", "z")
 
-    def __init__(self, window: int, rise: float) -> None:
+    def __init__(self, window: int, rise: float, z: float = DIVERGENCE_Z) -> None:
         self.smooth = Smoothed()
-        self.log_rise = math.log(rise)
+        self.log_rise, self.z = math.log(rise), z
         self.best = math.inf
         self.history: deque[float] = deque(maxlen=window + 1)
 
-    def feed(self, x: float) -> bool:
+    def feed(self, x: float, spread: float = 0.0) -> bool:
         s = self.smooth.feed(x)
         if s is None:
             return False
@@ -153,7 +157,8 @@ class Divergence:
         if s < self.best:
             self.best = s
             return False
-        return s - self.best >= self.log_rise and len(h) == h.maxlen and s > h[0]
+        d = s - self.best
+        return d >= self.log_rise and d >= self.z * MAD_TO_SIGMA * spread and len(h) == h.maxlen and s > h[0]
 
     def rebase(self) -> None:
         """After an alarm: the new level is the one to beat (a second alarm means it rose again)."""
@@ -163,31 +168,44 @@ class Divergence:
 
 class GradLevel:
     """One layer's (or group's) grad norm against its running median: ``"exploding"`` when it is ``factor``
-    times the median, ``"vanishing"`` when a ``fraction`` of it or below ``floor`` (exact zeros are left
-    to the run's ``dead`` detector).
+    times the median; ``"vanishing"`` when it stays below a ``fraction`` of the median (or below ``floor``)
+    for ``persist`` values in a row — one perfectly fitted batch is not a fault — or is exactly zero for
+    ``zeros`` values in a row where it had gradient before (a dead layer; the whole run at zero is
+    :class:`Dead`'s, and the caller asks first).
 
-    >>> g = GradLevel(window=20, factor=20.0, fraction=1e-3, floor=1e-12)
-    >>> [g.feed(1.0) for _ in range(20)].count(None), g.feed(100.0), g.feed(1e-4), g.feed(0.0)
-    (20, 'exploding', 'vanishing', None)
+    >>> g = GradLevel(window=20, factor=20.0, fraction=1e-3, floor=1e-12, persist=2, zeros=3)
+    >>> [g.feed(1.0) for _ in range(20)].count(None), g.feed(100.0), g.feed(1e-4), g.feed(1e-4)
+    (20, 'exploding', None, 'vanishing')
+    >>> [g.feed(0.0) for _ in range(3)]
+    [None, None, 'vanishing']
     """
 
-    __slots__ = ("floor", "log_factor", "log_fraction", "ref")
+    __slots__ = ("floor", "log_factor", "log_fraction", "low", "persist", "ref", "zero", "zeros")
 
-    def __init__(self, window: int, factor: float, fraction: float, floor: float) -> None:
+    def __init__(self, window: int, factor: float, fraction: float, floor: float, persist: int = 3,
+                 zeros: int = 4) -> None:
         self.ref = Reference(window)
         self.log_factor, self.log_fraction, self.floor = math.log(factor), math.log(fraction), floor
+        self.persist, self.zeros = persist, zeros
+        self.low = 0
+        self.zero = 0
 
     def feed(self, x: float) -> str | None:
         if x == 0.0:
-            return None
-        v = _log(x)
+            self.zero += 1
+            return "vanishing" if self.zero == self.zeros and self.ref.values else None  # it had gradient
+        self.zero = 0
+        v = math.log(x) if x > 0.0 else -745.0
         r = self.ref
         out = None
-        if x < self.floor:
-            out = "vanishing"
-        elif r.ready:
-            d = v - r.median
-            out = "exploding" if d >= self.log_factor else "vanishing" if d <= self.log_fraction else None
+        if x < self.floor or (r.ready and v - r.median <= self.log_fraction):
+            self.low += 1
+            if self.low == self.persist:
+                out = "vanishing"
+        else:
+            self.low = 0
+            if r.ready and v - r.median >= self.log_factor:
+                out = "exploding"
         r.push(v)
         return out
 
