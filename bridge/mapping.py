@@ -274,9 +274,9 @@ class Engine:
         if any(m.alarm for m in out):
             return
         # Not sounded (held off or over the limit), but the outputs still mute the voice whose value is unknown.
-        a = self.alarm_opts
-        out.append(Mapped(ev.t, ev.run, rule_idx, ev.name or ev.kind, "alarm", stream, voice, x, math.nan, a.channel,
-                          (), (), a.length, "nan", self.watch.step_of(ev.run)))
+        o = self.alarm_opts
+        out.append(Mapped(ev.t, ev.run, rule_idx, ev.name or ev.kind, "alarm", stream, voice, x, math.nan, o.channel,
+                          (), (), o.length, "nan", self.watch.step_of(ev.run)))
 
     def _normalise(self, st: _Stream, rule: Rule, x: float) -> float:
         if rule.scale == "linear":

@@ -161,7 +161,7 @@ class OscOut(BaseOutput):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         p = prefix or opts.prefix
         self._value, self._alarm = f"{p}/value", f"{p}/alarm"
-        self._step, self._spectrum, self._tick = f"{p}/step", f"{p}/spectrum", f"{p}/tick"
+        self._step, self._spectrum, self._ticks = f"{p}/step", f"{p}/spectrum", f"{p}/tick"
         self._rule_kind = [r.kind for r in config.mappings]
         self.sent = 0
         self.send_errors = 0
@@ -193,7 +193,7 @@ class OscOut(BaseOutput):
                 if m.midi:  # the alarms' hold-off and rate limit: only "loud" alarms carry MIDI bytes
                     self._send(encode_message(self._alarm, [m.run, m.rule_name, m.kind, m.step]))
             elif m.tick:
-                self._send(encode_message(self._tick, [m.run, m.kind, m.step]))
+                self._send(encode_message(self._ticks, [m.run, m.kind, m.step]))
             else:
                 raw = m.value if math.isfinite(m.value) else 0.0
                 args: list[str | int | float] = [m.run, name, m.voice, m.norm, raw, kind, m.rule_name]

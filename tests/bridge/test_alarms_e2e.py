@@ -90,6 +90,7 @@ def run_bridge(tmp: Path, steps: list[Step], dt: float, name: str) -> dict[str, 
         code, err = b.stop(signal.SIGTERM)
         peer.close()
     assert code == 0, err
+    assert " failed in " not in err, err  # no output raised (the pipeline logs and goes on)
     return {"osc": peer, "mid": mid, "tsr": tsr, "status": status, "status_text": cli.stdout, "stderr": err}
 
 
