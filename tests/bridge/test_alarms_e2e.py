@@ -138,18 +138,22 @@ def test_the_midi_file_has_each_kinds_note_at_its_step(faulty_run: dict[str, Any
         t = 0
         for msg in tr:
             t += msg.time
-            if msg.type == "note_on" and msg.velocity > 0:
-                secs = mido.tick2second(t, mf.ticks_per_beat, 500_000)
-                origin = secs if origin is None else min(origin, secs)
-                if msg.channel == 15:  # the alarm channel, 16
-                    found.setdefault(kind_of[msg.note], []).append(secs)
+            if msg.is_meta:
+                continue
+            secs = mido.tick2second(t, mf.ticks_per_beat, 500_000)
+            origin = secs if origin is None else min(origin, secs)
+            if msg.type == "note_on" and msg.velocity > 0 and msg.channel == 15:  # the alarm channel, 16
+                found.setdefault(kind_of[msg.note], []).append(secs)
     assert sorted(found) == sorted([*EXPECTED, *TICKS])
     assert all(len(v) == 1 for v in found.values()), found
-    # The file's time 0 is its first message: the first grad-norm note, at step 0.
+    # The file's time 0 is its first message (step 0's loss or grad norm).
     t0 = first - (origin or 0.0)
+    tick = mido.tick2second(1, mf.ticks_per_beat, 500_000)
     for kind, (_, step) in {**EXPECTED, **{k: ("", s) for k, s in TICKS.items()}}.items():
-        got = step_at(times, t0 + found[kind][0])
-        assert abs(got - step) <= TOLERANCE, (kind, got, step)
+        # MIDI ticks are ~1 ms: when the bridge catches up on a burst, several steps arrive within one tick.
+        at = t0 + found[kind][0]
+        near = {s for s, ts in times.items() if abs(ts - at) <= 2 * tick} | {step_at(times, at)}
+        assert min(abs(s - step) for s in near) <= TOLERANCE, (kind, sorted(near), step)
 
 
 def test_status_lists_the_recent_alarms(faulty_run: dict[str, Any]) -> None:
