@@ -291,3 +291,34 @@ def test_a_pyo_patch_plays_each_earcon_at_its_time(faulty_run: dict[str, Any], t
         a, b = int((at - 0.05) * sr), int((at + 0.15) * sr)
         scores = {k: matched(x[a:b + len(earcon(k, sr))], earcon(k, sr)) for k in kinds}
         assert max(scores, key=scores.__getitem__) == kind and scores[kind] > 0.5, (kind, scores)
+
+
+@pytest.mark.jack
+def test_live_audio_plays_the_earcon_then_speech(jack_server: str, bridge_proc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The sine engine process (``--audio``, through a private jackd): the earcon, then the spoken label."""
+    wav = tmp_path / "live.wav"
+    b = bridge_proc(["--no-midi", "--audio", "--wav", str(wav), "--speak"])
+    for s in range(100):
+        b.send("/nn/live/step", s)
+        b.send("/nn/live/grad_norm/fc1", 1.0 + 0.01 * (s % 3))
+        time.sleep(0.01)
+    b.send("/nn/live/step", 100)
+    b.send("/nn/live/grad_norm/fc1", 100.0)
+    time.sleep(3.0)
+    code, err = b.stop()
+    assert code == 0, err
+    y, sr = sf.read(str(wav), dtype="float32")
+    assert np.isfinite(y).all()
+    x = y.sum(axis=1)
+    tpl = earcon("exploding", sr)
+    c = fftconvolve(x, tpl[::-1], mode="valid")
+    at = int(np.argmax(c))
+    assert matched(x[at:at + len(tpl)], tpl) > 0.5, (at / sr, len(x) / sr)
+    assert at > 0.7 * sr, at / sr
+    # Speech: broadband sound after the earcon where only the (ducked) fc1 voice would be.
+    # (Without --speak only the sine voice is there: its 20 loudest bins hold all but a millionth.)
+    after = x[at + len(tpl) + int(0.1 * sr):at + len(tpl) + int(0.6 * sr)]
+    spec = np.abs(np.fft.rfft(after * np.hanning(len(after)))) ** 2
+    f = np.fft.rfftfreq(len(after), 1 / sr)
+    top = np.sort(spec[(f > 300) & (f < 3000)])[::-1]
+    assert top[20:].sum() > 0.3 * top.sum()  # energy spread over many bins: speech, not one sine
