@@ -322,3 +322,20 @@ def test_live_audio_plays_the_earcon_then_speech(jack_server: str, bridge_proc, 
     f = np.fft.rfftfreq(len(after), 1 / sr)
     top = np.sort(spec[(f > 300) & (f < 3000)])[::-1]
     assert top[20:].sum() > 0.3 * top.sum()  # energy spread over many bins: speech, not one sine
+
+
+def test_a_missing_tts_is_one_clear_line_and_the_earcons_alone(faulty_run: dict[str, Any], tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "PATH": str(tmp_path)}  # no espeak-ng on it
+    wav = tmp_path / "f.wav"
+    p = subprocess.run([sys.executable, "-m", "trainsound.bridge", "render", str(faulty_run["tsr"]), "--wav", str(wav),
+                        "--speak"], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if "espeak-ng" in ln]
+    assert len(lines) == 1 and "not installed" in lines[0] and "earcons only" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+    x, sr = sf.read(str(wav), dtype="float32")
+    at = alarm_seconds(faulty_run)["spike"]
+    seg = x.sum(axis=1)[int((at - 0.05) * sr):int((at + 0.3) * sr)]
+    assert matched(seg, earcon("spike", sr)) > 0.25
