@@ -191,9 +191,10 @@ class OscOut(BaseOutput):
                 name = m.stream[-1] if len(m.stream) > 1 else ""
             if m.alarm:
                 if m.midi:  # the alarms' hold-off and rate limit: only "loud" alarms carry MIDI bytes
-                    self._send(encode_message(self._alarm, [m.run, m.rule_name, m.kind, m.step]))
+                    # Rare, and the step may be int64: the typed encoder.
+                    self._send(encode_typed(self._alarm, [m.run, m.rule_name, m.kind, m.step]))
             elif m.tick:
-                self._send(encode_message(self._ticks, [m.run, m.kind, m.step]))
+                self._send(encode_typed(self._ticks, [m.run, m.kind, m.step]))
             else:
                 raw = m.value if math.isfinite(m.value) else 0.0
                 args: list[str | int | float] = [m.run, name, m.voice, m.norm, raw, kind, m.rule_name]
