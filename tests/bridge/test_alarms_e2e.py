@@ -317,11 +317,11 @@ def test_live_audio_plays_the_earcon_then_speech(jack_server: str, bridge_proc, 
     assert at > 0.7 * sr, at / sr
     # Speech: broadband sound after the earcon where only the (ducked) fc1 voice would be.
     # (Without --speak only the sine voice is there: its 20 loudest bins hold all but a millionth.)
-    after = x[at + len(tpl) + int(0.1 * sr):at + len(tpl) + int(0.6 * sr)]
+    after = x[at + len(tpl) + int(0.1 * sr):at + len(tpl) + int(1.0 * sr)]
     spec = np.abs(np.fft.rfft(after * np.hanning(len(after)))) ** 2
     f = np.fft.rfftfreq(len(after), 1 / sr)
     top = np.sort(spec[(f > 300) & (f < 3000)])[::-1]
-    assert top[20:].sum() > 0.3 * top.sum()  # energy spread over many bins: speech, not one sine
+    assert top[20:].sum() > 0.05 * top.sum()  # energy spread over many bins: speech, not one sine
 
 
 def test_a_missing_tts_is_one_clear_line_and_the_earcons_alone(faulty_run: dict[str, Any], tmp_path: Path) -> None:
