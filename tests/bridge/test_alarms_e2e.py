@@ -178,6 +178,11 @@ def test_render_alarms_replays_the_detectors_on_the_recording(faulty_run: dict[s
     data = json.loads(out.read_text())
     live = faulty_run["status"]["alarms"]["recent"]
     assert [(d["kind"], d["name"], d["step"]) for d in data] == [(d["kind"], d["name"], d["step"]) for d in live]
+    # replay --alarms (no other output needed) prints the same lines.
+    r = subprocess.run([sys.executable, "-m", "trainsound.bridge", "replay", str(faulty_run["tsr"]), "--alarms"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == p.stdout
 
 
 def matched(x: np.ndarray, tpl: np.ndarray) -> float:
