@@ -42,6 +42,8 @@ DEFAULT_RECENT = 50
 DEFAULT_LR_CHANGE = 0.1
 #: What most values raise: nothing (shared, never mutated).
 NONE: tuple[Alarm, ...] = ()
+#: Layers (and groups) watched per run; the bridge plays at most 256 voices per table anyway.
+MAX_GRAD_STREAMS = 4096
 #: Metric names taken for the learning rate.
 LR_NAMES = frozenset({"lr", "learning_rate"})
 
@@ -194,6 +196,8 @@ class Watch:
         """Alarms kept quiet by a kind's hold-off."""
         self.rate_limited = 0
         """Alarms over the global rate limit (counted, not sounded)."""
+        self.unwatched = 0
+        """Grad-norm values of layers beyond :data:`MAX_GRAD_STREAMS` in their run (not watched)."""
 
     def _run(self, run: str) -> _Run:
         r = self._runs.get(run)
@@ -274,6 +278,9 @@ class Watch:
         r = self._runs.get(run) or self._run(run)
         g = r.grads.get(name)
         if g is None:
+            if len(r.grads) >= MAX_GRAD_STREAMS:  # a flood of layer names must not grow memory without end
+                self.unwatched += 1
+                return NONE
             e, v = self.kinds["exploding"], self.kinds["vanishing"]
             g = r.grads[name] = GradLevel(max(e.window, v.window), e.threshold, v.threshold, v.ratio,
                                           zeros=r.dead.rounds + 1)
@@ -326,8 +333,9 @@ class Watch:
         self.raised = {k: self.raised[k] + old.raised.get(k, 0) for k in self.raised}
         self.held += old.held
         self.rate_limited += old.rate_limited
+        self.unwatched += old.unwatched
 
     def status(self) -> dict[str, Any]:
         """Plain data for ``trainsound status`` and the web page."""
         return {"recent": [a.as_dict() for a in self.recent], "raised": dict(self.raised),
-                "held": self.held, "rate_limited": self.rate_limited}
+                "held": self.held, "rate_limited": self.rate_limited, "unwatched": self.unwatched}

@@ -120,3 +120,14 @@ def test_the_nan_note_follows_the_alarm_table_and_each_kind_has_its_own() -> Non
     cfg = from_dict({"alarm": {"note": 100}})
     notes = {k: o.note for k, o in cfg.alarms.kinds.items()}
     assert notes["nan"] == 100 and len(set(notes.values())) == len(ALARM_KINDS)
+
+
+def test_the_watch_bounds_its_state_per_run() -> None:
+    from trainsound.bridge.alarms import MAX_GRAD_STREAMS, Watch
+
+    w = Watch(default().alarms)
+    for i in range(MAX_GRAD_STREAMS + 100):
+        w.grad(0.0, "r", f"layer{i}", 1.0)
+    assert w.unwatched == 100 and w.status()["unwatched"] == 100
+    w.forget_runs({"r"})
+    assert w.step_of("r") == -1
