@@ -2,7 +2,8 @@
 
 The watch is pure (time comes in with the event): it feeds each stream's values to its detectors
 (:mod:`.detectors`), applies each kind's hold-off (one fault is one alarm, not a stream of them) and
-the global rate limit (at most ``max_per_second`` alarms over all streams; the rest are counted), and
+the global rate limit (``[alarm].max_per_second`` over all streams and kinds, the engine's one budget;
+the rest are counted), and
 keeps the recent alarms as plain data for ``trainsound status``. It also raises the context ticks
 (epoch boundaries, learning-rate changes). The mapping engine turns what it returns into
 :class:`~.mapping.Mapped` items for the outputs. See docs/alarms.md.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -36,12 +37,14 @@ ALARM_KINDS = ("spike", "plateau", "divergence", "exploding", "vanishing", "dead
 #: MIDI notes on the alarm channel, one per kind (``nan`` is ``[alarm].note``); docs/alarms.md.
 DEFAULT_NOTES = {"nan": 90, "spike": 91, "plateau": 92, "divergence": 93, "exploding": 94, "vanishing": 95,
                  "dead": 96, "epoch": 84, "lr": 85}
-DEFAULT_MAX_PER_SECOND = 4
 DEFAULT_HOLD_OFF = 500
 DEFAULT_RECENT = 50
 DEFAULT_LR_CHANGE = 0.1
 #: What most values raise: nothing (shared, never mutated).
 NONE: tuple[Alarm, ...] = ()
+#: Context ticks on MIDI: soft and short, under the alarms.
+TICK_VELOCITY = 40
+TICK_LENGTH = 0.1
 #: Layers (and groups) watched per run; the bridge plays at most 256 voices per table anyway.
 MAX_GRAD_STREAMS = 4096
 #: Metric names taken for the learning rate.
@@ -85,8 +88,6 @@ class AlarmsOptions:
     enabled: bool = True
     speak: bool = False
     """Say the alarm after its earcon (espeak-ng), live and in renders."""
-    max_per_second: int = DEFAULT_MAX_PER_SECOND
-    """Global: alarms per second over all streams and kinds; the rest are counted, not sounded."""
     recent: int = DEFAULT_RECENT
     kinds: dict[str, KindOptions] = field(default_factory=lambda: {k: kind_defaults(k) for k in ALARM_KINDS})
     ticks: bool = True
@@ -114,7 +115,6 @@ def section(t: Table, nan_note: int = DEFAULT_NOTES["nan"]) -> AlarmsOptions:
     opts = AlarmsOptions(
         enabled=t.boolean("enabled", True),
         speak=t.boolean("speak", False),
-        max_per_second=t.integer("max_per_second", DEFAULT_MAX_PER_SECOND, 1, 10_000),
         recent=t.integer("recent", DEFAULT_RECENT, 1, 10_000),
         kinds=kinds,
         ticks=tk.boolean("enabled", True),
@@ -182,14 +182,13 @@ class _Run:
 class Watch:
     """Runs the detectors over events; hold-off, global rate limit, recent alarms (see the module)."""
 
-    def __init__(self, opts: AlarmsOptions) -> None:
+    def __init__(self, opts: AlarmsOptions, limit: Callable[[float], bool] | None = None) -> None:
         self.opts = opts
         self.kinds = opts.kinds
         self._on = {k for k, o in opts.kinds.items() if o.enabled and opts.enabled}
         self._runs: dict[str, _Run] = {}
         self._last: dict[tuple[str, str, str], int] = {}
-        # The times of the last max_per_second alarms.
-        self._times: deque[float] = deque(maxlen=opts.max_per_second)
+        self._limit = limit
         self.recent: deque[Alarm] = deque(maxlen=opts.recent)
         self.raised: dict[str, int] = dict.fromkeys(ALARM_KINDS, 0)
         self.held = 0
@@ -211,13 +210,11 @@ class Watch:
 
     # -- the global limit ---------------------------------------------------------------------------
     def allow(self, t: float) -> bool:
-        """At most ``max_per_second`` alarms in any one second (a sliding window); False = over the limit."""
-        times = self._times
-        if len(times) == times.maxlen and t - times[0] < 1.0:
-            self.rate_limited += 1
-            return False
-        times.append(t)
-        return True
+        """The global alarm rate (the engine's ``[alarm].max_per_second`` budget; none without one)."""
+        if self._limit is None or self._limit(t):
+            return True
+        self.rate_limited += 1
+        return False
 
     def admit(self, t: float, run: str, name: str, kind: str, value: float, hold: bool = True) -> Alarm | None:
         """An alarm of ``kind`` on ``(run, name)`` passes hold-off and the global limit → the alarm, else None."""

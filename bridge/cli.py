@@ -10,7 +10,6 @@ from .service.signals import install_early, release_early
 install_early()
 
 import argparse
-import dataclasses
 import importlib
 import importlib.util
 import ipaddress
@@ -281,8 +280,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise TrainsoundError("replay needs at least one output (e.g. --midi-file out.mid, --wav out.wav, --midi) "
                               "or --alarms")
     live = any(s.name in ("midi", "osc", "pyo") or s.options.get("live") for s in specs)
+    # A replay plays to what it was asked for or fails: an output that cannot open is an error here.
+    outputs = build_outputs(config, [replace(s, required=True) for s in specs])
+    for out in outputs:
+        h = out.health()
+        if out.name == "midi" and not h.get("ok"):
+            for o in outputs:
+                o.close()
+            raise TrainsoundError(f"replay --midi: nothing to play to: {h.get('why') or 'not connected'}")
     alarm_log = AlarmLog()
-    pipeline = Pipeline(config, [*build_outputs(config, specs), alarm_log])
+    pipeline = Pipeline(config, [*outputs, alarm_log])
     n = replay(args.session, pipeline, realtime=args.realtime or live, speed=args.speed)
     report_alarms(args, alarm_log.alarms)
     s = pipeline.stats.snapshot()

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .alarms import Alarm, Watch
+from .alarms import TICK_LENGTH, TICK_VELOCITY, Alarm, Watch
 from .config import AlarmOptions, Config
 from .ratelog import TokenBucket
 from .rules import Rule
@@ -32,9 +32,8 @@ from .wire import midi as mb
 from .wire.protocol import Event
 
 ADDRESS_CACHE_SIZE = 65_536
-#: Context ticks (epoch, lr) on MIDI: soft and short, under the alarms.
-TICK_VELOCITY = 40
-TICK_LENGTH = 0.1
+#: Addresses the NaN-alarm limiter remembers at once (~200 bytes each: under 1 MB).
+ALARM_STATE_MAX = 4096
 
 
 class Mapped(NamedTuple):
@@ -60,9 +59,8 @@ class Mapped(NamedTuple):
     """Messages due ``length`` seconds after ``t`` (note-offs, alarm release)."""
     length: float
     kind: str = ""
-    """Alarms: the fault (``spike`` … ``nan``, docs/alarms.md); ticks: ``epoch`` or ``lr``."""
+    """Alarms: the fault (``spike`` … ``nan``, docs/alarms.md); ticks: ``epoch`` or ``lr``; at the run's ``step``."""
     step: int = -1
-    """Alarms and ticks: the run's step (-1: unknown)."""
 
     @property
     def alarm(self) -> bool:
@@ -116,7 +114,8 @@ class Engine:
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
         self._free: dict[tuple[str, ...], list[int]] = {}
         self.counters = Counters()
-        self.watch = Watch(config.alarms)
+        # One global alarm rate for every kind (NaN and the detectors'): the watch asks _allow.
+        self.watch = Watch(config.alarms, limit=self._allow)
         self._watching = config.alarms.enabled
         excluded = {self.alarm_opts.channel, mb.DRUM_CHANNEL}
         self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
@@ -190,19 +189,16 @@ class Engine:
 
     def signal(self, a: Alarm) -> Mapped:
         """An alarm or tick from the watch (or a voice group's detector) as a :class:`Mapped` with its MIDI note."""
-        o, ch = self.alarm_opts, self.alarm_opts.channel
-        if a.tick:
-            note = self.watch.opts.tick_notes[a.kind == "lr"]
-            midi: tuple[bytes, ...] = (mb.note_on(ch, note, TICK_VELOCITY),)
-            later: tuple[bytes, ...] = (mb.note_off(ch, note),)
-            return Mapped(a.t, a.run, -1, a.name, "tick", (a.run, a.name), 0, a.value, math.nan, ch, midi, later,
-                          TICK_LENGTH, a.kind, a.step)
-        self.counters.alarms += 1
-        note = self.watch.kinds[a.kind].note
-        midi = (mb.note_on(ch, note, o.velocity), mb.control_change(ch, o.cc, o.cc_value))
-        later = (mb.note_off(ch, note), mb.control_change(ch, o.cc, 0))
-        return Mapped(a.t, a.run, -1, a.name, "alarm", (a.run, a.name), 0, a.value, math.nan, ch, midi, later,
-                      o.length, a.kind, a.step)
+        o, ch, tick = self.alarm_opts, self.alarm_opts.channel, a.tick
+        note = self.watch.opts.tick_notes[a.kind == "lr"] if tick else self.watch.kinds[a.kind].note
+        midi: tuple[bytes, ...] = (mb.note_on(ch, note, TICK_VELOCITY),)
+        later: tuple[bytes, ...] = (mb.note_off(ch, note),)
+        if not tick:  # alarms also send the alarm CC (release with the note)
+            self.counters.alarms += 1
+            midi = (mb.note_on(ch, note, o.velocity), mb.control_change(ch, o.cc, o.cc_value))
+            later = (mb.note_off(ch, note), mb.control_change(ch, o.cc, 0))
+        return Mapped(a.t, a.run, -1, a.name, "tick" if tick else "alarm", (a.run, a.name), 0, a.value, math.nan, ch,
+                      midi, later, TICK_LENGTH if tick else o.length, a.kind, a.step)
 
     def _map_rules(self, ev: Event) -> list[Mapped]:
         out: list[Mapped] = []
@@ -259,16 +255,23 @@ class Engine:
                 self.counters.alarm_state_shed += 1
         table[address] = t
 
+    def _allow(self, t: float) -> bool:
+        """The global ``[alarm].max_per_second`` budget, on the events' clock; False: counted, not sounded."""
+        ok = self._alarm_budget is None or self._alarm_budget.take(now=t)
+        self.counters.alarms_limited += not ok
+        return ok
+
     def _alarm(
         self, ev: Event, rule_idx: int, stream: tuple[str, ...], voice: int, out: list[Mapped]
     ) -> None:
         x = ev.values[0] if ev.values else math.nan
         last = self._last_alarm.get(ev.address, -math.inf)
-        # [alarm].min_interval_ms is the NaN alarm's hold-off (per address); the watch adds the global limit.
+        # [alarm].min_interval_ms is the NaN alarm's hold-off (per address); the watch applies the global rate.
         if ev.t - last >= self.alarm_opts.min_interval:
-            self._last_alarm[ev.address] = ev.t
             a = self.watch.admit(ev.t, ev.run, ev.name or ev.kind, "nan", x, hold=False)
             if a is not None:
+                # Only a sounded alarm is remembered: one over the rate sounds as soon as the budget allows.
+                self._remember_alarm(ev.address, ev.t, self.alarm_opts.min_interval)
                 out.append(self.signal(a)._replace(rule=rule_idx, stream=stream, voice=voice))
                 return
         if any(m.alarm for m in out):

@@ -76,7 +76,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
     from .outputs.sine import SineOut
 
     cfg = presets.apply_preset(config or default_config(), preset)
-    out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt)
+    out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt, keep_tracks=True)
     pipeline = Pipeline(cfg, [out] if alarm_log is None else [out, alarm_log])
     t0 = time.perf_counter()
     n = replay(session, pipeline, realtime=False, progress=progress)

@@ -35,6 +35,7 @@ from typing import Any
 from ..config import Config, output_options
 from ..errors import ConfigError, OutputUnavailable
 from ..mapping import Mapped
+from ..ratelog import MULTILINE
 from ..sound.alarms import TICK_KINDS
 from ..sound.engine import EngineLink
 from ..sound.jackserver import jack_server_listening
