@@ -101,9 +101,12 @@ def test_the_sound_tells_perones_five_runs_apart(tmp_path: Path) -> None:
     assert nan_run["nan_step"] is not None and nan_run["final_loss"] is None
     assert f["sgd-1.0-b256"].alarm_s is not None
     assert [n for n, x in f.items() if x.alarm_s is not None] == ["sgd-1.0-b256"]
-    # The detectors' defaults raise nothing on the healthy runs (docs/alarms.md) and name the faulty ones.
+    # The detectors' defaults raise nothing on a run that learned (docs/alarms.md) and name the ones that did not.
     alarms = {r["name"]: {a["kind"] for a in r["alarms"]} for r in summary["runs"]}
-    assert alarms["sgd-0.01"] == alarms["sgd-0.1"] == alarms["adam-0.01"] == set()
+    learned = {r["name"] for r in summary["runs"] if r["final_loss"] is not None and r["final_loss"] < 1.0}
+    assert {"sgd-0.01", "sgd-0.1"} <= learned
+    assert all(alarms[n] == set() for n in learned), alarms
+    assert all(alarms[n] for n in alarms if n not in learned), alarms
     assert "nan" in alarms["sgd-1.0-b256"] and "vanishing" in alarms["sgd-1.0"]
     # Pairwise distinguishable by the audio features.
     names = list(f)
