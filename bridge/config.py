@@ -19,6 +19,7 @@ from typing import Any, Literal, cast, get_args
 from .alarms import AlarmsOptions
 from .alarms import section as alarms_section
 from .errors import ConfigError
+from .groups import AGGREGATES, GROUP_MODES, GroupOptions, GroupPattern, check_patterns
 from .rules import Rule, parse_rule
 from .table import Table, parse_hostport
 from .wire.midi import DATA_MAX
@@ -108,6 +109,7 @@ class Config:
     alarms: AlarmsOptions = field(default_factory=AlarmsOptions)
     """The fault detectors (``[alarms]``, docs/alarms.md); ``[alarm]`` is how an alarm sounds on MIDI."""
     mappings: tuple[Rule, ...] = ()
+    groups: GroupOptions = field(default_factory=GroupOptions)
     outputs: Mapping[str, Any] = field(default_factory=dict)
     """Validated option objects of output-owned sections (``[sine]``, ``[osc_out]`` …)."""
     source: str = "<built-in default>"
@@ -133,6 +135,7 @@ def default_rules() -> tuple[Rule, ...]:
             target="cc",
             cc=74,
             scale="auto",
+            auto_start=0.9,  # a loss starts high and falls: room below it for the whole run
             voices="channel",
             rate_limit=50.0,
         ),
@@ -155,16 +158,66 @@ def default_rules() -> tuple[Rule, ...]:
             scale="auto",
             rate_limit=50.0,
         ),
-        Rule(
-            name="accuracy_expression",
-            match="/nn/{run}/metric/accuracy",
-            target="cc",
-            cc=11,
-            scale="linear",
-            range=(0.0, 1.0),
-            rate_limit=50.0,
-        ),
+        *alias_rules(),
     )
+
+
+#: Metric names the built-in mapping knows (docs/mapping.md, "Metric names"): the name a framework or a
+#: script sends → (canonical name, CC, scale, range). Names of one metric share its CC.
+METRIC_ALIASES: dict[str, tuple[str, int, str, tuple[float, float]]] = {
+    "accuracy": ("accuracy", 11, "linear", (0.0, 1.0)),
+    "acc": ("accuracy", 11, "linear", (0.0, 1.0)),
+    "val_accuracy": ("val_accuracy", 75, "linear", (0.0, 1.0)),
+    "val_acc": ("val_accuracy", 75, "linear", (0.0, 1.0)),
+    "learning_rate": ("learning_rate", 72, "log", (1e-6, 1.0)),
+    "lr": ("learning_rate", 72, "log", (1e-6, 1.0)),
+    "grad_norm": ("global_grad_norm", 73, "log", (1e-4, 1e2)),
+}
+
+
+def alias_rules() -> tuple[Rule, ...]:
+    """One CC rule per known metric name (:data:`METRIC_ALIASES`); ``accuracy`` keeps its old rule name."""
+    return tuple(
+        Rule(name="accuracy_expression" if name == "accuracy" else f"metric_{name}", match=f"/nn/{{run}}/metric/{name}",
+             target="cc", cc=cc, scale=scale, range=rng, rate_limit=50.0)  # type: ignore[arg-type]
+        for name, (canon, cc, scale, rng) in METRIC_ALIASES.items()
+    )
+
+
+def parse_groups(data: Any) -> GroupOptions:
+    """The ``[groups]`` table (docs/mapping.md, "Voice groups"); errors name ``groups.<key>``."""
+    t = Table(data, "groups")
+    d = GroupOptions()
+    raw = t.raw("patterns", [])
+    if not isinstance(raw, list):
+        raise ConfigError(f"groups.patterns must be an array of tables ([[groups.patterns]]), got {raw!r}")
+    patterns = []
+    for i, item in enumerate(raw):
+        p = Table(item, f"groups.patterns[{i}]")
+        match = p.string("match", "")
+        name = p.string("name", "")
+        if not name:
+            raise ConfigError(f"{p.key('name')} must be a non-empty group name (captures as {{i}}), got {name!r}")
+        try:
+            patterns.append(GroupPattern(name=name, match=match))
+        except ValueError as err:
+            raise ConfigError(f"{p.key('match')}: {err}") from None
+        p.finish()
+    problem = check_patterns(patterns)
+    if problem is not None:
+        raise ConfigError(f"groups.{problem}")
+    mode = t.string("mode", "patterns" if patterns else d.mode, GROUP_MODES)
+    if mode == "patterns" and not patterns:
+        raise ConfigError("groups.mode is 'patterns' but groups.patterns is empty")
+    opts = GroupOptions(
+        mode=cast(Any, mode),
+        aggregate=cast(Any, t.string("aggregate", d.aggregate, AGGREGATES)),
+        max_voices=t.integer("max_voices", d.max_voices, 1, 14),
+        patterns=tuple(patterns),
+        settle=t.number("settle_ms", d.settle * 1000.0, 0.0, 60_000.0) / 1000.0,
+    )
+    t.finish()
+    return opts
 
 
 def _load_output_section(name: str, data: Any) -> Any:
@@ -230,12 +283,14 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         if not isinstance(raw_rules, list):
             raise ConfigError(f"mappings must be an array of tables ([[mappings]]), got {raw_rules!r}")
         rules = tuple(parse_rule(r, f"mappings[{i}]") for i, r in enumerate(raw_rules))
+    groups = parse_groups(top.raw("groups", {}))
     outputs: dict[str, Any] = {}
     for name in OUTPUT_SECTIONS:
         if name in data:
             outputs[name] = _load_output_section(name, top.raw(name, {}))
     top.finish()
-    return Config(bridge=bridge, midi=midi, alarm=alarm, alarms=alarms, mappings=rules, outputs=outputs, source=source)
+    return Config(bridge=bridge, midi=midi, alarm=alarm, alarms=alarms, mappings=rules, groups=groups,
+                  outputs=outputs, source=source)
 
 
 #: A config file larger than this is refused (a mistaken path to a log or a disk image, not a config).

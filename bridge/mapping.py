@@ -21,10 +21,13 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-from .alarms import TICK_LENGTH, TICK_VELOCITY, Alarm, Watch
+from .alarm_map import AlarmSignals
+from .alarms import Watch
 from .config import AlarmOptions, Config
+from .groups import RunGroups, groups_rule
+from .mapped import Counters, Mapped
 from .ratelog import TokenBucket
 from .rules import Rule
 from .scales import AutoRange, linear_scale, log_scale, quantize
@@ -32,43 +35,8 @@ from .wire import midi as mb
 from .wire.protocol import Event
 
 ADDRESS_CACHE_SIZE = 65_536
-#: Addresses the NaN-alarm limiter remembers at once (~200 bytes each: under 1 MB).
-ALARM_STATE_MAX = 4096
-
-
-class Mapped(NamedTuple):
-    """One rule's result for one event (or a rate-limited value released later)."""
-
-    t: float
-    run: str
-    rule: int
-    """Index of the rule in the config; -1 for an alarm not tied to a rule."""
-    rule_name: str
-    """Alarms and ticks: the stream's name instead (``loss``, a layer, ``""`` for the whole run)."""
-    target: str
-    stream: tuple[str, ...]
-    """Capture values that key the voice, e.g. ``("run1", "fc1")``."""
-    voice: int
-    value: float
-    """The raw input value."""
-    norm: float
-    """Mapped value in 0..1 after scaling, clamp, invert and smoothing; NaN = alarm."""
-    channel: int
-    midi: tuple[bytes, ...]
-    later: tuple[bytes, ...]
-    """Messages due ``length`` seconds after ``t`` (note-offs, alarm release)."""
-    length: float
-    kind: str = ""
-    """Alarms: the fault (``spike`` … ``nan``, docs/alarms.md); ticks: ``epoch`` or ``lr``; at the run's ``step``."""
-    step: int = -1
-
-    @property
-    def alarm(self) -> bool:
-        return self.target == "alarm"
-
-    @property
-    def tick(self) -> bool:
-        return self.target == "tick"
+#: Events that end a run's first round of layers: its voice groups settle (see :mod:`.groups`).
+SETTLE_KINDS = frozenset({"step", "loss", "metric", "event"})
 
 
 @dataclass
@@ -81,22 +49,7 @@ class _Stream:
     auto: AutoRange | None = None
 
 
-@dataclass
-class Counters:
-    mapped: int = 0
-    unmapped: int = 0
-    thinned: int = 0
-    unchanged: int = 0
-    voice_limit: int = 0
-    nonfinite: int = 0
-    alarms: int = 0
-    alarms_limited: int = 0
-    """Alarms kept silent by the global ``[alarm].max_per_second`` (each address was due one)."""
-    alarm_state_shed: int = 0
-    """Addresses forgotten by the alarm limiter while their interval still ran (its table was full)."""
-
-
-class Engine:
+class Engine(AlarmSignals):
     """Applies the config's rules to events."""
 
     def __init__(self, config: Config, max_voices: int = 256) -> None:
@@ -117,6 +70,9 @@ class Engine:
         # One global alarm rate for every kind (NaN and the detectors'): the watch asks _allow.
         self.watch = Watch(config.alarms, limit=self._allow)
         self._watching = config.alarms.enabled
+        self.group_opts = config.groups
+        self._groups: dict[tuple[int, str], RunGroups] = {}  # (rule index, run) → the run's layer groups
+        self._grouped = tuple(groups_rule(r.voice_key, r.voices, config.groups) for r in self.rules)
         excluded = {self.alarm_opts.channel, mb.DRUM_CHANNEL}
         self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
 
@@ -172,11 +128,51 @@ class Engine:
                 self._pending.pop((rule_idx, stream), None)
         self._last_alarm = {a: t for a, t in self._last_alarm.items() if a.split("/")[2] not in runs}
         self.watch.forget_runs(runs)
+        self._groups = {k: g for k, g in self._groups.items() if k[1] not in runs}
         self._cache.clear()  # it remembers voices
 
     def voices(self) -> dict[str, list[str]]:
-        """Voice tables for status reports: ``{"run,layer": ["r1/fc1", …]}``."""
-        return {",".join(k): ["/".join(s) for s in t] for k, t in self._voices.items()}
+        """Voice tables for status reports: ``{"run,layer": ["r1/fc1", …]}`` (a grouped run: its groups)."""
+        out = {",".join(k): dict.fromkeys("/".join(s) for s in t) for k, t in self._voices.items()}
+        for (i, run), rg in self._groups.items():
+            names = rg.layout.names if rg.layout is not None else [x for x in rg.order if x in rg.sent]
+            out.setdefault(",".join(self.rules[i].voice_key), {}).update(dict.fromkeys(f"{run}/{n}" for n in names))
+        return {k: list(v) for k, v in out.items()}
+
+    def groups(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """``{run: {rule name: {group: latest aggregate (None: not finite)}}}``; empty while a layout settles."""
+        out: dict[str, dict[str, dict[str, float | None]]] = {}
+        for (i, run), rg in self._groups.items():
+            out.setdefault(run, {})[self.rules[i].name or str(i)] = {
+                g: (v if math.isfinite(v) else None) for g, v in rg.values().items()}
+        return out
+
+    def _group(self, t: float, rule_idx: int, stream: tuple[str, ...], x: float, out: list[Mapped]) -> None:
+        key = self.rules[rule_idx].voice_key
+        run, layer = stream[key.index("run")], stream[key.index("layer")]
+        if (rg := self._groups.get((rule_idx, run))) is None:
+            rg = self._groups[(rule_idx, run)] = RunGroups(self.group_opts)
+        self._sound_groups(t, rule_idx, run, rg.feed(layer, x, t), out)
+
+    def _sound_groups(self, t: float, i: int, run: str, groups: list[Any], out: list[Mapped]) -> None:
+        rule, rg = self.rules[i], self._groups[(i, run)]
+        count = len(rg.layout.names) if rg.layout is not None else 0
+        for g, name, value in groups:
+            if math.isfinite(value) and (m := self._map_value(t, run, i, rule, (run, name), g, value)) is not None:
+                out.append(m._replace(groups=count))
+            # A group of several layers is watched as one stream too (its aggregate); a group of one is its layer.
+            if self._watching and rule.kind == "grad_norm" and math.isfinite(value) and rg.layout is not None \
+                    and len(rg.layout.members[g]) > 1:
+                out.extend(self.signal(a) for a in self.watch.grad(t, run, f"group {name}", value, layer=False))
+
+    def _settle(self, t: float, run: str | None) -> list[Mapped]:  # None: quiet layouts, stalled rounds
+        out: list[Mapped] = []
+        for (rule_idx, r), rg in self._groups.items():
+            if rg.layout is None and (r == run or (run is None and t - rg.last_new >= self.group_opts.settle)):
+                self._sound_groups(t, rule_idx, r, rg.settle(), out)
+            elif run is None:
+                self._sound_groups(t, rule_idx, r, rg.due(t), out)
+        return out
 
     # -- mapping ----------------------------------------------------------
     def map(self, ev: Event) -> list[Mapped]:
@@ -187,21 +183,10 @@ class Engine:
                 out.append(self.signal(a))
         return out
 
-    def signal(self, a: Alarm) -> Mapped:
-        """An alarm or tick from the watch (or a voice group's detector) as a :class:`Mapped` with its MIDI note."""
-        o, ch, tick = self.alarm_opts, self.alarm_opts.channel, a.tick
-        note = self.watch.opts.tick_notes[a.kind == "lr"] if tick else self.watch.kinds[a.kind].note
-        midi: tuple[bytes, ...] = (mb.note_on(ch, note, TICK_VELOCITY),)
-        later: tuple[bytes, ...] = (mb.note_off(ch, note),)
-        if not tick:  # alarms also send the alarm CC (release with the note)
-            self.counters.alarms += 1
-            midi = (mb.note_on(ch, note, o.velocity), mb.control_change(ch, o.cc, o.cc_value))
-            later = (mb.note_off(ch, note), mb.control_change(ch, o.cc, 0))
-        return Mapped(a.t, a.run, -1, a.name, "tick" if tick else "alarm", (a.run, a.name), 0, a.value, math.nan, ch,
-                      midi, later, TICK_LENGTH if tick else o.length, a.kind, a.step)
-
     def _map_rules(self, ev: Event) -> list[Mapped]:
         out: list[Mapped] = []
+        if ev.kind in SETTLE_KINDS and self._groups:
+            out = self._settle(ev.t, ev.run)
         finite = ev.finite
         if not finite:
             self.counters.nonfinite += 1
@@ -218,7 +203,9 @@ class Engine:
         for entry in matches:
             rule_idx, stream, voice = entry
             rule = self.rules[rule_idx]
-            if voice is None:
+            if voice is None and self._grouped[rule_idx]:
+                voice = entry[2] = 0  # a group's voice is its index in the run's layout
+            elif voice is None:
                 voice = self.voice_of(rule, stream)
                 if voice is None:
                     self.counters.voice_limit += 1
@@ -236,50 +223,13 @@ class Engine:
             if not math.isfinite(x) or (not finite and not out):
                 self._alarm(ev, rule_idx, stream, voice, out)
                 continue
+            if self._grouped[rule_idx]:
+                self._group(ev.t, rule_idx, stream, x, out)
+                continue
             m = self._map_value(ev.t, ev.run, rule_idx, rule, stream, voice, x)
             if m is not None:
                 out.append(m)
         return out
-
-    def _remember_alarm(self, address: str, t: float, interval: float) -> None:
-        """Note when ``address`` last alarmed, in a table of at most :data:`ALARM_STATE_MAX` addresses.
-
-        Distinct addresses are unbounded on the wire (400,000 held 82 MB): when full, the addresses
-        whose alarm is oldest are dropped; one whose interval still ran is counted as shed.
-        """
-        table = self._last_alarm
-        table.pop(address, None)  # re-inserted last: the dict's order is the order of last alarms
-        while len(table) >= ALARM_STATE_MAX:
-            oldest = next(iter(table))  # the front is the earliest alarm: amortised O(1)
-            if t - table.pop(oldest) < interval:
-                self.counters.alarm_state_shed += 1
-        table[address] = t
-
-    def _allow(self, t: float) -> bool:
-        """The global ``[alarm].max_per_second`` budget, on the events' clock; False: counted, not sounded."""
-        ok = self._alarm_budget is None or self._alarm_budget.take(now=t)
-        self.counters.alarms_limited += not ok
-        return ok
-
-    def _alarm(
-        self, ev: Event, rule_idx: int, stream: tuple[str, ...], voice: int, out: list[Mapped]
-    ) -> None:
-        x = ev.values[0] if ev.values else math.nan
-        last = self._last_alarm.get(ev.address, -math.inf)
-        # [alarm].min_interval_ms is the NaN alarm's hold-off (per address); the watch applies the global rate.
-        if ev.t - last >= self.alarm_opts.min_interval:
-            a = self.watch.admit(ev.t, ev.run, ev.name or ev.kind, "nan", x, hold=False)
-            if a is not None:
-                # Only a sounded alarm is remembered: one over the rate sounds as soon as the budget allows.
-                self._remember_alarm(ev.address, ev.t, self.alarm_opts.min_interval)
-                out.append(self.signal(a)._replace(rule=rule_idx, stream=stream, voice=voice))
-                return
-        if any(m.alarm for m in out):
-            return
-        # Not sounded (held off or over the limit), but the outputs still mute the voice whose value is unknown.
-        o = self.alarm_opts
-        out.append(Mapped(ev.t, ev.run, rule_idx, ev.name or ev.kind, "alarm", stream, voice, x, math.nan, o.channel,
-                          (), (), o.length, "nan", self.watch.step_of(ev.run)))
 
     def _normalise(self, st: _Stream, rule: Rule, x: float) -> float:
         if rule.scale == "linear":
@@ -288,7 +238,7 @@ class Engine:
             n = log_scale(x, *rule.range)
         else:
             if st.auto is None:
-                st.auto = AutoRange(rule.auto_window)
+                st.auto = AutoRange(rule.auto_window, start=rule.auto_start)
             n = st.auto.norm(x)
         if rule.clamp or not math.isfinite(n):
             n = 0.0 if n < 0.0 else 1.0 if n > 1.0 else n
@@ -380,7 +330,7 @@ class Engine:
 
     def flush_due(self, now: float) -> list[Mapped]:
         """Release rate-limited values whose interval is over (call periodically)."""
-        out: list[Mapped] = []
+        out: list[Mapped] = self._settle(now, None) if self._groups else []
         if not self._pending:
             return out
         for key in list(self._pending):

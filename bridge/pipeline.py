@@ -24,6 +24,8 @@ from .wire.protocol import CONTROL_PREFIX, Event, ProtocolError, parse_event
 log = logging.getLogger(__name__)
 #: Every decoded incoming message at DEBUG (the clients log what they send on ``trainsound.osc.out``).
 wire_log = logging.getLogger("trainsound.osc.in")
+#: How often the tick looks for runs idle past ``[bridge].run_idle`` (their voices are released).
+IDLE_CHECK_INTERVAL = 1.0
 #: Memory the schedule queue may hold (``[bridge].schedule_queue`` caps messages; this caps bytes:
 #: 64 KiB datagrams once held 1.18 GB). Beyond it a bundle is played now and counted ``schedule_full``.
 SCHEDULE_MAX_BYTES = 64 << 20
@@ -56,6 +58,7 @@ class Pipeline:
         self.scheduled_bytes = 0
         self._failed: dict[str, int] = {}
         self._wire_debug = wire_log.isEnabledFor(logging.DEBUG)
+        self._next_idle_check = -math.inf
 
     # -- input ---------------------------------------------------------------
     def feed_datagram(self, data: bytes, now: float, sender: object = None) -> None:
@@ -119,6 +122,23 @@ class Pipeline:
         runs[ev.run] = t
         self.stats.accepted += 1
         self.dispatch(ev, self.engine.map(ev))
+        if ev.kind == "event" and ev.name == "end":
+            self.end_runs([ev.run], t)
+
+    def end_runs(self, runs: list[str], now: float) -> None:
+        """Runs that ended (``end`` event) or went idle: every output releases their voices, the engine
+        frees them for other runs."""
+        for run in runs:
+            self.runs.pop(run, None)
+            for out in self.outputs:
+                release = getattr(out, "release_run", None)  # test doubles may implement only the protocol
+                if release is None:
+                    continue
+                try:
+                    release(run, now)
+                except Exception as err:
+                    self._output_failed(out, "release_run", err)
+        self.engine.forget_runs(set(runs))
 
     def _make_room(self, now: float, sender: object) -> None:
         """Make room for a new run: forget every run idle for ``[bridge].run_idle`` s, else the idlest
@@ -179,6 +199,12 @@ class Pipeline:
             when, _, raw, msg, sender = heapq.heappop(sched)
             self.scheduled_bytes -= schedule_cost(raw)
             self._accept(when, raw, msg, sender)
+        if now >= self._next_idle_check:
+            self._next_idle_check = now + IDLE_CHECK_INTERVAL
+            idle = self.config.bridge.run_idle
+            stale = [r for r, last in self.runs.items() if idle > 0 and now - last >= idle]
+            if stale:
+                self.end_runs(stale, now)
         due = self.engine.flush_due(now)
         if due:
             self.dispatch(None, due)

@@ -5,13 +5,16 @@
 - ``perone``: C. Perone's sequenced tones, exactly: per training step, each
   layer's 10 ms sine at ``200 + 100·norm`` Hz, amplitude 0.1, in layer order,
   then 20 ms of silence, at 44.1 kHz; clocked by steps, not by wall time.
-- ``sonnify-loss``: soNNify's loss sine, ``200 + loss/first_loss·800`` Hz,
+- ``timbre``: the whole network as one timbre: voice group *g* (depth) is partial *g+1* of 110 Hz, its
+  norm the partial's level, so vanishing gradients are heard as the upper partials fading.
+- ``sonnify-loss``: soNNify's loss sine, ``200 + loss/first_loss·800`` Hz up to the
+  first loss; above it one octave per tenfold rise, up to 4000 Hz, where the seed
   clamped at 1000 Hz (val_loss instead of loss once a run reports one).
 
 The seeds' formulas themselves are in :mod:`.sound.seeds`.
 
 >>> [p for p in PRESETS]
-['continuous', 'perone', 'sonnify-loss']
+['continuous', 'perone', 'timbre', 'sonnify-loss']
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .errors import ConfigError
 from .rules import Rule
 from .sound.seeds import PERONE_SAMPLE_RATE
 
-Mode = Literal["continuous", "perone", "sonnify"]
+Mode = Literal["continuous", "perone", "sonnify", "timbre"]
 
 @dataclass(frozen=True)
 class Preset:
@@ -53,9 +56,13 @@ _PRESETS: dict[str, Preset] = {
         ),
         sample_rate=PERONE_SAMPLE_RATE,
     ),
+    "timbre": Preset(
+        "timbre", "timbre",
+        "the network as one timbre: group g (depth) is partial g+1 of 110 Hz, its norm the partial's level",
+    ),
     "sonnify-loss": Preset(
         "sonnify-loss", "sonnify",
-        "soNNify's loss sine: 200 + loss/first_loss·800 Hz, clamped at 1000 Hz",
+        "soNNify's loss sine: 200 + loss/first_loss·800 Hz; above the first loss rising an octave per decade",
         rules=(
             Rule(name="sonnify_loss", match="/nn/{run}/loss", target="note", scale="auto", notes=(55, 83),
                  musical_scale="chromatic", rate_limit=0.0, length=0.1),

@@ -23,12 +23,15 @@ from .config import default as default_config
 from .config import load as load_config
 from .errors import TrainsoundError
 from .pipeline import Pipeline
-from .replay import replay
+from .replay import MAX_RENDER_SECONDS, StepClock, replay, scan_steps
 from .sound.pyo_host import DEFAULT_SAMPLE_RATE as PYO_SAMPLE_RATE
 from .sound.wav import FORMATS
 from .wire.session import iter_records
 
 BAR_WIDTH = 30
+DEFAULT_STEPS_PER_SECOND = 8.0
+#: Renders run on this long after the last message (notes and glides finish; no long silent tail).
+RENDER_TAIL = 0.5
 
 
 def session_span(path: str | Path) -> tuple[float, int]:
@@ -70,16 +73,27 @@ class Progress:
 
 def render(session: str | Path, wav: str | Path, *, config: Config | None = None,
            preset: str = presets.DEFAULT_PRESET, fmt: str = "float32", sample_rate: int | None = None,
-           png: str | Path | None = None, progress: Progress | None = None,
-           alarm_log: AlarmLog | None = None) -> dict[str, Any]:
-    """Render ``session`` to ``wav`` (and ``png``); returns a summary dict. ``alarm_log`` collects the alarms."""
+           png: str | Path | None = None, progress: Progress | None = None, clock: str | None = None,
+           steps_per_second: float = DEFAULT_STEPS_PER_SECOND, alarm_log: AlarmLog | None = None) -> dict[str, Any]:
+    """Render ``session`` to ``wav`` (and ``png``); returns a summary dict. ``alarm_log`` collects the alarms.
+
+    ``clock``: ``"steps"`` (step ``k`` at ``k/steps_per_second`` s, raised so that the render lasts at most
+    five minutes), ``"wall"`` (the recorded times), ``None``: steps when the session has step messages.
+    Either way at most :data:`.replay.TRIM` s are kept before the first step and after the last message.
+    """
     from .outputs.sine import SineOut
 
     cfg = presets.apply_preset(config or default_config(), preset)
+    first, last, steps = scan_steps(session)
+    step_clock: StepClock | None = None
+    if clock == "steps" and not steps:
+        raise TrainsoundError(f"{session}: --clock steps, but the session holds no step messages")
+    if clock != "wall" and steps and preset != "perone":  # perone is clocked by steps already
+        step_clock = StepClock(first, last, steps, steps_per_second)
     out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt, keep_tracks=True)
     pipeline = Pipeline(cfg, [out] if alarm_log is None else [out, alarm_log])
     t0 = time.perf_counter()
-    n = replay(session, pipeline, realtime=False, progress=progress)
+    n = replay(session, pipeline, realtime=False, progress=progress, clock=step_clock, tail=RENDER_TAIL)
     elapsed = time.perf_counter() - t0
     if progress is not None:
         progress.done()
@@ -90,7 +104,12 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
         "realtime_factor": audio_s / elapsed if elapsed > 0 else float("inf"),
         "sample_rate": out.sr, "format": fmt, "health": out.health(),
         "alarm_times": out.bank_sink.alarm_times if out.bank_sink is not None else [],
+        "clock": "steps" if step_clock is not None else "wall",
     }
+    if step_clock is not None:
+        summary["steps"] = step_clock.steps
+        summary["steps_per_second"] = step_clock.steps_per_second
+        summary["raised"] = step_clock.steps_per_second > steps_per_second
     if png is not None:
         from .sound.spectrogram import write_spectrogram
 
@@ -165,10 +184,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     bar = Progress(span, force=args.progress)
     log = AlarmLog() if want_alarms else None
     s = render(args.session, args.wav, config=cfg, preset=args.preset, fmt=args.format,
-               sample_rate=args.sample_rate, png=args.png, progress=bar, alarm_log=log)
+               sample_rate=args.sample_rate, png=args.png, progress=bar, clock=args.clock,
+               steps_per_second=args.steps_per_second, alarm_log=log)
     if log is not None:
         report_alarms(args, log.alarms)
     extra = f", spectrogram {s['png']}" if "png" in s else ""
+    if s["clock"] == "steps":
+        extra += f"; step clock: {s['steps']} steps at {s['steps_per_second']:g} steps/s"
+        if s["raised"]:
+            extra += (f" (raised from {args.steps_per_second:g} so that the render lasts at most "
+                      f"{MAX_RENDER_SECONDS / 60:g} min)")
     print(f"rendered {s['messages']} messages → {args.wav}: {s['audio_seconds']:.2f} s of {s['format']} audio at "
           f"{s['sample_rate']} Hz in {s['elapsed']:.2f} s ({s['realtime_factor']:.0f}× real time){extra}",
           file=sys.stderr)
@@ -189,6 +214,16 @@ def render_pyo(args: argparse.Namespace, cfg: Any) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return v
+
+
 def add_parser(subparsers: Any) -> None:
     """Register ``trainsound render``."""
     p = subparsers.add_parser(
@@ -203,6 +238,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--format", default="float32", choices=FORMATS, help="sample format (default float32)")
     p.add_argument("--sample-rate", type=int, metavar="HZ", help="override the sample rate")
     p.add_argument("--png", metavar="FILE", help="also write a spectrogram PNG")
+    p.add_argument("--clock", choices=("steps", "wall"),
+                   help="steps: one training step every 1/N s (default when the session has step messages); "
+                   "wall: the recorded times")
+    p.add_argument("--steps-per-second", type=_positive, default=DEFAULT_STEPS_PER_SECOND, metavar="N",
+                   help=f"step clock speed (default {DEFAULT_STEPS_PER_SECOND:g}; raised so a render lasts at most "
+                   f"{MAX_RENDER_SECONDS / 60:g} min)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("--pyo-patch", metavar="NAME|FILE",
                    help="render through a pyo patch (patches/pyo) instead of the sine voices; --preset is ignored")

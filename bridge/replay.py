@@ -6,12 +6,71 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from .pipeline import Pipeline
 from .wire.session import iter_records
 
 TICK = 0.005
 #: After the last message, run the clock on so that notes and glides finish.
 TAIL = 2.0
+#: Renders keep at most this much time before the first step and after the last message.
+TRIM = 1.0
+#: A step-clocked render is made to last at most this long (``--steps-per-second`` is raised to fit).
+MAX_RENDER_SECONDS = 300.0
+
+
+class StepClock:
+    """Recorded time → render time on the step clock: step ``k`` of the clock's run at ``lead + k/sps``.
+
+    Messages between two steps keep their place between them (linearly); the time before the first step
+    is squeezed into at most :data:`TRIM` s, the last step gets one step's time, what follows at most
+    :data:`TRIM` s more. Pure: built from the step messages' times.
+
+    >>> c = StepClock(first=0.0, last=12.0, steps=[8.0, 9.0, 10.0, 11.0], steps_per_second=2.0)
+    >>> [round(c(t), 3) for t in (0.0, 8.0, 8.5, 11.0, 12.0)]
+    [0.0, 1.0, 1.25, 2.5, 3.0]
+    """
+
+    def __init__(self, first: float, last: float, steps: list[float], steps_per_second: float) -> None:
+        self.steps_per_second = sps = max(steps_per_second, len(steps) / MAX_RENDER_SECONDS)
+        st = [steps[0]]
+        for t in steps[1:]:
+            if t > st[-1]:
+                st.append(t)
+        lead = min(TRIM, st[0] - first)
+        xs = [first] if first < st[0] else []
+        ys = [0.0] if first < st[0] else []
+        xs += st
+        ys += [lead + k / sps for k in range(len(st))]
+        gap = float(np.median(np.diff(st))) if len(st) > 1 else 1.0 / sps
+        xs.append(st[-1] + gap)
+        ys.append(ys[-1] + 1.0 / sps)
+        if last > xs[-1]:
+            xs.append(last)
+            ys.append(ys[-1] + min(TRIM, last - xs[-2]))
+        self.xs, self.ys = np.asarray(xs), np.asarray(ys)
+        self.steps = len(st)
+
+    def __call__(self, t: float) -> float:
+        return float(np.interp(t, self.xs, self.ys))
+
+
+def scan_steps(path: str | Path) -> tuple[float, float, list[float]]:
+    """``(first, last, step times)`` of a recording; the steps of its run with the most step messages."""
+    first = last = 0.0
+    by_run: dict[str, list[float]] = {}
+    for i, (t, raw) in enumerate(iter_records(path)):
+        if i == 0:
+            first = t
+        last = t
+        end = raw.find(b"\0")
+        if raw.endswith(b"/step", 0, end):
+            parts = raw[:end].split(b"/")
+            if len(parts) == 4 and parts[1] == b"nn":
+                by_run.setdefault(parts[2].decode("utf-8", "replace"), []).append(t)
+    steps = max(by_run.values(), key=len) if by_run else []
+    return first, last, steps
 
 
 def replay(
@@ -22,13 +81,16 @@ def replay(
     speed: float = 1.0,
     progress: Callable[[float, float], None] | None = None,
     close: bool = True,
+    clock: Callable[[float], float] | None = None,
+    tail: float = TAIL,
 ) -> int:
     """Replay every record on its recorded time; returns the number of messages fed.
 
     Offline (``realtime=False``) the clock jumps from record to record, ticking
     every 5 ms of recorded time in between, so outputs see exactly the timing of
     the live session, as fast as they can process it. With ``close=False`` the clock still runs
-    on to the tail, but the outputs are left open for the caller to close.
+    on to the tail, but the outputs are left open for the caller to close. ``clock`` maps recorded
+    times to playback times (renders: :class:`StepClock`); ``tail`` is the time run on after the last message.
     """
     n = 0
     t_first: float | None = None
@@ -36,6 +98,8 @@ def replay(
     next_tick = -1.0
     last = 0.0
     for t, raw in iter_records(path):
+        if clock is not None:
+            t = clock(t)
         if t_first is None:
             t_first = t
             next_tick = t
@@ -52,10 +116,10 @@ def replay(
         if progress is not None and n % 256 == 0:
             progress(t - t_first, n)
     if t_first is not None:
-        end = last + TAIL
+        end = last + tail
         while next_tick <= end:
             pipeline.tick(next_tick)
             next_tick += TICK
     if close:
-        pipeline.close(None if t_first is None else last + TAIL)
+        pipeline.close(None if t_first is None else last + tail)
     return n

@@ -128,6 +128,8 @@ class Rule:
     cc: int = 74
     band_width: int = 12
     auto_window: int = 256
+    auto_start: float = 0.5
+    """Where an auto-ranged stream's first value sits (0..1); 0.9 for one expected to fall, like a loss."""
     # Resolved once from the fields above (see the module docstring).
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
     captures: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -211,6 +213,7 @@ def parse_rule(data: Any, path: str) -> Rule:
         cc=t.integer("cc", d.cc, 0, DATA_MAX),
         band_width=t.integer("band_width", d.band_width, 1, DATA_MAX),
         auto_window=t.integer("auto_window", d.auto_window, 8, 100_000),
+        auto_start=t.number("auto_start", d.auto_start, 0.0, 1.0),
     )
     if rule.target == "cc14" and rule.cc > CC14_MAX_CONTROLLER:
         raise ConfigError(f"{t.key('cc')} must be in 0..31 for a 14-bit CC (LSB is cc+32), got {rule.cc}")

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from bisect import insort
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,7 +30,15 @@ SCALES: dict[str, tuple[int, ...]] = {
 }
 #: An auto range recomputes its percentiles every this many values (and for each of its first ones).
 _AUTO_REFRESH = 16
-_AUTO_MIN_SAMPLES = 2
+#: The auto range's first guess of a stream's spread: one decade (before two values differ).
+AUTO_FIRST_SPAN = 1.0
+#: Room a steady trend needs before the edge it heads for (log streams, decades): a loss falling three
+#: decades ends ~2 % above the floor, still moving.
+AUTO_TREND_ROOM = 0.75
+#: The slope never falls below this share of the window's spread-to-range slope.
+AUTO_MIN_SLOPE = 0.1
+#: Share of the range left free at either edge by the ideal (percentile) map.
+AUTO_EDGE = 0.02
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
@@ -85,42 +93,87 @@ def parse_root(root: str | int) -> int:
 
 @dataclass
 class AutoRange:
-    """Robust running range over a stream's whole history.
+    """A running range that never turns a monotone trend into a constant (docs/mapping.md, "Auto range").
 
-    A reservoir of at most ``size`` values, halved (every other one kept) when
-    full, so it spans the whole run; the range is its 2nd..98th percentile.
-    Works on log10 while every value seen is positive (norms span decades).
+    Each value's position is the previous position moved along a line through the previous value
+    (slope: the recent window's spread onto the range, capped, in each direction, so that some more
+    travel still fits before that edge: the headroom that keeps a falling loss falling), pulled a little
+    (``pull``) towards where the recent window's percentiles would put it, and then held on the
+    side of the previous position that the value moved to. So a value lower than the last never
+    sounds higher, yet a stationary stream spreads over the range. Works on log10 while every value
+    seen is positive (norms and losses span decades).
+
+    >>> a = AutoRange(64, start=0.9)
+    >>> codes = [round(a.norm(3.0 * 0.001 ** (i / 499)) * 127) for i in range(500)]
+    >>> codes[0], codes[-1], all(x >= y for x, y in zip(codes, codes[1:]))
+    (114, 0, True)
     """
 
     size: int
-    values: list[float] = field(default_factory=list)
+    start: float = 0.5
+    """Where the first value sits (0..1): 0.9 for a stream expected to fall, like a loss."""
+    pull: float = 0.1
+    window: deque[float] = field(default_factory=deque)
     log: bool = True
+    last: float = math.nan
+    pos: float = 0.5
+    slope: float = 0.0
+    drift: float = 0.0
+    trend: float = 1.0
+    """0 (noise) .. 1 (a steady trend), from the window's halves."""
+    since: int = 0
     lo: float = 0.0
     hi: float = 0.0
-    since: int = 0
-    stride: int = 1
-    skip: int = 0
 
     def norm(self, x: float) -> float:
         if self.log and x <= 0.0:
             # A non-positive value: from now on this stream is linear.
             self.log = False
-            self.values = [10.0**v for v in self.values]
+            self.window = deque(10.0**v for v in self.window)
+            self.last = 10.0**self.last if self.last == self.last else self.last
             self.since = _AUTO_REFRESH
         v = math.log10(x) if self.log else x
-        self.skip += 1
-        if self.skip >= self.stride:
-            self.skip = 0
-            insort(self.values, v)
-            if len(self.values) > self.size:
-                self.values = self.values[::2]
-                self.stride *= 2
+        w = self.window
+        w.append(v)
+        if len(w) > self.size:
+            w.popleft()
         self.since += 1
-        if self.since >= _AUTO_REFRESH or len(self.values) <= _AUTO_REFRESH:
+        if self.since >= _AUTO_REFRESH or len(w) <= _AUTO_REFRESH:
             self.since = 0
-            n = len(self.values)
-            self.lo = self.values[int(0.02 * (n - 1))]
-            self.hi = self.values[math.ceil(0.98 * (n - 1))]
-        if len(self.values) < _AUTO_MIN_SAMPLES or self.hi <= self.lo:
-            return 0.5
-        return (v - self.lo) / (self.hi - self.lo)
+            s = sorted(w)
+            n = len(s)
+            self.lo, self.hi = s[int(0.02 * (n - 1))], s[math.ceil(0.98 * (n - 1))]
+            self.trend, self.drift = 1.0, w[-1] - w[0]
+            if n >= _AUTO_REFRESH and self.hi > self.lo:
+                # A trend: the newer half of the window sits apart from the older half (noise: it does not).
+                half = list(w)
+                older, newer = sorted(half[: n // 2]), sorted(half[n // 2 :])
+                self.drift = drift = newer[len(newer) // 2] - older[len(older) // 2]
+                self.trend = min(1.0, 2.0 * abs(drift) / (self.hi - self.lo))
+        if self.last != self.last:  # the first value
+            p = self.start
+        else:
+            p = self.pos + self.slope * (v - self.last)
+            if self.hi > self.lo:
+                ideal = AUTO_EDGE + (1.0 - 2 * AUTO_EDGE) * (v - self.lo) / (self.hi - self.lo)
+                p += self.pull * (1.0 - abs(self.trend)) * (ideal - p)
+            # Never against the value's direction: lower value, lower (or equal) position.
+            if v < self.last:
+                p = min(p, self.pos)
+            elif v > self.last:
+                p = max(p, self.pos)
+            else:
+                p = self.pos
+        p = min(max(p, 0.0), 1.0)
+        spread = self.hi - self.lo
+        if spread <= 0.0:
+            spread = AUTO_FIRST_SPAN if self.log else max(abs(v), 1.0)
+        base = (1.0 - 2 * AUTO_EDGE) / spread
+        # Noise: the window's spread onto the range. A trend: capped so that some more travel (a decade
+        # or so) still fits before the edge it heads for, and never quite flat, so no edge holds it for good.
+        room = AUTO_TREND_ROOM if self.log else spread
+        edge = p if self.drift < 0 else 1.0 - p
+        trend_slope = max(AUTO_MIN_SLOPE * min(base, 1.0 / room), min(base, edge / room))
+        self.slope = (1.0 - self.trend) * base + self.trend * trend_slope
+        self.last, self.pos = v, p
+        return p

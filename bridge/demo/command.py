@@ -23,10 +23,14 @@ from ..alarms import Alarm
 from ..errors import TrainsoundError
 from . import features as demo_features
 from . import gallery as demo_gallery
+from . import gpt2 as demo_gpt2
 from . import models as demo_models
 from . import sweep as demo_sweep
 from .bridge_process import BridgeProcess
 from .models import RunSpec
+
+#: Every named run: the Perone and Keras runs and the small GPT-2.
+RUNS: dict[str, RunSpec] = {**demo_models.ALL_RUNS, demo_gpt2.RUN.name: demo_gpt2.RUN}
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,15 @@ def render_outputs(spec: RunSpec, files: dict[str, Path]) -> tuple[demo_gallery.
     nums = demo_gallery.read_numbers(files["session"], spec.name)
     alarms = [a for a in detect(files["session"], default()) if a.run == spec.name]
     render(files["session"], files["perone"], preset="perone")
+    if spec.model == "gpt2":
+        # Many layers: the picture is the grouped voices, the continuous WAV re-rendered on the step clock.
+        s = render(files["session"], files["continuous"], png=files["spectrogram"])
+        step_s = 1.0 / s["steps_per_second"]
+        demo_gallery.plot_numbers(nums, files["numbers"], title=f"{spec.name} — the numbers the bridge received",
+                                  xlim=demo_gallery.spectrogram_xlim(files["continuous"]), step_s=step_s,
+                                  clock="the continuous rendering (step clock)",
+                                  alarms=[(a.step, a.name, a.kind) for a in alarms])
+        return nums, alarms
     from ..sound.spectrogram import write_spectrogram
 
     write_spectrogram(
@@ -161,7 +174,8 @@ def run_one(
     bridge = BridgeProcess(bridge_args(files, *live), files["session"].parent / "bridge.log")
     t0 = time.perf_counter()
     try:
-        losses = demo_models.train(spec, data, display.step, port=bridge.port)
+        train = demo_gpt2.train if spec.model == "gpt2" else demo_models.train
+        losses = train(spec, data, display.step, port=bridge.port)
         train_s = time.perf_counter() - t0
         time.sleep(SETTLE_S)
         display.writing(f"{files['continuous'].name}, {files['midi'].name}, {files['session'].name} (bridge stop)")
@@ -208,13 +222,13 @@ def select_runs(text: str | None, keras: bool) -> list[RunSpec]:
         group = {
             "perone": demo_models.PERONE_RUNS,
             "keras": demo_models.KERAS_RUNS,
-            "all": tuple(demo_models.ALL_RUNS.values()),
+            "all": tuple(RUNS.values()),
             demo_sweep.GROUP: demo_sweep.KERAS_FULL_RUNS,
         }.get(word)
         if group is None:
-            named = {**demo_models.ALL_RUNS, **{r.name: r for r in demo_sweep.KERAS_FULL_RUNS}}
+            named = {**RUNS, **{r.name: r for r in demo_sweep.KERAS_FULL_RUNS}}
             if word not in named:
-                known = ", ".join(["perone", "keras", demo_sweep.GROUP, "all", *demo_models.ALL_RUNS])
+                known = ", ".join(["perone", "keras", demo_sweep.GROUP, "all", *RUNS])
                 raise TrainsoundError(f"--runs: unknown run {word!r}; known: {known}, or a sweep run kf-…")
             group = (named[word],)
         for spec in group:

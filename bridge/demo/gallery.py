@@ -113,11 +113,14 @@ def step_times(nums: Numbers) -> list[tuple[float, int]]:
 
 
 def plot_numbers(nums: Numbers, png: str | Path, *, title: str, xlim: tuple[float, float],
+                 step_s: float | None = None, clock: str = "the perone rendering",
                  alarms: Sequence[tuple[int, str, str]] = ()) -> None:
-    """Gradient norms per layer (log) and loss over time, on the spectrogram's time axis and frame.
+    """Gradient norms per voice group (log; the groups the bridge sounds, :mod:`..groups`) and loss over
+    time, on the spectrogram's time axis and frame.
 
-    ``xlim`` is the spectrogram's time span (see :func:`spectrogram_xlim`). ``alarms``: ``(step, name,
-    kind)`` of the bridge's alarms, each marked by a labelled vertical line.
+    ``xlim`` is the spectrogram's time span (see :func:`spectrogram_xlim`); ``step_s`` its seconds per
+    step (default: the perone rendering's). ``alarms``: ``(step, name, kind)`` of the bridge's alarms, each
+    marked by a labelled vertical line.
 
     Same figure size and the same colour-bar gap as the spectrogram, so the two images line up when
     shown one above the other. NaN steps are marked with a red band.
@@ -128,20 +131,25 @@ def plot_numbers(nums: Numbers, png: str | Path, *, title: str, xlim: tuple[floa
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
 
-    step_s = nums.step_seconds()
+    from ..groups import GroupOptions, aggregate, plan
+    from ..sound.spectrogram import voice_colours
+
+    step_s = step_s or nums.step_seconds()
     t = np.arange(len(nums.steps)) * step_s
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     # An invisible colour bar takes the same room as the spectrogram's, so the time axes line up.
     cbar = fig.colorbar(ScalarMappable(cmap="magma"), ax=ax, label="dB (re. loudest)", pad=0.01)
     cbar.ax.set_visible(False)
-    cmap = plt.get_cmap("tab10")
-    for i, layer in enumerate(nums.layers):
-        g = np.asarray(nums.grads[layer], float)
+    layout = plan(nums.layers, GroupOptions())
+    for name, members, colour in zip(layout.names, layout.members, voice_colours(len(layout.names)), strict=True):
+        rows = np.asarray([nums.grads[x] for x in members], float)
+        g = np.asarray([aggregate(list(col), "rms") if np.isfinite(col).all() else math.nan for col in rows.T])
         g = np.where(np.isfinite(g) & (g > 0), g, np.nan)
-        ax.step(t, g, where="post", color=cmap(i % 10), lw=1.0, label=f"‖grad‖ {layer}")
+        ax.step(t, g, where="post", color=colour, lw=1.0,
+                label=f"‖grad‖ {name}" + (f" (rms of {len(members)})" if len(members) > 1 else ""))
     ax.set_yscale("log")
     ax.set_xlim(*xlim)
-    ax.set_xlabel("time (s) in the perone rendering")
+    ax.set_xlabel(f"time (s) in {clock}")
     ax.set_ylabel("gradient L2 norm, loss (log)")
     ax.set_title(title)
     loss = np.asarray(nums.loss, float)
@@ -157,7 +165,7 @@ def plot_numbers(nums: Numbers, png: str | Path, *, title: str, xlim: tuple[floa
 
         handles.append(Patch(color="red", alpha=0.3))
         labels.append("NaN (alarm)")
-    ax.legend(handles, labels, loc="upper right", fontsize=7, framealpha=0.7)
+    ax.legend(handles, labels, loc="upper right", fontsize=7, framealpha=0.7, ncol=1 + len(labels) // 10)
     fig.tight_layout()
     fig.savefig(str(png))
     plt.close(fig)

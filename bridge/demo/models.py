@@ -56,7 +56,7 @@ class RunSpec:
 
     name: str
     framework: Framework
-    model: Literal["cnn", "dnn"]
+    model: Literal["cnn", "dnn", "gpt2"]
     optimizer: Literal["sgd", "adam", "rmsprop", "adadelta"]
     lr: float
     batch: int = 64

@@ -103,6 +103,14 @@ class BaseOutput:
             self.closed = True
             self._close()
 
+    def release_run(self, run: str, now: float) -> None:
+        """A run ended (its ``end`` event, or idle past ``[bridge].run_idle``): silence its voices now."""
+        if not self.closed:
+            self._release_run(run, now)
+
+    def _release_run(self, run: str, now: float) -> None:
+        """Nothing sounds on by default."""
+
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         raise NotImplementedError
 
@@ -168,6 +176,28 @@ class NoteScheduler:
                         continue  # retriggered since: that newer note owns the off
                     del self._sounding[key]
                 out.append((when, msg, tag))
+        return out
+
+    def release(self, tag: str) -> list[bytes]:
+        """Every pending ``later`` message queued with ``tag`` (a run's note-offs), now.
+
+        >>> s = NoteScheduler()
+        >>> _ = s.start(0.0, (mb.note_on(1, 60, 100),), (mb.note_off(1, 60),), 9.0, "a")
+        >>> _ = s.start(0.0, (mb.note_on(2, 62, 100),), (mb.note_off(2, 62),), 9.0, "b")
+        >>> s.release("a"), s.sounding
+        ([b'\\x80<\\x00'], 1)
+        """
+        keep, out = [], []
+        for when, seq, msgs, t in self._heap:
+            if t != tag:
+                keep.append((when, seq, msgs, t))
+                continue
+            for msg in msgs:
+                if mb.is_note_off(msg) and self._sounding.get(mb.note_key(msg)) == seq:
+                    del self._sounding[mb.note_key(msg)]
+                out.append(msg)
+        heapq.heapify(keep)
+        self._heap = keep
         return out
 
     def release_all(self) -> list[bytes]:

@@ -268,12 +268,15 @@ class MidiOut(BaseOutput):
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         for m in mapped:
             if m.midi:
-                self._send(self.sched.start(m.t, m.midi, m.later, m.length))
+                self._send(self.sched.start(m.t, m.midi, m.later, m.length, m.run))
 
     def _tick(self, now: float) -> None:
         due = self.sched.due(now)
         if due:
             self._send([msg for _, msg, _ in due])
+
+    def _release_run(self, run: str, now: float) -> None:
+        self._send(self.sched.release(run))
 
     def _close(self) -> None:
         self._stop.set()

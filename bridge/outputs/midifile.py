@@ -122,6 +122,10 @@ class MidiFileOut(BaseOutput):
         )
         self._saver.start()
 
+    def _release_run(self, run: str, now: float) -> None:
+        for msg in self.sched.release(run):
+            self._add(run, now, msg)
+
     def _rotate(self) -> None:
         """Finish this file (in the background) and go on in the next part."""
         if self._saver is not None:

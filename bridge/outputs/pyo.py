@@ -53,7 +53,7 @@ from ..sound.pyo_host import (
     render_offline,
 )
 from ..table import Table
-from ..wire.protocol import Event
+from ..wire.protocol import Event, parse_event
 from .base import BaseOutput
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class Coalescer:
         self._values: dict[tuple[int, tuple[str, ...]], tuple[Event | None, Mapped]] = {}
         self._nans: dict[tuple[str, str], None] = {}
         self._signals: list[tuple[str, str, str, int]] = []
+        self._ends: dict[str, None] = {}
         self.calls = 0
         self.alarms = 0
 
@@ -129,6 +130,8 @@ class Coalescer:
         if ev is not None:
             if not ev.finite or (ev.kind == "event" and ev.name == "nan"):
                 self._nans[(ev.run, ev.name or ev.kind)] = None
+            elif ev.kind == "event" and ev.name == "end":
+                self.end(ev.run)
             elif ev.kind != "event":
                 self._latest[(ev.kind, ev.run, ev.name)] = ev
         for m in mapped:
@@ -140,9 +143,15 @@ class Coalescer:
             else:
                 self._values[(m.rule, m.stream)] = (ev, m)
 
+    def end(self, run: str) -> None:
+        """The run ended: its values pending here are dropped and the patch hears ``on_end`` last."""
+        self._latest = {k: e for k, e in self._latest.items() if k[1] != run}
+        self._values = {k: vm for k, vm in self._values.items() if vm[1].run != run}
+        self._ends[run] = None
+
     def take(self) -> list[Call]:
         """The hook calls for everything absorbed since the last take (values, then alarms last)."""
-        if not (self._latest or self._values or self._nans or self._signals):
+        if not (self._latest or self._values or self._nans or self._signals or self._ends):
             return []
         calls: list[Call] = []
         for (kind, run, name), ev in self._latest.items():
@@ -163,9 +172,10 @@ class Coalescer:
         for run, stream in self._nans:
             calls.append(("on_nan", (run, stream)))
         calls.extend(("on_alarm", sig) for sig in self._signals)
+        calls.extend(("on_end", (run,)) for run in self._ends)
         self.alarms += len(self._nans) + sum(1 for sig in self._signals if sig[2] not in TICK_KINDS)
         self.calls += len(calls)
-        self._latest, self._values, self._nans, self._signals = {}, {}, {}, []
+        self._latest, self._values, self._nans, self._signals, self._ends = {}, {}, {}, [], {}
         return calls
 
 
@@ -282,6 +292,10 @@ class PyoOut(BaseOutput):
                       extra=MULTILINE)  # the patch's own traceback, kept readable
 
     # -- Output protocol ---------------------------------------------------------
+    def _release_run(self, run: str, now: float) -> None:
+        """Ended or idle: the patch hears ``on_end(run)`` in order with the run's values (one per feed)."""
+        self._handle(parse_event(f"/nn/{run}/event", ("end",), now, b""), ())
+
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         """Queue the item for the feeder (live) or the renderer (offline); O(1), never blocks."""
         if self.offline:

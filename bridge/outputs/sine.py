@@ -37,7 +37,7 @@ from ..errors import ConfigError, OutputUnavailable
 from ..mapping import Mapped
 from ..sound.engine import SPAWN, EngineLink
 from ..sound.maps import pitch_hz
-from ..sound.seeds import SONNIFY_MAX_HZ, PeroneSequencer
+from ..sound.seeds import SONNIFY_CAP_HZ, PeroneSequencer
 from ..sound.sine_engine import COUNTERS, PERONE_FIFO_SECONDS, C, EngineSpec, engine_main
 from ..sound.wav import FORMATS, WavWriter
 from ..table import Table
@@ -106,7 +106,7 @@ class SineOut(BaseOutput):
                 self.wav_path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise OutputUnavailable(f"{self.wav_path}: cannot write WAV file: {err.strerror}") from err
-        max_freq = SONNIFY_MAX_HZ if self.mode == "sonnify" else pitch_hz(1.0, opts.fmin, opts.octaves)
+        max_freq = SONNIFY_CAP_HZ if self.mode == "sonnify" else pitch_hz(1.0, opts.fmin, opts.octaves)
         self.link: EngineLink | None = None
         self.queue: deque[tuple[Any, ...]] = deque()
         self.dropped = 0
@@ -180,6 +180,10 @@ class SineOut(BaseOutput):
         due = (now - self.t0) - self.bank_sink.bank.position / self.sr
         if due >= TICK_RENDER_SECONDS:
             self._render_until(now, ceil=False)
+
+    def _release_run(self, run: str, now: float) -> None:
+        if self.voices is not None:
+            self.voices.release_run(run)
 
     # -- offline (event clock) ---------------------------------------------------------
     def _render_until(self, t: float, *, ceil: bool) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..alarms import spoken_label
 from ..config import Config
+from ..groups import band, groups_rule
 from ..mapping import Mapped
 from ..sound.maps import DEFAULT_FMIN, DEFAULT_OCTAVES, pan_gains, run_pan
 from ..sound.seeds import SONNIFY_AMPLITUDE, SonnifyLoss
@@ -36,6 +37,10 @@ DEFAULT_SAMPLE_RATE = 48_000
 DEFAULT_BLOCK = 256
 DEFAULT_GAIN = 0.5
 DEFAULT_CC_GAIN = 0.15
+#: Runs with up to this many voice groups sound them all over the whole pitch range; more get a band each.
+SHARED_RANGE = 4
+#: ``timbre`` preset: the fundamental whose partials the voice groups are.
+TIMBRE_F0 = 110.0
 #: Pitch-track points kept per voice (the spectrogram's overlay).
 TRACK_POINTS = 200_000
 
@@ -67,6 +72,10 @@ class Sink(Protocol):
 
     def mute(self, voice: int) -> None: ...
 
+    def master(self, gain: float) -> None: ...
+
+    def partial(self, voice: int, hz: float, level: float) -> None: ...
+
     def alarm(self, kind: str, label: str) -> None: ...
 
     def spectrum(self, blob: bytes, pan: float) -> None: ...
@@ -79,10 +88,17 @@ class VoiceTable:
 
     def __init__(self, config: Config, opts: SineOptions, mode: str, sink: Sink) -> None:
         self.rules = config.mappings
+        # Grouped note rules of runs with many groups: each group in its own pitch band, so no two share a
+        # pitch; up to SHARED_RANGE groups share the whole range (the same pitch means the same norm).
+        self.banded = tuple(r.target == "note" and groups_rule(r.voice_key, r.voices, config.groups)
+                            for r in config.mappings)
         self.opts = opts
         self.mode = mode
         self.sink = sink
         self.voices: dict[tuple[Any, ...], int] = {}
+        """Sounding voices: key → voice index (indices are never reused: the bank's slot may still fade)."""
+        self.voice_run: dict[int, str] = {}
+        self.allocated = 0
         self.runs: dict[str, int] = {}
         self.loss = SonnifyLoss()
         self.alarms = 0
@@ -98,9 +114,21 @@ class VoiceTable:
     def voice(self, key: tuple[Any, ...], run: str, level: float, label: str) -> int:
         v = self.voices.get(key)
         if v is None:
-            v = self.voices[key] = len(self.voices)
+            v = self.voices[key] = self.allocated
+            self.allocated += 1
+            self.voice_run[v] = run
             self.sink.add_voice(v, self.pan(run), level, label, 1.0 / math.sqrt(len(self.voices)))
         return v
+
+    def release_run(self, run: str) -> None:
+        """The run ended: its voices fade out (one block's gain ramp) and leave the mix."""
+        gone = [k for k, v in self.voices.items() if self.voice_run.get(v) == run]
+        for k in gone:
+            v = self.voices.pop(k)
+            del self.voice_run[v]
+            self.sink.mute(v)
+        if gone and self.voices:
+            self.sink.master(1.0 / math.sqrt(len(self.voices)))
 
     def _new_voice(self, key: tuple[Any, ...], m: Mapped) -> int:
         """Note rules are the melody; CC rules (loss, weight stats) quieter voices of their own."""
@@ -153,10 +181,21 @@ class VoiceTable:
                 continue
             key = (m.rule, m.stream)
             v = get(key)
+            if self.mode == "timbre" and m.rule >= 0 and self.banded[m.rule]:
+                self._partial(key, m, v)
+                continue
             vs.append(self._new_voice(key, m) if v is None else v)
-            ns.append(norm)
+            banded = m.groups > SHARED_RANGE and m.rule >= 0 and self.banded[m.rule]
+            ns.append(band(norm, m.voice, m.groups) if banded else norm)
         if vs:
             self.sink.norms(vs, ns)
+
+    def _partial(self, key: tuple[Any, ...], m: Mapped, v: int | None) -> None:
+        """``timbre``: group ``g`` is partial ``g+1`` of :data:`TIMBRE_F0`, its norm the partial's level."""
+        if v is None:
+            v = self.voice(key, m.run, 0.0, f"partial {m.voice + 1}: {'/'.join(m.stream)}")
+        level = self.opts.gain * min(max(m.norm, 0.0), 1.0) / (m.voice + 1) ** 0.5
+        self.sink.partial(v, TIMBRE_F0 * (m.voice + 1), level)
 
     def _sonnify(self, ev: Event) -> None:
         hz = self.loss.hz(ev)
@@ -209,6 +248,15 @@ class BankSink:
     def mute(self, voice: int) -> None:
         self.bank.set(voice, gain=0.0)
 
+    def master(self, gain: float) -> None:
+        self.bank.set_master(gain)
+
+    def partial(self, voice: int, hz: float, level: float) -> None:
+        self.bank.set(voice, freq=hz, gain=level)
+        if self.keep_tracks and self._track_points < TRACK_POINTS * max(1, len(self.labels)):
+            self._tracks.append((self.bank.now / self.bank.sr, np.array([voice], np.intp), np.array([hz])))
+            self._track_points += 1
+
     def alarm(self, kind: str, label: str) -> None:
         self.alarm_times.append((self.bank.now / self.bank.sr, kind))
         self.announcer.announce(kind, label)
@@ -260,6 +308,12 @@ class QueueSink:
 
     def mute(self, voice: int) -> None:
         self.queue.append((voice, math.nan, 0.0))
+
+    def master(self, gain: float) -> None:
+        self.queue.append(("master", gain))
+
+    def partial(self, voice: int, hz: float, level: float) -> None:
+        self.queue.append((voice, hz, level))
 
     def alarm(self, kind: str, label: str) -> None:
         self.queue.append(("alarm", kind, label))

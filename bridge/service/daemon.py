@@ -110,6 +110,7 @@ class Daemon:
             "scheduled_bytes": p.scheduled_bytes,
             "runs": sorted(p.runs),
             "voices": voices,
+            "groups": p.engine.groups(),
             "outputs": p.health(),
             "alarms": p.engine.watch.status(),
         }
@@ -117,11 +118,15 @@ class Daemon:
     def status_json(self, limit: int = MAX_STATUS_REPLY) -> str:
         """The status as JSON of at most ``limit`` bytes (UTF-8 of ASCII-escaped JSON: bytes = characters).
 
-        Shrinks in steps: voice lists become counts and runs are cut to 100; then only the counters;
+        Shrinks in steps: group values become counts; voice lists become counts and runs are cut to 100;
+        then only the counters;
         then ``{"truncated": true, "tcp": true}``; ``""`` when not even that fits.
         """
         st = self.status()
         text = json.dumps(st)
+        if len(text) > limit:  # first the groups' latest values become group counts
+            st["groups"] = {run: {rule: len(g) for rule, g in rules.items()} for run, rules in st["groups"].items()}
+            text = json.dumps(st)
         if len(text) > limit:
             st["voices"] = {k: len(v) for k, v in st["voices"].items()}
             st["runs"] = st["runs"][:100]

@@ -2,13 +2,14 @@
 
 - Perone: per training step, each layer's 10 ms sine at ``200 + 100·norm`` Hz, amplitude 0.1, in layer
   order, then 20 ms of silence, at 44.1 kHz; clocked by steps, not by wall time.
-- soNNify: the loss as one sine at ``200 + loss/first_loss·800`` Hz, clamped at 1000 Hz; ``val_loss``
-  instead of the loss once a run reports one.
+- soNNify: the loss as one sine at ``200 + loss/first_loss·800`` Hz up to the first loss (the seed's
+  formula); above it, where the seed clamped at 1000 Hz, one octave up per tenfold rise of the loss, up
+  to 4000 Hz, so a diverging run is heard rising; ``val_loss`` instead of the loss once a run reports one.
 
 >>> perone_hz(2.5)
 450.0
->>> sonnify_hz(0.5, 2.0), sonnify_hz(9.0, 2.0)
-(400.0, 1000.0)
+>>> sonnify_hz(0.5, 2.0), sonnify_hz(2.0, 2.0), sonnify_hz(20.0, 2.0), sonnify_hz(1e6, 2.0)
+(400.0, 1000.0, 2000.0, 4000.0)
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ PERONE_HZ_PER_NORM = 100.0
 
 SONNIFY_BASE_HZ = 200.0
 SONNIFY_MAX_HZ = 1000.0
+#: Above the first loss: octaves per decade of loss, and the cap (a loss 100× its first value).
+SONNIFY_OCTAVES_PER_DECADE = 1.0
+SONNIFY_CAP_HZ = 4000.0
 SONNIFY_AMPLITUDE = 0.3
 
 
@@ -58,9 +62,21 @@ def perone_gap(sample_rate: int = PERONE_SAMPLE_RATE) -> int:
 
 
 def sonnify_hz(loss: float, first_loss: float) -> float:
-    """soNNify's loss pitch; a non-positive first loss counts as 1; never below 200 Hz (negative losses)."""
+    """soNNify's loss pitch (see the module); a non-positive first loss counts as 1; never below 200 Hz."""
     ratio = loss / first_loss if first_loss > 0 else loss
-    return min(SONNIFY_MAX_HZ, max(SONNIFY_BASE_HZ, SONNIFY_BASE_HZ + ratio * (SONNIFY_MAX_HZ - SONNIFY_BASE_HZ)))
+    return loss_pitch(ratio, SONNIFY_BASE_HZ, SONNIFY_MAX_HZ, SONNIFY_CAP_HZ)
+
+
+def loss_pitch(ratio: float, low: float, high: float, cap: float) -> float:
+    """``low + ratio·(high − low)`` up to ``ratio`` 1 (the seed), then ``high`` rising
+    :data:`SONNIFY_OCTAVES_PER_DECADE` octaves per decade up to ``cap``; never below ``low``.
+
+    >>> loss_pitch(0.25, 200, 1000, 4000), round(loss_pitch(2.0, 200, 1000, 4000), 1)
+    (400.0, 1232.0)
+    """
+    if ratio <= 1.0:
+        return max(low, low + ratio * (high - low))
+    return min(cap, high * 2.0 ** (SONNIFY_OCTAVES_PER_DECADE * math.log10(ratio)))
 
 
 class SonnifyLoss:

@@ -16,6 +16,47 @@ FMIN = 50.0
 NFFT = 4096
 MAX_COLUMNS = 2400
 DB_RANGE = 90.0
+MAX_TRACKS = 48
+STEP_TICKS = 10
+
+
+def voice_colours(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` colours, none repeated: tab20's for up to 20 voices, evenly spaced hues beyond.
+
+    >>> len(set(voice_colours(20))), len(set(voice_colours(40)))
+    (20, 40)
+    """
+    import matplotlib
+
+    if n <= 20:
+        cmap = matplotlib.colormaps["tab20"]
+        # Dark shades first, then the light ones: neighbouring voices get clearly different colours.
+        return [cmap((2 * i) % 20 + (2 * i) // 20) for i in range(n)]
+    hsv = matplotlib.colormaps["hsv"]
+    return [hsv(i / n) for i in range(n)]
+
+
+def step_ticks(step_times: Sequence[tuple[float, int]], most: int = STEP_TICKS) -> list[tuple[float, int]]:
+    """Step-axis ticks ``[(seconds, step)]``: the first and last rendered steps and round steps between,
+    never beyond them (no extrapolated or negative steps).
+
+    >>> ticks = step_ticks([(0.5 + k / 8, k) for k in range(40)])
+    >>> [k for _, k in ticks], ticks[0][0], ticks[-1][0]
+    ([0, 5, 10, 15, 20, 25, 30, 35, 39], 0.5, 5.375)
+    """
+    if not step_times:
+        return []
+    st = sorted(step_times, key=lambda p: p[1])
+    first, last = st[0][1], st[-1][1]
+    span = max(last - first, 1)
+    raw = span / max(most - 1, 1)
+    mag = 10 ** int(np.floor(np.log10(raw))) if raw >= 1 else 1
+    every = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    want = {first, last} | {k for k in range(first - first % every, last + 1, every) if first <= k <= last}
+    # Ticks too close to the first or last step would overlap their labels.
+    want = {k for k in want if k in (first, last) or (k - first >= every / 2 and last - k >= every / 2)}
+    when = {k: sec for sec, k in st}
+    return [(when[k], k) for k in sorted(want) if k in when]
 
 
 def stft_db(x: np.ndarray, sr: int, nfft: int = NFFT, max_columns: int = MAX_COLUMNS
@@ -42,7 +83,7 @@ def stft_db(x: np.ndarray, sr: int, nfft: int = NFFT, max_columns: int = MAX_COL
 def write_spectrogram(wav_path: str | os.PathLike[str], png_path: str | os.PathLike[str], *, title: str = "",
                       step_times: Sequence[tuple[float, int]] | None = None,
                       tracks: Mapping[str, Sequence[tuple[float, float]]] | None = None,
-                      max_tracks: int = 12) -> None:
+                      max_tracks: int = MAX_TRACKS) -> None:
     """Write ``png_path``: the spectrogram of ``wav_path`` with steps and per-voice tracks.
 
     Args:
@@ -51,7 +92,9 @@ def write_spectrogram(wav_path: str | os.PathLike[str], png_path: str | os.PathL
         title: plot title.
         step_times: ``[(seconds, step)]``; adds a top axis in steps.
         tracks: ``label → [(seconds, Hz)]``, each drawn as a stepped line with a legend entry.
-        max_tracks: draw at most this many tracks (the legend stays readable).
+        max_tracks: draw at most this many tracks (groups keep a run's voices far below it).
+
+    The PNG's text metadata says what it shows: ``Steps`` (``first-last``) and ``Voices``.
     """
     import matplotlib
 
@@ -59,10 +102,11 @@ def write_spectrogram(wav_path: str | os.PathLike[str], png_path: str | os.PathL
     import matplotlib.pyplot as plt
     import soundfile as sf
 
+    meta: dict[str, str] = {}
     x, sr = sf.read(str(wav_path), dtype="float32", always_2d=True)
     t, f, db = stft_db(x.mean(axis=1), sr)
     keep = f >= FMIN
-    fig, ax = plt.subplots(figsize=(12, 5.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(14, 5.5), dpi=110)
     mesh = ax.pcolormesh(t, f[keep], db[keep], shading="nearest", cmap="magma", vmin=-DB_RANGE, vmax=0,
                          rasterized=True)
     ax.set_yscale("log")
@@ -72,28 +116,25 @@ def write_spectrogram(wav_path: str | os.PathLike[str], png_path: str | os.PathL
     ax.set_title(title or os.path.basename(str(wav_path)))
     fig.colorbar(mesh, ax=ax, label="dB (re. loudest)", pad=0.01)
     if tracks:
-        cmap = plt.get_cmap("tab10")
-        for i, (label, pts) in enumerate(list(tracks.items())[:max_tracks]):
-            if not pts:
-                continue
+        items = [(label, pts) for label, pts in tracks.items() if pts][:max_tracks]
+        colours = voice_colours(len(items))
+        for (label, pts), colour in zip(items, colours, strict=True):
             arr = np.asarray(pts, float)
             tt = np.append(arr[:, 0], t[-1] if len(t) else arr[-1, 0])
             ff = np.append(arr[:, 1], arr[-1, 1])
-            ax.step(tt, ff, where="post", lw=0.9, alpha=0.85, color=cmap(i % 10), label=label)
-        ax.legend(loc="upper left", fontsize=7, ncol=2, framealpha=0.6, title="voices (expected pitch)")
-    if step_times and len(step_times) >= 2:
-        st = np.asarray(step_times, float)
-        sec, first = np.unique(st[:, 0], return_index=True)  # steps within one block share a time
-        steps = st[first, 1]
-        if len(sec) >= 2 and np.all(np.diff(steps) > 0):
-            # Extend both ends linearly: a clamped map is not invertible and confuses the tick locator.
-            rate = (steps[-1] - steps[0]) / (sec[-1] - sec[0])
-            big = 1e9
-            sec = np.concatenate([[sec[0] - big], sec, [sec[-1] + big]])
-            steps = np.concatenate([[steps[0] - big * rate], steps, [steps[-1] + big * rate]])
-            top = ax.secondary_xaxis("top", functions=(lambda s: np.interp(np.asarray(s, float), sec, steps),
-                                                       lambda k: np.interp(np.asarray(k, float), steps, sec)))
-            top.set_xlabel("training step")
+            ax.step(tt, ff, where="post", lw=0.9, alpha=0.9, color=colour, label=label)
+        ncol = 1 + len(items) // 12
+        ax.legend(loc="upper left", bbox_to_anchor=(1.16, 1.0), fontsize=7, ncol=ncol, framealpha=0.8,
+                  title=f"{len(items)} voices (expected pitch)")
+    ticks = step_ticks(step_times or [])
+    if ticks:
+        # The step axis spans exactly the steps that were rendered: ticks only where a step was.
+        top = ax.twiny()
+        top.set_xlim(ax.get_xlim())
+        top.set_xticks([sec for sec, _ in ticks], [str(k) for _, k in ticks])
+        top.set_xlabel(f"training step ({ticks[0][1]}–{ticks[-1][1]})")
+        meta["Steps"] = f"{ticks[0][1]}-{ticks[-1][1]}"
+    meta["Voices"] = str(len(tracks or {}))
     fig.tight_layout()
-    fig.savefig(str(png_path))
+    fig.savefig(str(png_path), metadata=meta, bbox_inches="tight")  # the legend sits right of the colour bar
     plt.close(fig)

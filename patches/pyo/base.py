@@ -250,6 +250,9 @@ class Patch:
     def on_value(self, value: Value) -> None:
         """A value mapped by one of the config's rules."""
 
+    def on_end(self, run: str) -> None:
+        """The run ended (its ``end`` event, or it went idle): release its voices. No-op by default."""
+
     def on_nan(self, run: str, stream: str) -> None:
         """A non-finite value arrived on ``stream`` (e.g. ``"fc1"`` or ``"loss"``): sound the alarm."""
         self.alarm.trigger()

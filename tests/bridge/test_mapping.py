@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from trainsound.bridge.config import Config, Rule, default, from_dict
+from trainsound.bridge.groups import GroupOptions
 from trainsound.bridge.mapping import Engine
 from trainsound.bridge.rules import compile_pattern
 from trainsound.bridge.scales import SCALES, AutoRange
@@ -20,9 +21,14 @@ def ev(address: str, *args: object, t: float = 0.0) -> Event:
     return parse_event(address, tuple(args), t, b"")  # type: ignore[arg-type]
 
 
+def ungrouped() -> Config:
+    """The default config with ``[groups] mode = "none"``: one voice per layer, as these tests specify."""
+    return replace(default(), groups=GroupOptions(mode="none"))
+
+
 def engine(*rules: Rule, **alarm: object) -> Engine:
     """An engine with these rules; the fault detectors are off (tests/bridge/test_alarms.py has them) except NaN."""
-    base = default()
+    base = ungrouped()
     kinds = {k: replace(o, enabled=k == "nan") for k, o in base.alarms.kinds.items()}
     return Engine(replace(base, mappings=rules, alarm=replace(base.alarm, **alarm),  # type: ignore[arg-type]
                           alarms=replace(base.alarms, kinds=kinds, ticks=False)))
@@ -32,7 +38,7 @@ GRAD = Rule(match="/nn/{run}/grad_norm/{layer}", target="note", scale="log", ran
 
 
 def test_default_grad_norms_higher_norm_higher_pitch() -> None:
-    eng = Engine(default())
+    eng = Engine(ungrouped())
     pitches = []
     for i, x in enumerate([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]):
         [m] = eng.map(ev("/nn/r/grad_norm/fc1", x, t=i))
@@ -44,7 +50,7 @@ def test_default_grad_norms_higher_norm_higher_pitch() -> None:
 
 
 def test_one_voice_per_layer_and_run_in_first_seen_order() -> None:
-    eng = Engine(default())
+    eng = Engine(ungrouped())
     seen = []
     for t, (run, layer) in enumerate([("a", "conv1"), ("a", "fc1"), ("b", "conv1"), ("a", "conv1"), ("a", "fc1")]):
         [m] = eng.map(ev(f"/nn/{run}/grad_norm/{layer}", 1.0, t=t))
@@ -66,7 +72,7 @@ def test_channels_skip_drums_and_alarm() -> None:
 
 
 def test_weight_ccs_share_the_layers_voice() -> None:
-    eng = Engine(default())
+    eng = Engine(ungrouped())
     [note] = eng.map(ev("/nn/r/grad_norm/conv1", 1.0))
     [note2] = eng.map(ev("/nn/r/grad_norm/fc1", 1.0))
     mapped = eng.map(ev("/nn/r/weight/fc1", 0.0, 0.1, 0.5, 3.0, 1e-3))
@@ -178,7 +184,7 @@ def test_fourteen_bit_cc_pitchbend_pressure() -> None:
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_nonfinite_fires_the_alarm_and_never_reaches_value_bytes(bad: float) -> None:
-    eng = Engine(default())
+    eng = Engine(ungrouped())
     eng.map(ev("/nn/r/grad_norm/fc1", 1.0, t=0))
     out = eng.map(ev("/nn/r/grad_norm/fc1", bad, t=1))
     [m] = out
@@ -189,7 +195,7 @@ def test_nonfinite_fires_the_alarm_and_never_reaches_value_bytes(bad: float) -> 
 
 
 def test_alarm_is_rate_limited_per_address_but_still_counted() -> None:
-    eng = Engine(default())
+    eng = Engine(ungrouped())
     outs = [eng.map(ev("/nn/r/loss", math.nan, t=i * 0.1)) for i in range(10)]
     loud = [o for o in outs if o and o[0].midi]
     assert len(loud) == 2  # t=0 and t=0.5 (min_interval 0.5 s)
@@ -197,25 +203,25 @@ def test_alarm_is_rate_limited_per_address_but_still_counted() -> None:
 
 
 def test_nan_in_one_weight_stat_alarms_once() -> None:
-    eng = Engine(default())
+    eng = Engine(ungrouped())
     out = eng.map(ev("/nn/r/weight/fc1", math.nan, 0.1, 0.5, 3.0, 1e-3))
     assert sum(1 for m in out if m.midi and m.alarm) == 1
 
 
 def test_nan_event_alarms_for_the_run() -> None:
-    eng = Engine(default())
+    eng = Engine(ungrouped())
     [m] = eng.map(ev("/nn/r/event", "nan"))
     assert m.alarm and m.stream == ("r",) and m.midi
 
 
 def test_events_without_a_rule_are_counted_unmapped() -> None:
-    eng = Engine(default())
+    eng = Engine(ungrouped())
     assert eng.map(ev("/nn/r/step", 3)) == []
     assert eng.counters.unmapped == 1
 
 
 def test_voice_limit() -> None:
-    eng = Engine(replace(default(), mappings=(GRAD,)), max_voices=3)
+    eng = Engine(replace(ungrouped(), mappings=(GRAD,)), max_voices=3)
     got = [eng.map(ev(f"/nn/r/grad_norm/l{i}", 1.0, t=i)) for i in range(5)]
     assert [len(g) for g in got] == [1, 1, 1, 0, 0] and eng.counters.voice_limit == 2
 
@@ -236,7 +242,7 @@ def test_engine_from_toml_rules() -> None:
 
 
 def test_forgetting_runs_frees_their_voices_and_keeps_the_others() -> None:
-    eng = Engine(default())
+    eng = Engine(ungrouped())
     for t, (run, layer) in enumerate([("a", "l1"), ("b", "l1"), ("a", "l2"), ("c", "l1")]):
         eng.map(ev(f"/nn/{run}/grad_norm/{layer}", 1.0, t=t))
     assert eng.voices()["run,layer"] == ["a/l1", "b/l1", "a/l2", "c/l1"]
@@ -248,3 +254,10 @@ def test_forgetting_runs_frees_their_voices_and_keeps_the_others() -> None:
     [d2] = eng.map(ev("/nn/d/grad_norm/l2", 1.0, t=11))
     [d3] = eng.map(ev("/nn/d/grad_norm/l3", 1.0, t=11))
     assert (d1.voice, d2.voice, d3.voice) == (0, 2, 4)  # freed slots first, lowest first
+
+
+@pytest.mark.parametrize("name, cc", [("acc", 11), ("accuracy", 11), ("val_acc", 75), ("val_accuracy", 75),
+                                      ("lr", 72), ("learning_rate", 72), ("grad_norm", 73)])
+def test_the_default_mapping_knows_common_metric_names(name: str, cc: int) -> None:
+    [m] = Engine(default()).map(ev(f"/nn/r/metric/{name}", 0.5))
+    assert m.target == "cc" and m.midi[0][1] == cc

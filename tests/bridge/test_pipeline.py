@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from trainsound.bridge.config import default, with_bridge
 from trainsound.bridge.errors import OSCDecodeError
+from trainsound.bridge.groups import GroupOptions
 from trainsound.bridge.mapping import Mapped
 from trainsound.bridge.pipeline import Pipeline
 from trainsound.bridge.wire.osc import decode_packet, encode_bundle, encode_message, unix_to_timetag
@@ -94,6 +96,7 @@ def test_runs_are_bounded_and_a_new_run_is_never_refused() -> None:
 
 def test_voices_are_bounded_per_table() -> None:
     p, _ = _pipe(max_voices=3)
+    p.reload(replace(p.config, groups=GroupOptions(mode="none")))  # one voice per layer
     for layer in range(10):
         p.feed_datagram(encode_message(f"/nn/r/grad_norm/l{layer}", [1.0]), NOW + layer)
     assert p.engine.counters.voice_limit == 7 and len(p.engine.voices()["run,layer"]) == 3
@@ -101,7 +104,7 @@ def test_voices_are_bounded_per_table() -> None:
 
 def test_reload_keeps_outputs_schedule_and_counters() -> None:
     p, out = _pipe()
-    p.feed_datagram(encode_message("/nn/r/grad_norm/l", [1.0]), NOW)
+    p.feed_datagram(encode_message("/nn/r/loss", [1.0]), NOW)
     p.feed_datagram(_bundle(1.0), NOW)
     mapped = p.engine.counters.mapped
     p.reload(with_bridge(default(), max_voices=5))

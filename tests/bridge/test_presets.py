@@ -86,11 +86,42 @@ def test_sonnify_loss_formula_and_clamp(tmp_path: Path) -> None:
         spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 1 << 18))
         hz = np.fft.rfftfreq(1 << 18, 1 / sr)[spec.argmax()]
         assert hz == pytest.approx(sonnify_hz(v, 2.0), rel=0.005)
-    assert sonnify_hz(8.0, 2.0) == 1000.0
+    # Above the first loss the pitch goes on rising (the seed stuck at 1000 Hz): 4× the first loss, +0.6 oct.
+    assert sonnify_hz(3.0, 2.0) > 1000.0 and sonnify_hz(8.0, 2.0) == pytest.approx(1000 * 2 ** np.log10(4))
 
 
 def test_presets_are_named_and_unknown_ones_list_the_known() -> None:
-    assert PRESETS == ("continuous", "perone", "sonnify-loss")
+    assert PRESETS == ("continuous", "perone", "timbre", "sonnify-loss")
     assert apply_preset(default(), "continuous") == default()
-    with pytest.raises(ConfigError, match=r"^preset must be one of continuous, perone, sonnify-loss; got 'nope'$"):
+    with pytest.raises(ConfigError,
+                       match=r"^preset must be one of continuous, perone, timbre, sonnify-loss; got 'nope'$"):
         apply_preset(default(), "nope")
+
+
+def test_timbre_hears_vanishing_gradients_as_the_upper_partials_fading(tmp_path: Path) -> None:
+    """Eight blocks: the lower four keep their norm, the upper four vanish (1 → 1e-4) over 40 steps."""
+    path = tmp_path / "v.tsr"
+    with open(path, "wb") as fh:
+        w = SessionWriter(fh, start=0.0)
+        for s in range(40):
+            w.write(0.1 * s, encode_message("/nn/r/step", [s]))
+            for i in range(8):
+                norm = 1.0 if i < 4 else 10.0 ** (-4 * s / 39)
+                w.write(0.1 * s + 1e-4, encode_message(f"/nn/r/grad_norm/blocks.{i}.fc", [norm]))
+        w.flush()
+    render(path, tmp_path / "v.wav", preset="timbre", sample_rate=16_000)
+    x, sr = sf.read(str(tmp_path / "v.wav"), dtype="float64")
+    m = x.mean(axis=1)
+
+    def level(t0: float, hz: float) -> float:
+        seg = m[int(t0 * sr) : int((t0 + 0.5) * sr)]
+        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+        f = np.fft.rfftfreq(len(seg), 1 / sr)
+        return float(spec[np.abs(f - hz) < 5].max())
+
+    for k in range(1, 9):  # partial k: block k-1
+        early, late = level(0.3, 110.0 * k), level(4.3, 110.0 * k)
+        if k <= 4:
+            assert late == pytest.approx(early, rel=0.1), k
+        else:
+            assert late < 0.3 * early, (k, early, late)

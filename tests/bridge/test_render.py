@@ -38,11 +38,59 @@ def test_render_cli_writes_wav_and_png_faster_than_real_time(tmp_path: Path) -> 
     assert "rendered 600 messages" in r.stderr and "× real time" in r.stderr
     info = sf.info(str(tmp_path / "o.wav"))
     assert (info.subtype, info.samplerate, info.channels) == ("PCM_16", 48_000, 2)
-    assert abs(info.duration - (99 * 0.05 + 2.0)) < 0.02  # last message + the replay's 2 s tail
+    # The step clock: 100 steps at 8 steps/s, the last step's slot and at most 1 s after it.
+    assert 100 / 8 <= info.duration <= 100 / 8 + 1.0
+    assert "step clock: 100 steps at 8 steps/s" in r.stderr
     x, _ = sf.read(str(tmp_path / "o.wav"))
     assert np.isfinite(x).all() and np.abs(x).max() > 0.05
     png = (tmp_path / "o.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def idle_then_steps(path: Path, steps: int = 40, idle: float = 8.0, rate: float = 34.0) -> None:
+    """A run that idles ``idle`` s after its start event, then trains ``steps`` steps at ``rate`` steps/s."""
+    with open(path, "wb") as fh:
+        w = SessionWriter(fh, start=1.7e9)
+        w.write(1.7e9, encode_message("/nn/r/event/start", []))
+        for s in range(steps):
+            t = 1.7e9 + idle + s / rate
+            w.write(t, encode_message("/nn/r/step", [s]))
+            w.write(t + 0.001, encode_message("/nn/r/loss", [3.0 / (1 + s)]))
+            for i in range(3):
+                w.write(t + 0.002, encode_message(f"/nn/r/grad_norm/l{i}", [10.0 ** (i - 2 - s / 40)]))
+        w.flush()
+
+
+def test_render_on_the_step_clock_trims_the_idle_start_and_shows_exactly_the_real_steps(tmp_path: Path) -> None:
+    from PIL import Image
+
+    idle_then_steps(tmp_path / "s.tsr")
+    r = subprocess.run([*TS, "render", str(tmp_path / "s.tsr"), "--wav", str(tmp_path / "o.wav"),
+                        "--png", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    duration = sf.info(str(tmp_path / "o.wav")).duration
+    assert 40 / 8 <= duration <= 40 / 8 + 2.0, duration
+    meta = Image.open(tmp_path / "o.png").text  # type: ignore[attr-defined]
+    assert meta["Steps"] == "0-39" and meta["Voices"] == "4", meta  # 3 layers + the loss
+    wall = subprocess.run([*TS, "render", str(tmp_path / "s.tsr"), "--wav", str(tmp_path / "w.wav"),
+                           "--clock", "wall"], capture_output=True, text=True, timeout=120)
+    assert wall.returncode == 0 and "step clock" not in wall.stderr
+    # On the wall clock the same run is a blip of 39/34 s (the idle start is trimmed there too).
+    assert 39 / 34 <= sf.info(str(tmp_path / "w.wav")).duration <= 39 / 34 + 1.0
+
+
+def test_a_long_run_raises_the_step_rate_to_fit_five_minutes_and_says_so(tmp_path: Path) -> None:
+    with open(tmp_path / "long.tsr", "wb") as fh:
+        w = SessionWriter(fh, start=0.0)
+        for s in range(3000):
+            w.write(s * 0.01, encode_message("/nn/r/step", [s]))
+            w.write(s * 0.01, encode_message("/nn/r/loss", [3.0 / (1 + s)]))
+        w.flush()
+    r = subprocess.run([*TS, "render", str(tmp_path / "long.tsr"), "--wav", str(tmp_path / "o.wav"),
+                        "--sample-rate", "8000"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "3000 steps at 10 steps/s (raised from 8 so that the render lasts at most 5 min)" in r.stderr
+    assert 299 <= sf.info(str(tmp_path / "o.wav")).duration <= 301.5
 
 
 def test_render_errors_are_one_line(tmp_path: Path) -> None:

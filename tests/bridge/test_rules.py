@@ -21,7 +21,7 @@ def test_a_rule_carries_its_pattern_kind_captures_voice_key_and_argument_index()
 
 def test_the_engine_reads_the_resolved_argument() -> None:
     cfg = from_dict({"mappings": [{"match": "/nn/{run}/weight/{layer}", "arg": "update_ratio", "target": "cc",
-                                   "scale": "linear", "range": [0, 1]}]})
+                                   "scale": "linear", "range": [0, 1]}], "groups": {"mode": "none"}})
     [m] = Engine(cfg).map(parse_event("/nn/r/weight/fc1", (0.1, 0.2, 0.3, 0.4, 0.25), 0.0, b""))
     assert m.value == 0.25
 

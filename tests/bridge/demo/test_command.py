@@ -117,7 +117,7 @@ def test_the_sound_tells_perones_five_runs_apart(tmp_path: Path) -> None:
 
 def test_runs_selection() -> None:
     assert [r.name for r in select_runs("keras", False)][:2] == ["keras-dnn-sgd-relu", "keras-dnn-sgd-sigmoid"]
-    assert len(select_runs("all", False)) == 13
+    assert len(select_runs("all", False)) == 14  # Perone 5, Keras 8, the small GPT-2
     with pytest.raises(TrainsoundError, match="unknown run 'nope'"):
         select_runs("nope", False)
 

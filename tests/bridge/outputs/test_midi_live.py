@@ -27,7 +27,7 @@ def test_exact_bytes_to_a_named_port(bridge_proc, midi_probe: MidiProbe) -> None
     b.send("/nn/run1/grad_norm/fc1", A4_NORM)
     b.send("/nn/run1/loss", 2.3)
     got = midi_probe.wait_for(3, timeout=3)
-    assert got == [[0x90, 69, 96], [0xB0, 74, 64], [0x80, 69, 0]]
+    assert got == [[0x90, 69, 96], [0xB0, 74, 114], [0x80, 69, 0]]  # a first loss sits high (auto_start 0.9)
     st = b.status()
     assert st["outputs"]["midi"]["ok"] and st["outputs"]["midi"]["api"] == "jack"
     rc, _ = b.stop()
