@@ -193,7 +193,9 @@ def matched(x: np.ndarray, tpl: np.ndarray) -> float:
 
 
 def render(tsr: Path, wav: Path, *extra: str) -> tuple[np.ndarray, int]:
-    p = subprocess.run([sys.executable, "-m", "trainsound.bridge", "render", str(tsr), "--wav", str(wav), *extra],
+    # On the recorded clock: the expected times below are the recording's (renders default to the step clock).
+    p = subprocess.run([sys.executable, "-m", "trainsound.bridge", "render", str(tsr), "--wav", str(wav),
+                        "--clock", "wall", *extra],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     x, sr = sf.read(str(wav), dtype="float32")
@@ -335,7 +337,7 @@ def test_a_missing_tts_is_one_clear_line_and_the_earcons_alone(faulty_run: dict[
     env = {**os.environ, "PATH": str(tmp_path)}  # no espeak-ng on it
     wav = tmp_path / "f.wav"
     p = subprocess.run([sys.executable, "-m", "trainsound.bridge", "render", str(faulty_run["tsr"]), "--wav", str(wav),
-                        "--speak"], capture_output=True, text=True, timeout=300, env=env)
+                        "--clock", "wall", "--speak"], capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if "espeak-ng" in ln]
     assert len(lines) == 1 and "not installed" in lines[0] and "earcons only" in lines[0], p.stderr
