@@ -1,12 +1,13 @@
 """Bridge throughput and latency, measured in one run next to a python-osc baseline.
 
-    .venv/bin/python bench/bench_bridge.py [--seconds 2] [--quick]
+    .venv/bin/python bench/bench_bridge.py [--seconds 2] [--quick] [--detectors]
 
 Sender and receiver are separate processes on loopback. For each receiver and
 message shape the rate is raised step by step; the highest rate whose every
 datagram was received and accepted (0 drops) is reported. Latency: OSC in →
 MIDI out at 1,000 msg/s, timestamped on arrival at a JACK MIDI probe (a private
-jackd with the dummy backend).
+jackd with the dummy backend). First, in process: the fault detectors' cost per
+event, the mapping engine with and without them (``--detectors``: only that).
 """
 
 from __future__ import annotations
@@ -298,11 +299,57 @@ def latency(seconds: float) -> tuple[float, float, int] | str:
         _jackrig.stop_jackd(jackd)
 
 
+# -- the fault detectors' cost (docs/alarms.md) ------------------------------------------------------
+def detector_cost(steps: int = 2000) -> None:
+    """Per accepted value: the mapping engine with the detectors on vs off (same events, same run), and the
+    watch (detectors, hold-off, rate limit) alone. In process: the detectors run on the receive thread."""
+    from dataclasses import replace
+
+    from trainsound.bridge.alarms import Watch
+    from trainsound.bridge.config import default
+    from trainsound.bridge.mapping import Engine
+    from trainsound.bridge.wire.protocol import parse_event
+
+    rng = np.random.default_rng(0)
+    events = []
+    for s in range(steps):
+        t = s * 0.01
+        events.append(parse_event("/nn/r/step", (s, 0), t, b""))
+        events.append(parse_event("/nn/r/loss", (2.0 * float(np.exp(0.1 * rng.standard_normal())),), t, b""))
+        for layer in LAYERS:
+            g = float(np.exp(0.25 * rng.standard_normal()))
+            events.append(parse_event(f"/nn/r/grad_norm/{layer}", (g,), t, b""))
+    on = default()
+    off = replace(on, alarms=replace(on.alarms, enabled=False))
+
+    def per_event(fn: Any) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for ev in events:
+                fn(ev)
+            best = min(best, time.perf_counter() - t0)
+        return best / len(events) * 1e6
+
+    us_off = per_event(Engine(off).map)
+    us_on = per_event(Engine(on).map)
+    us_watch = per_event(Watch(on.alarms).feed)
+    print(f"detectors: {len(events):,} events (loss + 64 grad norms + step per step, {steps:,} steps), best of 3")
+    print(f"  mapping engine, alarms off: {us_off:5.2f} µs/event")
+    print(f"  mapping engine, alarms on:  {us_on:5.2f} µs/event   (+{us_on - us_off:.2f} µs, "
+          f"{us_on / us_off:.2f}× the engine without them)")
+    print(f"  the watch alone:            {us_watch:5.2f} µs/event\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="length of each rate trial")
     ap.add_argument("--quick", action="store_true", help="fewer rate steps (a smoke run)")
+    ap.add_argument("--detectors", action="store_true", help="only the fault detectors' cost (a few seconds)")
     args = ap.parse_args()
+    detector_cost()
+    if args.detectors:
+        return 0
     plain_rates = [5_000, 10_000, 25_000, 50_000, 75_000, 100_000, 125_000, 150_000, 175_000, 200_000, 250_000]
     bundle_rates = [50_000, 100_000, 200_000, 250_000, 300_000, 350_000, 400_000, 600_000, 800_000]
     base_rates = [500, 1_000, 2_000, 4_000, 7_000, 10_000, 15_000, 25_000, 50_000]

@@ -10,7 +10,6 @@ from .service.signals import install_early, release_early
 install_early()
 
 import argparse
-import dataclasses
 import importlib
 import importlib.util
 import ipaddress
@@ -21,12 +20,13 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from . import __version__
 from . import config as cfgmod
 from .errors import TrainsoundError
-from .link import QUANTIZE, LinkOptions
+from .link import QUANTIZE, with_link
 from .ratelog import EscapingFormatter
 from .table import parse_hostport
 from .wire.protocol import DEFAULT_HOST, DEFAULT_PORT
@@ -168,6 +168,11 @@ def output_specs(
     return specs
 
 
+def with_speech(config: cfgmod.Config) -> cfgmod.Config:
+    """``--speak``: ``[alarms] speak = true``."""
+    return replace(config, alarms=replace(config.alarms, speak=True))
+
+
 def apply_preset(config: cfgmod.Config, name: str | None) -> cfgmod.Config:
     if not name:
         return config
@@ -200,6 +205,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         changes["allow"] = tuple(args.allow)
         changes["allow_explicit"] = True
     overrides = [lambda c: apply_preset(c, args.preset)]
+    if args.speak:
+        overrides.append(with_speech)
     if changes:
         overrides.append(lambda c: cfgmod.with_bridge(c, **changes))
     if args.midi_api:
@@ -211,13 +218,6 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     config = source.load()
     specs = output_specs(args, config, live_midi_default=True, never_overwrite=True)
     return Daemon(config, specs, source=source).run()
-
-
-def with_link(config: cfgmod.Config, enable: bool, quantize: str | None) -> cfgmod.Config:
-    """``--link`` / ``--quantize`` over the file's ``[link]`` table."""
-    opts: LinkOptions = cfgmod.output_options(config, "link", LinkOptions())
-    opts = dataclasses.replace(opts, enabled=opts.enabled or enable, quantize=quantize or opts.quantize)
-    return dataclasses.replace(config, outputs={**config.outputs, "link": opts})
 
 
 def cmd_ports(args: argparse.Namespace) -> int:
@@ -259,6 +259,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from .alarm_log import AlarmLog, report_alarms
     from .outputs import build_outputs
     from .pipeline import Pipeline
     from .replay import replay
@@ -275,20 +276,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = apply_preset(load_config(args.config), args.preset)
     if args.midi_api:
         config = cfgmod.with_midi(config, api=args.midi_api)
+    if args.speak:
+        config = with_speech(config)
     specs = output_specs(args, config, live_midi_default=False)
-    if not specs:
-        raise TrainsoundError("replay needs at least one output (e.g. --midi-file out.mid, --wav out.wav, --midi)")
+    want_alarms = args.alarms or args.alarms_json
+    if not specs and not want_alarms:
+        raise TrainsoundError("replay needs at least one output (e.g. --midi-file out.mid, --wav out.wav, --midi) "
+                              "or --alarms")
     live = any(s.name in ("midi", "osc", "pyo") or s.options.get("live") for s in specs)
     # A replay plays to what it was asked for or fails: an output that cannot open is an error here.
-    outputs = build_outputs(config, [dataclasses.replace(s, required=True) for s in specs])
+    outputs = build_outputs(config, [replace(s, required=True) for s in specs])
     for out in outputs:
         h = out.health()
         if out.name == "midi" and not h.get("ok"):
             for o in outputs:
                 o.close()
             raise TrainsoundError(f"replay --midi: nothing to play to: {h.get('why') or 'not connected'}")
-    pipeline = Pipeline(config, outputs)
+    alarm_log = AlarmLog()
+    pipeline = Pipeline(config, [*outputs, alarm_log])
     n = replay(args.session, pipeline, realtime=args.realtime or live, speed=args.speed)
+    report_alarms(args, alarm_log.alarms)
     s = pipeline.stats.snapshot()
     print(
         f"replayed {n} messages from {args.session} ({s['accepted']} accepted, {s['dropped_total']} dropped)",
@@ -298,6 +305,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .alarm_log import add_alarm_args
+
     p = argparse.ArgumentParser(prog="trainsound", description="Hear your neural network train.")
     p.add_argument("--version", action="version", version=f"trainsound {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
@@ -331,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(QUANTIZE),
         help="with --link: start notes on this grid of the Link session (default from [link]: 1/16)",
     )
+    b.add_argument("--speak", action="store_true", help="say each alarm after its earcon (espeak-ng; docs/alarms.md)")
     b.add_argument(
         "--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)"
     )
@@ -354,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--realtime", action="store_true", help="pace the replay in real time")
     r.add_argument("--speed", type=float, default=1.0, help="time factor with --realtime")
     r.add_argument("--dump", action="store_true", help="print the recording as JSON lines")
+    add_alarm_args(r)
     add_output_args(r, live_midi_default=False)
     r.set_defaults(func=cmd_replay)
 

@@ -16,6 +16,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from .alarms import AlarmsOptions
+from .alarms import section as alarms_section
 from .errors import ConfigError
 from .groups import AGGREGATES, GROUP_MODES, GroupOptions, GroupPattern, check_patterns
 from .rules import Rule, parse_rule
@@ -115,6 +117,8 @@ class Config:
     bridge: BridgeOptions = field(default_factory=BridgeOptions)
     midi: MidiOptions = field(default_factory=MidiOptions)
     alarm: AlarmOptions = field(default_factory=AlarmOptions)
+    alarms: AlarmsOptions = field(default_factory=AlarmsOptions)
+    """The fault detectors (``[alarms]``, docs/alarms.md); ``[alarm]`` is how an alarm sounds on MIDI."""
     mappings: tuple[Rule, ...] = ()
     groups: GroupOptions = field(default_factory=GroupOptions)
     outputs: Mapping[str, Any] = field(default_factory=dict)
@@ -285,6 +289,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         max_per_second=a.number("max_per_second", d.max_per_second, 0.0, 10_000.0),
     )
     a.finish()
+    alarms = alarms_section(Table(top.raw("alarms", {}), "alarms"), nan_note=alarm.note)
     raw_rules = top.raw("mappings", None)
     if raw_rules is None:
         rules = default_rules()
@@ -298,7 +303,8 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         if name in data:
             outputs[name] = _load_output_section(name, top.raw(name, {}))
     top.finish()
-    return Config(bridge=bridge, midi=midi, alarm=alarm, mappings=rules, groups=groups, outputs=outputs, source=source)
+    return Config(bridge=bridge, midi=midi, alarm=alarm, alarms=alarms, mappings=rules, groups=groups,
+                  outputs=outputs, source=source)
 
 
 #: A config file larger than this is refused (a mistaken path to a log or a disk image, not a config).

@@ -18,9 +18,10 @@ import contextlib
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from .config import Config, output_options
 from .errors import OutputUnavailable
 from .table import Table
 
@@ -56,6 +57,13 @@ def section(t: Table) -> LinkOptions:
     )
     t.finish()
     return opts
+
+
+def with_link(config: Config, enable: bool, quantize: str | None) -> Config:
+    """``--link`` / ``--quantize`` over the file's ``[link]`` table."""
+    opts: LinkOptions = output_options(config, "link", LinkOptions())
+    opts = replace(opts, enabled=opts.enabled or enable, quantize=quantize or opts.quantize)
+    return replace(config, outputs={**config.outputs, "link": opts})
 
 
 def grid_delay(beat: float, tempo: float, grid: float) -> float:

@@ -18,6 +18,7 @@ class Mapped(NamedTuple):
     rule: int
     """Index of the rule in the config; -1 for an alarm not tied to a rule."""
     rule_name: str
+    """Alarms and ticks: the stream's name instead (``loss``, a layer, ``""`` for the whole run)."""
     target: str
     stream: tuple[str, ...]
     """Capture values that key the voice, e.g. ``("run1", "fc1")``."""
@@ -32,10 +33,17 @@ class Mapped(NamedTuple):
     """Messages due ``length`` seconds after ``t`` (note-offs, alarm release)."""
     length: float
     groups: int = 0  # voice groups in the run's layout when ``voice`` is a group index (0: not grouped)
+    kind: str = ""
+    """Alarms: the fault (``spike`` … ``nan``, docs/alarms.md); ticks: ``epoch`` or ``lr``; at the run's ``step``."""
+    step: int = -1
 
     @property
     def alarm(self) -> bool:
-        return self.norm != self.norm
+        return self.target == "alarm"
+
+    @property
+    def tick(self) -> bool:
+        return self.target == "tick"
 
 
 @dataclass

@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .alarm_map import AlarmSignals
+from .alarms import Watch
 from .config import AlarmOptions, Config
 from .groups import RunGroups, groups_rule
 from .mapped import Counters, Mapped
@@ -36,8 +38,6 @@ if TYPE_CHECKING:
     from .service.voicestate import VoiceMemory
 
 ADDRESS_CACHE_SIZE = 65_536
-#: Addresses the NaN-alarm limiter remembers at once (~200 bytes each: under 1 MB).
-ALARM_STATE_MAX = 4096
 #: Events that end a run's first round of layers: its voice groups settle (see :mod:`.groups`).
 SETTLE_KINDS = frozenset({"step", "loss", "metric", "event"})
 
@@ -52,7 +52,7 @@ class _Stream:
     auto: AutoRange | None = None
 
 
-class Engine:
+class Engine(AlarmSignals):
     """Applies the config's rules to events."""
 
     def __init__(self, config: Config, max_voices: int = 256, memory: VoiceMemory | None = None) -> None:
@@ -72,6 +72,9 @@ class Engine:
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
         self._free: dict[tuple[str, ...], list[int]] = {}
         self.counters = Counters()
+        # One global alarm rate for every kind (NaN and the detectors'): the watch asks _allow.
+        self.watch = Watch(config.alarms, limit=self._allow)
+        self._watching = config.alarms.enabled
         self.group_opts = config.groups
         self._groups: dict[tuple[int, str], RunGroups] = {}  # (rule index, run) → the run's layer groups
         self._grouped = tuple(groups_rule(r.voice_key, r.voices, config.groups) for r in self.rules)
@@ -140,6 +143,7 @@ class Engine:
                 del self._streams[(rule_idx, stream)]
                 self._pending.pop((rule_idx, stream), None)
         self._last_alarm = {a: t for a, t in self._last_alarm.items() if a.split("/")[2] not in runs}
+        self.watch.forget_runs(runs)
         self._groups = {k: g for k, g in self._groups.items() if k[1] not in runs}
         self._cache.clear()  # it remembers voices
 
@@ -180,6 +184,10 @@ class Engine:
         for g, name, value in groups:
             if math.isfinite(value) and (m := self._map_value(t, run, i, rule, (run, name), g, value)) is not None:
                 out.append(m._replace(groups=count))
+            # A group of several layers is watched as one stream too (its aggregate); a group of one is its layer.
+            if self._watching and rule.kind == "grad_norm" and math.isfinite(value) and rg.layout is not None \
+                    and len(rg.layout.members[g]) > 1:
+                out.extend(self.signal(a) for a in self.watch.grad(t, run, f"group {name}", value, layer=False))
 
     def _settle(self, t: float, run: str | None) -> list[Mapped]:  # None: quiet layouts, stalled rounds
         out: list[Mapped] = []
@@ -192,7 +200,14 @@ class Engine:
 
     # -- mapping ----------------------------------------------------------
     def map(self, ev: Event) -> list[Mapped]:
-        """Map one event through every matching rule."""
+        """Map one event through every matching rule, then the alarms and ticks it raises (docs/alarms.md)."""
+        out = self._map_rules(ev)
+        if self._watching:
+            for a in self.watch.feed(ev):
+                out.append(self.signal(a))
+        return out
+
+    def _map_rules(self, ev: Event) -> list[Mapped]:
         out: list[Mapped] = []
         if ev.kind in SETTLE_KINDS and self._groups:
             out = self._settle(ev.t, ev.run)
@@ -200,12 +215,12 @@ class Engine:
         if not finite:
             self.counters.nonfinite += 1
         if ev.kind == "event" and ev.name == "nan":
-            self._alarm(ev, -1, "alarm", (ev.run,), 0, out)
+            self._alarm(ev, -1, (ev.run,), 0, out)
         matches = self._matches(ev.address)
         if not matches:
             if not finite:
                 # No rule for this address, but a non-finite value must still be heard.
-                self._alarm(ev, -1, "alarm", (ev.run,), 0, out)
+                self._alarm(ev, -1, (ev.run,), 0, out)
             elif not out:
                 self.counters.unmapped += 1
             return out
@@ -218,6 +233,8 @@ class Engine:
                 voice = self.voice_of(rule, stream)
                 if voice is None:
                     self.counters.voice_limit += 1
+                    if not finite and not out:  # no voice to mute, but a NaN is heard all the same
+                        self._alarm(ev, -1, (ev.run,), 0, out)
                     continue
                 entry[2] = voice
             if not ev.values:
@@ -228,7 +245,7 @@ class Engine:
                 self.counters.unmapped += 1
                 continue
             if not math.isfinite(x) or (not finite and not out):
-                self._alarm(ev, rule_idx, rule.name, stream, voice, out)
+                self._alarm(ev, rule_idx, stream, voice, out)
                 continue
             if self._grouped[rule_idx]:
                 self._group(ev.t, rule_idx, stream, x, out)
@@ -237,48 +254,6 @@ class Engine:
             if m is not None:
                 out.append(m)
         return out
-
-    def _remember_alarm(self, address: str, t: float, interval: float) -> None:
-        """Note when ``address`` last alarmed, in a table of at most :data:`ALARM_STATE_MAX` addresses.
-
-        Distinct addresses are unbounded on the wire (400,000 held 82 MB): when full, the addresses
-        whose alarm is oldest are dropped; one whose interval still ran is counted as shed.
-        """
-        table = self._last_alarm
-        table.pop(address, None)  # re-inserted last: the dict's order is the order of last alarms
-        while len(table) >= ALARM_STATE_MAX:
-            oldest = next(iter(table))  # the front is the earliest alarm: amortised O(1)
-            if t - table.pop(oldest) < interval:
-                self.counters.alarm_state_shed += 1
-        table[address] = t
-
-    def _alarm(
-        self, ev: Event, rule_idx: int, name: str, stream: tuple[str, ...], voice: int, out: list[Mapped]
-    ) -> None:
-        a = self.alarm_opts
-        last = self._last_alarm.get(ev.address, -math.inf)
-        loud = ev.t - last >= a.min_interval
-        if loud and self._alarm_budget is not None and not self._alarm_budget.take(now=ev.t):
-            # Due for this address, but over the global rate: counted, not sounded (and not marked as
-            # sounded, so the address alarms as soon as the budget allows).
-            self.counters.alarms_limited += 1
-            loud = False
-        if loud:
-            self._remember_alarm(ev.address, ev.t, a.min_interval)
-            self.counters.alarms += 1
-            midi: tuple[bytes, ...] = (
-                mb.note_on(a.channel, a.note, a.velocity),
-                mb.control_change(a.channel, a.cc, a.cc_value),
-            )
-            later: tuple[bytes, ...] = (mb.note_off(a.channel, a.note), mb.control_change(a.channel, a.cc, 0))
-        elif any(m.alarm for m in out):
-            return
-        else:
-            midi = later = ()
-        x = ev.values[0] if ev.values else math.nan
-        out.append(
-            Mapped(ev.t, ev.run, rule_idx, name, "alarm", stream, voice, x, math.nan, a.channel, midi, later, a.length)
-        )
 
     def _normalise(self, st: _Stream, rule: Rule, x: float) -> float:
         if rule.scale == "linear":

@@ -182,9 +182,10 @@ class Pipeline:
                 reconfigure(config)
 
     def _new_engine(self, config: Config) -> None:
-        counters = self.engine.counters
+        old = self.engine
         self.engine = Engine(config, max_voices=config.bridge.max_voices, memory=self.memory)
-        self.engine.counters = counters  # counters describe the bridge's life, not one engine's
+        self.engine.counters = old.counters  # counters describe the bridge's life, not one engine's
+        self.engine.watch.carry(old.watch)
 
     def learn(self, target: Target, now: float, seconds: float) -> None:
         """Solo one target for ``seconds`` (MIDI learn); a new learn replaces a running one."""

@@ -12,10 +12,12 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import presets
+from .alarm_log import AlarmLog, add_alarm_args, detect, report_alarms
 from .config import Config
 from .config import default as default_config
 from .config import load as load_config
@@ -75,8 +77,8 @@ class Progress:
 def render(session: str | Path, wav: str | Path, *, config: Config | None = None,
            preset: str = presets.DEFAULT_PRESET, fmt: str = "float32", sample_rate: int | None = None,
            png: str | Path | None = None, progress: Progress | None = None, clock: str | None = None,
-           steps_per_second: float = DEFAULT_STEPS_PER_SECOND) -> dict[str, Any]:
-    """Render ``session`` to ``wav`` (and ``png``); returns a summary dict.
+           steps_per_second: float = DEFAULT_STEPS_PER_SECOND, alarm_log: AlarmLog | None = None) -> dict[str, Any]:
+    """Render ``session`` to ``wav`` (and ``png``); returns a summary dict. ``alarm_log`` collects the alarms.
 
     ``clock``: ``"steps"`` (step ``k`` at ``k/steps_per_second`` s, raised so that the render lasts at most
     five minutes), ``"wall"`` (the recorded times), ``None``: steps when the session has step messages.
@@ -92,7 +94,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
     if clock != "wall" and steps and preset != "perone":  # perone is clocked by steps already
         step_clock = StepClock(first, last, steps, steps_per_second)
     out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt, keep_tracks=True)
-    pipeline = Pipeline(cfg, [out])
+    pipeline = Pipeline(cfg, [out] if alarm_log is None else [out, alarm_log])
     t0 = time.perf_counter()
     n = replay(session, pipeline, realtime=False, progress=progress, clock=step_clock, tail=RENDER_TAIL)
     elapsed = time.perf_counter() - t0
@@ -104,6 +106,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
         "messages": n, "audio_seconds": audio_s, "elapsed": elapsed,
         "realtime_factor": audio_s / elapsed if elapsed > 0 else float("inf"),
         "sample_rate": out.sr, "format": fmt, "health": out.health(),
+        "alarm_times": out.bank_sink.alarm_times if out.bank_sink is not None else [],
         "clock": "steps" if step_clock is not None else "wall",
     }
     if step_clock is not None:
@@ -183,6 +186,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         with logdir_session(args.session) as session:
             return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session)}))
     cfg = load_config(args.config) if args.config else default_config()
+    if args.speak:
+        cfg = replace(cfg, alarms=replace(cfg.alarms, speak=True))
     span, records = session_span(args.session)
     if records == 0:
         raise TrainsoundError(f"{args.session}: the session holds no messages")
@@ -190,16 +195,25 @@ def cmd_render(args: argparse.Namespace) -> int:
         m = render_midi(args.session, args.midi_file, config=cfg, bpm=args.bpm, steps_per_beat=args.steps_per_beat)
         print(f"rendered {m['messages']} messages → {m['path']}: {m['steps']} steps, {args.steps_per_beat:g} a beat "
               f"at {args.bpm:g} BPM ({m['events']} MIDI events)", file=sys.stderr)
+    want_alarms = args.alarms or args.alarms_json
     if not args.wav:
-        if not args.midi_file:
-            raise TrainsoundError("render needs --wav FILE or --midi-file FILE")
+        if not want_alarms and not args.midi_file:
+            raise TrainsoundError("render needs --wav FILE, --midi-file FILE, or --alarms / --alarms-json FILE")
+        if want_alarms:
+            report_alarms(args, detect(args.session, presets.apply_preset(cfg, args.preset)))
         return 0
     if args.pyo_patch:
-        return render_pyo(args, cfg)
+        code = render_pyo(args, cfg)
+        if want_alarms:
+            report_alarms(args, detect(args.session, cfg))
+        return code
     bar = Progress(span, force=args.progress)
+    log = AlarmLog() if want_alarms else None
     s = render(args.session, args.wav, config=cfg, preset=args.preset, fmt=args.format,
                sample_rate=args.sample_rate, png=args.png, progress=bar, clock=args.clock,
-               steps_per_second=args.steps_per_second)
+               steps_per_second=args.steps_per_second, alarm_log=log)
+    if log is not None:
+        report_alarms(args, log.alarms)
     extra = f", spectrogram {s['png']}" if "png" in s else ""
     if s["clock"] == "steps":
         extra += f"; step clock: {s['steps']} steps at {s['steps_per_second']:g} steps/s"
@@ -243,7 +257,7 @@ def add_parser(subparsers: Any) -> None:
         description="Render a session recorded with 'trainsound bridge --record' through the internal sine "
         "voices to a WAV file, on the recorded clock.")
     p.add_argument("session", help="session recording (.tsr), or a TensorBoard log directory")
-    p.add_argument("--wav", metavar="FILE", help="WAV file to write")
+    p.add_argument("--wav", metavar="FILE", help="WAV file to write (required unless --midi-file or --alarms)")
     p.add_argument("--midi-file", metavar="FILE",
                    help="write a MIDI file on a musical grid (--bpm, --steps-per-beat) that drops onto a DAW set")
     p.add_argument("--bpm", type=_positive, default=DEFAULT_BPM, help=f"--midi-file's tempo (default {DEFAULT_BPM:g})")
@@ -264,4 +278,5 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("--pyo-patch", metavar="NAME|FILE",
                    help="render through a pyo patch (patches/pyo) instead of the sine voices; --preset is ignored")
+    add_alarm_args(p)
     p.set_defaults(func=cmd_render)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..alarms import Alarm
 from ..errors import TrainsoundError
 from . import features as demo_features
 from . import gallery as demo_gallery
@@ -85,6 +86,7 @@ class RunResult:
     losses: list[float]
     features: demo_features.Features | None = None
     nan_step: int | None = None
+    alarms: list[Alarm] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,11 +127,15 @@ def bridge_args(files: dict[str, Path], audio: bool, midi: bool) -> list[str]:
     return [*args, *(["--audio"] if audio else []), *([] if midi else ["--no-midi"])]
 
 
-def render_outputs(spec: RunSpec, files: dict[str, Path]) -> demo_gallery.Numbers:
-    """Everything derived offline from the recording: perone WAV, spectrogram, numbers plot."""
+def render_outputs(spec: RunSpec, files: dict[str, Path]) -> tuple[demo_gallery.Numbers, list[Alarm]]:
+    """Everything derived offline from the recording: perone WAV, spectrogram, numbers plot (with the alarms
+    the bridge's detectors raise on it, docs/alarms.md)."""
+    from ..alarm_log import detect
+    from ..config import default
     from ..render import render
 
     nums = demo_gallery.read_numbers(files["session"], spec.name)
+    alarms = [a for a in detect(files["session"], default()) if a.run == spec.name]
     render(files["session"], files["perone"], preset="perone")
     if spec.model == "gpt2":
         # Many layers: the picture is the grouped voices, the continuous WAV re-rendered on the step clock.
@@ -137,8 +143,9 @@ def render_outputs(spec: RunSpec, files: dict[str, Path]) -> demo_gallery.Number
         step_s = 1.0 / s["steps_per_second"]
         demo_gallery.plot_numbers(nums, files["numbers"], title=f"{spec.name} — the numbers the bridge received",
                                   xlim=demo_gallery.spectrogram_xlim(files["continuous"]), step_s=step_s,
-                                  clock="the continuous rendering (step clock)")
-        return nums
+                                  clock="the continuous rendering (step clock)",
+                                  alarms=[(a.step, a.name, a.kind) for a in alarms])
+        return nums, alarms
     from ..sound.spectrogram import write_spectrogram
 
     write_spectrogram(
@@ -153,8 +160,9 @@ def render_outputs(spec: RunSpec, files: dict[str, Path]) -> demo_gallery.Number
         files["numbers"],
         title=f"{spec.name} — the numbers the bridge received",
         xlim=demo_gallery.spectrogram_xlim(files["perone"]),
+        alarms=[(a.step, a.name, a.kind) for a in alarms],
     )
-    return nums
+    return nums, alarms
 
 
 def run_one(
@@ -176,8 +184,8 @@ def run_one(
         bridge.kill()
         raise
     display.writing(f"{files['perone'].name}, {files['spectrogram'].name}, {files['numbers'].name}")
-    render_outputs(spec, files)
-    result = RunResult(spec, files, train_s, losses)
+    _, alarms = render_outputs(spec, files)
+    result = RunResult(spec, files, train_s, losses, alarms=alarms)
     result.nan_step = next((i + 1 for i, v in enumerate(losses) if v != v), None)
     display.writing("audio features")
     result.features = demo_features.wav_features(files["perone"])
@@ -190,6 +198,12 @@ def run_one(
         final=True,
     )
     return result
+
+
+def alarm_summary(alarms: list[Alarm], most: int = 6) -> str:
+    """``"loss spike at step 12, conv1 vanishing at step 40 …"`` for a gallery card."""
+    words = [f"{a.name or 'run'} {a.kind} at step {a.step}" for a in alarms[:most]]
+    return ", ".join(words) + (f" and {len(alarms) - most} more" if len(alarms) > most else "")
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -242,6 +256,7 @@ def write_summary(out: Path, results: list[RunResult], total_s: float, data: dem
                 "final_loss": None if r.losses[-1] != r.losses[-1] else r.losses[-1],
                 "nan_step": r.nan_step,
                 "features": r.features.as_dict() if r.features else None,
+                "alarms": [a.as_dict() for a in r.alarms],
                 "files": {k: os.path.relpath(v, out) for k, v in r.files.items()},
             }
             for r in results
@@ -281,6 +296,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     facts = {
         r.spec.name: f"{len(r.losses)} steps, trained in {r.train_s:.1f} s, final loss {r.losses[-1]:.4g}"
         + (f", NaN from step {r.nan_step}" if r.nan_step else "")
+        + (f"; alarms: {alarm_summary(r.alarms)}" if r.alarms else "; no alarms")
         for r in results
     }
     index = demo_gallery.write_index(

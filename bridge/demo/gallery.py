@@ -113,12 +113,14 @@ def step_times(nums: Numbers) -> list[tuple[float, int]]:
 
 
 def plot_numbers(nums: Numbers, png: str | Path, *, title: str, xlim: tuple[float, float],
-                 step_s: float | None = None, clock: str = "the perone rendering") -> None:
+                 step_s: float | None = None, clock: str = "the perone rendering",
+                 alarms: Sequence[tuple[int, str, str]] = ()) -> None:
     """Gradient norms per voice group (log; the groups the bridge sounds, :mod:`..groups`) and loss over
     time, on the spectrogram's time axis and frame.
 
     ``xlim`` is the spectrogram's time span (see :func:`spectrogram_xlim`); ``step_s`` its seconds per
-    step (default: the perone rendering's).
+    step (default: the perone rendering's). ``alarms``: ``(step, name, kind)`` of the bridge's alarms, each
+    marked by a labelled vertical line.
 
     Same figure size and the same colour-bar gap as the spectrogram, so the two images line up when
     shown one above the other. NaN steps are marked with a red band.
@@ -156,6 +158,7 @@ def plot_numbers(nums: Numbers, png: str | Path, *, title: str, xlim: tuple[floa
         ax.axvspan(t[k], t[k] + step_s, color="red", alpha=0.15, lw=0)
     # Loss on the same log axis: a second y-axis would take room the spectrogram does not have.
     ax.plot(t, np.where(bad | (loss <= 0), np.nan, loss), color="black", lw=1.4, ls="--", label="loss")
+    mark_alarms(ax, nums, alarms, step_s)
     handles, labels = ax.get_legend_handles_labels()
     if bad.any():
         from matplotlib.patches import Patch
@@ -166,6 +169,19 @@ def plot_numbers(nums: Numbers, png: str | Path, *, title: str, xlim: tuple[floa
     fig.tight_layout()
     fig.savefig(str(png))
     plt.close(fig)
+
+
+def mark_alarms(ax: Any, nums: Numbers, alarms: Sequence[tuple[int, str, str]], step_s: float) -> None:
+    """A dotted line per alarm at its step, labelled ``kind (stream)`` along the top of the plot."""
+    index = {s: k for k, s in enumerate(nums.steps)}
+    for i, (step, name, kind) in enumerate(alarms):
+        k = index.get(step)
+        if k is None:
+            continue
+        t = k * step_s
+        ax.axvline(t, color="crimson", ls=":", lw=1.3, label="alarm" if i == 0 else None)
+        ax.text(t, 0.98 - 0.06 * (i % 4), f" {kind} ({name or 'run'})", transform=ax.get_xaxis_transform(),
+                color="crimson", fontsize=7, va="top", ha="left")
 
 
 # -- the page ----------------------------------------------------------------------------------

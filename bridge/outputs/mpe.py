@@ -129,7 +129,7 @@ class MpeZone:
             key = (m.rule, m.stream)
             self._streams[m.stream] = key
             return self.update(m.t, key, fractional_pitch(rules[m.rule], m.voice, m.norm), m.midi[0][2]), True
-        if m.alarm and m.channel == alarm_channel:
+        if (m.alarm or m.tick) and m.channel == alarm_channel:  # alarms and context ticks keep their channel
             return list(m.midi), False
         voice = self._streams.get(m.stream)
         ch = (self.channel_of(voice) if voice is not None else None) or MASTER

@@ -1,4 +1,4 @@
-"""The ``osc`` output: mapped values and NaN alarms forwarded to any OSC target.
+"""The ``osc`` output: mapped values, alarms and ticks forwarded to any OSC target.
 
 Default target: SuperCollider's language port, ``127.0.0.1:57120``
 (``patches/supercollider/trainsound.scd`` plays it). One datagram per message,
@@ -13,8 +13,11 @@ Addresses (``prefix`` defaults to ``/trainsound``; docs/patches.md has the table
   stream's first-seen index, ``norm`` 0..1, ``raw`` the telemetry value, ``kind``
   the event kind (``grad_norm``, ``loss``, ``weight`` …), ``rule`` the mapping
   rule's name.
-- ``/trainsound/alarm s:run s:name s:kind`` — NaN/Inf (at most one per address
-  per ``[alarm].min_interval_ms``).
+- ``/trainsound/alarm s:run s:name s:kind i:step`` — an alarm: ``kind`` is the
+  fault (``spike``, ``plateau``, ``divergence``, ``exploding``, ``vanishing``,
+  ``dead``, ``nan``; docs/alarms.md), ``name`` the stream (``loss``, a layer,
+  ``""`` for the whole run), ``step`` the run's step (−1 unknown).
+- ``/trainsound/tick s:run s:kind i:step`` — a context tick: ``epoch`` or ``lr``.
 - ``/trainsound/step s:run i:step i:epoch`` — a training step (epoch −1 when not sent).
 - ``/trainsound/spectrum s:run s:layer b:magnitudes`` — an activation spectrum,
   float32 little-endian, lowest bin first (as received).
@@ -158,7 +161,7 @@ class OscOut(BaseOutput):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         p = prefix or opts.prefix
         self._value, self._alarm = f"{p}/value", f"{p}/alarm"
-        self._step, self._spectrum = f"{p}/step", f"{p}/spectrum"
+        self._step, self._spectrum, self._ticks = f"{p}/step", f"{p}/spectrum", f"{p}/tick"
         self._rule_kind = [r.kind for r in config.mappings]
         self.sent = 0
         self.send_errors = 0
@@ -186,9 +189,12 @@ class OscOut(BaseOutput):
             else:  # released late by a rate limit: rebuild what the event would have said
                 kind = self._rule_kind[m.rule] if 0 <= m.rule < len(self._rule_kind) else ""
                 name = m.stream[-1] if len(m.stream) > 1 else ""
-            if m.norm != m.norm:
-                if m.midi:  # the engine's alarm rate limit: only "loud" alarms carry MIDI bytes
-                    self._send(encode_message(self._alarm, [m.run, name, kind]))
+            if m.alarm:
+                if m.midi:  # the alarms' hold-off and rate limit: only "loud" alarms carry MIDI bytes
+                    # Rare, and the step may be int64: the typed encoder.
+                    self._send(encode_typed(self._alarm, [m.run, m.rule_name, m.kind, m.step]))
+            elif m.tick:
+                self._send(encode_typed(self._ticks, [m.run, m.kind, m.step]))
             else:
                 raw = m.value if math.isfinite(m.value) else 0.0
                 args: list[str | int | float] = [m.run, name, m.voice, m.norm, raw, kind, m.rule_name]

@@ -36,6 +36,7 @@ from ..config import Config, output_options
 from ..errors import ConfigError, OutputUnavailable
 from ..mapping import Mapped
 from ..ratelog import MULTILINE
+from ..sound.alarms import TICK_KINDS
 from ..sound.engine import EngineLink
 from ..sound.jackserver import jack_server_listening
 from ..sound.pyo_host import (
@@ -119,6 +120,7 @@ class Coalescer:
         self._latest: dict[tuple[str, str, str], Event] = {}
         self._values: dict[tuple[int, tuple[str, ...]], tuple[Event | None, Mapped]] = {}
         self._nans: dict[tuple[str, str], None] = {}
+        self._signals: list[tuple[str, str, str, int]] = []
         self._ends: dict[str, None] = {}
         self.calls = 0
         self.alarms = 0
@@ -134,7 +136,9 @@ class Coalescer:
                 self._latest[(ev.kind, ev.run, ev.name)] = ev
         for m in mapped:
             if m.norm != m.norm:
-                if ev is None:
+                if m.tick or (m.alarm and m.kind != "nan" and m.midi):  # NaN: on_nan, from the event above
+                    self._signals.append((m.run, m.rule_name, m.kind, m.step))
+                elif ev is None:
                     self._nans[(m.run, "/".join(m.stream))] = None
             else:
                 self._values[(m.rule, m.stream)] = (ev, m)
@@ -147,7 +151,7 @@ class Coalescer:
 
     def take(self) -> list[Call]:
         """The hook calls for everything absorbed since the last take (values, then alarms last)."""
-        if not (self._latest or self._values or self._nans or self._ends):
+        if not (self._latest or self._values or self._nans or self._signals or self._ends):
             return []
         calls: list[Call] = []
         for (kind, run, name), ev in self._latest.items():
@@ -167,10 +171,11 @@ class Coalescer:
             calls.append(("on_value", (m.run, kind, name, m.rule_name, m.stream, m.voice, m.norm, m.value)))
         for run, stream in self._nans:
             calls.append(("on_nan", (run, stream)))
+        calls.extend(("on_alarm", sig) for sig in self._signals)
         calls.extend(("on_end", (run,)) for run in self._ends)
-        self.alarms += len(self._nans)
+        self.alarms += len(self._nans) + sum(1 for sig in self._signals if sig[2] not in TICK_KINDS)
         self.calls += len(calls)
-        self._latest, self._values, self._nans, self._ends = {}, {}, {}, {}
+        self._latest, self._values, self._nans, self._signals, self._ends = {}, {}, {}, [], {}
         return calls
 
 

@@ -20,13 +20,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..alarms import spoken_label
 from ..config import Config
 from ..groups import band, groups_rule
 from ..mapping import Mapped
-from ..sound.alarms import alarm_sound
 from ..sound.maps import DEFAULT_FMIN, DEFAULT_OCTAVES, pan_gains, run_pan
 from ..sound.seeds import SONNIFY_AMPLITUDE, SonnifyLoss
 from ..sound.spectrum import decode_blob, spectrum_sound
+from ..sound.speech import Announcer
 from ..sound.voices import VoiceBank
 from ..sound.wav import MAX_BYTES as MAX_WAV_BYTES
 from ..wire.midi import DATA_MAX
@@ -75,7 +76,7 @@ class Sink(Protocol):
 
     def partial(self, voice: int, hz: float, level: float) -> None: ...
 
-    def alarm(self) -> None: ...
+    def alarm(self, kind: str, label: str) -> None: ...
 
     def spectrum(self, blob: bytes, pan: float) -> None: ...
 
@@ -101,6 +102,7 @@ class VoiceTable:
         self.runs: dict[str, int] = {}
         self.loss = SonnifyLoss()
         self.alarms = 0
+        self.speak = config.alarms.speak
 
     def pan(self, run: str) -> float:
         """Stereo position per run, in first-seen order."""
@@ -135,13 +137,21 @@ class VoiceTable:
             return self.voice(key, m.run, self.opts.gain * rule.velocity / DATA_MAX, "/".join(m.stream))
         return self.voice(key, m.run, self.opts.cc_gain, f"{m.rule_name or m.rule}:{'/'.join(m.stream)}")
 
-    def _alarm(self, key: tuple[Any, ...] | None, loud: bool) -> None:
+    def _alarm(self, key: tuple[Any, ...] | None, loud: bool, kind: str = "nan", label: str = "") -> None:
         v = self.voices.get(key) if key is not None else None
         if v is not None:
             self.sink.mute(v)  # the value is unknown: that voice falls silent
         if loud:
             self.alarms += 1
-            self.sink.alarm()
+            self.sink.alarm(kind, label)
+
+    def _signal(self, m: Mapped) -> None:
+        if m.tick:
+            self.sink.alarm(m.kind, "")
+            return
+        label = spoken_label(m.rule_name, m.run, m.kind, m.step) if self.speak else ""
+        # A NaN mutes its voice; the detectors' alarms (rule -1) leave the voices alone.
+        self._alarm((m.rule, m.stream) if m.rule >= 0 else None, bool(m.midi), m.kind, label)
 
     def apply(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         if event is not None:
@@ -151,19 +161,23 @@ class VoiceTable:
                 self.sink.spectrum(event.blob, self.pan(event.run))
             if self.mode == "sonnify":
                 self._sonnify(event)
-                return
-        if self.mode == "sonnify" or not mapped:
+        if not mapped:
+            return
+        if self.mode == "sonnify":  # the loss sings alone; alarms and ticks still sound
+            for m in mapped:
+                if m.norm != m.norm and (m.tick or m.rule < 0):
+                    self._signal(m)
             return
         vs: list[int] = []
         ns: list[float] = []
         get = self.voices.get
         for m in mapped:
             norm = m.norm
-            if norm != norm:  # NaN: alarm (values before it land first, so the alarm wins over them)
+            if norm != norm:  # an alarm or tick (values before it land first, so the alarm wins over them)
                 if vs:
                     self.sink.norms(vs, ns)
                     vs, ns = [], []
-                self._alarm((m.rule, m.stream) if m.rule >= 0 else None, bool(m.midi))
+                self._signal(m)
                 continue
             key = (m.rule, m.stream)
             v = get(key)
@@ -203,7 +217,9 @@ class BankSink:
         """Keep pitch tracks and step times (``trainsound render``'s spectrogram); a bridge does not."""
         self.fmin, self.octaves, self.spectra = opts.fmin, opts.octaves, opts.spectra
         self.bank = VoiceBank(sample_rate, block, max_freq=max_freq)
-        self.alarm_sound = alarm_sound(sample_rate)
+        self.announcer = Announcer(self.bank)
+        self.alarm_times: list[tuple[float, str]] = []
+        """``(seconds, kind)`` of every alarm and tick played (offline)."""
         self._levels = np.zeros(0)
         self.labels: list[str] = []
         self._tracks: list[tuple[float, np.ndarray, np.ndarray]] = []
@@ -241,8 +257,9 @@ class BankSink:
             self._tracks.append((self.bank.now / self.bank.sr, np.array([voice], np.intp), np.array([hz])))
             self._track_points += 1
 
-    def alarm(self) -> None:
-        self.bank.play(self.alarm_sound)
+    def alarm(self, kind: str, label: str) -> None:
+        self.alarm_times.append((self.bank.now / self.bank.sr, kind))
+        self.announcer.announce(kind, label)
 
     def spectrum(self, blob: bytes, pan: float) -> None:
         x = spectrum_sound(decode_blob(blob), self.bank.sr)
@@ -298,8 +315,8 @@ class QueueSink:
     def partial(self, voice: int, hz: float, level: float) -> None:
         self.queue.append((voice, hz, level))
 
-    def alarm(self) -> None:
-        self.queue.append(("alarm",))
+    def alarm(self, kind: str, label: str) -> None:
+        self.queue.append(("alarm", kind, label))
 
     def spectrum(self, blob: bytes, pan: float) -> None:
         self.queue.append(("spectrum", blob, pan))

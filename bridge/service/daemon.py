@@ -115,6 +115,7 @@ class Daemon:
             "voices": voices,
             "groups": p.engine.groups(),
             "outputs": p.health(),
+            "alarms": p.engine.watch.status(),
             **({"learn": p.solo.status(time.time())} if p.solo is not None else {}),
         }
 

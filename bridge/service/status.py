@@ -122,6 +122,10 @@ def query(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
     return result
 
 
+#: Recent alarms shown by ``trainsound status`` (the reply holds up to ``[alarms].recent``).
+RECENT_SHOWN = 10
+
+
 def _hms(seconds: float) -> str:
     """
     >>> _hms(93784.5)
@@ -166,7 +170,28 @@ def format_status(st: dict[str, Any]) -> str:
     learn = st.get("learn")
     if learn:
         lines.append(f"learn: soloing {learn['name']} ({learn['left']:g} s left)")
+    lines.extend(format_alarms(st.get("alarms") or {}))
     return "\n".join(lines)
+
+
+def format_alarms(a: dict[str, Any], last: int = RECENT_SHOWN) -> list[str]:
+    """The alarm lines of ``trainsound status``: totals per kind, then the most recent alarms, newest last.
+
+    >>> format_alarms({"raised": {"spike": 1, "nan": 0}, "held": 2, "rate_limited": 0,
+    ...                "recent": [{"run": "r", "name": "loss", "kind": "spike", "step": 300, "value": 9.5, "time": 0}]})
+    ['alarms: spike 1 (held off 2, over the rate limit 0)', '  step 300  run r  loss  spike  value 9.5']
+    """
+    raised = {k: n for k, n in a.get("raised", {}).items() if n}
+    if not raised:
+        return ["alarms: none"]
+    out = [f"alarms: {', '.join(f'{k} {n}' for k, n in raised.items())} "
+           f"(held off {a.get('held', 0)}, over the rate limit {a.get('rate_limited', 0)})"]
+    for r in a.get("recent", [])[-last:]:
+        v = r.get("value")
+        val = f"{v:.4g}" if isinstance(v, (int, float)) else str(v)  # non-finite values travel as strings
+        who = r.get("name") or "(run)"
+        out.append(f"  step {r.get('step')}  run {r.get('run')}  {who}  {r.get('kind')}  value {val}")
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:

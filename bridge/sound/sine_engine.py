@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OutputUnavailable
+from .alarms import TICK_KINDS
 from .engine import child_signals, say_closed, serve_child
 from .wav import MAX_BYTES as MAX_WAV_BYTES
 
@@ -107,10 +108,10 @@ class Engine:
             self._fifo: deque[np.ndarray] = deque()
             self._fifo_len = 0
         else:
-            from .alarms import alarm_sound
+            from .speech import Announcer
 
             self.bank = VoiceBank(self.sr, self.block, max_freq=spec.max_freq)
-            self.alarm = alarm_sound(self.sr)
+            self.announcer = Announcer(self.bank)
         self.ring: deque[bytes] = deque()
         self.inbox: deque[tuple[Any, ...]] = deque()
         self.wake = threading.Event()
@@ -177,9 +178,14 @@ class Engine:
                     bank.add_voice(c[2])
             elif c[0] == "master":
                 bank.set_master(c[1])
-            elif c[0] == "alarm":
-                bank.play(self.alarm)
-                self.counters[C["alarms"]] += 1
+            elif c[0] == "alarm":  # ("alarm", kind, spoken label or "")
+                at = self.announcer.announce(c[1])
+                if c[1] not in TICK_KINDS:
+                    self.counters[C["alarms"]] += 1
+                if c[2]:  # espeak-ng takes tens of ms: not on the render thread
+                    threading.Thread(target=self._say, args=(c[2], at), daemon=True).start()
+            elif c[0] == "speech":  # ("speech", samples, at): from _say
+                self.announcer.play_speech(c[1], c[2])
             elif c[0] == "spectrum":  # ("spectrum", blob, pan)
                 x = spectrum_sound(decode_blob(c[1]), self.sr)
                 if x.any():
@@ -188,6 +194,12 @@ class Engine:
                 bank.silence()
         if len(voices):
             bank.set_many(voices, hz, gains)
+
+    def _say(self, label: str, at: int) -> None:
+        x = self.announcer.speech.say(label)
+        if x is not None:
+            self.inbox.append(("batch", [("speech", x, at)], np.zeros(0, np.intp), np.zeros(0), np.zeros(0)))
+            self.wake.set()
 
     def _apply_perone(self, msg: tuple[Any, ...]) -> None:
         from ..wire.protocol import Event

@@ -37,6 +37,7 @@ import math
 
 import numpy as np
 
+from .alarms import duck_envelope
 from .maps import pan_gains, soft_limit
 from .resample import PASS_FRACTION, Upsampler, decimation_for
 from .tuning import limit_blas_threads, tune_allocator
@@ -44,6 +45,8 @@ from .tuning import limit_blas_threads, tune_allocator
 TWO_PI = 2.0 * math.pi
 #: Frequencies are kept below this fraction of the sample rate (no aliasing).
 MAX_FREQ_FRACTION = 0.45
+#: Ducking fades the voices down and up over this many samples (10 ms at 48 kHz): no clicks.
+DUCK_RAMP = 480
 
 
 #: A scheduled change: ``(block, ω targets, gain targets, master)``.
@@ -111,6 +114,7 @@ class VoiceBank:
         self._dirty = False
         self._sched: list[Snapshot] = []
         self._shots: list[tuple[int, np.ndarray]] = []
+        self._ducks: list[tuple[int, int]] = []
         limit_blas_threads()
         tune_allocator()
 
@@ -191,6 +195,12 @@ class VoiceBank:
         at = self.now if at is None else max(int(at), self.position)
         self._shots.append((at + self._shot_delay, x))
 
+    def duck(self, samples: int, at: int | None = None) -> None:
+        """Turn the voices (not the one-shots) down for ``samples`` from ``at`` (default: the cursor): an alarm's
+        earcon and speech are never masked by them."""
+        at = (self.now if at is None else max(int(at), self.position)) + self._shot_delay
+        self._ducks.append((at, at + int(samples)))
+
     def silence(self) -> None:
         """Fade every voice out over the block at the cursor."""
         self._dirty = True
@@ -212,6 +222,12 @@ class VoiceBank:
         m_prev = self.master
         low = self._render_voices(segs, ramp0, start, blocks)
         out = self._up(low) if self._up is not None else low
+        if self._ducks:
+            lo, hi = self.position, self.position + total
+            spans = [d for d in self._ducks if d[0] - DUCK_RAMP < hi and d[1] + DUCK_RAMP > lo]
+            if spans:
+                out *= duck_envelope(total, lo, spans, ramp=DUCK_RAMP)[:, None]
+            self._ducks = [d for d in self._ducks if d[1] + DUCK_RAMP > hi]
         if self._shots:
             self._mix_shots(out, segs, start, blocks, m_prev)
         soft_limit(out)

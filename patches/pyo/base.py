@@ -18,7 +18,10 @@ Two kinds of hooks:
   follow the user's mapping config instead of its own scaling.
 
 Any non-finite value (NaN, ±Inf, or a ``/nn/<run>/event nan``) calls
-:meth:`Patch.on_nan` instead, whose default sounds :class:`Alarm`.
+:meth:`Patch.on_nan` instead, whose default sounds :class:`Alarm`. The bridge's
+fault detectors (spike, plateau, divergence, exploding, vanishing, dead) and
+context ticks (epoch, lr) call :meth:`Patch.on_alarm`, whose default plays the
+kind's earcon (docs/alarms.md) with the patch's voices ducked under it.
 
 Sound must leave through :meth:`Patch.out`: it passes the bridge's gate, which
 is how a patch that raises is replaced by silence. Keep every pyo object you
@@ -57,6 +60,9 @@ ALARM_SECONDS = 0.6
 ALARM_LEVEL = 0.4
 #: Ramp of the bridge's gate (s): long enough not to click.
 GATE_RAMP = 0.02
+#: The voices' level while an alarm sounds, and how fast they get there (s): an alarm is never masked.
+DUCK_GAIN = 0.2
+DUCK_RAMP = 0.01
 
 
 class WeightStats(NamedTuple):
@@ -101,6 +107,36 @@ def log_unit(x: float, lo: float, hi: float) -> float:
     return 0.0 if u < 0.0 else 1.0 if u > 1.0 else u
 
 
+class Earcons:
+    """The bridge's earcons (one short sound per alarm kind, ``trainsound.bridge.sound.alarms``) played through
+    the patch's gate, each built on first use; the patch's voices are ducked while one plays."""
+
+    def __init__(self, patch: Patch) -> None:
+        self.patch = patch
+        self._players: dict[str, tuple[Any, Any]] = {}
+        self._undo: Any = None
+        self.count = 0
+
+    def play(self, kind: str) -> None:
+        from pyo import CallAfter, DataTable, TableRead
+
+        from ...bridge.sound.alarms import TICK_KINDS, earcon
+
+        p = self.patch
+        sr = int(p.server.getSamplingRate()) if p.server is not None else 48_000
+        x = earcon(kind, sr)
+        hit = self._players.get(kind)
+        if hit is None:
+            table = DataTable(size=len(x), init=x.tolist())
+            hit = self._players[kind] = (table, TableRead(table, freq=table.getRate(), loop=0))
+            p.out_alarm(hit[1])
+        hit[1].play()  # from the start (a new TableRead does not play until asked)
+        self.count += 1
+        if kind not in TICK_KINDS:
+            p.duck.value = DUCK_GAIN
+            self._undo = CallAfter(p.unduck, time=len(x) / sr)
+
+
 class Alarm:
     """A two-tone siren (880/1175 Hz, 8 alternations/s, 0.6 s) for NaN/Inf.
 
@@ -116,13 +152,19 @@ class Alarm:
         half = (ALARM_HIGH_HZ - ALARM_LOW_HZ) / 2
         self.env = Adsr(attack=0.005, decay=0.05, sustain=0.9, release=0.08, dur=ALARM_SECONDS, mul=level)
         self.freq = LFO(freq=ALARM_RATE_HZ, sharp=1.0, type=2, mul=half, add=mid)
-        self.tone = patch.out(Sine(self.freq, mul=self.env))
+        self.tone = patch.out_alarm(Sine(self.freq, mul=self.env))
+        self.patch = patch
         self.count = 0
+        self._undo: Any = None
 
     def trigger(self) -> None:
-        """Sound the alarm now (restarts it if it sounds already)."""
+        """Sound the alarm now (restarts it if it sounds already), the voices ducked under it."""
+        from pyo import CallAfter
+
         self.count += 1
         self.env.play()
+        self.patch.duck.value = DUCK_GAIN
+        self._undo = CallAfter(self.patch.unduck, time=ALARM_SECONDS)
 
 
 class Patch:
@@ -135,7 +177,9 @@ class Patch:
 
     Attributes:
         gate: the bridge's gate (a pyo ``SigTo``); 1 while the patch is healthy.
+        duck: the voices' level (a pyo ``SigTo``): 1, or ``DUCK_GAIN`` while an alarm sounds.
         alarm: the default NaN alarm.
+        earcons: the default sounds of :meth:`on_alarm`.
     """
 
     #: Shown in logs and status reports; defaults to the module name.
@@ -148,19 +192,34 @@ class Patch:
             raise TypeError(f"{type(self).__name__} got unknown options: {', '.join(sorted(options))}")
         self.server = server
         self.gate = SigTo(1.0, time=GATE_RAMP, init=1.0)
+        self.duck = SigTo(1.0, time=DUCK_RAMP, init=1.0)
+        self._voice_gain = self.gate * self.duck
         self._outs: list[Any] = []
         self.alarm = Alarm(self)
+        self.earcons = Earcons(self)
 
     # -- output --------------------------------------------------------------
     def out(self, signal: Any) -> Any:
-        """Play ``signal`` (any pyo object, mono or multichannel) on both speakers through the gate.
+        """Play ``signal`` (any pyo object, mono or multichannel) on both speakers through the gate, ducked
+        while an alarm sounds.
 
         Returns the playing object; it is kept referenced here.
         """
+        return self._out(signal, self._voice_gain)
+
+    def out_alarm(self, signal: Any) -> Any:
+        """Like :meth:`out`, but never ducked: for alarm sounds."""
+        return self._out(signal, self.gate)
+
+    def unduck(self) -> None:
+        """The voices back to full level (after an alarm)."""
+        self.duck.value = 1.0
+
+    def _out(self, signal: Any, gain: Any) -> Any:
         from pyo import Mix
 
         nchnls = int(self.server.getNchnls()) if self.server is not None else 2
-        mixed = Mix(signal, voices=1, mul=self.gate)
+        mixed = Mix(signal, voices=1, mul=gain)
         # A mono mix copied to every channel: pyo's .out() alone sends stream i to channel i only.
         spread = Mix(mixed, voices=max(1, nchnls)).out()
         self._outs.extend([mixed, spread])
@@ -197,6 +256,12 @@ class Patch:
     def on_nan(self, run: str, stream: str) -> None:
         """A non-finite value arrived on ``stream`` (e.g. ``"fc1"`` or ``"loss"``): sound the alarm."""
         self.alarm.trigger()
+
+    def on_alarm(self, run: str, name: str, kind: str, step: int) -> None:
+        """The bridge's detectors found a fault (``kind``: spike, plateau, divergence, exploding, vanishing,
+        dead) on stream ``name`` (``loss``, a layer, ``""`` for the whole run) at ``step``, or a context tick
+        (``epoch``, ``lr``): play the kind's earcon."""
+        self.earcons.play(kind)
 
     def close(self) -> None:
         """Stop every object this patch plays (the gate is closed by the bridge already)."""

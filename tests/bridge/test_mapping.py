@@ -27,8 +27,11 @@ def ungrouped() -> Config:
 
 
 def engine(*rules: Rule, **alarm: object) -> Engine:
+    """An engine with these rules; the fault detectors are off (tests/bridge/test_alarms.py has them) except NaN."""
     base = ungrouped()
-    return Engine(replace(base, mappings=rules, alarm=replace(base.alarm, **alarm)))  # type: ignore[arg-type]
+    kinds = {k: replace(o, enabled=k == "nan") for k, o in base.alarms.kinds.items()}
+    return Engine(replace(base, mappings=rules, alarm=replace(base.alarm, **alarm),  # type: ignore[arg-type]
+                          alarms=replace(base.alarms, kinds=kinds, ticks=False)))
 
 
 GRAD = Rule(match="/nn/{run}/grad_norm/{layer}", target="note", scale="log", range=(1e-4, 1e2), notes=(36, 96))

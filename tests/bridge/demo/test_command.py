@@ -69,6 +69,9 @@ def test_small_mode_writes_every_file(tmp_path: Path) -> None:
     assert runs["sgd-1.0-b256"]["features"]["alarm_s"] is not None
     assert runs["sgd-0.01"]["nan_step"] is None
     assert runs["sgd-0.01"]["features"]["alarm_s"] is None
+    # The bridge's detectors on each recording: the healthy run raises none, the NaN run names its NaN.
+    assert runs["sgd-0.01"]["alarms"] == []
+    assert "nan" in {a["kind"] for a in runs["sgd-1.0-b256"]["alarms"]}
     page = (tmp_path / "index.html").read_text()
     for run in runs.values():
         for rel in run["files"].values():
@@ -98,6 +101,12 @@ def test_the_sound_tells_perones_five_runs_apart(tmp_path: Path) -> None:
     assert nan_run["nan_step"] is not None and nan_run["final_loss"] is None
     assert f["sgd-1.0-b256"].alarm_s is not None
     assert [n for n, x in f.items() if x.alarm_s is not None] == ["sgd-1.0-b256"]
+    # The detectors' defaults raise nothing on a run that learned (docs/alarms.md) and name the ones that did not.
+    alarms = {r["name"]: {a["kind"] for a in r["alarms"]} for r in summary["runs"]}
+    learned = {r["name"] for r in summary["runs"] if r["final_loss"] is not None and r["final_loss"] < 1.0}
+    assert "sgd-0.01" in learned
+    assert all(alarms[n] == set() for n in learned), alarms
+    assert "nan" in alarms["sgd-1.0-b256"] and "vanishing" in alarms["sgd-1.0"]
     # Pairwise distinguishable by the audio features.
     names = list(f)
     for i, a in enumerate(names):

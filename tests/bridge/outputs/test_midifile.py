@@ -125,13 +125,14 @@ def test_fluidsynth_plays_the_live_midi(bridge_proc, recorder, tmp_path: Path) -
 
 
 def test_a_long_session_goes_on_in_numbered_files(tmp_path: Path) -> None:
-    from trainsound.bridge.config import default
+    from trainsound.bridge.config import from_dict
     from trainsound.bridge.outputs.midifile import MidiFileOut
     from trainsound.bridge.pipeline import Pipeline
     from trainsound.bridge.wire.osc import encode_message
 
-    out = MidiFileOut(default(), path=tmp_path / "long.mid", max_events=100)
-    pipe = Pipeline(default(), [out])
+    cfg = from_dict({"alarms": {"enabled": False}})  # a 1000× sawtooth of grad norms would be "exploding"
+    out = MidiFileOut(cfg, path=tmp_path / "long.mid", max_events=100)
+    pipe = Pipeline(cfg, [out])
     for i in range(150):  # a note-on and its note-off per message: 300 events, 100 per file
         pipe.feed_message(i * 0.2, encode_message("/nn/r/grad_norm/fc1", [10 ** (-3 + (i % 7) / 2)]))
         pipe.tick(i * 0.2 + 0.1)

@@ -85,7 +85,7 @@ def test_values_alarms_steps_spectra_reach_a_real_osc_peer(oscdump: OscDump, udp
     value = oscdump.wait_for("/trainsound/value")[0]
     assert body(value) == '/trainsound/value ssiffss "mnist" "fc1" 0 0.666667 1.000000 "grad_norm" "grad_norm_notes"'
     assert body(oscdump.wait_for("/trainsound/step")[0]) == '/trainsound/step sii "mnist" 120 3'
-    assert body(oscdump.wait_for("/trainsound/alarm")[0]) == '/trainsound/alarm sss "mnist" "fc2" "grad_norm"'
+    assert body(oscdump.wait_for("/trainsound/alarm")[0]) == '/trainsound/alarm sssi "mnist" "fc2" "nan" 120'
     assert body(oscdump.wait_for("/trainsound/spectrum")[0]).startswith('/trainsound/spectrum ssb "mnist" "conv1" [8b')
     h = out.health()
     assert h == {"ok": True, "target": f"127.0.0.1:{udp_port}", "sent": 4, "send_errors": 0, "last_error": ""}
@@ -97,7 +97,7 @@ def test_bridge_forwards_over_osc(oscdump: OscDump, udp_port: int, bridge_proc) 
     b.send("/nn/run1/grad_norm/layer1", float("inf"))
     value = body(oscdump.wait_for("/trainsound/value")[0])
     assert value == '/trainsound/value ssiffss "run1" "layer1" 0 0.333333 0.010000 "grad_norm" "grad_norm_notes"'
-    assert body(oscdump.wait_for("/trainsound/alarm")[0]) == '/trainsound/alarm sss "run1" "layer1" "grad_norm"'
+    assert body(oscdump.wait_for("/trainsound/alarm")[0]) == '/trainsound/alarm sssi "run1" "layer1" "nan" -1'
     code, err = b.stop()
     assert code == 0, err
 

@@ -1,0 +1,338 @@
+"""Alarms that name the fault: the ``[alarms]`` options and the :class:`Watch` that runs the detectors.
+
+The watch is pure (time comes in with the event): it feeds each stream's values to its detectors
+(:mod:`.detectors`), applies each kind's hold-off (one fault is one alarm, not a stream of them) and
+the global rate limit (``[alarm].max_per_second`` over all streams and kinds, the engine's one budget;
+the rest are counted), and
+keeps the recent alarms as plain data for ``trainsound status``. It also raises the context ticks
+(epoch boundaries, learning-rate changes). The mapping engine turns what it returns into
+:class:`~.mapping.Mapped` items for the outputs. See docs/alarms.md.
+
+Streams are keyed ``(run, name)``: :meth:`Watch.grad` takes a layer's grad norm now and a voice group's
+aggregate the same way (name ``"group:<name>"``).
+
+>>> w = Watch(AlarmsOptions())
+>>> from trainsound.bridge.wire.protocol import parse_event
+>>> [w.feed(parse_event("/nn/r/loss", (1.0 + 0.01 * (i % 5),), i * 0.01, b"")) for i in range(100)].count([])
+100
+>>> [a.kind for a in w.feed(parse_event("/nn/r/loss", (10.0,), 1.0, b""))]
+['spike']
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .detectors import Dead, Divergence, GradLevel, Plateau, Spike
+from .errors import ConfigError
+from .sound.alarms import TICK_KINDS
+from .table import Table
+from .wire.protocol import Event
+
+ALARM_KINDS = ("spike", "plateau", "divergence", "exploding", "vanishing", "dead", "nan")
+#: MIDI notes on the alarm channel, one per kind (``nan`` is ``[alarm].note``); docs/alarms.md.
+DEFAULT_NOTES = {"nan": 90, "spike": 91, "plateau": 92, "divergence": 93, "exploding": 94, "vanishing": 95,
+                 "dead": 96, "epoch": 84, "lr": 85}
+DEFAULT_HOLD_OFF = 500
+DEFAULT_RECENT = 50
+DEFAULT_LR_CHANGE = 0.1
+#: What most values raise: nothing (shared, never mutated).
+NONE: tuple[Alarm, ...] = ()
+#: Context ticks on MIDI: soft and short, under the alarms.
+TICK_VELOCITY = 40
+TICK_LENGTH = 0.1
+#: Layers (and groups) watched per run; the bridge plays at most 256 voices per table anyway.
+MAX_GRAD_STREAMS = 4096
+#: Metric names taken for the learning rate.
+LR_NAMES = frozenset({"lr", "learning_rate"})
+
+
+@dataclass(frozen=True)
+class KindOptions:
+    """One kind's settings; the thresholds that do not apply to a kind are left at their defaults."""
+
+    enabled: bool = True
+    note: int = 0
+    hold_off: int = DEFAULT_HOLD_OFF
+    window: int = 0
+    threshold: float = 0.0
+    """spike: robust z; plateau: relative change; divergence: rise factor; exploding: factor;
+    vanishing: fraction of the median; dead: rounds of all-zero gradients."""
+    ratio: float = 0.0
+    """spike: minimum ratio to the median; vanishing: absolute floor."""
+
+
+#: kind → (window, threshold, ratio, (threshold range), name of threshold, name of ratio)
+_KIND_DEFAULTS: dict[str, tuple[int, float, float, tuple[float, float], str, str]] = {
+    "spike": (50, 6.0, 3.0, (1.0, 1000.0), "z", "min_ratio"),
+    "plateau": (300, 0.01, 0.0, (1e-6, 0.99), "min_change", ""),
+    "divergence": (50, 1.5, 0.0, (1.01, 1e6), "rise", ""),
+    "exploding": (50, 20.0, 0.0, (1.5, 1e12), "factor", ""),
+    "vanishing": (50, 1e-3, 1e-12, (1e-15, 0.9), "fraction", "floor"),
+    "dead": (0, 3.0, 0.0, (1.0, 1e6), "rounds", ""),
+    "nan": (0, 0.0, 0.0, (0.0, 0.0), "", ""),
+}
+
+
+def kind_defaults(kind: str) -> KindOptions:
+    w, th, r, _, _, _ = _KIND_DEFAULTS[kind]
+    return KindOptions(note=DEFAULT_NOTES[kind], window=w, threshold=th, ratio=r)
+
+
+@dataclass(frozen=True)
+class AlarmsOptions:
+    enabled: bool = True
+    speak: bool = False
+    """Say the alarm after its earcon (espeak-ng), live and in renders."""
+    recent: int = DEFAULT_RECENT
+    kinds: dict[str, KindOptions] = field(default_factory=lambda: {k: kind_defaults(k) for k in ALARM_KINDS})
+    ticks: bool = True
+    tick_notes: tuple[int, int] = (DEFAULT_NOTES["epoch"], DEFAULT_NOTES["lr"])
+    lr_change: float = DEFAULT_LR_CHANGE
+
+
+def section(t: Table, nan_note: int = DEFAULT_NOTES["nan"]) -> AlarmsOptions:
+    """Validate the ``[alarms]`` table (keys and ranges in docs/alarms.md); errors name the key."""
+    kinds: dict[str, KindOptions] = {}
+    for kind in ALARM_KINDS:
+        k = Table(t.raw(kind, {}), t.key(kind))
+        w, th, r, (lo, hi), th_name, r_name = _KIND_DEFAULTS[kind]
+        kinds[kind] = KindOptions(
+            enabled=k.boolean("enabled", True),
+            note=k.integer("note", nan_note if kind == "nan" else DEFAULT_NOTES[kind], 0, 127),
+            hold_off=k.integer("hold_off", DEFAULT_HOLD_OFF, 0, 10**9),
+            window=k.integer("window", w, 5, 10**6) if w else 0,
+            threshold=k.number(th_name, th, lo, hi) if th_name else 0.0,
+            ratio=(k.number(r_name, r, 1.0, 1e6) if kind == "spike" else k.number(r_name, r, 0.0, 1.0))
+            if r_name else 0.0,
+        )
+        k.finish()
+    tk = Table(t.raw("ticks", {}), t.key("ticks"))
+    opts = AlarmsOptions(
+        enabled=t.boolean("enabled", True),
+        speak=t.boolean("speak", False),
+        recent=t.integer("recent", DEFAULT_RECENT, 1, 10_000),
+        kinds=kinds,
+        ticks=tk.boolean("enabled", True),
+        tick_notes=(tk.integer("epoch_note", DEFAULT_NOTES["epoch"], 0, 127),
+                    tk.integer("lr_note", DEFAULT_NOTES["lr"], 0, 127)),
+        lr_change=tk.number("lr_change", DEFAULT_LR_CHANGE, 1e-6, 1e6),
+    )
+    tk.finish()
+    unknown = sorted(set(t.data) - t.used)
+    if unknown and isinstance(t.data[unknown[0]], dict):
+        raise ConfigError(f"{t.key(unknown[0])}: unknown alarm kind {unknown[0]!r} "
+                          f"(kinds: {', '.join(ALARM_KINDS)}, and ticks)")
+    t.finish()
+    return opts
+
+
+class Alarm(NamedTuple):
+    """One alarm (or context tick) as plain data."""
+
+    t: float
+    run: str
+    name: str
+    """The stream: ``loss``, a layer, ``group:<name>``, or ``""`` for the whole run (``dead``)."""
+    kind: str
+    step: int
+    value: float
+
+    @property
+    def tick(self) -> bool:
+        return self.kind in TICK_KINDS
+
+    def label(self) -> str:
+        return spoken_label(self.name, self.run, self.kind, self.step)
+
+    def as_dict(self) -> dict[str, Any]:
+        v = self.value if math.isfinite(self.value) else str(self.value)
+        return {"run": self.run, "name": self.name, "kind": self.kind, "step": self.step, "value": v, "time": self.t}
+
+
+def spoken_label(name: str, run: str, kind: str, step: int) -> str:
+    """What speech says: the stream, the fault, the step.
+
+    >>> spoken_label("loss", "r", "spike", 3400), spoken_label("", "mnist", "dead", -1)
+    ('loss spike at step 3,400', 'run mnist dead')
+    """
+    who = name or f"run {run}"
+    return f"{who} {kind}" + (f" at step {step:,}" if step >= 0 else "")
+
+
+class _Run:
+    __slots__ = ("dead", "divergence", "epoch", "grads", "losses", "lr", "plateau", "spike", "step")
+
+    def __init__(self, o: dict[str, KindOptions]) -> None:
+        self.step = -1
+        self.losses = 0
+        self.epoch: float | None = None
+        self.lr: float | None = None
+        self.spike = Spike(o["spike"].window, o["spike"].threshold, o["spike"].ratio)
+        self.plateau = Plateau(o["plateau"].window, o["plateau"].threshold)
+        self.divergence = Divergence(o["divergence"].window, o["divergence"].threshold)
+        self.dead = Dead(int(o["dead"].threshold))
+        self.grads: dict[str, GradLevel] = {}
+
+
+class Watch:
+    """Runs the detectors over events; hold-off, global rate limit, recent alarms (see the module)."""
+
+    def __init__(self, opts: AlarmsOptions, limit: Callable[[float], bool] | None = None) -> None:
+        self.opts = opts
+        self.kinds = opts.kinds
+        self._on = {k for k, o in opts.kinds.items() if o.enabled and opts.enabled}
+        self._runs: dict[str, _Run] = {}
+        self._last: dict[tuple[str, str, str], int] = {}
+        self._limit = limit
+        self.recent: deque[Alarm] = deque(maxlen=opts.recent)
+        self.raised: dict[str, int] = dict.fromkeys(ALARM_KINDS, 0)
+        self.held = 0
+        """Alarms kept quiet by a kind's hold-off."""
+        self.rate_limited = 0
+        """Alarms over the global rate limit (counted, not sounded)."""
+        self.unwatched = 0
+        """Grad-norm values of layers beyond :data:`MAX_GRAD_STREAMS` in their run (not watched)."""
+
+    def _run(self, run: str) -> _Run:
+        r = self._runs.get(run)
+        if r is None:
+            r = self._runs[run] = _Run(self.kinds)
+        return r
+
+    def step_of(self, run: str) -> int:
+        r = self._runs.get(run)
+        return -1 if r is None else r.step if r.step >= 0 else r.losses - 1  # no steps sent: count the losses
+
+    # -- the global limit ---------------------------------------------------------------------------
+    def allow(self, t: float) -> bool:
+        """The global alarm rate (the engine's ``[alarm].max_per_second`` budget; none without one)."""
+        if self._limit is None or self._limit(t):
+            return True
+        self.rate_limited += 1
+        return False
+
+    def admit(self, t: float, run: str, name: str, kind: str, value: float, hold: bool = True) -> Alarm | None:
+        """An alarm of ``kind`` on ``(run, name)`` passes hold-off and the global limit → the alarm, else None."""
+        if kind not in self._on:
+            return None
+        step = self.step_of(run)
+        key = (run, name, kind)
+        if hold:
+            last = self._last.get(key)
+            if last is not None and 0 <= step - last < self.kinds[kind].hold_off:
+                self.held += 1
+                return None
+        if not self.allow(t):
+            return None
+        self._last[key] = step
+        self.raised[kind] += 1
+        a = Alarm(t, run, name, kind, step, value)
+        self.recent.append(a)
+        return a
+
+    # -- detectors ----------------------------------------------------------------------------------
+    def feed(self, ev: Event) -> Sequence[Alarm]:
+        """The alarms and ticks one event raises (``nan`` is raised by the mapping engine via :meth:`admit`)."""
+        kind = ev.kind
+        if kind == "loss":
+            x = ev.values[0]
+            return self.loss(ev.t, ev.run, x) if math.isfinite(x) else NONE
+        if kind == "grad_norm":
+            x = ev.values[0]
+            return self.grad(ev.t, ev.run, ev.name, x) if math.isfinite(x) else NONE
+        if kind == "step":
+            return self._step(ev)
+        if kind == "metric" and ev.name in LR_NAMES and ev.values and math.isfinite(ev.values[0]):
+            return self._lr(ev.t, ev.run, ev.values[0])
+        if kind == "event" and ev.name == "epoch" and self.opts.ticks:
+            return [Alarm(ev.t, ev.run, "", "epoch", self.step_of(ev.run), math.nan)]
+        return NONE
+
+    def loss(self, t: float, run: str, x: float) -> Sequence[Alarm]:
+        r = self._run(run)
+        r.losses += 1
+        out: list[Alarm] = []
+        on = self._on
+        if r.spike.feed(x) and "spike" in on:
+            self._add(out, self.admit(t, run, "loss", "spike", x))
+        if r.plateau.feed(x) and "plateau" in on:
+            self._add(out, self.admit(t, run, "loss", "plateau", x))
+        if r.divergence.feed(x, r.spike.ref.mad) and "divergence" in on:
+            a = self.admit(t, run, "loss", "divergence", x)
+            if a is not None:
+                r.divergence.rebase()
+                out.append(a)
+        return out
+
+    def grad(self, t: float, run: str, name: str, x: float, layer: bool = True) -> Sequence[Alarm]:
+        """A layer's grad norm (``layer=True``: it also counts for the run's ``dead`` detector), or a voice
+        group's aggregate under its own name (``layer=False``). Runs per value: kept lean."""
+        r = self._runs.get(run) or self._run(run)
+        g = r.grads.get(name)
+        if g is None:
+            if len(r.grads) >= MAX_GRAD_STREAMS:  # a flood of layer names must not grow memory without end
+                self.unwatched += 1
+                return NONE
+            e, v = self.kinds["exploding"], self.kinds["vanishing"]
+            g = r.grads[name] = GradLevel(max(e.window, v.window), e.threshold, v.threshold, v.ratio,
+                                          zeros=r.dead.rounds + 1)
+        dead = layer and r.dead.feed(name, x)
+        hit = g.feed(x)
+        if hit is not None and x == 0.0 and r.dead.need:  # the whole run is at zero: that is "dead", once
+            hit = None
+        if hit is None and not dead:
+            return NONE
+        out: list[Alarm] = []
+        if hit is not None and hit in self._on:
+            self._add(out, self.admit(t, run, name, hit, x))
+        if dead and "dead" in self._on:
+            self._add(out, self.admit(t, run, "", "dead", 0.0))
+        return out
+
+    @staticmethod
+    def _add(out: list[Alarm], a: Alarm | None) -> None:
+        if a is not None:
+            out.append(a)
+
+    def _step(self, ev: Event) -> list[Alarm]:
+        r = self._run(ev.run)
+        r.step = int(ev.values[0])
+        if len(ev.values) < 2:
+            return []
+        epoch, r.epoch = r.epoch, ev.values[1]
+        if self.opts.ticks and epoch is not None and ev.values[1] != epoch:
+            return [Alarm(ev.t, ev.run, "", "epoch", r.step, ev.values[1])]
+        return []
+
+    def _lr(self, t: float, run: str, lr: float) -> list[Alarm]:
+        r = self._run(run)
+        last, r.lr = r.lr, lr
+        if not self.opts.ticks or last is None or last == lr:
+            return []
+        if abs(lr - last) > self.opts.lr_change * max(abs(last), 1e-30):
+            return [Alarm(t, run, "lr", "lr", self.step_of(run), lr)]
+        r.lr = last  # small changes add up: compare with the lr of the last tick
+        return []
+
+    def forget_runs(self, runs: set[str]) -> None:
+        for run in runs:
+            self._runs.pop(run, None)
+        self._last = {k: v for k, v in self._last.items() if k[0] not in runs}
+
+    def carry(self, old: Watch) -> None:
+        """After a config reload: keep the recent alarms and the counts (the detectors start afresh)."""
+        self.recent.extend(old.recent)
+        self.raised = {k: self.raised[k] + old.raised.get(k, 0) for k in self.raised}
+        self.held += old.held
+        self.rate_limited += old.rate_limited
+        self.unwatched += old.unwatched
+
+    def status(self) -> dict[str, Any]:
+        """Plain data for ``trainsound status`` and the web page."""
+        return {"recent": [a.as_dict() for a in self.recent], "raised": dict(self.raised),
+                "held": self.held, "rate_limited": self.rate_limited, "unwatched": self.unwatched}

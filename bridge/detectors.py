@@ -1,0 +1,242 @@
+"""Fault detectors: pure, per-stream state machines over one value at a time (docs/alarms.md).
+
+Each detector is fed the values of one stream (a run's loss, one layer's or
+group's grad norm) and answers ``True`` when the value shows its fault. They
+read no clock and do no I/O; hold-off, the global rate limit and the outputs
+are :mod:`.alarms`' business. Windows count values of the stream (one per step
+for the usual client).
+
+Cheap on the hot path: the reference level (median, MAD) of a window is
+recomputed every ``window // 2`` values, not per value, so a value costs a
+``log``, a few comparisons and an append.
+
+>>> s = Spike(window=20, z=6.0, ratio=3.0)
+>>> [s.feed(1.0 + 0.01 * (i % 3)) for i in range(30)].count(True), s.feed(10.0)
+(0, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from statistics import median
+
+#: 1 / Φ⁻¹(3/4): the MAD of a normal sample times this is its standard deviation.
+MAD_TO_SIGMA = 1.4826
+#: The MAD's floor in log units: a stream that is nearly constant must not make tiny wiggles "far".
+MIN_LOG_SPREAD = 0.01
+#: Divergence must rise this many (robust) standard deviations of the loss's log above its best.
+DIVERGENCE_Z = 3.0
+#: Values smoothed by a running median of this many before the loss trend detectors see them (robust to
+#: one spike; lags a ramp by half of it).
+SMOOTH = 9
+
+
+def _log(x: float) -> float:
+    return math.log(x) if x > 0.0 else -745.0  # log of the smallest double: zero is "very small", not an error
+
+
+class Reference:
+    """The median (and, with ``spread``, the MAD) of the last ``window`` log values, refreshed every
+    ``window // 2`` values: a reference level that may lag by half a window costs a sort per half window."""
+
+    __slots__ = ("every", "left", "mad", "median", "ready", "spread", "values")
+
+    def __init__(self, window: int, spread: bool = False) -> None:
+        self.values: deque[float] = deque(maxlen=window)
+        self.every = max(1, window // 2)
+        self.left = self.every
+        self.median = 0.0
+        self.mad = 0.0
+        self.ready = False
+        self.spread = spread
+
+    def push(self, v: float) -> None:
+        vals = self.values
+        vals.append(v)
+        self.left -= 1
+        if self.left == 0:  # first after half a window: ready from then on
+            self.left = self.every
+            s = sorted(vals)
+            n = len(s)
+            m = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+            self.median, self.ready = m, True
+            if self.spread:
+                self.mad = median([abs(x - m) for x in s])
+
+
+class Spike:
+    """A value far above its recent level: robust z-score of ``log(x)`` over median/MAD above ``z``,
+    and at least ``ratio`` times the median."""
+
+    __slots__ = ("log_ratio", "ref", "z")
+
+    def __init__(self, window: int, z: float, ratio: float) -> None:
+        self.ref = Reference(window, spread=True)
+        self.z, self.log_ratio = z, math.log(ratio)
+
+    def feed(self, x: float) -> bool:
+        v = _log(x)
+        r = self.ref
+        hit = False
+        if r.ready:
+            d = v - r.median
+            hit = d >= self.log_ratio and d >= self.z * max(MAD_TO_SIGMA * r.mad, MIN_LOG_SPREAD)
+        r.push(v)
+        return hit
+
+
+class Smoothed:
+    """The running median of the last :data:`SMOOTH` log values (``None`` until full)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: deque[float] = deque(maxlen=SMOOTH)
+
+    def feed(self, x: float) -> float | None:
+        self.last.append(_log(x))
+        return sorted(self.last)[SMOOTH // 2] if len(self.last) == SMOOTH else None
+
+
+class Plateau:
+    """The loss stopped improving: no new best (by more than ``min_change``, relative) for ``window`` values.
+
+    >>> p = Plateau(window=50, min_change=0.01)
+    >>> [p.feed(2.0 * 0.99 ** i) for i in range(100)].count(True), [p.feed(0.7) for i in range(60)].index(True)
+    (0, 54)
+    """
+
+    __slots__ = ("best", "drop", "since", "smooth", "window")
+
+    def __init__(self, window: int, min_change: float) -> None:
+        self.smooth = Smoothed()
+        self.window, self.drop = window, -math.log1p(-min_change)
+        self.best = math.inf
+        self.since = 0
+
+    def feed(self, x: float) -> bool:
+        s = self.smooth.feed(x)
+        if s is None:
+            return False
+        if s <= self.best - self.drop or self.best == math.inf:
+            self.best, self.since = s, 0
+            return False
+        self.since += 1
+        if self.since >= self.window:
+            self.since = 0  # another full window before it says so again
+            return True
+        return False
+
+
+class Divergence:
+    """The loss trends upward: its smoothed value is ``rise`` times its best so far, and ``z`` of its spread
+    (``spread``: the MAD of its log values, from the spike detector's reference) above it, and higher than
+    ``window`` values ago (it keeps rising, not one bump). The spread keeps a noisy minibatch loss late in
+    training (0.003 one step, 0.3 the next) from sounding like divergence.
+
+    >>> d = Divergence(window=20, rise=1.5)
+    >>> [d.feed(1.0) for _ in range(40)].count(True), [d.feed(1.02 ** i) for i in range(60)].index(True)
+    (0, 25)
+    """
+
+    __slots__ = ("best", "history", "log_rise", "smooth", "z")
+
+    def __init__(self, window: int, rise: float, z: float = DIVERGENCE_Z) -> None:
+        self.smooth = Smoothed()
+        self.log_rise, self.z = math.log(rise), z
+        self.best = math.inf
+        self.history: deque[float] = deque(maxlen=window + 1)
+
+    def feed(self, x: float, spread: float = 0.0) -> bool:
+        s = self.smooth.feed(x)
+        if s is None:
+            return False
+        h = self.history
+        h.append(s)
+        if s < self.best:
+            self.best = s
+            return False
+        d = s - self.best
+        return d >= self.log_rise and d >= self.z * MAD_TO_SIGMA * spread and len(h) == h.maxlen and s > h[0]
+
+    def rebase(self) -> None:
+        """After an alarm: the new level is the one to beat (a second alarm means it rose again)."""
+        if self.history:
+            self.best = self.history[-1]
+
+
+class GradLevel:
+    """One layer's (or group's) grad norm against its running median: ``"exploding"`` when it is ``factor``
+    times the median; ``"vanishing"`` when it stays below a ``fraction`` of the median (or below ``floor``)
+    for ``persist`` values in a row — one perfectly fitted batch is not a fault — or is exactly zero for
+    ``zeros`` values in a row where it had gradient before (a dead layer; the whole run at zero is
+    :class:`Dead`'s, and the caller asks first).
+
+    >>> g = GradLevel(window=20, factor=20.0, fraction=1e-3, floor=1e-12, persist=2, zeros=3)
+    >>> [g.feed(1.0) for _ in range(20)].count(None), g.feed(100.0), g.feed(1e-4), g.feed(1e-4)
+    (20, 'exploding', None, 'vanishing')
+    >>> [g.feed(0.0) for _ in range(3)]
+    [None, None, 'vanishing']
+    """
+
+    __slots__ = ("floor", "log_factor", "log_fraction", "low", "persist", "ref", "zero", "zeros")
+
+    def __init__(self, window: int, factor: float, fraction: float, floor: float, persist: int = 3,
+                 zeros: int = 4) -> None:
+        self.ref = Reference(window)
+        self.log_factor, self.log_fraction, self.floor = math.log(factor), math.log(fraction), floor
+        self.persist, self.zeros = persist, zeros
+        self.low = 0
+        self.zero = 0
+
+    def feed(self, x: float) -> str | None:
+        if x == 0.0:
+            self.zero += 1
+            return "vanishing" if self.zero == self.zeros and self.ref.values else None  # it had gradient
+        self.zero = 0
+        v = math.log(x) if x > 0.0 else -745.0
+        r = self.ref
+        out = None
+        if x < self.floor or (r.ready and v - r.median <= self.log_fraction):
+            self.low += 1
+            if self.low == self.persist:
+                out = "vanishing"
+        else:
+            self.low = 0
+            if r.ready and v - r.median >= self.log_factor:
+                out = "exploding"
+        r.push(v)
+        return out
+
+
+class Dead:
+    """Every gradient of a run is exactly zero: each layer seen so far reported 0 since the last non-zero
+    value, for ``rounds`` rounds (a round: every layer once).
+
+    >>> d = Dead(rounds=2)
+    >>> [d.feed(n, 1.0) for n in "abc"].count(True), [d.feed(n, 0.0) for n in "abcabc"].index(True)
+    (0, 5)
+    """
+
+    __slots__ = ("layers", "need", "rounds", "zero")
+
+    def __init__(self, rounds: int) -> None:
+        self.layers: set[str] = set()
+        self.zero: set[str] = set()
+        self.rounds = rounds
+        self.need = 0
+
+    def feed(self, layer: str, x: float) -> bool:
+        if layer not in self.layers:
+            self.layers.add(layer)
+        if x != 0.0:
+            self.zero.clear()
+            self.need = 0
+            return False
+        self.zero.add(layer)
+        if len(self.zero) < len(self.layers):
+            return False
+        self.need += 1
+        self.zero.clear()
+        return self.need == self.rounds
