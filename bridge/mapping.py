@@ -147,9 +147,13 @@ class Engine(AlarmSignals):
         self._groups = {k: g for k, g in self._groups.items() if k[1] not in runs}
         self._cache.clear()  # it remembers voices
 
-    def streams_of(self, rule: Rule) -> dict[tuple[str, ...], int]:
-        """The streams seen so far for a rule's voice table, with their voice indices."""
-        return dict(self._voices.get(rule.voice_key, {}))
+    def streams_of(self, i: int) -> dict[tuple[str, ...], int]:
+        """The streams seen so far for rule ``i``, with their voice indices (a grouped run: its groups)."""
+        out = dict(self._voices.get(self.rules[i].voice_key, {}))
+        for (j, run), rg in self._groups.items():
+            if j == i and rg.layout is not None:
+                out.update({(run, name): g for g, name in enumerate(rg.layout.names)})
+        return out
 
     def channel_for(self, rule: Rule, voice: int) -> int:
         """The MIDI channel a voice of ``rule`` plays on."""

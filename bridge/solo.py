@@ -62,7 +62,7 @@ def list_targets(engine: Engine) -> list[Target]:
     """Every learnable target of the running mapping, in rule order then voice order."""
     out: list[Target] = []
     for i, rule in enumerate(engine.rules):
-        streams = sorted(engine.streams_of(rule).items(), key=lambda kv: kv[1])
+        streams = sorted(engine.streams_of(i).items(), key=lambda kv: kv[1])
         if rule.target == "note":
             for stream, voice in streams:
                 out.append(Target(f"{rule.name}/{'/'.join(stream)}", "notes", engine.channel_for(rule, voice),
