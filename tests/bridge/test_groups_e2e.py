@@ -103,10 +103,11 @@ def test_gpt2_session_groups_into_fourteen_channels_each_following_one_group(
     pitches: dict[int, list[int]] = {}
     for track in tracks:
         for m in track:
-            if m.type == "note_on" and m.velocity > 0:
+            # Channel 16 is the alarm's: the detectors may name the synthetic trends' 2.5-decade moves.
+            if m.type == "note_on" and m.velocity > 0 and m.channel + 1 != 16:
                 pitches.setdefault(m.channel + 1, []).append(m.note)
     assert len(pitches) == len(GROUPS) <= 14
-    assert not {10, 16} & set(pitches)  # drums and the alarm stay free
+    assert 10 not in pitches  # the drum channel stays free
     for g, ch in enumerate(sorted(pitches, key=lambda c: (c - 1) % 16)):
         notes = pitches[ch]
         assert len(notes) == STEPS, (ch, len(notes))  # one note per step: one group per channel
