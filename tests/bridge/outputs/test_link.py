@@ -159,3 +159,26 @@ def test_grid_delay_is_never_more_than_one_grid_step() -> None:
 def test_quantize_outside_the_list_is_refused_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"link\.quantize must be one of"):
         cfgmod.from_dict({"link": {"quantize": "1/3"}})
+
+
+def test_link_without_its_extra_is_one_line_naming_it(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "site"
+    (fake / "aalink").mkdir(parents=True)
+    (fake / "aalink" / "__init__.py").write_text("raise ImportError('No module named aalink')\n")
+    env = {**os.environ, "PYTHONPATH": str(fake)}
+    cfg = tmp_path / "b.toml"
+    cfg.write_text('[link]\nenabled = true\nquantize = "1/8"\n')
+    r = subprocess.run([sys.executable, "-m", "trainsound.bridge", "check-config", str(cfg)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr  # the config side never needs aalink
+    from support import BridgeProc, free_udp_port
+
+    b = BridgeProc(["--link", "--midi-api", "jack"], free_udp_port(), env=env)
+    _, err = b.stop()
+    lines = [ln for ln in err.splitlines() if "aalink" in ln]
+    assert len(lines) == 1 and "pip install 'trainsound[link]'" in lines[0], err
+    assert "Traceback" not in err
