@@ -46,6 +46,7 @@ PLUGIN_COMMANDS: dict[str, str] = {
     "demo": "trainsound.bridge.demo",
     "sonify-image": "trainsound.bridge.netsounds",
     "follow": "trainsound.bridge.tb.follow",
+    "top": "trainsound.bridge.service.top",
 }
 
 
@@ -209,6 +210,10 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         overrides.append(lambda c: cfgmod.with_bridge(c, **changes))
     if args.midi_api:
         overrides.append(lambda c: cfgmod.with_midi(c, api=args.midi_api))
+    if args.web or args.web_allow:
+        from .web.options import with_web
+
+        overrides.append(lambda c: with_web(c, args.web, args.web_allow))
     # Overrides are kept with the file so that a SIGHUP reload re-applies them.
     source = ConfigSource(path, tuple(overrides))
     config = source.load()
@@ -335,6 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)"
     )
     add_output_args(b, live_midi_default=True)
+    w = b.add_argument_group("web page")
+    w.add_argument(
+        "--web",
+        nargs="?",
+        const="127.0.0.1:9151",
+        metavar="[HOST:]PORT",
+        help="serve the live listening page (default 127.0.0.1:9151; open it through ssh -L 9151:127.0.0.1:9151)",
+    )
+    w.add_argument(
+        "--web-allow",
+        action="append",
+        metavar="CIDR",
+        help="let this network open the page (repeatable); required to serve it beyond loopback, with a token",
+    )
     b.set_defaults(func=cmd_bridge)
 
     sub.add_parser("ports", help="list MIDI output ports per MIDI API").set_defaults(func=cmd_ports)

@@ -53,6 +53,7 @@ OUTPUT_SECTIONS: dict[str, str] = {
     "sine": "trainsound.bridge.outputs.sine:section",
     "pyo": "trainsound.bridge.outputs.pyo:section",
     "osc_out": "trainsound.bridge.outputs.osc:section",
+    "web": "trainsound.bridge.web.options:section",  # not an output, but a table owned by its module alike
 }
 
 

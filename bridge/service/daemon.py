@@ -34,6 +34,7 @@ from ..outputs.base import Output, hurry_outputs
 from ..pipeline import Pipeline
 from ..sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
 from ..stats import Stats
+from ..web.feed import Feed
 from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
 from .reload import ConfigSource, restart_needed
@@ -54,6 +55,8 @@ MAX_STATUS_REPLY = 60_000
 MAX_TCP_STATUS = 1 << 18
 #: What a status reply keeps when it must shrink to fit a small UDP request: the counters, no lists.
 _SUMMARY_KEYS = ("version", "protocol", "uptime", "datagrams", "received", "accepted", "dropped_total")
+#: How often the receive thread hands the web page a fresh status, and forgets the feed's idle runs.
+PUBLISH_INTERVAL = 0.5
 
 
 def describe(out: Output) -> str:
@@ -89,6 +92,11 @@ class Daemon:
         self._stops = StopSignals(self._stop, self._hurry)
         self.hurry = False
         """A second stop signal arrived: shutdown skips its waits."""
+        self.feed = Feed()
+        """Latest values for the web page and ``trainsound top`` (bridge/web/feed.py)."""
+        self.web: Any = None
+        """The page's server (bridge/web/server.py), when ``--web`` or ``[web].listen`` asks for it."""
+        self._next_publish = 0.0
 
     # -- control messages -------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -113,7 +121,31 @@ class Daemon:
             "groups": p.engine.groups(),
             "outputs": p.health(),
             "alarms": p.engine.watch.status(),
+            **({"web": self.web.health()} if self.web is not None else {}),
         }
+
+    def snapshot_json(self, limit: int = MAX_STATUS_REPLY) -> str:
+        """``/trainsound/snapshot``'s reply: the feed (runs, rows, voices, alarms) with counters and health,
+        cut to at most ``limit`` bytes (fewer rows per run, fewer alarms); ``""`` when not even one row fits."""
+        from ..web.snapshot import build
+
+        assert self.pipeline is not None
+        snap = build(self.feed.copy(), self.config)
+        snap.update(
+            counters={**self.stats.snapshot(), "mapping": vars(self.pipeline.engine.counters)},
+            outputs=self.pipeline.health(),
+            kernel_drops=kernel_drops(self.receiver.sock) if self.receiver is not None else None,
+        )
+        text = json.dumps(snap)
+        keep = 64
+        while len(text) > limit and keep >= 1:
+            snap["alarms"] = snap["alarms"][-keep:]
+            for run in snap["runs"]:
+                run["rows"] = run["rows"][:keep]
+            snap["truncated"] = True
+            text = json.dumps(snap)
+            keep //= 2
+        return text if len(text) <= limit else ""
 
     def status_json(self, limit: int = MAX_STATUS_REPLY) -> str:
         """The status as JSON of at most ``limit`` bytes (UTF-8 of ASCII-escaped JSON: bytes = characters).
@@ -153,6 +185,14 @@ class Daemon:
             text = self.status_json(min(limit, MAX_STATUS_REPLY) - 36)
             reply = encode_message("/trainsound/status.reply", [text]) if text else b""
             return reply if reply and len(reply) <= limit else encode_message(_TCP_HINT, [])
+        if address == "/trainsound/snapshot":  # bounded like the status: never larger than a UDP request
+            if limit is not None and limit < _MIN_SUMMARY_REQUEST:
+                return encode_message(_TCP_HINT, [])
+            text = self.snapshot_json(MAX_TCP_STATUS if limit is None else min(limit, MAX_STATUS_REPLY) - 40)
+            if limit is None:
+                limit = MAX_TCP_STATUS + 64
+            reply = encode_message("/trainsound/snapshot.reply", [text]) if text else b""
+            return reply if reply and len(reply) <= limit else encode_message(_TCP_HINT, [])
         if address == "/trainsound/ping":
             pong = encode_message("/trainsound/pong", [PROTOCOL_VERSION])  # 28 bytes
             if limit is not None and len(pong) > limit:
@@ -185,7 +225,8 @@ class Daemon:
             if self.tcp is not None:
                 self.tcp.close()
             raise
-        self.pipeline = Pipeline(cfg, outputs, self.stats)
+        # The feed takes every event like an output (last: after the outputs that sound).
+        self.pipeline = Pipeline(cfg, [*outputs, self.feed], self.stats)
         self.receiver = UdpReceiver(sock, self.pipeline, allow, self.tcp, control=self.answer)
         where = sock.getsockname()
         outs = "; ".join(describe(o) for o in outputs) or "nothing (no outputs)"
@@ -204,7 +245,33 @@ class Daemon:
                 "no outputs: messages are received, counted and answered in status, but nothing plays or is "
                 "written (add --midi-file, --wav, --osc-out, --record, or drop --no-midi)"
             )
+        self._start_web()
         self.notifier.ready(f"listening on {where[0]}:{where[1]}; outputs: {outs}")
+
+    def _start_web(self) -> None:
+        from ..config import output_options
+        from ..web.options import WebOptions
+
+        opts: WebOptions = output_options(self.config, "web", WebOptions())
+        if opts.listen is None:
+            return
+        try:
+            from ..web.options import Access
+            from ..web.server import WebServer
+        except ImportError as err:
+            log.error("web page unavailable: it needs aiohttp: pip install 'trainsound[web]' (%s)", err)
+            return
+        host, port = opts.listen
+        try:
+            server = WebServer(self.feed, lambda: self.config, host, port, Access.for_listen(host, opts.allow),
+                               opts.history, opts.poll_hz)
+            server.start()
+        except TrainsoundError:
+            self.shutdown()
+            raise
+        self.web = server
+        self.web.status = self.status()
+        log.info("web page: %s", server.url)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == getattr(signal, "SIGUSR1", None):
@@ -265,6 +332,12 @@ class Daemon:
 
     def _periodic(self, now: float) -> None:
         self.notifier.watchdog(now)
+        if now >= self._next_publish:
+            self._next_publish = now + PUBLISH_INTERVAL
+            assert self.pipeline is not None
+            self.feed.prune(set(self.pipeline.runs))
+            if self.web is not None and self.web.clients:
+                self.web.status = self.status()  # built here: outputs' health is read on their own thread
         if self._reload:
             self._reload = False
             self.reload()
@@ -299,6 +372,9 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         if self.pipeline is not None:
             self.pipeline.close(time.time())
             self.log_counters()

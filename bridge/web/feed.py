@@ -1,0 +1,136 @@
+"""The bridge-side live feed: the latest event per address, the latest mapped value per voice, recent alarms.
+
+The receive thread calls :meth:`Feed.handle` with every accepted event and what the engine mapped from
+it (the :class:`~..outputs.base.Output` protocol). It only stores references in dicts and appends
+alarms to a bounded deque: no copies, no locks, no I/O, so the receive loop is not slowed.
+
+Readers — the web server's thread polling at ~50 Hz, or the daemon answering ``/trainsound/snapshot`` —
+take :meth:`Feed.copy`: ``dict.copy()`` and ``list(deque)`` of keys that are strings and tuples of
+strings run in C without releasing the GIL, so a copy is consistent without a lock. The dicts are
+bounded by the bridge's own bounds (``[bridge].max_runs``, ``max_voices``): :meth:`Feed.prune` forgets
+the runs the pipeline forgot.
+
+Generic on purpose: a voice is anything the engine maps (a layer today; a voice group's aggregate when
+groups exist), an alarm is ``(run, name, kind, step, value)`` (``nan`` today; any detector's kind can
+call :meth:`Feed.alarm`), so new kinds reach the page and ``trainsound top`` with no change there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from ..mapping import Mapped
+from ..wire.protocol import Event
+
+#: Alarms kept for late-joining readers (the page's log, ``trainsound top``).
+ALARM_HISTORY = 256
+#: Voice key: ``(rule index, stream captures)`` — the engine's own key, so rules keyed alike stay apart.
+VoiceKey = tuple[int, tuple[str, ...]]
+
+
+class Alarm(NamedTuple):
+    """One alarm as readers see it."""
+
+    seq: int
+    t: float
+    run: str
+    name: str
+    """What raised it: a layer, metric or group name, or the message kind (``loss``)."""
+    kind: str
+    """``nan`` today; detectors add their own (spike, plateau, exploding, …)."""
+    step: int | None
+    value: float
+
+
+class FeedCopy(NamedTuple):
+    """A consistent copy of the feed, taken by a reader."""
+
+    seq: int
+    events: dict[str, Event]
+    voices: dict[VoiceKey, tuple[Mapped, str]]
+    alarms: list[Alarm]
+    alarm_count: int
+
+
+class Feed:
+    """Latest values for readers on other threads (see the module docstring). Follows the Output protocol."""
+
+    name = "feed"
+
+    def __init__(self) -> None:
+        self.events: dict[str, Event] = {}
+        """OSC address → the latest event that came to it."""
+        self.voices: dict[VoiceKey, tuple[Mapped, str]] = {}
+        """Voice → (its latest mapped value, the address it came from)."""
+        self.alarms: deque[Alarm] = deque(maxlen=ALARM_HISTORY)
+        self.alarm_count = 0
+        self.seq = 0
+        """Bumped on every change: a reader that sees the same ``seq`` skips its copy."""
+        self.readers = 0
+        """Web clients connected now (the server sets it; shown in status)."""
+
+    # -- the receive thread -------------------------------------------------------
+    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        voices = self.voices
+        if event is not None:
+            self.events[event.address] = event
+            address = event.address
+            for m in mapped:
+                if m.norm != m.norm:
+                    if m.midi:  # a loud alarm: the engine's min_interval already thins alarm storms
+                        self.alarm(event.run, event.name or event.kind, "nan", event.t, m.value)
+                else:
+                    voices[(m.rule, m.stream)] = (m, address)
+        else:  # values released later by a rate limit: same voices, same addresses
+            for m in mapped:
+                key = (m.rule, m.stream)
+                prev = voices.get(key)
+                voices[key] = (m, prev[1] if prev is not None else "")
+        self.seq += 1
+
+    def alarm(self, run: str, name: str, kind: str, t: float, value: float, step: int | None = None) -> None:
+        """Record an alarm; ``step`` defaults to the run's latest ``/nn/<run>/step``."""
+        if step is None:
+            ev = self.events.get(f"/nn/{run}/step")
+            step = int(ev.values[0]) if ev is not None and ev.values else None
+        self.alarm_count += 1
+        self.alarms.append(Alarm(self.alarm_count, t, run, name, kind, step, value))
+        self.seq += 1
+
+    def prune(self, runs: set[str]) -> None:
+        """Forget what belongs to runs no longer tracked (the pipeline forgot them)."""
+        stale = [a for a, ev in self.events.items() if ev.run not in runs]
+        for a in stale:
+            del self.events[a]
+        for k in [k for k, (m, _) in self.voices.items() if m.run not in runs]:
+            del self.voices[k]
+        if stale:
+            self.seq += 1
+
+    def tick(self, now: float) -> None:
+        """Nothing periodic: readers poll."""
+
+    def close(self) -> None:
+        """Nothing to finish."""
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "web_clients": self.readers}
+
+    # -- readers -----------------------------------------------------------------
+    def copy(self) -> FeedCopy:
+        """A consistent copy (safe from any thread; see the module docstring)."""
+        return FeedCopy(self.seq, self.events.copy(), self.voices.copy(), list(self.alarms), self.alarm_count)
+
+
+def finite_or_none(x: float) -> float | str | None:
+    """JSON has no NaN/Inf: non-finite values travel as strings the page prints as they are.
+
+    >>> finite_or_none(0.5), finite_or_none(float("nan")), finite_or_none(float("-inf"))
+    (0.5, 'NaN', '-Infinity')
+    """
+    if math.isfinite(x):
+        return x
+    return "NaN" if x != x else ("Infinity" if x > 0 else "-Infinity")

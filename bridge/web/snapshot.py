@@ -1,0 +1,99 @@
+"""Feed copies → plain JSON-able data for the page and ``trainsound top`` (pure: no I/O, no clock).
+
+One shape for both readers (docs/web.md): ``runs`` (each with its step, stereo position and ``rows`` —
+one per OSC address, with the raw latest values as text and the voices it feeds, pitch and level as
+the sine renderer plays them), ``alarms`` and ``alarm_count``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Config, output_options
+from ..mapping import Mapped
+from ..sound.maps import pitch_hz, run_pan
+from ..wire.midi import DATA_MAX
+from ..wire.protocol import VALUE_NAMES
+from .feed import Alarm, FeedCopy, finite_or_none
+
+#: The sine renderer's levels (outputs/sine_voices.py): note rules at ``gain·velocity/127``, CC rules at
+#: ``cc_gain``; its defaults when the config has no ``[sine]`` table.
+_SINE_DEFAULTS = {"gain": 0.5, "cc_gain": 0.15, "fmin": 110.0, "octaves": 5.0}
+
+
+def sine_params(config: Config) -> dict[str, float]:
+    """The ``[sine]`` numbers the page's WebAudio engine needs to sound like the bridge's renderer."""
+    opts = output_options(config, "sine", None)
+    if opts is None:
+        return dict(_SINE_DEFAULTS)
+    return {k: float(getattr(opts, k)) for k in _SINE_DEFAULTS}
+
+
+def voice_id(m: Mapped) -> str:
+    """A stable text key for a voice.
+
+    >>> voice_id(Mapped(0.0, "r", 0, "g", "note", ("r", "fc1"), 0, 1.0, 0.5, 1, (), (), 0.0))
+    '0|r/fc1'
+    """
+    return f"{m.rule}|{'/'.join(m.stream)}"
+
+
+def voice_data(m: Mapped, config: Config, sine: dict[str, float]) -> dict[str, Any]:
+    rule = config.mappings[m.rule] if 0 <= m.rule < len(config.mappings) else None
+    level = sine["cc_gain"] if rule is None or rule.target != "note" else sine["gain"] * rule.velocity / DATA_MAX
+    return {
+        "id": voice_id(m),
+        "rule": m.rule_name,
+        "target": m.target,
+        "norm": round(m.norm, 5),
+        "hz": round(pitch_hz(m.norm, sine["fmin"], sine["octaves"]), 3),
+        "level": round(level, 4),
+        "t": m.t,
+    }
+
+
+def alarm_data(a: Alarm) -> dict[str, Any]:
+    return {"seq": a.seq, "t": a.t, "run": a.run, "name": a.name, "kind": a.kind, "step": a.step,
+            "value": finite_or_none(a.value)}
+
+
+def row_data(address: str, ev: Any, voices: list[dict[str, Any]]) -> dict[str, Any]:
+    names = VALUE_NAMES.get(ev.kind, ())
+    return {
+        "id": address,
+        "kind": ev.kind,
+        "name": ev.name or ev.kind,
+        # A voice group's name when groups exist; today a row's group is its kind (grad_norm, loss …).
+        "group": ev.kind,
+        "value": finite_or_none(ev.values[0]) if ev.values else None,
+        "values": {n: finite_or_none(v) for n, v in zip(names, ev.values, strict=False)} if len(ev.values) > 1 else {},
+        "t": ev.t,
+        "voices": voices,
+    }
+
+
+def build(copy: FeedCopy, config: Config, changed: set[str] | None = None) -> dict[str, Any]:
+    """The feed as data; with ``changed``, only the rows at those addresses (a delta for the page)."""
+    sine = sine_params(config)
+    by_address: dict[str, list[dict[str, Any]]] = {}
+    for m, address in copy.voices.values():
+        if changed is None or address in changed:
+            by_address.setdefault(address, []).append(voice_data(m, config, sine))
+    runs: dict[str, dict[str, Any]] = {}
+    for address, ev in copy.events.items():
+        run = runs.get(ev.run)
+        if run is None:
+            run = runs[ev.run] = {"run": ev.run, "pan": run_pan(len(runs)), "step": None, "epoch": None, "rows": []}
+        if ev.kind == "step":
+            run["step"] = int(ev.values[0])
+            run["epoch"] = int(ev.values[1]) if len(ev.values) > 1 else None
+            continue
+        if ev.kind in ("event", "activation_spectrum") or (changed is not None and address not in changed):
+            continue
+        run["rows"].append(row_data(address, ev, by_address.get(address, [])))
+    return {
+        "seq": copy.seq,
+        "runs": list(runs.values()),
+        "alarms": [alarm_data(a) for a in copy.alarms],
+        "alarm_count": copy.alarm_count,
+    }
