@@ -183,9 +183,11 @@ def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, h
     c = snap.get("counters", {})
     m = c.get("mapping", {})
     lines.append(Text.assemble(
-        ("trainsound top ", "bold"), f"{where}  up {int(c.get('uptime', 0))} s  msgs {c.get('received', 0)}  "
-        f"accepted {c.get('accepted', 0)}  dropped {c.get('dropped_total', 0)}  kernel {snap.get('kernel_drops', '?')}  "
-        f"alarms {snap.get('alarm_count', 0)}  (q quits)"))
+        ("trainsound top ", "bold"),
+        f"{where}  up {int(c.get('uptime', 0))} s  msgs {c.get('received', 0)}  accepted {c.get('accepted', 0)}  "
+        f"dropped {c.get('dropped_total', 0)}  kernel {snap.get('kernel_drops', '?')}  "
+        f"alarms {snap.get('alarm_count', 0)}  (q quits)",
+    ))
     health = "  ".join(f"{n}:{'ok' if h.get('ok') else 'NOT OK'}" for n, h in snap.get("outputs", {}).items())
     lines.append(Text(f"outputs {health or '-'}   mapped {m.get('mapped', 0)}", style="dim"))
     alarms = snap.get("alarms", [])[-4:]
@@ -288,6 +290,8 @@ def add_parser(subparsers: Any) -> None:
         description="Watch a running bridge in the terminal (works over SSH in 80x24). q quits. Exit code 1 "
         "when no bridge answers.",
     )
-    p.add_argument("--to", metavar="HOST:PORT", help="the bridge's address (default: $TRAINSOUND_ADDR, else 127.0.0.1:9150)")
+    p.add_argument(
+        "--to", metavar="HOST:PORT", help="the bridge's address (default: $TRAINSOUND_ADDR, else 127.0.0.1:9150)"
+    )
     p.add_argument("--refresh", type=float, default=DEFAULT_REFRESH, metavar="SECONDS", help="time between refreshes")
     p.set_defaults(func=cmd_top)

@@ -68,8 +68,13 @@ class WebServer:
 
     @property
     def url(self) -> str:
+        """The page's address with its token (logged at start, never in status replies)."""
+        return self.bare_url + (f"?token={self.access.token}" if self.access.token else "")
+
+    @property
+    def bare_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/" + (f"?token={self.access.token}" if self.access.token else "")
+        return f"http://{host}:{self.port}/"
 
     # -- lifecycle (called from the daemon's thread) --------------------------------
     def start(self) -> None:
@@ -256,4 +261,5 @@ class WebServer:
                 self.sent += 1
 
     def health(self) -> dict[str, Any]:
-        return {"url": self.url, "clients": len(self.clients), "sent": self.sent, "skipped": self.skipped}
+        return {"url": self.bare_url, "token": self.access.token is not None, "clients": len(self.clients),
+                "sent": self.sent, "skipped": self.skipped}

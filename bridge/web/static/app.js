@@ -164,7 +164,7 @@ function renderRun(run, nowMs) {
     const voice = row.voices[0];
     tr.children[3].textContent = voice ? voice.hz.toFixed(1) : "–";
     const on = audible(run.run, row.group);
-    tr.children[4].textContent = on ? "on" : "muted";
+    tr.children[4].textContent = !on ? "muted" : typeof row.value === "number" ? "on" : "silent (not a number)";
     tr.classList.toggle("bad", typeof row.value !== "number" && row.value !== null);
     tr.classList.toggle("muted", !on);
   }

@@ -1,0 +1,169 @@
+"""The listening page in real headless Chromium, served by a real bridge process, fed by python-osc."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import ROOT, free_udp_port
+from webrig import chrome, free_tcp_port, logged_url, wait_for, web_bridge
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+SCREENSHOT = ROOT / "docs" / "img" / "web-page.png"
+
+
+@pytest.fixture
+def driver() -> Iterator[Any]:
+    d = chrome()
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def js(driver: Any, code: str) -> Any:
+    return driver.execute_script(f"return {code}")
+
+
+def page_text(driver: Any, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+
+
+def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) -> None:
+    web = free_tcp_port()
+    b = web_bridge(f"127.0.0.1:{web}")
+    try:
+        driver.get(f"http://127.0.0.1:{web}/")
+        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1, what="the page's first hello")
+        b.send("/nn/webrun/step", 42)
+        for i in range(40):  # over 2 s, so that the plots have something to scroll
+            b.send("/nn/webrun/grad_norm/conv1", 0.5 + 0.2 * math.sin(i / 4) + i * 0.005)
+            b.send("/nn/webrun/grad_norm/fc2", 0.02 * (1 + i / 10))
+            b.send("/nn/webrun/loss", 2.0 - i * 0.025)
+            b.send("/nn/otherrun/grad_norm/conv1", 3.0 + math.cos(i / 5))
+            time.sleep(0.05)
+        last = f"{0.5 + 0.2 * math.sin(39 / 4) + 39 * 0.005:.5g}"
+        wait_for(lambda: last in page_text(driver, "tr[data-id='/nn/webrun/grad_norm/conv1']"), what="conv1's value")
+        rows = page_text(driver, "#runs")
+        for text in ("webrun", "otherrun", "conv1", "fc2", "loss", "grad_norm", "step 42", "1.025", "0.098"):
+            assert text in rows, text
+        # Each row shows the pitch the bridge's sine renderer would play (bridge/sound/maps.py pitch_hz).
+        hz = float(page_text(driver, "tr[data-id='/nn/webrun/grad_norm/conv1'] td:nth-child(4)"))
+        assert 110.0 <= hz <= 3520.0
+
+        b.send("/nn/webrun/grad_norm/conv2", float("nan"))
+        wait_for(lambda: "nan in conv2" in page_text(driver, "#alarms li"), what="the NaN in the alarm log")
+        assert "webrun step 42" in page_text(driver, "#alarms li")
+        from selenium.webdriver.common.by import By
+
+        assert driver.find_element(By.ID, "alarms").get_attribute("aria-live") == "assertive"
+        wait_for(lambda: "accepted" in page_text(driver, "#counters") and "feed" in page_text(driver, "#outputs"),
+                 what="counters and output health")
+
+        driver.find_element(By.ID, "listen").click()
+        wait_for(lambda: js(driver, "window.trainsound.engine.running"), what="the AudioContext running")
+        levels = [wait_for(lambda: js(driver, "window.trainsound.engine.rms()") > 0.01, what="sound") and
+                  js(driver, "window.trainsound.engine.rms()") for _ in range(3)]
+        assert min(levels) > 0.01, levels
+        assert js(driver, "window.trainsound.engine.voices.size") == 4  # conv1, fc2, loss of webrun; conv1 of otherrun
+        # Mute everything: the page falls silent.
+        driver.find_element(By.CSS_SELECTOR, "section[aria-label='run webrun'] button").click()
+        driver.find_element(By.CSS_SELECTOR, "section[aria-label='run otherrun'] button").click()
+        wait_for(lambda: js(driver, "window.trainsound.engine.rms()") < 1e-3, what="silence after muting both runs")
+
+        for run in ("webrun", "otherrun"):  # sound on again for the screenshot
+            driver.find_element(By.CSS_SELECTOR, f"section[aria-label='run {run}'] button").click()
+        wait_for(lambda: js(driver, "window.trainsound.engine.rms()") > 0.01, what="sound after unmuting")
+        time.sleep(0.3)  # one more plot frame
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(tmp_path / "page.png"))
+        shutil.copy(tmp_path / "page.png", SCREENSHOT)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        b.stop()
+
+
+def test_keyboard_moves_between_rows_and_mutes_a_group(driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    web = free_tcp_port()
+    b = web_bridge(f"127.0.0.1:{web}")
+    try:
+        driver.get(f"http://127.0.0.1:{web}/")
+        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        b.send("/nn/k/grad_norm/a", 1.0)
+        b.send("/nn/k/loss", 1.0)
+        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#runs tr[data-id]")) == 2, what="two rows")
+        first, second = driver.find_elements(By.CSS_SELECTOR, "#runs tr[data-id]")
+        first.send_keys(Keys.ARROW_DOWN)
+        assert driver.switch_to.active_element == second
+        second.send_keys("m")
+        group = second.get_attribute("data-group")
+        wait_for(lambda: "muted" in second.text, what="the row's group muted")
+        assert js(driver, f"window.trainsound.ui.muted.has('group:k/{group}')")
+    finally:
+        b.stop()
+
+
+def test_page_reconnects_after_two_bridge_restarts(driver: Any) -> None:
+    web, port = free_tcp_port(), free_udp_port()
+    b = web_bridge(f"127.0.0.1:{web}", port)
+    try:
+        driver.get(f"http://127.0.0.1:{web}/")
+        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        for n in (2, 3):
+            b.stop()
+            wait_for(lambda: "retrying" in page_text(driver, "#conn"), what="the page noticing the bridge gone")
+            b = web_bridge(f"127.0.0.1:{web}", port)
+            wait_for(lambda n=n: js(driver, "window.trainsound.state.hellos") >= n, timeout=15, what=f"hello {n}")
+            b.send(f"/nn/life{n}/grad_norm/l", 0.25)
+            wait_for(lambda n=n: f"life{n}" in page_text(driver, "#runs"), what=f"run life{n} after restart")
+        assert js(driver, "window.trainsound.state.connects") >= 3
+        assert page_text(driver, "#conn") == "connected"
+    finally:
+        b.stop()
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_beyond_loopback_needs_the_allowlist_and_the_token() -> None:
+    web = free_tcp_port()
+    r = subprocess.run([sys.executable, "-m", "trainsound.bridge", "bridge", "--no-midi", "--listen",
+                        f"127.0.0.1:{free_udp_port()}", "--web", f"0.0.0.0:{web}"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("trainsound: error: refusing to serve the web page on 0.0.0.0")
+
+    b = web_bridge(f"0.0.0.0:{web}", extra=("--web-allow", "10.0.0.0/8"))
+    try:
+        url = logged_url(b)
+        assert "?token=" in url
+        token = url.split("?token=", 1)[1]
+        base = f"http://127.0.0.1:{web}/"
+        assert _get(base) == 403
+        assert _get(base + "static/app.js") == 403
+        assert _get(base + "?token=wrong") == 403
+        assert _get(base + f"?token={token}") == 200
+        assert _get(base + f"static/app.js?token={token}") == 200
+        assert b.status()["web"]["token"] is True and token not in str(b.status())
+    finally:
+        b.stop()
