@@ -29,6 +29,7 @@ from ..errors import TrainsoundError
 from ..table import parse_hostport
 from ..wire.slip import SlipDecoder
 from ..wire.slip import encode as slip_encode
+from .status import _hms
 
 SNAPSHOT = "/trainsound/snapshot"
 SNAPSHOT_REPLY = "/trainsound/snapshot.reply"
@@ -182,20 +183,23 @@ def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, h
         return Text("\n").join(lines)
     c = snap.get("counters", {})
     m = c.get("mapping", {})
+    # Two lines that fit 80 columns: who and how much, then losses and health.
     lines.append(Text.assemble(
         ("trainsound top ", "bold"),
-        f"{where}  up {int(c.get('uptime', 0))} s  msgs {c.get('received', 0)}  accepted {c.get('accepted', 0)}  "
-        f"dropped {c.get('dropped_total', 0)}  kernel {snap.get('kernel_drops', '?')}  "
-        f"alarms {snap.get('alarm_count', 0)}  (q quits)",
+        f"{where} up {_hms(c.get('uptime', 0))} msgs {c.get('received', 0)} mapped {m.get('mapped', 0)} (q quits)",
     ))
-    health = "  ".join(f"{n}:{'ok' if h.get('ok') else 'NOT OK'}" for n, h in snap.get("outputs", {}).items())
-    lines.append(Text(f"outputs {health or '-'}   mapped {m.get('mapped', 0)}", style="dim"))
+    health = " ".join(f"{n}:{'ok' if h.get('ok') else 'NOT OK'}" for n, h in snap.get("outputs", {}).items())
+    lines.append(Text(
+        f"dropped {c.get('dropped_total', 0)} kernel {snap.get('kernel_drops', '?')} "
+        f"alarms {snap.get('alarm_count', 0)} outputs {health or '-'}",
+        style="red" if "NOT OK" in health else "dim",
+    ))
     alarms = snap.get("alarms", [])[-4:]
     room = max(3, height - len(lines) - 2 - max(1, len(alarms)))
     table = Table(box=None, pad_edge=False, show_edge=False, expand=True, padding=(0, 1))
     for col, kw in (("run", {"max_width": 12}), ("group", {"max_width": 10}), ("name", {"ratio": 1}),
                     ("value", {"justify": "right", "width": 10}), ("recent", {"width": SPARK_POINTS})):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", **kw)  # type: ignore[arg-type]
+        table.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
     shown = 0
     for run in snap.get("runs", []):
         step = "" if run.get("step") is None else f" @{run['step']}"

@@ -1,0 +1,110 @@
+"""The feed and its snapshot, fed by the real mapping engine (no sockets)."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+from trainsound.bridge.config import default, from_dict
+from trainsound.bridge.mapping import Engine
+from trainsound.bridge.sound.maps import pitch_hz
+from trainsound.bridge.web.feed import ALARM_HISTORY, Feed
+from trainsound.bridge.web.snapshot import build
+from trainsound.bridge.wire.protocol import parse_event
+
+
+def feed_one(feed: Feed, engine: Engine, address: str, *args: float | int | str, t: float = 0.0) -> None:
+    ev = parse_event(address, tuple(args), t, b"")
+    feed.handle(ev, engine.map(ev))
+
+
+def test_rows_carry_latest_values_and_the_sine_renderers_pitch() -> None:
+    cfg, feed = default(), Feed()
+    engine = Engine(cfg)
+    feed_one(feed, engine, "/nn/r1/step", 12, 1)
+    feed_one(feed, engine, "/nn/r1/grad_norm/fc1", 0.5, t=1.0)
+    feed_one(feed, engine, "/nn/r1/grad_norm/fc1", 2.0, t=2.0)
+    feed_one(feed, engine, "/nn/r1/weight/fc1", 0.0, 0.1, 0.3, 1.0, 1e-3, t=2.0)
+    snap = build(feed.copy(), cfg)
+    [run] = snap["runs"]
+    assert (run["run"], run["step"], run["epoch"], run["pan"]) == ("r1", 12, 1, 0.0)
+    rows = {r["id"]: r for r in run["rows"]}
+    fc1 = rows["/nn/r1/grad_norm/fc1"]
+    assert (fc1["name"], fc1["group"], fc1["value"]) == ("fc1", "grad_norm", 2.0)
+    [voice] = fc1["voices"]
+    assert voice["target"] == "note" and voice["hz"] == pytest.approx(pitch_hz(voice["norm"]), rel=1e-4)
+    assert rows["/nn/r1/weight/fc1"]["values"]["update_ratio"] == 1e-3
+
+
+def test_a_nan_becomes_an_alarm_with_run_name_kind_and_step() -> None:
+    cfg, feed = default(), Feed()
+    engine = Engine(cfg)
+    feed_one(feed, engine, "/nn/r/step", 7)
+    feed_one(feed, engine, "/nn/r/grad_norm/conv2", math.nan, t=5.0)
+    feed_one(feed, engine, "/nn/r/grad_norm/conv2", math.nan, t=5.1)  # inside the alarm's min_interval: one alarm
+    snap = build(feed.copy(), cfg)
+    assert snap["alarm_count"] == 1
+    [a] = snap["alarms"]
+    assert (a["run"], a["name"], a["kind"], a["step"], a["value"]) == ("r", "conv2", "nan", 7, "NaN")
+    [row] = snap["runs"][0]["rows"]
+    assert row["value"] == "NaN"
+
+
+def test_detectors_add_alarms_of_their_own_kind() -> None:
+    feed = Feed()
+    feed.alarm("r", "encoder", "exploding", 1.0, 1e6, step=300)
+    assert build(feed.copy(), default())["alarms"][0]["kind"] == "exploding"
+
+
+def test_the_alarm_history_is_bounded() -> None:
+    feed = Feed()
+    for i in range(ALARM_HISTORY * 3):
+        feed.alarm("r", "x", "nan", float(i), math.nan)
+    assert len(feed.copy().alarms) == ALARM_HISTORY and feed.alarm_count == ALARM_HISTORY * 3
+
+
+def test_prune_forgets_runs_the_pipeline_forgot() -> None:
+    cfg, feed = default(), Feed()
+    engine = Engine(cfg)
+    feed_one(feed, engine, "/nn/old/grad_norm/a", 1.0)
+    feed_one(feed, engine, "/nn/new/grad_norm/a", 1.0)
+    feed.prune({"new"})
+    assert [r["run"] for r in build(feed.copy(), cfg)["runs"]] == ["new"]
+    assert all(m.run == "new" for m, _ in feed.voices.values())
+
+
+def test_rate_limited_values_keep_their_row() -> None:
+    cfg = from_dict({"mappings": [{"match": "/nn/{run}/loss", "target": "cc", "rate_limit": 1.0}]})
+    feed, engine = Feed(), Engine(cfg)
+    feed_one(feed, engine, "/nn/r/loss", 1.0, t=0.0)
+    feed_one(feed, engine, "/nn/r/loss", 5.0, t=0.1)  # held back by the rate limit
+    feed.handle(None, engine.flush_due(2.0))
+    [(m, address)] = feed.voices.values()
+    assert address == "/nn/r/loss" and m.value == 5.0
+
+
+def test_a_reader_thread_copies_while_the_receive_thread_writes() -> None:
+    cfg, feed = default(), Feed()
+    engine = Engine(cfg)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                build(feed.copy(), cfg)
+            except BaseException as err:  # any error is the failure
+                errors.append(err)
+                return
+
+    th = threading.Thread(target=reader)
+    th.start()
+    for i in range(20_000):
+        feed_one(feed, engine, f"/nn/r{i % 50}/grad_norm/l{i % 97}", 0.1 + i % 7, t=i * 1e-3)
+        if i % 5000 == 0:
+            feed.prune({f"r{k}" for k in range(25)})
+    stop.set()
+    th.join()
+    assert errors == []
