@@ -50,9 +50,23 @@ class FeedCopy(NamedTuple):
 
     seq: int
     events: dict[str, Event]
-    voices: dict[VoiceKey, tuple[Mapped, str]]
+    mapped: dict[str, Sequence[Mapped]]
+    released: dict[VoiceKey, Mapped]
     alarms: list[Alarm]
     alarm_count: int
+
+    def voices(self) -> dict[VoiceKey, tuple[Mapped, str]]:
+        """Voice → (its latest mapped value, the address it came from); alarms are not voices."""
+        out: dict[VoiceKey, tuple[Mapped, str]] = {}
+        for address, ms in self.mapped.items():
+            for m in ms:
+                if m.norm == m.norm:
+                    out[(m.rule, m.stream)] = (m, address)
+        for key, m in self.released.items():
+            prev = out.get(key)
+            if prev is not None and m.t >= prev[0].t:
+                out[key] = (m, prev[1])
+        return out
 
 
 class Feed:
@@ -63,8 +77,10 @@ class Feed:
     def __init__(self) -> None:
         self.events: dict[str, Event] = {}
         """OSC address → the latest event that came to it."""
-        self.voices: dict[VoiceKey, tuple[Mapped, str]] = {}
-        """Voice → (its latest mapped value, the address it came from)."""
+        self.mapped: dict[str, Sequence[Mapped]] = {}
+        """OSC address → what the engine last mapped from it (rate limits map nothing most of the time)."""
+        self.released: dict[VoiceKey, Mapped] = {}
+        """Voice → the latest value a rate limit released later."""
         self.alarms: deque[Alarm] = deque(maxlen=ALARM_HISTORY)
         self.alarm_count = 0
         self.seq = 0
@@ -74,21 +90,17 @@ class Feed:
 
     # -- the receive thread -------------------------------------------------------
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
-        voices = self.voices
+        # The whole per-message cost of the page and of `trainsound top`: one or two dict stores.
         if event is not None:
             self.events[event.address] = event
-            address = event.address
-            for m in mapped:
-                if m.norm != m.norm:
-                    if m.midi:  # a loud alarm: the engine's min_interval already thins alarm storms
+            if mapped:
+                self.mapped[event.address] = mapped  # the engine's own list: no copy
+                for m in mapped:
+                    if m.norm != m.norm and m.midi:  # a loud alarm: the engine's min_interval thins storms
                         self.alarm(event.run, event.name or event.kind, "nan", event.t, m.value)
-                else:
-                    voices[(m.rule, m.stream)] = (m, address)
-        else:  # values released later by a rate limit: same voices, same addresses
+        else:  # values released later by a rate limit
             for m in mapped:
-                key = (m.rule, m.stream)
-                prev = voices.get(key)
-                voices[key] = (m, prev[1] if prev is not None else "")
+                self.released[(m.rule, m.stream)] = m
         self.seq += 1
 
     def alarm(self, run: str, name: str, kind: str, t: float, value: float, step: int | None = None) -> None:
@@ -105,8 +117,9 @@ class Feed:
         stale = [a for a, ev in self.events.items() if ev.run not in runs]
         for a in stale:
             del self.events[a]
-        for k in [k for k, (m, _) in self.voices.items() if m.run not in runs]:
-            del self.voices[k]
+            self.mapped.pop(a, None)
+        for k in [k for k, m in self.released.items() if m.run not in runs]:
+            del self.released[k]
         if stale:
             self.seq += 1
 
@@ -122,7 +135,8 @@ class Feed:
     # -- readers -----------------------------------------------------------------
     def copy(self) -> FeedCopy:
         """A consistent copy (safe from any thread; see the module docstring)."""
-        return FeedCopy(self.seq, self.events.copy(), self.voices.copy(), list(self.alarms), self.alarm_count)
+        return FeedCopy(self.seq, self.events.copy(), self.mapped.copy(), self.released.copy(), list(self.alarms),
+                        self.alarm_count)
 
 
 def finite_or_none(x: float) -> float | str | None:

@@ -228,9 +228,10 @@ class WebServer:
 
     def _delta(self, prev: FeedCopy | None, copy: FeedCopy, alarm_seq: int) -> dict[str, Any]:
         old_events = prev.events if prev is not None else {}
-        old_voices = prev.voices if prev is not None else {}
+        old_released = prev.released if prev is not None else {}
         changed = {a for a, ev in copy.events.items() if old_events.get(a) is not ev}
-        changed.update(a for k, (m, a) in copy.voices.items() if old_voices.get(k, (None, ""))[0] is not m)
+        if any(old_released.get(k) is not m for k, m in copy.released.items()):
+            changed.update(a for k, (m, a) in copy.voices().items() if k in copy.released)
         for a in changed:
             ev = copy.events.get(a)
             if ev is not None and ev.values:

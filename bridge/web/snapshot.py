@@ -76,7 +76,7 @@ def build(copy: FeedCopy, config: Config, changed: set[str] | None = None) -> di
     """The feed as data; with ``changed``, only the rows at those addresses (a delta for the page)."""
     sine = sine_params(config)
     by_address: dict[str, list[dict[str, Any]]] = {}
-    for m, address in copy.voices.values():
+    for m, address in copy.voices().values():
         if changed is None or address in changed:
             by_address.setdefault(address, []).append(voice_data(m, config, sine))
     runs: dict[str, dict[str, Any]] = {}

@@ -72,7 +72,7 @@ def test_prune_forgets_runs_the_pipeline_forgot() -> None:
     feed_one(feed, engine, "/nn/new/grad_norm/a", 1.0)
     feed.prune({"new"})
     assert [r["run"] for r in build(feed.copy(), cfg)["runs"]] == ["new"]
-    assert all(m.run == "new" for m, _ in feed.voices.values())
+    assert all(m.run == "new" for m, _ in feed.copy().voices().values())
 
 
 def test_rate_limited_values_keep_their_row() -> None:
@@ -81,7 +81,7 @@ def test_rate_limited_values_keep_their_row() -> None:
     feed_one(feed, engine, "/nn/r/loss", 1.0, t=0.0)
     feed_one(feed, engine, "/nn/r/loss", 5.0, t=0.1)  # held back by the rate limit
     feed.handle(None, engine.flush_due(2.0))
-    [(m, address)] = feed.voices.values()
+    [(m, address)] = feed.copy().voices().values()
     assert address == "/nn/r/loss" and m.value == 5.0
 
 
