@@ -61,6 +61,10 @@ class WebServer:
         self.sent = 0
         self.skipped = 0
         self._hist: dict[str, deque[list[Any]]] = {}
+        # The pump's bookkeeping (its thread only): voice → address, runs in first-seen order.
+        self._voice_at: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._order: dict[str, int] = {}
+        self._next_sweep = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -218,7 +222,7 @@ class WebServer:
                 msg = self._delta(prev, copy, alarm_seq)
                 alarm_seq = copy.alarm_count
                 prev = copy
-                if self.clients and (msg["runs"] or msg["alarms"] or msg["gone"]):
+                if self.clients and (msg["runs"] or msg["alarms"] or "live_runs" in msg):
                     await self._broadcast(json.dumps(msg))
             now = time.monotonic()
             if now >= next_status and self.status is not status_sent and self.clients:
@@ -227,26 +231,51 @@ class WebServer:
                 await self._broadcast(json.dumps({"type": "status", "status": status_sent}))
 
     def _delta(self, prev: FeedCopy | None, copy: FeedCopy, alarm_seq: int) -> dict[str, Any]:
+        """What changed since ``prev``, as one message. Work in proportion to what changed, except a
+        once-a-second pass over everything (the runs' order, histories of forgotten streams)."""
         old_events = prev.events if prev is not None else {}
         old_released = prev.released if prev is not None else {}
         changed = {a for a, ev in copy.events.items() if old_events.get(a) is not ev}
-        if any(old_released.get(k) is not m for k, m in copy.released.items()):
-            changed.update(a for k, (m, a) in copy.voices().items() if k in copy.released)
+        for a in changed:
+            for m in copy.mapped.get(a, ()):
+                self._voice_at[(m.rule, m.stream)] = a
+        for k, m in copy.released.items():
+            if old_released.get(k) is not m and k in self._voice_at:
+                changed.add(self._voice_at[k])
+        keep = set(changed)
         for a in changed:
             ev = copy.events.get(a)
-            if ev is not None and ev.values:
+            if ev is None:
+                continue
+            self._order.setdefault(ev.run, len(self._order))
+            keep.add(f"/nn/{ev.run}/step")
+            if ev.values:
                 h = self._hist.get(a)
                 if h is None:
                     h = self._hist[a] = deque(maxlen=self.history)
                 h.append([round(ev.t, 3), finite_or_none(ev.values[0])])
-        gone = [a for a in self._hist if a not in copy.events]
-        for a in gone:
-            del self._hist[a]
-        msg = build(copy, self.config(), changed)
-        msg["runs"] = [r for r in msg["runs"] if r["rows"] or f"/nn/{r['run']}/step" in changed]
-        msg["alarms"] = [a for a in msg["alarms"] if a["seq"] > alarm_seq]
-        msg["live_runs"] = sorted({ev.run for ev in copy.events.values()})
-        msg["gone"] = gone
+        part = FeedCopy(
+            copy.seq,
+            {a: copy.events[a] for a in keep if a in copy.events},
+            {a: copy.mapped[a] for a in keep if a in copy.mapped},
+            {k: m for k, m in copy.released.items() if self._voice_at.get(k) in keep},
+            [a for a in copy.alarms if a.seq > alarm_seq],
+            copy.alarm_count,
+        )
+        msg = build(part, self.config(), self._order)
+        msg["gone"] = []
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            gone = [a for a in self._hist if a not in copy.events]
+            for a in gone:
+                del self._hist[a]
+            self._voice_at = {k: a for k, a in self._voice_at.items() if a in copy.events}
+            self._order = {}
+            for ev in copy.events.values():
+                self._order.setdefault(ev.run, len(self._order))
+            msg["gone"] = gone
+            msg["live_runs"] = list(self._order)
         msg["type"] = "delta"
         return msg
 

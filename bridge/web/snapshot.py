@@ -72,23 +72,24 @@ def row_data(address: str, ev: Any, voices: list[dict[str, Any]]) -> dict[str, A
     }
 
 
-def build(copy: FeedCopy, config: Config, changed: set[str] | None = None) -> dict[str, Any]:
-    """The feed as data; with ``changed``, only the rows at those addresses (a delta for the page)."""
+def build(copy: FeedCopy, config: Config, order: dict[str, int] | None = None) -> dict[str, Any]:
+    """The feed as data. ``order`` gives each run's first-seen index (its stereo spot) when ``copy`` holds
+    only part of the feed (a delta); otherwise the copy's own order is used."""
     sine = sine_params(config)
     by_address: dict[str, list[dict[str, Any]]] = {}
     for m, address in copy.voices().values():
-        if changed is None or address in changed:
-            by_address.setdefault(address, []).append(voice_data(m, config, sine))
+        by_address.setdefault(address, []).append(voice_data(m, config, sine))
     runs: dict[str, dict[str, Any]] = {}
     for address, ev in copy.events.items():
         run = runs.get(ev.run)
         if run is None:
-            run = runs[ev.run] = {"run": ev.run, "pan": run_pan(len(runs)), "step": None, "epoch": None, "rows": []}
+            index = order.get(ev.run, len(order)) if order is not None else len(runs)
+            run = runs[ev.run] = {"run": ev.run, "pan": run_pan(index), "step": None, "epoch": None, "rows": []}
         if ev.kind == "step":
             run["step"] = int(ev.values[0])
             run["epoch"] = int(ev.values[1]) if len(ev.values) > 1 else None
             continue
-        if ev.kind in ("event", "activation_spectrum") or (changed is not None and address not in changed):
+        if ev.kind in ("event", "activation_spectrum"):
             continue
         run["rows"].append(row_data(address, ev, by_address.get(address, [])))
     return {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -165,5 +167,62 @@ def test_beyond_loopback_needs_the_allowlist_and_the_token() -> None:
         assert _get(base + f"?token={token}") == 200
         assert _get(base + f"static/app.js?token={token}") == 200
         assert b.status()["web"]["token"] is True and token not in str(b.status())
+    finally:
+        b.stop()
+
+
+def test_history_per_stream_is_bounded_on_the_page_and_for_late_joiners(driver: Any, tmp_path: Path) -> None:
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text("[web]\nhistory = 10\n")
+    web = free_tcp_port()
+    b = web_bridge(f"127.0.0.1:{web}", extra=("--config", str(cfg)))
+    try:
+        driver.get(f"http://127.0.0.1:{web}/")
+        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        for i in range(40):
+            b.send("/nn/long/loss", float(i + 1))
+            time.sleep(0.03)  # one per 20 ms poll at least, so each value is a point
+        wait_for(lambda: "40" in page_text(driver, "tr[data-id='/nn/long/loss']"), what="the last value")
+        hist = js(driver, "window.trainsound.model.runs.get('long').rows.get('/nn/long/loss').history")
+        assert len(hist) == 10 and hist[-1][1] == 40.0
+        driver.refresh()  # a page that joins late gets the server's bounded history
+        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        wait_for(lambda: "40" in page_text(driver, "tr[data-id='/nn/long/loss']"), what="the value after reload")
+        hist = js(driver, "window.trainsound.model.runs.get('long').rows.get('/nn/long/loss').history")
+        assert 5 <= len(hist) <= 10 and hist[-1][1] == 40.0
+    finally:
+        b.stop()
+
+
+def own_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None if it has none."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))
+        addr: str = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if addr.startswith("127.") else addr
+
+
+def test_a_request_from_a_non_loopback_address_needs_the_token() -> None:
+    addr = own_address()
+    assert addr is not None, "this test needs a non-loopback IPv4 address on the machine"
+    web = free_tcp_port()
+    b = web_bridge(f"0.0.0.0:{web}", extra=("--web-allow", f"{addr}/32"))
+    try:
+        token = logged_url(b).split("?token=", 1)[1]
+        assert _get(f"http://{addr}:{web}/") == 403
+        assert _get(f"http://{addr}:{web}/?token={token}") == 200
+    finally:
+        b.stop()
+    ip = ipaddress.ip_address(addr)
+    other = next(n for n in ("198.51.100.0/24", "203.0.113.0/24") if ip not in ipaddress.ip_network(n))
+    b = web_bridge(f"0.0.0.0:{web}", extra=("--web-allow", other))  # not us: refused even with the token
+    try:
+        token = logged_url(b).split("?token=", 1)[1]
+        assert _get(f"http://{addr}:{web}/?token={token}") == 403
     finally:
         b.stop()
