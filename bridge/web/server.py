@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..config import Config
-from ..errors import ConfigError
+from ..sockets import ListenError
 from .feed import Feed, FeedCopy, finite_or_none
 from .options import Access
 from .snapshot import build, sine_params
@@ -87,7 +87,7 @@ class WebServer:
         self._thread.start()
         ready.wait(10.0)
         if self._error is not None:
-            raise ConfigError(f"cannot serve the web page on {self.host}:{self.port}: {self._error}") from self._error
+            raise ListenError(f"cannot serve the web page on {self.host}:{self.port}: {self._error}") from self._error
 
     def stop(self) -> None:
         loop = self._loop

@@ -44,3 +44,22 @@ def test_beyond_loopback_needs_an_allowlist_and_a_token() -> None:
     assert a.allows_peer("10.9.8.7") and a.allows_peer("::ffff:10.9.8.7") and not a.allows_peer("192.168.1.1")
     assert a.token_ok(a.token) and not a.token_ok(None) and not a.token_ok(a.token[:-1])
     assert Access.for_listen("0.0.0.0", ("10.0.0.0/8",)).token != a.token
+
+
+def test_a_busy_web_port_stops_the_bridge_with_one_line(udp_port: int) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "trainsound.bridge", "bridge", "--no-midi", "--listen",
+                            f"127.0.0.1:{udp_port}", "--web", str(port)], capture_output=True, text=True, timeout=30)
+    finally:
+        busy.close()
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"trainsound: error: cannot serve the web page on 127.0.0.1:{port}: "), r.stderr
