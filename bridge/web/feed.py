@@ -4,7 +4,7 @@ The receive thread calls :meth:`Feed.handle` with every accepted event and what 
 it (the :class:`~..outputs.base.Output` protocol). It only stores references in dicts and appends
 alarms to a bounded deque: no copies, no locks, no I/O, so the receive loop is not slowed.
 
-Readers — the web server's thread polling at ~50 Hz, or the daemon answering ``/trainsound/snapshot`` —
+Readers — the web server's thread polling at ~100 Hz, or the daemon answering ``/trainsound/snapshot`` —
 take :meth:`Feed.copy`: ``dict.copy()`` and ``list(deque)`` of keys that are strings and tuples of
 strings run in C without releasing the GIL, so a copy is consistent without a lock. The dicts are
 bounded by the bridge's own bounds (``[bridge].max_runs``, ``max_voices``): :meth:`Feed.prune` forgets

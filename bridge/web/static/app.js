@@ -10,6 +10,8 @@ const midi = new MidiOut();
 const MAX_ALARMS_SHOWN = 200;
 const latency = params.get("latency") === "1" ? [] : null;
 const state = { connects: 0, hellos: 0, messages: 0 };
+// What the next frame must redraw: only runs that changed, the status only when a new one came.
+const dirty = { runs: new Set(), status: true, all: true };
 window.trainsound = { model, engine, midi, state, latency, ui };
 
 const $ = id => document.getElementById(id);
@@ -65,9 +67,11 @@ function onMessage(msg) {
     model.alarms = [];
     model.status = msg.status || {};
   }
-  if (msg.type === "status") { model.status = msg.status; schedule(); return; }
+  if (msg.type === "status") { model.status = msg.status; dirty.status = true; schedule(); return; }
+  if (msg.type === "hello") { dirty.all = true; dirty.status = true; }
   for (const r of msg.runs || []) {
     const run = upsertRun(r);
+    dirty.runs.add(run.run);
     for (const row of r.rows) upsertRow(run, row, now);
   }
   if (msg.live_runs) {
@@ -104,7 +108,7 @@ function audible(run, group) {
   if (keys.some(k => ui.muted.has(k))) return false;
   return ui.soloed.size === 0 || keys.some(k => ui.soloed.has(k));
 }
-function toggle(set, key) { if (set.has(key)) set.delete(key); else set.add(key); schedule(); }
+function toggle(set, key) { if (set.has(key)) set.delete(key); else set.add(key); dirty.all = true; schedule(); }
 
 // -- the view -------------------------------------------------------------------------------
 let pending = false;
@@ -133,9 +137,14 @@ function runView(run) {
   return { root, step, mute, solo, groups, groupButtons: new Map(), canvas, tbody, trs: new Map(), lastPlot: 0 };
 }
 
-function renderRun(run, nowMs) {
+function renderRun(run, nowMs, rows) {
   if (!run.view) { run.view = runView(run); $("runs").append(run.view.root); }
   const v = run.view;
+  if (nowMs - v.lastPlot > 100) {  // the plot at 10 Hz is smooth enough and keeps the page light
+    v.lastPlot = nowMs;
+    drawPlot(v.canvas, [...run.rows.values()], nowMs / 1000);
+  }
+  if (!rows) return;
   v.step.textContent = run.step === null ? "" : `step ${run.step}${run.epoch === null ? "" : `, epoch ${run.epoch}`}`;
   v.mute.setAttribute("aria-pressed", String(ui.muted.has(runKey(run.run))));
   v.solo.setAttribute("aria-pressed", String(ui.soloed.has(runKey(run.run))));
@@ -172,10 +181,6 @@ function renderRun(run, nowMs) {
     m.setAttribute("aria-pressed", String(ui.muted.has(groupKey(run.run, g))));
     s.setAttribute("aria-pressed", String(ui.soloed.has(groupKey(run.run, g))));
   }
-  if (nowMs - v.lastPlot > 100) {  // the plot at 10 Hz is smooth enough and keeps the page light
-    v.lastPlot = nowMs;
-    drawPlot(v.canvas, [...run.rows.values()], nowMs / 1000);
-  }
 }
 
 function render() {
@@ -184,8 +189,10 @@ function render() {
   const empty = $("runs").querySelector(".empty");
   if (empty && model.runs.size) empty.remove();
   const voices = [];
+  const sounding = engine.ctx !== null || midi.port !== null;
   for (const run of model.runs.values()) {
-    renderRun(run, nowMs);
+    renderRun(run, nowMs, dirty.all || dirty.runs.has(run.run));
+    if (!sounding) continue;
     for (const row of run.rows.values()) {
       const finite = typeof row.value === "number";
       for (const vc of row.voices) {
@@ -195,9 +202,12 @@ function render() {
       }
     }
   }
-  engine.sync(voices);
+  if (sounding) engine.sync(voices);
   $("alarm-count").textContent = model.alarmCount ? `(${model.alarmCount})` : "";
-  renderStatus();
+  if (dirty.status) renderStatus();
+  dirty.runs.clear();
+  dirty.all = false;
+  dirty.status = false;
   if (latency !== null) window.trainsound.rendered = nowMs;
 }
 
@@ -255,6 +265,7 @@ async function toggleListen() {
   await engine.start();
   b.setAttribute("aria-pressed", "true");
   b.textContent = "Stop";
+  dirty.all = true;
   schedule();
 }
 $("listen").addEventListener("click", toggleListen);
@@ -271,7 +282,7 @@ $("midi").addEventListener("click", async () => {
     $("midi-state").textContent = `Web MIDI unavailable: ${err.message || err}`;
   }
 });
-$("midi-out").addEventListener("change", e => { midi.choose(e.target.value); schedule(); });
+$("midi-out").addEventListener("change", e => { midi.choose(e.target.value); dirty.all = true; schedule(); });
 
 document.addEventListener("keydown", e => {
   const t = e.target;
