@@ -254,9 +254,11 @@ class WebServer:
                 if h is None:
                     h = self._hist[a] = deque(maxlen=self.history)
                 h.append([round(ev.t, 3), finite_or_none(ev.values[0])])
+        # Runs in their first-seen order, rows by address: the page appends what it has not seen in this order.
+        ordered = sorted((a for a in keep if a in copy.events), key=lambda a: (self._order[copy.events[a].run], a))
         part = FeedCopy(
             copy.seq,
-            {a: copy.events[a] for a in keep if a in copy.events},
+            {a: copy.events[a] for a in ordered},
             {a: copy.mapped[a] for a in keep if a in copy.mapped},
             {k: m for k, m in copy.released.items() if self._voice_at.get(k) in keep},
             [a for a in copy.alarms if a.seq > alarm_seq],

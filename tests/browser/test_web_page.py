@@ -207,15 +207,22 @@ def own_address() -> str | None:
     return None if addr.startswith("127.") else addr
 
 
-def test_a_request_from_a_non_loopback_address_needs_the_token() -> None:
+def test_a_request_from_a_non_loopback_address_needs_the_token(driver: Any) -> None:
     addr = own_address()
     assert addr is not None, "this test needs a non-loopback IPv4 address on the machine"
     web = free_tcp_port()
     b = web_bridge(f"0.0.0.0:{web}", extra=("--web-allow", f"{addr}/32"))
     try:
-        token = logged_url(b).split("?token=", 1)[1]
+        url = logged_url(b)
+        token = url.split("?token=", 1)[1]
         assert _get(f"http://{addr}:{web}/") == 403
         assert _get(f"http://{addr}:{web}/?token={token}") == 200
+        # The page opened with the token gets its assets (cookie) and its WebSocket (token in the URL).
+        driver.get(f"http://{addr}:{web}/?token={token}")
+        wait_for(lambda: js(driver, "window.trainsound && window.trainsound.state.hellos") >= 1, what="hello")
+        b.send("/nn/far/loss", 0.5)
+        wait_for(lambda: "far" in page_text(driver, "#runs"), what="the run through the token page")
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         b.stop()
     ip = ipaddress.ip_address(addr)
