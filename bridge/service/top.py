@@ -25,8 +25,8 @@ from typing import Any
 from pythonosc.osc_message import OscMessage, ParseError
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
-from ..table import parse_hostport
 from ..wire.slip import SlipDecoder
 from ..wire.slip import encode as slip_encode
 from .status import _hms
@@ -251,22 +251,13 @@ def wait_key(timeout: float) -> str:
     return os.read(sys.stdin.fileno(), 16).decode(errors="replace") if r else ""
 
 
-def target(text: str | None) -> tuple[str, int]:
-    """``--to``, else ``$TRAINSOUND_ADDR``, else 127.0.0.1:9150 — as every other command."""
-    if text:
-        return parse_hostport(text, "--to")
-    from ...transport import resolve_target
-
-    return resolve_target(None, None)
-
-
 def cmd_top(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
         from rich.live import Live
     except ImportError as err:
         raise TrainsoundError("trainsound top needs rich: pip install 'trainsound[top]'") from err
-    host, port = target(args.to)
+    _, host, port = choose_bridge(args.to)  # TCP first, then UDP, whatever the scheme (like status)
     where = f"{host}:{port}"
     client = SnapshotClient(host, port)
     snap = client.get()
@@ -294,8 +285,6 @@ def add_parser(subparsers: Any) -> None:
         description="Watch a running bridge in the terminal (works over SSH in 80x24). q quits. Exit code 1 "
         "when no bridge answers.",
     )
-    p.add_argument(
-        "--to", metavar="HOST:PORT", help="the bridge's address (default: $TRAINSOUND_ADDR, else 127.0.0.1:9150)"
-    )
+    p.add_argument("--to", metavar="HOST:PORT", help=TO_HELP)
     p.add_argument("--refresh", type=float, default=DEFAULT_REFRESH, metavar="SECONDS", help="time between refreshes")
     p.set_defaults(func=cmd_top)
