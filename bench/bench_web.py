@@ -43,7 +43,7 @@ def handle_cost(n: int = 200_000) -> float:
     from trainsound.bridge.mapping import Engine
     from trainsound.bridge.wire.protocol import parse_event
 
-    eng, feed = Engine(default()), Feed()
+    eng, feed = Engine(default()), Feed(default())
     items = []
     for i in range(64):
         ev = parse_event(f"/nn/bench/grad_norm/layer{i}", (0.5,), 0.0, b"")
@@ -61,7 +61,7 @@ def hot_path(n: int = 20_000, rounds: int = 30) -> tuple[float, float, float, fl
     """µs of this thread's CPU per datagram through a Pipeline without and with the feed: min and median of
     ``rounds`` interleaved chunks (CPU time, not wall time: other jobs on the machine do not count)."""
     packets = [encode_message(f"/nn/bench/grad_norm/layer{i % 64}", [0.001 * (i % 977 + 1)]) for i in range(n)]
-    pipes = {False: Pipeline(default(), []), True: Pipeline(default(), [Feed()])}
+    pipes = {False: Pipeline(default(), []), True: Pipeline(default(), [Feed(default())])}
     times: dict[bool, list[float]] = {False: [], True: []}
     t = 0.0
     for _ in range(rounds):

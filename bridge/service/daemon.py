@@ -127,7 +127,7 @@ class Daemon:
     def snapshot_json(self, limit: int = MAX_STATUS_REPLY) -> str:
         """``/trainsound/snapshot``'s reply: the feed (runs, rows, voices, alarms) with counters and health,
         cut to at most ``limit`` bytes (fewer rows per run, fewer alarms); ``""`` when not even one row fits."""
-        from ..web.snapshot import build
+        from ..web.snapshot import build, fit
 
         assert self.pipeline is not None
         snap = build(self.feed.copy(), self.config)
@@ -136,16 +136,7 @@ class Daemon:
             outputs=self.pipeline.health(),
             kernel_drops=kernel_drops(self.receiver.sock) if self.receiver is not None else None,
         )
-        text = json.dumps(snap)
-        keep = 64
-        while len(text) > limit and keep >= 1:
-            snap["alarms"] = snap["alarms"][-keep:]
-            for run in snap["runs"]:
-                run["rows"] = run["rows"][:keep]
-            snap["truncated"] = True
-            text = json.dumps(snap)
-            keep //= 2
-        return text if len(text) <= limit else ""
+        return fit(snap, limit)
 
     def status_json(self, limit: int = MAX_STATUS_REPLY) -> str:
         """The status as JSON of at most ``limit`` bytes (UTF-8 of ASCII-escaped JSON: bytes = characters).
@@ -226,6 +217,7 @@ class Daemon:
                 self.tcp.close()
             raise
         # The feed takes every event like an output (last: after the outputs that sound).
+        self.feed.configure(cfg)
         self.pipeline = Pipeline(cfg, [*outputs, self.feed], self.stats)
         self.receiver = UdpReceiver(sock, self.pipeline, allow, self.tcp, control=self.answer)
         where = sock.getsockname()
@@ -325,6 +317,7 @@ class Daemon:
             self.tcp.allow = self.receiver.allow
             self.tcp.idle = new.bridge.tcp_idle
         self.config = new
+        self.feed.configure(new)
         self.reloads += 1
         log.info("reloaded config %s (%d rules)", new.source, len(new.mappings))
         self.notifier.ready(f"reloaded {new.source}")

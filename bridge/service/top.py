@@ -29,11 +29,16 @@ from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
 from ..wire.slip import SlipDecoder
 from ..wire.slip import encode as slip_encode
-from .status import _hms
+from .status import UDP_REQUEST_SIZE, _hms
 
 SNAPSHOT = "/trainsound/snapshot"
 SNAPSHOT_REPLY = "/trainsound/snapshot.reply"
 _REQUEST = OscMessageBuilder(address=SNAPSHOT).build().dgram
+#: Over UDP a reply is never larger than its request (docs/security.md): padded with a blob, like status's.
+_b = OscMessageBuilder(address=SNAPSHOT)
+_b.add_arg(bytes(UDP_REQUEST_SIZE), OscMessageBuilder.ARG_TYPE_BLOB)
+_UDP_REQUEST = _b.build().dgram
+del _b
 SPARK = "▁▂▃▄▅▆▇█"
 #: Points per row kept for its sparkline.
 SPARK_POINTS = 24
@@ -131,7 +136,7 @@ class SnapshotClient:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.settimeout(self.timeout)
             try:
-                s.sendto(_REQUEST, (self.host, self.port))
+                s.sendto(_UDP_REQUEST, (self.host, self.port))
                 while True:
                     data, _ = s.recvfrom(1 << 17)
                     snap = self._reply(data)
@@ -203,7 +208,7 @@ def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, h
     shown = 0
     for run in snap.get("runs", []):
         step = "" if run.get("step") is None else f" @{run['step']}"
-        rows = sorted(run["rows"], key=lambda r: (r["kind"] != "loss", r["group"], r["name"]))
+        rows = sorted(run["rows"], key=lambda r: (r["kind"] != "loss", r["id"]))  # groups: layout order
         for i, row in enumerate(rows):
             if shown >= room - 1:
                 break

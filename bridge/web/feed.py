@@ -10,9 +10,11 @@ strings run in C without releasing the GIL, so a copy is consistent without a lo
 bounded by the bridge's own bounds (``[bridge].max_runs``, ``max_voices``): :meth:`Feed.prune` forgets
 the runs the pipeline forgot.
 
-Generic on purpose: a voice is anything the engine maps (a layer today; a voice group's aggregate when
-groups exist), an alarm is ``(run, name, kind, step, value)`` (``nan`` today; any detector's kind can
-call :meth:`Feed.alarm`), so new kinds reach the page and ``trainsound top`` with no change there.
+Generic on purpose: a voice is anything the engine maps (a layer, or a voice group's aggregate: rules
+that group layers — :meth:`Feed.configure` — give each group a row of its own, keyed by
+:func:`group_address`, and their layers' events no row); an alarm is ``(run, name, kind, step, value)``
+(``nan`` from the engine; any detector calls :meth:`Feed.alarm` with its own kind), so new kinds reach
+the page and ``trainsound top`` with no change there.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ..mapping import Mapped
+from ..config import Config
+from ..groups import groups_rule
+from ..mapped import Mapped
 from ..wire.protocol import Event
 
 #: Alarms kept for late-joining readers (the page's log, ``trainsound top``).
 ALARM_HISTORY = 256
+#: A voice group's row: the kind of its stand-in event, and the prefix of its address (no OSC address starts so).
+GROUP_KIND = "group"
+GROUP_PREFIX = "group:"
 #: Voice key: ``(rule index, stream captures)`` — the engine's own key, so rules keyed alike stay apart.
 VoiceKey = tuple[int, tuple[str, ...]]
 
@@ -74,7 +81,7 @@ class Feed:
 
     name = "feed"
 
-    def __init__(self) -> None:
+    def __init__(self, config: Config | None = None) -> None:
         self.events: dict[str, Event] = {}
         """OSC address → the latest event that came to it."""
         self.mapped: dict[str, Sequence[Mapped]] = {}
@@ -87,21 +94,46 @@ class Feed:
         """Bumped on every change: a reader that sees the same ``seq`` skips its copy."""
         self.readers = 0
         """Web clients connected now (the server sets it; shown in status)."""
+        self.grouped: frozenset[int] = frozenset()
+        """Indexes of the rules whose voices are groups (:meth:`configure`)."""
+        if config is not None:
+            self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Learn which rules gather layers into voice groups (at start and on every reload)."""
+        self.grouped = frozenset(i for i, r in enumerate(config.mappings)
+                                 if groups_rule(r.voice_key, r.voices, config.groups))
 
     # -- the receive thread -------------------------------------------------------
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         # The whole per-message cost of the page and of `trainsound top`: one or two dict stores.
+        grouped = self.grouped
         if event is not None:
             self.events[event.address] = event
             if mapped:
-                self.mapped[event.address] = mapped  # the engine's own list: no copy
+                own = True
                 for m in mapped:
                     if m.norm != m.norm and m.midi:  # a loud alarm: the engine's min_interval thins storms
                         self.alarm(event.run, event.name or event.kind, "nan", event.t, m.value)
-        else:  # values released later by a rate limit
+                    elif m.rule in grouped and m.norm == m.norm:
+                        self._group_value(m)
+                        own = False
+                # The engine's own list (no copy), less the group values: those are their groups' rows.
+                self.mapped[event.address] = mapped if own else [
+                    m for m in mapped if m.rule not in grouped or m.norm != m.norm]
+        else:  # values released later by a rate limit, or a voice group's aggregate
             for m in mapped:
-                self.released[(m.rule, m.stream)] = m
+                if m.rule in grouped and m.norm == m.norm:
+                    self._group_value(m)
+                else:
+                    self.released[(m.rule, m.stream)] = m
         self.seq += 1
+
+    def _group_value(self, m: Mapped) -> None:
+        """A voice group's latest aggregate, kept as if it came to an address of its own: one row per group."""
+        address = group_address(m)
+        self.events[address] = Event(m.t, m.run, GROUP_KIND, m.stream[-1], (m.value,), None, address, b"")
+        self.mapped[address] = (m,)
 
     def alarm(self, run: str, name: str, kind: str, t: float, value: float, step: int | None = None) -> None:
         """Record an alarm; ``step`` defaults to the run's latest ``/nn/<run>/step``."""
@@ -137,6 +169,15 @@ class Feed:
         """A consistent copy (safe from any thread; see the module docstring)."""
         return FeedCopy(self.seq, self.events.copy(), self.mapped.copy(), self.released.copy(), list(self.alarms),
                         self.alarm_count)
+
+
+def group_address(m: Mapped) -> str:
+    """A group row's key: run, rule and group index (so rows sort in the layout's order), then its name.
+
+    >>> group_address(Mapped(0.0, "gpt2", 0, "g", "note", ("gpt2", "h.0–h.2"), 3, 1.0, 0.5, 1, (), (), 0.0, 5))
+    'group:gpt2/0/003/h.0–h.2'
+    """
+    return f"{GROUP_PREFIX}{m.run}/{m.rule}/{m.voice:03d}/{m.stream[-1]}"
 
 
 def finite_or_none(x: float) -> float | str | None:

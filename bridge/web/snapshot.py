@@ -1,20 +1,24 @@
 """Feed copies → plain JSON-able data for the page and ``trainsound top`` (pure: no I/O, no clock).
 
 One shape for both readers (docs/web.md): ``runs`` (each with its step, stereo position and ``rows`` —
-one per OSC address, with the raw latest values as text and the voices it feeds, pitch and level as
+one per OSC address or voice group, with the raw latest values as text and the voices it feeds, pitch and level as
 the sine renderer plays them), ``alarms`` and ``alarm_count``.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from functools import lru_cache
 from typing import Any
 
 from ..config import Config, output_options
-from ..mapping import Mapped
+from ..groups import groups_rule
+from ..mapped import Mapped
 from ..sound.maps import pitch_hz, run_pan
 from ..wire.midi import DATA_MAX
 from ..wire.protocol import VALUE_NAMES
-from .feed import Alarm, FeedCopy, finite_or_none
+from .feed import GROUP_KIND, Alarm, FeedCopy, finite_or_none
 
 #: The sine renderer's levels (outputs/sine_voices.py): note rules at ``gain·velocity/127``, CC rules at
 #: ``cc_gain``; its defaults when the config has no ``[sine]`` table.
@@ -57,14 +61,31 @@ def alarm_data(a: Alarm) -> dict[str, Any]:
             "value": finite_or_none(a.value)}
 
 
-def row_data(address: str, ev: Any, voices: list[dict[str, Any]]) -> dict[str, Any]:
+def grouped_patterns(config: Config) -> tuple[re.Pattern[str], ...]:
+    """The address patterns of the rules that gather layers into voice groups."""
+    return tuple(r.pattern for r in config.mappings if groups_rule(r.voice_key, r.voices, config.groups))
+
+
+@lru_cache(maxsize=1 << 14)
+def _grouped_layer(address: str, patterns: tuple[re.Pattern[str], ...]) -> bool:
+    return any(p.fullmatch(address) for p in patterns)
+
+
+def row_data(address: str, ev: Any, voices: list[dict[str, Any]], group: Mapped | None = None,
+             config: Config | None = None) -> dict[str, Any]:
+    """One row: an address's latest event, or (``group``: its latest aggregate) a voice group's."""
     names = VALUE_NAMES.get(ev.kind, ())
+    kind, name = ev.kind, ev.name or ev.kind
+    if group is not None:  # kind: what the grouping rule listens to; name: the rule
+        rules = config.mappings if config is not None else ()
+        kind = (rules[group.rule].kind if 0 <= group.rule < len(rules) else "") or GROUP_KIND
+        name = group.rule_name
     return {
         "id": address,
-        "kind": ev.kind,
-        "name": ev.name or ev.kind,
-        # A voice group's name when groups exist; today a row's group is its kind (grad_norm, loss …).
-        "group": ev.kind,
+        "kind": kind,
+        "name": name,
+        # A row's group: its voice group's name (a grouped layer's rows are its groups), else its kind.
+        "group": group.stream[-1] if group is not None else ev.kind,
         "value": finite_or_none(ev.values[0]) if ev.values else None,
         "values": {n: finite_or_none(v) for n, v in zip(names, ev.values, strict=False)} if len(ev.values) > 1 else {},
         "t": ev.t,
@@ -76,6 +97,7 @@ def build(copy: FeedCopy, config: Config, order: dict[str, int] | None = None) -
     """The feed as data. ``order`` gives each run's first-seen index (its stereo spot) when ``copy`` holds
     only part of the feed (a delta); otherwise the copy's own order is used."""
     sine = sine_params(config)
+    grouped = grouped_patterns(config)
     by_address: dict[str, list[dict[str, Any]]] = {}
     for m, address in copy.voices().values():
         by_address.setdefault(address, []).append(voice_data(m, config, sine))
@@ -91,10 +113,33 @@ def build(copy: FeedCopy, config: Config, order: dict[str, int] | None = None) -
             continue
         if ev.kind in ("event", "activation_spectrum"):
             continue
-        run["rows"].append(row_data(address, ev, by_address.get(address, [])))
+        voices = by_address.get(address, [])
+        if ev.kind == GROUP_KIND:
+            ms = copy.mapped.get(address)
+            if ms:
+                run["rows"].append(row_data(address, ev, voices, ms[0], config))
+            continue
+        if not voices and grouped and ev.finite and _grouped_layer(address, grouped):
+            continue  # a grouped layer: heard, and shown, as part of its group's row (a NaN stays in view)
+        run["rows"].append(row_data(address, ev, voices))
     return {
         "seq": copy.seq,
         "runs": list(runs.values()),
         "alarms": [alarm_data(a) for a in copy.alarms],
         "alarm_count": copy.alarm_count,
     }
+
+
+def fit(snap: dict[str, Any], limit: int) -> str:
+    """``snap`` as JSON of at most ``limit`` bytes: fewer rows per run and fewer alarms (``truncated``)
+    until it fits; ``""`` when not even one of each does."""
+    text = json.dumps(snap)
+    keep = 64
+    while len(text) > limit and keep >= 1:
+        snap["alarms"] = snap["alarms"][-keep:]
+        for run in snap["runs"]:
+            run["rows"] = run["rows"][:keep]
+        snap["truncated"] = True
+        text = json.dumps(snap)
+        keep //= 2
+    return text if len(text) <= limit else ""

@@ -56,12 +56,12 @@ def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) ->
             b.send("/nn/otherrun/grad_norm/conv1", 3.0 + math.cos(i / 5))
             time.sleep(0.05)
         last = f"{0.5 + 0.2 * math.sin(39 / 4) + 39 * 0.005:.5g}"
-        wait_for(lambda: last in page_text(driver, "tr[data-id='/nn/webrun/grad_norm/conv1']"), what="conv1's value")
-        rows = page_text(driver, "#runs")
+        wait_for(lambda: last in page_text(driver, "tr[data-run='webrun'][data-group='conv1']"), what="conv1's value")
+        rows = page_text(driver, "#runs")  # conv1, fc2: voice groups of one layer each (named as the layer)
         for text in ("webrun", "otherrun", "conv1", "fc2", "loss", "grad_norm", "step 42", "1.025", "0.098"):
             assert text in rows, text
         # Each row shows the pitch the bridge's sine renderer would play (bridge/sound/maps.py pitch_hz).
-        hz = float(page_text(driver, "tr[data-id='/nn/webrun/grad_norm/conv1'] td:nth-child(4)"))
+        hz = float(page_text(driver, "tr[data-run='webrun'][data-group='conv1'] td:nth-child(4)"))
         assert 110.0 <= hz <= 3520.0
 
         b.send("/nn/webrun/grad_norm/conv2", float("nan"))
@@ -93,6 +93,35 @@ def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) ->
         shutil.copy(tmp_path / "page.png", SCREENSHOT)
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+    finally:
+        b.stop()
+
+
+def test_a_grouped_gpt2_shaped_run_shows_its_voice_groups(driver: Any) -> None:
+    """48 layers named like GPT-2's (``transformer.h.{i}.mlp.c_fc.weight``…): the page's rows are the
+    run's voice groups, as ``trainsound status`` names them, each with its mute/solo buttons."""
+    from selenium.webdriver.common.by import By
+
+    web = free_tcp_port()
+    b = web_bridge(f"127.0.0.1:{web}")
+    try:
+        driver.get(f"http://127.0.0.1:{web}/")
+        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        layers = [f"transformer.h.{i}.{p}" for i in range(12) for p in
+                  ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")]
+        for step in range(3):
+            b.send("/nn/gpt2/step", step)
+            for k, layer in enumerate(layers):
+                b.send(f"/nn/gpt2/grad_norm/{layer}", 0.01 * (k + 1) * (step + 1))
+            time.sleep(0.1)
+        groups = wait_for(lambda: b.status()["groups"].get("gpt2", {}).get("grad_norm_notes"), what="the groups")
+        sel = "section[aria-label='run gpt2'] tr[data-id]"
+        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, sel)) == len(groups), what="a row per group")
+        trs = driver.find_elements(By.CSS_SELECTOR, sel)
+        assert 2 <= len(groups) <= 14 and [tr.get_attribute("data-group") for tr in trs] == list(groups)
+        assert not any(tr.get_attribute("data-id").startswith("/nn/") for tr in trs)
+        buttons = page_text(driver, "section[aria-label='run gpt2'] .groups")
+        assert all(g in buttons for g in groups)
     finally:
         b.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import uuid
 import pytest
 from support import BridgeProc, free_udp_port
 
-from trainsound.bridge.service.top import History, sparkline
+from trainsound.bridge.service.top import History, SnapshotClient, render, sparkline
 
 
 def tmux(*args: str) -> subprocess.CompletedProcess[str]:
@@ -92,3 +93,39 @@ def test_history_keeps_a_bounded_window_per_row_and_forgets_gone_runs() -> None:
     assert h.rows["/nn/a/loss"][-1] == 99.0
     h.update({"runs": []})
     assert h.rows == {}
+
+
+def test_top_shows_a_grouped_gpt2_shaped_run_as_its_groups(udp_port: int) -> None:
+    """A real bridge's snapshot of 48 GPT-2-named layers: top's rows are the run's voice groups, in the
+    layout's order and named as ``trainsound status`` names them (TCP snapshot, then UDP: the same rows)."""
+    from rich.console import Console
+
+    b = BridgeProc(["--no-midi", "--stats-interval", "0"], udp_port)
+    client = SnapshotClient("127.0.0.1", udp_port)
+    try:
+        layers = [f"transformer.h.{i}.{p}" for i in range(12) for p in
+                  ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")]
+        for step in range(3):
+            b.send("/nn/gpt2/step", step)
+            for k, layer in enumerate(layers):
+                b.send(f"/nn/gpt2/grad_norm/{layer}", 0.01 * (k + 1) * (step + 1))
+            time.sleep(0.1)
+        groups: dict[str, float] = {}
+        for _ in range(50):
+            groups = b.status()["groups"].get("gpt2", {}).get("grad_norm_notes", {})
+            if groups:
+                break
+            time.sleep(0.1)
+        assert 2 <= len(groups) <= 14
+        for snap in (client.get(), client._udp()):
+            assert snap is not None
+            [run] = snap["runs"]
+            assert [r["group"] for r in run["rows"]] == list(groups)
+            assert [r["value"] for r in run["rows"]] == pytest.approx(list(groups.values()))
+        console = Console(width=80, record=True, file=io.StringIO())
+        console.print(render(snap, History(), "here", 80, 24))
+        screen = console.export_text()
+        assert all(g in screen for g in list(groups)[:8]) and "transformer.h" not in screen, screen
+    finally:
+        client.close()
+        b.stop()

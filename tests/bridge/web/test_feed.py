@@ -21,7 +21,8 @@ def feed_one(feed: Feed, engine: Engine, address: str, *args: float | int | str,
 
 
 def test_rows_carry_latest_values_and_the_sine_renderers_pitch() -> None:
-    cfg, feed = default(), Feed()
+    cfg = from_dict({"groups": {"mode": "none"}})  # a voice per layer: every address is a row
+    feed = Feed(cfg)
     engine = Engine(cfg)
     feed_one(feed, engine, "/nn/r1/step", 12, 1)
     feed_one(feed, engine, "/nn/r1/grad_norm/fc1", 0.5, t=1.0)
@@ -39,7 +40,8 @@ def test_rows_carry_latest_values_and_the_sine_renderers_pitch() -> None:
 
 
 def test_a_nan_becomes_an_alarm_with_run_name_kind_and_step() -> None:
-    cfg, feed = default(), Feed()
+    cfg = default()
+    feed = Feed(cfg)
     engine = Engine(cfg)
     feed_one(feed, engine, "/nn/r/step", 7)
     feed_one(feed, engine, "/nn/r/grad_norm/conv2", math.nan, t=5.0)
@@ -66,7 +68,8 @@ def test_the_alarm_history_is_bounded() -> None:
 
 
 def test_prune_forgets_runs_the_pipeline_forgot() -> None:
-    cfg, feed = default(), Feed()
+    cfg = default()
+    feed = Feed(cfg)
     engine = Engine(cfg)
     feed_one(feed, engine, "/nn/old/grad_norm/a", 1.0)
     feed_one(feed, engine, "/nn/new/grad_norm/a", 1.0)
@@ -77,7 +80,7 @@ def test_prune_forgets_runs_the_pipeline_forgot() -> None:
 
 def test_rate_limited_values_keep_their_row() -> None:
     cfg = from_dict({"mappings": [{"match": "/nn/{run}/loss", "target": "cc", "rate_limit": 1.0}]})
-    feed, engine = Feed(), Engine(cfg)
+    feed, engine = Feed(cfg), Engine(cfg)
     feed_one(feed, engine, "/nn/r/loss", 1.0, t=0.0)
     feed_one(feed, engine, "/nn/r/loss", 5.0, t=0.1)  # held back by the rate limit
     feed.handle(None, engine.flush_due(2.0))
@@ -86,7 +89,8 @@ def test_rate_limited_values_keep_their_row() -> None:
 
 
 def test_a_reader_thread_copies_while_the_receive_thread_writes() -> None:
-    cfg, feed = default(), Feed()
+    cfg = default()
+    feed = Feed(cfg)
     engine = Engine(cfg)
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -108,3 +112,45 @@ def test_a_reader_thread_copies_while_the_receive_thread_writes() -> None:
     stop.set()
     th.join()
     assert errors == []
+
+
+def test_a_grouped_gpt2_run_shows_its_groups_as_rows() -> None:
+    """148 layers of a GPT-2-shaped model: the rows are the voice groups (the engine's own, with their
+    latest aggregates), named as the status names them; the layers have no rows of their own."""
+    cfg = default()
+    feed, engine = Feed(cfg), Engine(cfg)
+    layers = [f"transformer.h.{i}.{part}" for i in range(12) for part in
+              ("ln_1.weight", "attn.c_attn.weight", "attn.c_proj.weight", "ln_2.weight", "mlp.c_fc.weight",
+               "mlp.c_proj.weight", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias",
+               "ln_1.bias", "ln_2.bias")]
+    layers = ["transformer.wte.weight", "transformer.wpe.weight", *layers, "transformer.ln_f.weight",
+              "transformer.ln_f.bias"]
+    assert len(layers) == 148
+    for step in range(3):
+        feed_one(feed, engine, "/nn/gpt2/step", step, t=step)
+        for k, layer in enumerate(layers):
+            feed_one(feed, engine, f"/nn/gpt2/grad_norm/{layer}", 0.01 * (k + 1) * (step + 1), t=step + 1e-3 * k)
+        feed_one(feed, engine, "/nn/gpt2/loss", 3.0 - step, t=step + 0.5)
+    feed.handle(None, engine.flush_due(10.0))
+    [run] = build(feed.copy(), cfg)["runs"]
+    latest = engine.groups()["gpt2"]["grad_norm_notes"]
+    rows = [r for r in run["rows"] if r["kind"] == "grad_norm"]
+    assert 2 <= len(rows) <= 14 and len(rows) == len(latest)
+    assert [r["group"] for r in rows] == list(latest)  # in the layout's order
+    for r in rows:
+        assert r["value"] == pytest.approx(latest[r["group"]]) and r["name"] == "grad_norm_notes"
+        [voice] = r["voices"]
+        assert voice["rule"] == "grad_norm_notes"
+    assert not any(r["id"].startswith("/nn/gpt2/grad_norm/") for r in run["rows"])
+    assert [r["id"] for r in run["rows"] if r["kind"] == "loss"] == ["/nn/gpt2/loss"]
+
+
+def test_a_nan_in_a_grouped_layer_keeps_its_row() -> None:
+    cfg = default()
+    feed, engine = Feed(cfg), Engine(cfg)
+    for i in range(4):
+        feed_one(feed, engine, f"/nn/r/grad_norm/h.{i}.mlp", 1.0 + i, t=0.0)
+    feed_one(feed, engine, "/nn/r/grad_norm/h.0.mlp", 2.0, t=1.0)
+    feed_one(feed, engine, "/nn/r/grad_norm/h.2.mlp", math.nan, t=1.1)
+    ids = [r["id"] for r in build(feed.copy(), cfg)["runs"][0]["rows"]]
+    assert "/nn/r/grad_norm/h.2.mlp" in ids and "/nn/r/grad_norm/h.0.mlp" not in ids
