@@ -340,20 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)"
     )
     add_output_args(b, live_midi_default=True)
-    w = b.add_argument_group("web page")
-    w.add_argument(
-        "--web",
-        nargs="?",
-        const="127.0.0.1:9151",
-        metavar="[HOST:]PORT",
-        help="serve the live listening page (default 127.0.0.1:9151; open it through ssh -L 9151:127.0.0.1:9151)",
-    )
-    w.add_argument(
-        "--web-allow",
-        action="append",
-        metavar="CIDR",
-        help="let this network open the page (repeatable); required to serve it beyond loopback, with a token",
-    )
+    from .web.options import add_web_args
+
+    add_web_args(b)
     b.set_defaults(func=cmd_bridge)
 
     sub.add_parser("ports", help="list MIDI output ports per MIDI API").set_defaults(func=cmd_ports)

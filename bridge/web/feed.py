@@ -47,7 +47,7 @@ class Alarm(NamedTuple):
     name: str
     """What raised it: a layer, metric or group name, or the message kind (``loss``)."""
     kind: str
-    """``nan`` today; detectors add their own (spike, plateau, exploding, …)."""
+    """``nan``, or a detector's kind (spike, plateau, divergence, exploding, vanishing, dead: docs/alarms.md)."""
     step: int | None
     value: float
 
@@ -113,21 +113,29 @@ class Feed:
             if mapped:
                 own = True
                 for m in mapped:
-                    if m.norm != m.norm and m.midi:  # a loud alarm: the engine's min_interval thins storms
-                        self.alarm(event.run, event.name or event.kind, "nan", event.t, m.value)
-                    elif m.rule in grouped and m.norm == m.norm:
+                    if m.norm != m.norm:
+                        self._signal(m)
+                    elif m.rule in grouped:
                         self._group_value(m)
                         own = False
                 # The engine's own list (no copy), less the group values: those are their groups' rows.
                 self.mapped[event.address] = mapped if own else [
                     m for m in mapped if m.rule not in grouped or m.norm != m.norm]
-        else:  # values released later by a rate limit, or a voice group's aggregate
+        else:  # values released later by a rate limit, a voice group's aggregate, a detector's alarm
             for m in mapped:
-                if m.rule in grouped and m.norm == m.norm:
+                if m.norm != m.norm:
+                    self._signal(m)
+                elif m.rule in grouped:
                     self._group_value(m)
                 else:
                     self.released[(m.rule, m.stream)] = m
         self.seq += 1
+
+    def _signal(self, m: Mapped) -> None:
+        """A sounded alarm (the engine's NaN alarm or a detector's: ``m.kind``, docs/alarms.md) joins the log;
+        ticks (epoch, lr) and alarms held off by the engine's rate limits do not."""
+        if m.target == "alarm" and m.midi:
+            self.alarm(m.run, m.rule_name, m.kind or "nan", m.t, m.value, m.step if m.step >= 0 else None)
 
     def _group_value(self, m: Mapped) -> None:
         """A voice group's latest aggregate, kept as if it came to an address of its own: one row per group."""

@@ -7,6 +7,7 @@ Beyond loopback the page is refused unless an allowlist was given on purpose (``
 
 from __future__ import annotations
 
+import argparse
 import hmac
 import ipaddress
 import secrets
@@ -125,3 +126,21 @@ def with_web(cfg: Config, listen: str | None, allow: list[str] | None) -> Config
     if where is None:
         raise ConfigError("--web-allow needs --web [HOST:]PORT (or [web].listen in the config)")
     return replace(cfg, outputs={**cfg.outputs, "web": replace(cur, listen=where, allow=nets)})
+
+
+def add_web_args(parser: argparse.ArgumentParser) -> None:
+    """``trainsound bridge``'s ``--web`` and ``--web-allow`` (applied by :func:`with_web`)."""
+    w = parser.add_argument_group("web page")
+    w.add_argument(
+        "--web",
+        nargs="?",
+        const="127.0.0.1:9151",
+        metavar="[HOST:]PORT",
+        help="serve the live listening page (default 127.0.0.1:9151; open it through ssh -L 9151:127.0.0.1:9151)",
+    )
+    w.add_argument(
+        "--web-allow",
+        action="append",
+        metavar="CIDR",
+        help="let this network open the page (repeatable); required to serve it beyond loopback, with a token",
+    )

@@ -154,3 +154,26 @@ def test_a_nan_in_a_grouped_layer_keeps_its_row() -> None:
     feed_one(feed, engine, "/nn/r/grad_norm/h.2.mlp", math.nan, t=1.1)
     ids = [r["id"] for r in build(feed.copy(), cfg)["runs"][0]["rows"]]
     assert "/nn/r/grad_norm/h.2.mlp" in ids and "/nn/r/grad_norm/h.0.mlp" not in ids
+
+
+def test_the_detectors_alarms_reach_the_feed_with_their_kind_name_and_step() -> None:
+    """Issue 12's detectors through the real pipeline: every sounded alarm is in the feed as the alarm log
+    has it (kind, run, name, step); ticks (epoch, lr) are not alarms."""
+    from faults import faulty
+
+    from trainsound.bridge.alarm_log import AlarmLog
+    from trainsound.bridge.pipeline import Pipeline
+    from trainsound.bridge.wire.osc import encode_message
+
+    cfg = default()
+    feed, log = Feed(cfg), AlarmLog(ticks=True)
+    pipe = Pipeline(cfg, [log, feed])
+    for i, msgs in enumerate(faulty()):
+        for address, args in msgs:
+            pipe.feed_message(1000.0 + i * 0.01, encode_message(address, args))
+        pipe.tick(1000.0 + i * 0.01)
+    pipe.close()
+    want = [(a.kind, a.run, a.name, a.step) for a in log.alarms if not a.tick]
+    assert len({w[0] for w in want}) >= 6  # spike, plateau, divergence, exploding, vanishing, dead, nan
+    snap = build(feed.copy(), cfg)
+    assert [(a["kind"], a["run"], a["name"], a["step"]) for a in snap["alarms"]] == want
