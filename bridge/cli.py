@@ -43,11 +43,13 @@ PLUGIN_COMMANDS: dict[str, str] = {
     "send": "trainsound.bridge.send",
     "render": "trainsound.bridge.render",
     "devices": "trainsound.bridge.sound.devices",
+    "ports": "trainsound.bridge.sound.devices",
     "status": "trainsound.bridge.service.status",
     "learn": "trainsound.bridge.service.learn",
     "demo": "trainsound.bridge.demo",
     "sonify-image": "trainsound.bridge.netsounds",
     "follow": "trainsound.bridge.tb.follow",
+    "top": "trainsound.bridge.service.top",
 }
 
 
@@ -213,34 +215,15 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         overrides.append(lambda c: cfgmod.with_midi(c, api=args.midi_api))
     if args.link or args.quantize:
         overrides.append(lambda c: with_link(c, args.link, args.quantize))
+    if args.web or args.web_allow:
+        from .web.options import with_web
+
+        overrides.append(lambda c: with_web(c, args.web, args.web_allow))
     # Overrides are kept with the file so that a SIGHUP reload re-applies them.
     source = ConfigSource(path, tuple(overrides))
     config = source.load()
     specs = output_specs(args, config, live_midi_default=True, never_overwrite=True)
     return Daemon(config, specs, source=source).run()
-
-
-def cmd_ports(args: argparse.Namespace) -> int:
-    try:
-        import rtmidi
-    except ImportError as err:
-        raise TrainsoundError("listing MIDI ports needs python-rtmidi: pip install 'trainsound[bridge]'") from err
-    from .outputs.midi import _quiet_jack
-
-    _quiet_jack()
-    for api in rtmidi.get_compiled_api():
-        name = rtmidi.get_api_display_name(api)
-        try:
-            out = rtmidi.MidiOut(api, name="trainsound-ports")
-        except Exception as err:
-            print(f"{name}: unavailable ({err})")
-            continue
-        ports = out.get_ports()
-        out.delete()
-        print(f"{name}: {len(ports)} output port(s)")
-        for i, p in enumerate(ports):
-            print(f"  {i}: {p}")
-    return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -345,9 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)"
     )
     add_output_args(b, live_midi_default=True)
+    from .web.options import add_web_args
+
+    add_web_args(b)
     b.set_defaults(func=cmd_bridge)
 
-    sub.add_parser("ports", help="list MIDI output ports per MIDI API").set_defaults(func=cmd_ports)
 
     c = sub.add_parser("check-config", help="validate a config file; errors name the key")
     c.add_argument("file")
@@ -368,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_args(r, live_midi_default=False)
     r.set_defaults(func=cmd_replay)
 
-    for module in PLUGIN_COMMANDS.values():
+    for module in dict.fromkeys(PLUGIN_COMMANDS.values()):  # a module may register several commands
         importlib.import_module(module).add_parser(sub)
     return p
 

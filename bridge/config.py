@@ -55,6 +55,7 @@ OUTPUT_SECTIONS: dict[str, str] = {
     "sine": "trainsound.bridge.outputs.sine:section",
     "pyo": "trainsound.bridge.outputs.pyo:section",
     "osc_out": "trainsound.bridge.outputs.osc:section",
+    "web": "trainsound.bridge.web.options:section",  # not an output, but a table owned by its module alike
     # Not outputs, loaded the same lazy way: the MIDI output's clock, the daemon's voice memory.
     "link": "trainsound.bridge.link:section",
     "voices": "trainsound.bridge.service.voicestate:section",

@@ -18,7 +18,6 @@ carry on), an invalid one is refused in one log line and the old one stays.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -33,13 +32,15 @@ from ..outputs import OutputSpec, build_outputs
 from ..outputs.base import Output, hurry_outputs
 from ..pipeline import Pipeline
 from ..sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
-from ..solo import DEFAULT_SECONDS, MAX_SECONDS, find_target, list_targets
 from ..stats import Stats
+from ..web.feed import Feed
 from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
+from .learn import LEARN_ADDRESSES, answer_learn
 from .reload import ConfigSource, restart_needed
 from .sdnotify import Notifier
 from .signals import StopSignals, take_pending
+from .status import fit_status
 from .voicestate import VoiceMemory, open_memory
 
 log = logging.getLogger("trainsound.bridge")
@@ -55,7 +56,8 @@ MAX_STATUS_REPLY = 60_000
 #: The bound over TCP: under the peer's send buffer (1 MiB asked), so one non-blocking send takes it whole.
 MAX_TCP_STATUS = 1 << 18
 #: What a status reply keeps when it must shrink to fit a small UDP request: the counters, no lists.
-_SUMMARY_KEYS = ("version", "protocol", "uptime", "datagrams", "received", "accepted", "dropped_total")
+#: How often the receive thread hands the web page a fresh status, and forgets the feed's idle runs.
+PUBLISH_INTERVAL = 0.5
 
 
 def describe(out: Output) -> str:
@@ -92,6 +94,11 @@ class Daemon:
         self._stops = StopSignals(self._stop, self._hurry)
         self.hurry = False
         """A second stop signal arrived: shutdown skips its waits."""
+        self.feed = Feed()
+        """Latest values for the web page and ``trainsound top`` (bridge/web/feed.py)."""
+        self.web: Any = None
+        """The page's server (bridge/web/server.py), when ``--web`` or ``[web].listen`` asks for it."""
+        self._next_publish = 0.0
 
     # -- control messages -------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -117,7 +124,22 @@ class Daemon:
             "outputs": p.health(),
             "alarms": p.engine.watch.status(),
             **({"learn": p.solo.status(time.time())} if p.solo is not None else {}),
+            **({"web": self.web.health()} if self.web is not None else {}),
         }
+
+    def snapshot_json(self, limit: int = MAX_STATUS_REPLY) -> str:
+        """``/trainsound/snapshot``'s reply: the feed (runs, rows, voices, alarms) with counters and health,
+        cut to at most ``limit`` bytes (fewer rows per run, fewer alarms); ``""`` when not even one row fits."""
+        from ..web.snapshot import build, fit
+
+        assert self.pipeline is not None
+        snap = build(self.feed.copy(), self.config)
+        snap.update(
+            counters={**self.stats.snapshot(), "mapping": vars(self.pipeline.engine.counters)},
+            outputs=self.pipeline.health(),
+            kernel_drops=kernel_drops(self.receiver.sock) if self.receiver is not None else None,
+        )
+        return fit(snap, limit)
 
     def status_json(self, limit: int = MAX_STATUS_REPLY) -> str:
         """The status as JSON of at most ``limit`` bytes (UTF-8 of ASCII-escaped JSON: bytes = characters).
@@ -126,21 +148,7 @@ class Daemon:
         then only the counters;
         then ``{"truncated": true, "tcp": true}``; ``""`` when not even that fits.
         """
-        st = self.status()
-        text = json.dumps(st)
-        if len(text) > limit:  # first the groups' latest values become group counts
-            st["groups"] = {run: {rule: len(g) for rule, g in rules.items()} for run, rules in st["groups"].items()}
-            text = json.dumps(st)
-        if len(text) > limit:
-            st["voices"] = {k: len(v) for k, v in st["voices"].items()}
-            st["runs"] = st["runs"][:100]
-            st["truncated"] = True
-            text = json.dumps(st)
-        if len(text) > limit:
-            text = json.dumps({k: st[k] for k in _SUMMARY_KEYS} | {"truncated": True, "tcp": bool(st["tcp"])})
-        if len(text) > limit:
-            text = json.dumps({"truncated": True, "tcp": bool(st["tcp"])})
-        return text if len(text) <= limit else ""
+        return fit_status(self.status(), limit)
 
     def answer(self, address: str, args: tuple[OscArg, ...], limit: int | None = None) -> bytes | None:
         """The reply to a control message (the receive layer sends it back); ``None``: unknown.
@@ -157,6 +165,14 @@ class Daemon:
             text = self.status_json(min(limit, MAX_STATUS_REPLY) - 36)
             reply = encode_message("/trainsound/status.reply", [text]) if text else b""
             return reply if reply and len(reply) <= limit else encode_message(_TCP_HINT, [])
+        if address == "/trainsound/snapshot":  # bounded like the status: never larger than a UDP request
+            if limit is not None and limit < _MIN_SUMMARY_REQUEST:
+                return encode_message(_TCP_HINT, [])
+            text = self.snapshot_json(MAX_TCP_STATUS if limit is None else min(limit, MAX_STATUS_REPLY) - 40)
+            if limit is None:
+                limit = MAX_TCP_STATUS + 64
+            reply = encode_message("/trainsound/snapshot.reply", [text]) if text else b""
+            return reply if reply and len(reply) <= limit else encode_message(_TCP_HINT, [])
         if address == "/trainsound/ping":
             pong = encode_message("/trainsound/pong", [PROTOCOL_VERSION])  # 28 bytes
             if limit is not None and len(pong) > limit:
@@ -164,32 +180,12 @@ class Daemon:
                 # (20 bytes, the smallest) one without type tags either (OSC 1.0 allows it).
                 pong = encode_message("/trainsound/pong", []) if limit >= 24 else pad(b"/trainsound/pong")
             return pong
-        if address in ("/trainsound/learn", "/trainsound/targets"):
+        if address in LEARN_ADDRESSES:
             assert self.pipeline is not None
-            if address == "/trainsound/learn":
-                body: Any = self.learn(args)
-            else:
-                body = [t.describe() for t in list_targets(self.pipeline.engine)]
-            reply = encode_message(f"{address}.reply", [json.dumps(body)])
+            reply = answer_learn(self.pipeline, address, args)
             # Over UDP a reply never outgrows its request (no reflection amplifier): ask over TCP instead.
             return reply if limit is None or len(reply) <= limit else encode_message(_TCP_HINT, [])
         return None
-
-    def learn(self, args: tuple[OscArg, ...]) -> dict[str, Any]:
-        """``/trainsound/learn s:target [f:seconds]``: solo that target (MIDI learn)."""
-        assert self.pipeline is not None
-        if not args or not isinstance(args[0], str):
-            return {"ok": False, "error": "/trainsound/learn needs a target name (s) and optional seconds (f)"}
-        name = args[0]
-        seconds = float(args[1]) if len(args) > 1 and isinstance(args[1], (int, float)) else DEFAULT_SECONDS
-        if not 0.0 < seconds <= MAX_SECONDS:
-            return {"ok": False, "error": f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}"}
-        target = find_target(self.pipeline.engine, name)
-        if target is None:
-            known = [t.name for t in list_targets(self.pipeline.engine)]
-            return {"ok": False, "error": f"unknown learn target {name!r}", "targets": known}
-        self.pipeline.learn(target, time.time(), seconds)
-        return {"ok": True, "target": target.describe(), "seconds": seconds}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -214,8 +210,10 @@ class Daemon:
             if self.tcp is not None:
                 self.tcp.close()
             raise
+        # The feed takes every event like an output (last: after the outputs that sound).
+        self.feed.configure(cfg)
         self.memory = open_memory(cfg)
-        self.pipeline = Pipeline(cfg, outputs, self.stats, memory=self.memory)
+        self.pipeline = Pipeline(cfg, [*outputs, self.feed], self.stats, memory=self.memory)
         self.receiver = UdpReceiver(sock, self.pipeline, allow, self.tcp, control=self.answer)
         where = sock.getsockname()
         outs = "; ".join(describe(o) for o in outputs) or "nothing (no outputs)"
@@ -234,7 +232,33 @@ class Daemon:
                 "no outputs: messages are received, counted and answered in status, but nothing plays or is "
                 "written (add --midi-file, --wav, --osc-out, --record, or drop --no-midi)"
             )
+        self._start_web()
         self.notifier.ready(f"listening on {where[0]}:{where[1]}; outputs: {outs}")
+
+    def _start_web(self) -> None:
+        from ..config import output_options
+        from ..web.options import WebOptions
+
+        opts: WebOptions = output_options(self.config, "web", WebOptions())
+        if opts.listen is None:
+            return
+        try:
+            from ..web.options import Access
+            from ..web.server import WebServer
+        except ImportError as err:
+            log.error("web page unavailable: it needs aiohttp: pip install 'trainsound[web]' (%s)", err)
+            return
+        host, port = opts.listen
+        try:
+            server = WebServer(self.feed, lambda: self.config, host, port, Access.for_listen(host, opts.allow),
+                               opts.history, opts.poll_hz)
+            server.start()
+        except TrainsoundError:
+            self.shutdown()
+            raise
+        self.web = server
+        self.web.status = self.status()
+        log.info("web page: %s", server.url)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == getattr(signal, "SIGUSR1", None):
@@ -288,6 +312,7 @@ class Daemon:
             self.tcp.allow = self.receiver.allow
             self.tcp.idle = new.bridge.tcp_idle
         self.config = new
+        self.feed.configure(new)
         self.reloads += 1
         log.info("reloaded config %s (%d rules)", new.source, len(new.mappings))
         self.notifier.ready(f"reloaded {new.source}")
@@ -297,6 +322,12 @@ class Daemon:
         self.notifier.watchdog(now)
         if self.memory is not None and self.memory.dirty:
             self.memory.save()
+        if now >= self._next_publish:
+            self._next_publish = now + PUBLISH_INTERVAL
+            assert self.pipeline is not None
+            self.feed.prune(set(self.pipeline.runs))
+            if self.web is not None and self.web.clients:
+                self.web.status = self.status()  # built here: outputs' health is read on their own thread
         if self._reload:
             self._reload = False
             self.reload()
@@ -331,6 +362,9 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         if self.pipeline is not None:
             self.pipeline.close(time.time())
             self.log_counters()

@@ -110,6 +110,30 @@ def ask(host: str, port: int, address: str, args: tuple[Any, ...] = (), timeout:
     raise TrainsoundError(f"no answer from a bridge at {host}:{port} within {timeout:g} s (is it running?)")
 
 
+#: What a status cut to the bone keeps.
+_SUMMARY_KEYS = ("version", "protocol", "uptime", "datagrams", "received", "accepted", "dropped_total")
+
+
+def fit_status(st: dict[str, Any], limit: int) -> str:
+    """``st`` as JSON of at most ``limit`` bytes (ASCII-escaped JSON: bytes = characters), shrunk in steps:
+    the groups' values become counts; voice lists become counts and runs are cut to 100; then only the
+    counters; then ``{"truncated": true, "tcp": true}``; ``""`` when not even that fits."""
+    text = json.dumps(st)
+    if len(text) > limit:
+        st["groups"] = {run: {rule: len(g) for rule, g in rules.items()} for run, rules in st["groups"].items()}
+        text = json.dumps(st)
+    if len(text) > limit:
+        st["voices"] = {k: len(v) for k, v in st["voices"].items()}
+        st["runs"] = st["runs"][:100]
+        st["truncated"] = True
+        text = json.dumps(st)
+    if len(text) > limit:
+        text = json.dumps({k: st[k] for k in _SUMMARY_KEYS} | {"truncated": True, "tcp": bool(st["tcp"])})
+    if len(text) > limit:
+        text = json.dumps({"truncated": True, "tcp": bool(st["tcp"])})
+    return text if len(text) <= limit else ""
+
+
 def query_tcp(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
     """The status over OSC-over-TCP only; ``None`` if nothing answers on TCP."""
     result: dict[str, Any] | None = ask_tcp(host, port, _request(STATUS), STATUS_REPLY, timeout)

@@ -218,8 +218,32 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ports(args: argparse.Namespace) -> int:
+    try:
+        import rtmidi
+    except ImportError as err:
+        raise TrainsoundError("listing MIDI ports needs python-rtmidi: pip install 'trainsound[bridge]'") from err
+    from ..outputs.midi import _quiet_jack
+
+    _quiet_jack()
+    for api in rtmidi.get_compiled_api():
+        name = rtmidi.get_api_display_name(api)
+        try:
+            out = rtmidi.MidiOut(api, name="trainsound-ports")
+        except Exception as err:
+            print(f"{name}: unavailable ({err})")
+            continue
+        ports = out.get_ports()
+        out.delete()
+        print(f"{name}: {len(ports)} output port(s)")
+        for i, p in enumerate(ports):
+            print(f"  {i}: {p}")
+    return 0
+
+
 def add_parser(subparsers: Any) -> None:
-    """Register ``trainsound devices``."""
+    """Register ``trainsound devices`` and ``trainsound ports`` (the machine's audio and MIDI outputs)."""
+    subparsers.add_parser("ports", help="list MIDI output ports per MIDI API").set_defaults(func=cmd_ports)
     p = subparsers.add_parser("devices", help="list audio output devices (for --audio-device)",
                               description="List the sound cards PyAudio sees; * marks the default.")
     p.set_defaults(func=cmd_devices)

@@ -1,0 +1,295 @@
+"""``trainsound top``: a live full-screen view of a running bridge in the terminal (rich).
+
+It asks the bridge for ``/trainsound/snapshot`` (docs/protocol.md) several times a second over one
+OSC-over-TCP connection (UDP when TCP is off), keeps a short history per row for the sparklines, and
+draws runs, their groups and voices, loss, alarms as they come, counters and output health in 80×24
+or more. ``q`` quits. No bridge at the start: exit 1 with one line; a bridge that goes away later is
+shown as such and asked again until it is back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import select
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pythonosc.osc_message import OscMessage, ParseError
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from ...transport import TO_HELP, choose_bridge
+from ..errors import TrainsoundError
+from ..wire.slip import SlipDecoder
+from ..wire.slip import encode as slip_encode
+from .status import UDP_REQUEST_SIZE, _hms
+
+SNAPSHOT = "/trainsound/snapshot"
+SNAPSHOT_REPLY = "/trainsound/snapshot.reply"
+_REQUEST = OscMessageBuilder(address=SNAPSHOT).build().dgram
+#: Over UDP a reply is never larger than its request (docs/security.md): padded with a blob, like status's.
+_b = OscMessageBuilder(address=SNAPSHOT)
+_b.add_arg(bytes(UDP_REQUEST_SIZE), OscMessageBuilder.ARG_TYPE_BLOB)
+_UDP_REQUEST = _b.build().dgram
+del _b
+SPARK = "▁▂▃▄▅▆▇█"
+#: Points per row kept for its sparkline.
+SPARK_POINTS = 24
+DEFAULT_REFRESH = 0.2
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_POINTS) -> str:
+    """The last ``width`` values as block characters (log scale when all are positive; non-finite: ``!``).
+
+    >>> sparkline([1, 10, 100, 1000])
+    '▁▃▆█'
+    >>> sparkline([0.5, 0.5, float("nan")])
+    '▁▁!'
+    """
+    vals = list(values)[-width:]
+    finite = [v for v in vals if math.isfinite(v)]
+    if not finite:
+        return "!" * len(vals)
+    use_log = all(v > 0 for v in finite)
+    f = math.log10 if use_log else (lambda x: x)
+    lo, hi = min(f(v) for v in finite), max(f(v) for v in finite)
+    span = hi - lo
+    out = []
+    for v in vals:
+        if not math.isfinite(v):
+            out.append("!")
+        else:
+            out.append(SPARK[0] if span <= 0 else SPARK[min(len(SPARK) - 1, int((f(v) - lo) / span * len(SPARK)))])
+    return "".join(out)
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, (int, float)):
+        return float(v)
+    return {"Infinity": math.inf, "-Infinity": -math.inf}.get(str(v), math.nan)
+
+
+def fmt(v: Any) -> str:
+    """
+    >>> fmt(0.000123), fmt(1.5), fmt("NaN"), fmt(None)
+    ('1.230e-04', '1.5', 'NaN', '–')
+    """
+    if v is None:
+        return "–"
+    if not isinstance(v, (int, float)):
+        return str(v)
+    a = abs(v)
+    return f"{v:.3e}" if a and (a < 1e-3 or a >= 1e5) else f"{v:.5g}"
+
+
+class SnapshotClient:
+    """Asks one bridge for snapshots: TCP (SLIP) kept open, UDP when TCP is refused."""
+
+    def __init__(self, host: str, port: int, timeout: float = 1.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.conn: socket.socket | None = None
+        self.decoder = SlipDecoder(1 << 22)
+
+    def _reply(self, packet: bytes) -> dict[str, Any] | None:
+        try:
+            msg = OscMessage(packet)
+        except ParseError:
+            return None
+        if msg.address != SNAPSHOT_REPLY or not msg.params or not isinstance(msg.params[0], str):
+            return None
+        result: dict[str, Any] = json.loads(msg.params[0])
+        return result
+
+    def _tcp(self) -> dict[str, Any] | None:
+        if self.conn is None:
+            try:
+                self.conn = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            except OSError:
+                return None
+            self.decoder = SlipDecoder(1 << 22)
+        conn = self.conn
+        try:
+            conn.sendall(slip_encode(_REQUEST))
+            deadline = time.monotonic() + self.timeout
+            while time.monotonic() < deadline:
+                data = conn.recv(1 << 16)
+                if not data:
+                    break
+                for packet in self.decoder.feed(data):
+                    snap = self._reply(packet)
+                    if snap is not None:
+                        return snap
+        except OSError:
+            pass
+        self.close()
+        return None
+
+    def _udp(self) -> dict[str, Any] | None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.settimeout(self.timeout)
+            try:
+                s.sendto(_UDP_REQUEST, (self.host, self.port))
+                while True:
+                    data, _ = s.recvfrom(1 << 17)
+                    snap = self._reply(data)
+                    if snap is not None:
+                        return snap
+            except OSError:
+                return None
+
+    def get(self) -> dict[str, Any] | None:
+        """A snapshot, or ``None`` if no bridge answered within the timeout."""
+        return self._tcp() or self._udp()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(OSError):
+                self.conn.close()
+            self.conn = None
+
+
+class History:
+    """Recent values per row (bounded: ``SPARK_POINTS`` per row, rows of vanished runs dropped)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, deque[float]] = {}
+        self.last_t: dict[str, float] = {}
+
+    def update(self, snap: dict[str, Any]) -> None:
+        live = set()
+        for run in snap.get("runs", []):
+            for row in run["rows"]:
+                rid = row["id"]
+                live.add(rid)
+                if self.last_t.get(rid) != row["t"]:
+                    self.last_t[rid] = row["t"]
+                    self.rows.setdefault(rid, deque(maxlen=SPARK_POINTS)).append(_number(row["value"]))
+        for rid in [r for r in self.rows if r not in live]:
+            del self.rows[rid]
+            self.last_t.pop(rid, None)
+
+
+def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, height: int) -> Any:
+    """One screen as a rich renderable (cut to ``height`` lines)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    lines: list[Text] = []
+    if snap is None:
+        lines.append(Text(f"trainsound top — {where}: bridge not answering, retrying…  (q quits)", style="bold red"))
+        return Text("\n").join(lines)
+    c = snap.get("counters", {})
+    m = c.get("mapping", {})
+    # Two lines that fit 80 columns: who and how much, then losses and health.
+    lines.append(Text.assemble(
+        ("trainsound top ", "bold"),
+        f"{where} up {_hms(c.get('uptime', 0))} msgs {c.get('received', 0)} mapped {m.get('mapped', 0)} (q quits)",
+    ))
+    health = " ".join(f"{n}:{'ok' if h.get('ok') else 'NOT OK'}" for n, h in snap.get("outputs", {}).items())
+    lines.append(Text(
+        f"dropped {c.get('dropped_total', 0)} kernel {snap.get('kernel_drops', '?')} "
+        f"alarms {snap.get('alarm_count', 0)} outputs {health or '-'}",
+        style="red" if "NOT OK" in health else "dim",
+    ))
+    alarms = snap.get("alarms", [])[-4:]
+    room = max(3, height - len(lines) - 2 - max(1, len(alarms)))
+    table = Table(box=None, pad_edge=False, show_edge=False, expand=True, padding=(0, 1))
+    for col, kw in (("run", {"max_width": 12}), ("group", {"max_width": 10}), ("name", {"ratio": 1}),
+                    ("value", {"justify": "right", "width": 10}), ("recent", {"width": SPARK_POINTS})):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
+    shown = 0
+    for run in snap.get("runs", []):
+        step = "" if run.get("step") is None else f" @{run['step']}"
+        rows = sorted(run["rows"], key=lambda r: (r["kind"] != "loss", r["id"]))  # groups: layout order
+        for i, row in enumerate(rows):
+            if shown >= room - 1:
+                break
+            bad = not isinstance(row["value"], (int, float))
+            table.add_row(run["run"] + step if i == 0 else "", row["group"], row["name"], fmt(row["value"]),
+                          sparkline(hist.rows.get(row["id"], ())), style="red" if bad else None)
+            shown += 1
+    if not snap.get("runs"):
+        table.add_row("-", "", "no runs yet", "", "")
+    out: list[Any] = [*lines, table, Text("alarms:", style="bold")]
+    for a in alarms:
+        step = "" if a.get("step") is None else f" step {a['step']}"
+        out.append(Text(f"  {a['run']}{step}: {a['kind']} in {a['name']} ({fmt(a['value'])})", style="red"))
+    if not alarms:
+        out.append(Text("  none", style="dim"))
+    from rich.console import Group
+
+    return Group(*out)
+
+
+@contextlib.contextmanager
+def raw_keys() -> Iterator[None]:
+    """Single key presses without Enter (cbreak), restored on exit; nothing when stdin is not a terminal."""
+    if not sys.stdin.isatty():
+        yield
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def wait_key(timeout: float) -> str:
+    """A key pressed within ``timeout`` seconds, else ``""``."""
+    if not sys.stdin.isatty():
+        time.sleep(timeout)
+        return ""
+    r, _, _ = select.select([sys.stdin], [], [], timeout)
+    return os.read(sys.stdin.fileno(), 16).decode(errors="replace") if r else ""
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    try:
+        from rich.console import Console
+        from rich.live import Live
+    except ImportError as err:
+        raise TrainsoundError("trainsound top needs rich: pip install 'trainsound[top]'") from err
+    _, host, port = choose_bridge(args.to)  # TCP first, then UDP, whatever the scheme (like status)
+    where = f"{host}:{port}"
+    client = SnapshotClient(host, port)
+    snap = client.get()
+    if snap is None:
+        raise TrainsoundError(f"no answer from a bridge at {where} (is it running? --to or TRAINSOUND_ADDR)")
+    hist = History()
+    console = Console()
+    try:
+        with raw_keys(), Live(console=console, screen=True, auto_refresh=False, transient=True) as live:
+            while True:
+                if snap is not None:
+                    hist.update(snap)
+                live.update(render(snap, hist, where, console.width, console.height), refresh=True)
+                if wait_key(args.refresh).lower().startswith("q"):
+                    return 0
+                snap = client.get()
+    finally:
+        client.close()
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "top",
+        help="a live full-screen view of the bridge: runs, voices with sparklines, alarms, counters",
+        description="Watch a running bridge in the terminal (works over SSH in 80x24). q quits. Exit code 1 "
+        "when no bridge answers.",
+    )
+    p.add_argument("--to", metavar="HOST:PORT", help=TO_HELP)
+    p.add_argument("--refresh", type=float, default=DEFAULT_REFRESH, metavar="SECONDS", help="time between refreshes")
+    p.set_defaults(func=cmd_top)

@@ -1,0 +1,7 @@
+"""What the bridge shows of itself: a live feed of runs, voices, alarms and counters.
+
+``feed`` collects it on the receive thread (cheap dict stores, nothing more);
+``snapshot`` turns it into plain JSON-able data (pure); ``server`` serves the
+listening page from its own thread (aiohttp, imported only with ``--web``);
+``options`` is the ``[web]`` table and the access rules.
+"""

@@ -1,0 +1,199 @@
+"""The bridge-side live feed: the latest event per address, the latest mapped value per voice, recent alarms.
+
+The receive thread calls :meth:`Feed.handle` with every accepted event and what the engine mapped from
+it (the :class:`~..outputs.base.Output` protocol). It only stores references in dicts and appends
+alarms to a bounded deque: no copies, no locks, no I/O, so the receive loop is not slowed.
+
+Readers — the web server's thread polling at ~100 Hz, or the daemon answering ``/trainsound/snapshot`` —
+take :meth:`Feed.copy`: ``dict.copy()`` and ``list(deque)`` of keys that are strings and tuples of
+strings run in C without releasing the GIL, so a copy is consistent without a lock. The dicts are
+bounded by the bridge's own bounds (``[bridge].max_runs``, ``max_voices``): :meth:`Feed.prune` forgets
+the runs the pipeline forgot.
+
+Generic on purpose: a voice is anything the engine maps (a layer, or a voice group's aggregate: rules
+that group layers — :meth:`Feed.configure` — give each group a row of its own, keyed by
+:func:`group_address`, and their layers' events no row); an alarm is ``(run, name, kind, step, value)``
+(``nan`` from the engine; any detector calls :meth:`Feed.alarm` with its own kind), so new kinds reach
+the page and ``trainsound top`` with no change there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from ..config import Config
+from ..groups import groups_rule
+from ..mapped import Mapped
+from ..wire.protocol import Event
+
+#: Alarms kept for late-joining readers (the page's log, ``trainsound top``).
+ALARM_HISTORY = 256
+#: A voice group's row: the kind of its stand-in event, and the prefix of its address (no OSC address starts so).
+GROUP_KIND = "group"
+GROUP_PREFIX = "group:"
+#: Voice key: ``(rule index, stream captures)`` — the engine's own key, so rules keyed alike stay apart.
+VoiceKey = tuple[int, tuple[str, ...]]
+
+
+class Alarm(NamedTuple):
+    """One alarm as readers see it."""
+
+    seq: int
+    t: float
+    run: str
+    name: str
+    """What raised it: a layer, metric or group name, or the message kind (``loss``)."""
+    kind: str
+    """``nan``, or a detector's kind (spike, plateau, divergence, exploding, vanishing, dead: docs/alarms.md)."""
+    step: int | None
+    value: float
+
+
+class FeedCopy(NamedTuple):
+    """A consistent copy of the feed, taken by a reader."""
+
+    seq: int
+    events: dict[str, Event]
+    mapped: dict[str, Sequence[Mapped]]
+    released: dict[VoiceKey, Mapped]
+    alarms: list[Alarm]
+    alarm_count: int
+
+    def voices(self) -> dict[VoiceKey, tuple[Mapped, str]]:
+        """Voice → (its latest mapped value, the address it came from); alarms are not voices."""
+        out: dict[VoiceKey, tuple[Mapped, str]] = {}
+        for address, ms in self.mapped.items():
+            for m in ms:
+                if m.norm == m.norm:
+                    out[(m.rule, m.stream)] = (m, address)
+        for key, m in self.released.items():
+            prev = out.get(key)
+            if prev is not None and m.t >= prev[0].t:
+                out[key] = (m, prev[1])
+        return out
+
+
+class Feed:
+    """Latest values for readers on other threads (see the module docstring). Follows the Output protocol."""
+
+    name = "feed"
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.events: dict[str, Event] = {}
+        """OSC address → the latest event that came to it."""
+        self.mapped: dict[str, Sequence[Mapped]] = {}
+        """OSC address → what the engine last mapped from it (rate limits map nothing most of the time)."""
+        self.released: dict[VoiceKey, Mapped] = {}
+        """Voice → the latest value a rate limit released later."""
+        self.alarms: deque[Alarm] = deque(maxlen=ALARM_HISTORY)
+        self.alarm_count = 0
+        self.seq = 0
+        """Bumped on every change: a reader that sees the same ``seq`` skips its copy."""
+        self.readers = 0
+        """Web clients connected now (the server sets it; shown in status)."""
+        self.grouped: frozenset[int] = frozenset()
+        """Indexes of the rules whose voices are groups (:meth:`configure`)."""
+        if config is not None:
+            self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Learn which rules gather layers into voice groups (at start and on every reload)."""
+        self.grouped = frozenset(i for i, r in enumerate(config.mappings)
+                                 if groups_rule(r.voice_key, r.voices, config.groups))
+
+    # -- the receive thread -------------------------------------------------------
+    def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
+        # The whole per-message cost of the page and of `trainsound top`: one or two dict stores.
+        grouped = self.grouped
+        if event is not None:
+            self.events[event.address] = event
+            if mapped:
+                own = True
+                for m in mapped:
+                    if m.norm != m.norm:
+                        self._signal(m)
+                    elif m.rule in grouped:
+                        self._group_value(m)
+                        own = False
+                # The engine's own list (no copy), less the group values: those are their groups' rows.
+                self.mapped[event.address] = mapped if own else [
+                    m for m in mapped if m.rule not in grouped or m.norm != m.norm]
+        else:  # values released later by a rate limit, a voice group's aggregate, a detector's alarm
+            for m in mapped:
+                if m.norm != m.norm:
+                    self._signal(m)
+                elif m.rule in grouped:
+                    self._group_value(m)
+                else:
+                    self.released[(m.rule, m.stream)] = m
+        self.seq += 1
+
+    def _signal(self, m: Mapped) -> None:
+        """A sounded alarm (the engine's NaN alarm or a detector's: ``m.kind``, docs/alarms.md) joins the log;
+        ticks (epoch, lr) and alarms held off by the engine's rate limits do not."""
+        if m.target == "alarm" and m.midi:
+            self.alarm(m.run, m.rule_name, m.kind or "nan", m.t, m.value, m.step if m.step >= 0 else None)
+
+    def _group_value(self, m: Mapped) -> None:
+        """A voice group's latest aggregate, kept as if it came to an address of its own: one row per group."""
+        address = group_address(m)
+        self.events[address] = Event(m.t, m.run, GROUP_KIND, m.stream[-1], (m.value,), None, address, b"")
+        self.mapped[address] = (m,)
+
+    def alarm(self, run: str, name: str, kind: str, t: float, value: float, step: int | None = None) -> None:
+        """Record an alarm; ``step`` defaults to the run's latest ``/nn/<run>/step``."""
+        if step is None:
+            ev = self.events.get(f"/nn/{run}/step")
+            step = int(ev.values[0]) if ev is not None and ev.values else None
+        self.alarm_count += 1
+        self.alarms.append(Alarm(self.alarm_count, t, run, name, kind, step, value))
+        self.seq += 1
+
+    def prune(self, runs: set[str]) -> None:
+        """Forget what belongs to runs no longer tracked (the pipeline forgot them)."""
+        stale = [a for a, ev in self.events.items() if ev.run not in runs]
+        for a in stale:
+            del self.events[a]
+            self.mapped.pop(a, None)
+        for k in [k for k, m in self.released.items() if m.run not in runs]:
+            del self.released[k]
+        if stale:
+            self.seq += 1
+
+    def tick(self, now: float) -> None:
+        """Nothing periodic: readers poll."""
+
+    def close(self) -> None:
+        """Nothing to finish."""
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "web_clients": self.readers}
+
+    # -- readers -----------------------------------------------------------------
+    def copy(self) -> FeedCopy:
+        """A consistent copy (safe from any thread; see the module docstring)."""
+        return FeedCopy(self.seq, self.events.copy(), self.mapped.copy(), self.released.copy(), list(self.alarms),
+                        self.alarm_count)
+
+
+def group_address(m: Mapped) -> str:
+    """A group row's key: run, rule and group index (so rows sort in the layout's order), then its name.
+
+    >>> group_address(Mapped(0.0, "gpt2", 0, "g", "note", ("gpt2", "h.0–h.2"), 3, 1.0, 0.5, 1, (), (), 0.0, 5))
+    'group:gpt2/0/003/h.0–h.2'
+    """
+    return f"{GROUP_PREFIX}{m.run}/{m.rule}/{m.voice:03d}/{m.stream[-1]}"
+
+
+def finite_or_none(x: float) -> float | str | None:
+    """JSON has no NaN/Inf: non-finite values travel as strings the page prints as they are.
+
+    >>> finite_or_none(0.5), finite_or_none(float("nan")), finite_or_none(float("-inf"))
+    (0.5, 'NaN', '-Infinity')
+    """
+    if math.isfinite(x):
+        return x
+    return "NaN" if x != x else ("Infinity" if x > 0 else "-Infinity")

@@ -1,0 +1,297 @@
+"""The listening page's server: aiohttp on its own thread with its own event loop.
+
+aiohttp serves HTTP and WebSockets from one well-kept library with no other server process; its event
+loop runs on a thread of its own, so the receive loop never waits for a browser. That thread polls the
+:class:`~.feed.Feed` ``poll_hz`` times a second, sends each connected page one JSON delta with the rows
+that changed (and new alarms), and every half second the status the daemon publishes from the receive
+thread. A slow page loses deltas (it is sent the next one), never holds the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..config import Config
+from ..sockets import ListenError
+from .feed import Feed, FeedCopy, finite_or_none
+from .options import Access
+from .snapshot import build, sine_params
+
+log = logging.getLogger(__name__)
+
+STATIC = resources.files("trainsound.bridge.web") / "static"
+ASSETS = {
+    "app.js": "text/javascript",
+    "audio.js": "text/javascript",
+    "plot.js": "text/javascript",
+    "style.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
+TOKEN_COOKIE = "trainsound_token"
+#: A page that does not take a delta within this time is skipped for that delta.
+SEND_TIMEOUT = 0.5
+STATUS_INTERVAL = 0.5
+
+
+class WebServer:
+    """Serves the page on ``(host, port)`` from a daemon thread; :meth:`start` returns once it listens."""
+
+    def __init__(self, feed: Feed, config: Callable[[], Config], host: str, port: int, access: Access,
+                 history: int, poll_hz: float) -> None:
+        self.feed = feed
+        self.config = config
+        self.host, self.port = host, port
+        self.access = access
+        self.history = history
+        self.poll = 1.0 / poll_hz
+        self.status: dict[str, Any] = {}
+        """The daemon's latest status (replaced whole by the receive thread: a reference swap)."""
+        self.clients: set[web.WebSocketResponse] = set()
+        self.sent = 0
+        self.skipped = 0
+        self._hist: dict[str, deque[list[Any]]] = {}
+        # The pump's bookkeeping (its thread only): voice → address, runs in first-seen order.
+        self._voice_at: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._order: dict[str, int] = {}
+        self._next_sweep = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """The page's address with its token (logged at start, never in status replies)."""
+        return self.bare_url + (f"?token={self.access.token}" if self.access.token else "")
+
+    @property
+    def bare_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    # -- lifecycle (called from the daemon's thread) --------------------------------
+    def start(self) -> None:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="trainsound-web", daemon=True)
+        self._thread.start()
+        ready.wait(10.0)
+        if self._error is not None:
+            raise ListenError(f"cannot serve the web page on {self.host}:{self.port}: {self._error}") from self._error
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(5.0)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(5.0)
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve())
+        except OSError as err:
+            self._error = err
+            ready.set()
+            return
+        ready.set()
+        pump = loop.create_task(self._pump())
+        try:
+            loop.run_forever()
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                loop.run_until_complete(pump)
+            loop.close()
+
+    async def _serve(self) -> None:
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/", self._index)
+        app.router.add_get("/favicon.ico", self._favicon)
+        app.router.add_get("/static/{name}", self._asset)
+        app.router.add_get("/ws", self._ws)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:  # tests ask for a free port
+            server = getattr(site, "_server", None)
+            if server is not None and server.sockets:
+                self.port = server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        for ws in list(self.clients):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"bridge stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- access --------------------------------------------------------------------
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if not self.access.allows_peer(request.remote):
+            log.warning("web: refused %s from %s (not in the web allowlist)", request.path, request.remote)
+            raise web.HTTPForbidden(text="trainsound: not allowed from this address\n")
+        given = request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
+        if not self.access.token_ok(given):
+            log.warning("web: refused %s from %s (no valid token)", request.path, request.remote)
+            raise web.HTTPForbidden(text="trainsound: this page needs the token in the URL the bridge logged\n")
+        if self.access.token is None and request.host.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
+            # On loopback the Host header must be loopback too: a DNS-rebinding page cannot reach us.
+            raise web.HTTPForbidden(text="trainsound: unexpected Host header\n")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # -- HTTP ----------------------------------------------------------------------
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        resp = web.Response(body=(STATIC / "index.html").read_bytes(), content_type="text/html")
+        token = request.query.get("token")
+        if token and self.access.token:
+            resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'"
+        )
+        return resp
+
+    async def _favicon(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=(STATIC / "favicon.svg").read_bytes(), content_type="image/svg+xml")
+
+    async def _asset(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        kind = ASSETS.get(name)
+        if kind is None:
+            raise web.HTTPNotFound(text=f"trainsound: no asset {name!r}\n")
+        return web.Response(body=(STATIC / name).read_bytes(), content_type=kind)
+
+    # -- WebSocket -----------------------------------------------------------------
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin != f"{request.scheme}://{request.host}":
+            log.warning("web: refused a WebSocket from %s with origin %r", request.remote, origin)
+            raise web.HTTPForbidden(text="trainsound: cross-origin WebSocket refused\n")
+        ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=1 << 16)
+        await ws.prepare(request)
+        await ws.send_str(json.dumps(self._hello()))
+        self.clients.add(ws)
+        self.feed.readers = len(self.clients)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.clients.discard(ws)
+            self.feed.readers = len(self.clients)
+        return ws
+
+    def _hello(self) -> dict[str, Any]:
+        cfg = self.config()
+        msg = build(self.feed.copy(), cfg)
+        for run in msg["runs"]:
+            for row in run["rows"]:
+                row["history"] = list(self._hist.get(row["id"], ()))
+        msg.update(type="hello", sine=sine_params(cfg), status=self.status, history=self.history)
+        return msg
+
+    # -- the pump --------------------------------------------------------------------
+    async def _pump(self) -> None:
+        seq = -1
+        alarm_seq = 0
+        prev: FeedCopy | None = None
+        status_sent: dict[str, Any] | None = None
+        next_status = 0.0
+        while True:
+            await asyncio.sleep(self.poll)
+            if self.feed.seq != seq:
+                copy = self.feed.copy()
+                seq = copy.seq
+                msg = self._delta(prev, copy, alarm_seq)
+                alarm_seq = copy.alarm_count
+                prev = copy
+                if self.clients and (msg["runs"] or msg["alarms"] or "live_runs" in msg):
+                    await self._broadcast(json.dumps(msg))
+            now = time.monotonic()
+            if now >= next_status and self.status is not status_sent and self.clients:
+                status_sent = self.status
+                next_status = now + STATUS_INTERVAL
+                await self._broadcast(json.dumps({"type": "status", "status": status_sent}))
+
+    def _delta(self, prev: FeedCopy | None, copy: FeedCopy, alarm_seq: int) -> dict[str, Any]:
+        """What changed since ``prev``, as one message. Work in proportion to what changed, except a
+        once-a-second pass over everything (the runs' order, histories of forgotten streams)."""
+        old_events = prev.events if prev is not None else {}
+        old_released = prev.released if prev is not None else {}
+        changed = {a for a, ev in copy.events.items() if old_events.get(a) is not ev}
+        for a in changed:
+            for m in copy.mapped.get(a, ()):
+                self._voice_at[(m.rule, m.stream)] = a
+        for k, m in copy.released.items():
+            if old_released.get(k) is not m and k in self._voice_at:
+                changed.add(self._voice_at[k])
+        keep = set(changed)
+        for a in changed:
+            ev = copy.events.get(a)
+            if ev is None:
+                continue
+            self._order.setdefault(ev.run, len(self._order))
+            keep.add(f"/nn/{ev.run}/step")
+            if ev.values:
+                h = self._hist.get(a)
+                if h is None:
+                    h = self._hist[a] = deque(maxlen=self.history)
+                h.append([round(ev.t, 3), finite_or_none(ev.values[0])])
+        # Runs in their first-seen order, rows by address: the page appends what it has not seen in this order.
+        ordered = sorted((a for a in keep if a in copy.events), key=lambda a: (self._order[copy.events[a].run], a))
+        part = FeedCopy(
+            copy.seq,
+            {a: copy.events[a] for a in ordered},
+            {a: copy.mapped[a] for a in keep if a in copy.mapped},
+            {k: m for k, m in copy.released.items() if self._voice_at.get(k) in keep},
+            [a for a in copy.alarms if a.seq > alarm_seq],
+            copy.alarm_count,
+        )
+        msg = build(part, self.config(), self._order)
+        msg["gone"] = []
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            gone = [a for a in self._hist if a not in copy.events]
+            for a in gone:
+                del self._hist[a]
+            self._voice_at = {k: a for k, a in self._voice_at.items() if a in copy.events}
+            self._order = {}
+            for ev in copy.events.values():
+                self._order.setdefault(ev.run, len(self._order))
+            msg["gone"] = gone
+            msg["live_runs"] = list(self._order)
+        msg["type"] = "delta"
+        return msg
+
+    async def _broadcast(self, text: str) -> None:
+        clients = list(self.clients)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(ws.send_str(text), SEND_TIMEOUT) for ws in clients), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                self.skipped += 1
+            else:
+                self.sent += 1
+
+    def health(self) -> dict[str, Any]:
+        return {"url": self.bare_url, "token": self.access.token is not None, "clients": len(self.clients),
+                "sent": self.sent, "skipped": self.skipped}
