@@ -11,7 +11,6 @@ Importing this module without Lightning fails with one line naming the extra to 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +20,10 @@ require("lightning", "trainsound.lightning", "lightning", "Lightning")
 
 import lightning.pytorch as pl  # noqa: E402
 
-from trainsound.torch_frame import FrameWatch, first_lr  # noqa: E402
+from trainsound.torch_frame import FrameWatch, first_lr, guarded  # noqa: E402
 
 __all__ = ["Sonify"]
 
-logger = logging.getLogger(__name__)
 
 
 class Sonify(pl.Callback):
@@ -115,12 +113,7 @@ class Sonify(pl.Callback):
         w.flush()
 
     def _guard(self, fn: Callable[[FrameWatch], Any]) -> None:
-        if self.watch is None:
-            return
-        try:
-            fn(self.watch)
-        except Exception:  # telemetry must never stop training
-            logger.warning("trainsound: Lightning callback failed; training goes on", exc_info=True)
+        guarded(self.watch, fn, "Lightning callback")
 
 
 def _first(optimizers: Any) -> Any:

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -117,3 +117,14 @@ class FrameWatch(Watch):
         self._last_scale = scale
         if self._current is not None:
             self._logs["loss_scale"] = scale
+
+
+def guarded(watch: FrameWatch | None, fn: Callable[[FrameWatch], Any], who: str) -> None:
+    """``fn(watch)`` when there is a watch; whatever it raises is logged as ``who`` failing, never raised into
+    training (the framework adapters' callbacks all go through here)."""
+    if watch is None:
+        return
+    try:
+        fn(watch)
+    except Exception:  # telemetry must never stop training
+        logger.warning("trainsound: %s failed; training goes on", who, exc_info=True)

@@ -17,7 +17,6 @@ is the real Hugging Face package.)
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -28,11 +27,10 @@ require("transformers", "trainsound.transformers", "transformers", "Hugging Face
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from trainsound.torch_frame import FrameWatch, first_lr  # noqa: E402
+from trainsound.torch_frame import FrameWatch, first_lr, guarded  # noqa: E402
 
 __all__ = ["Sonify"]
 
-logger = logging.getLogger(__name__)
 
 #: Trainer log keys → trainsound metric names (others keep their name; ``loss`` is the loss message).
 LOG_NAMES = {"learning_rate": "lr"}
@@ -131,9 +129,4 @@ class Sonify(TrainerCallback):
         self._guard(lambda w: w.capture_grads(unscale=w._scaler is not None))
 
     def _guard(self, fn: Callable[[FrameWatch], Any]) -> None:
-        if self.watch is None:
-            return
-        try:
-            fn(self.watch)
-        except Exception:  # telemetry must never stop training
-            logger.warning("trainsound: Trainer callback failed; training goes on", exc_info=True)
+        guarded(self.watch, fn, "Trainer callback")

@@ -209,3 +209,18 @@ class BridgeProc:
         self.stderr = err
         self.sock.close()
         return self.proc.returncode, err
+
+
+def by_step(msgs: list[tuple[str, tuple[Any, ...]]], run: str) -> dict[int, dict[str, tuple[Any, ...]]]:
+    """``{step: {"loss": args, "grad_norm/fc1": args, ...}}`` for one run (messages follow their step)."""
+    steps: dict[int, dict[str, tuple[Any, ...]]] = {}
+    current: dict[str, tuple[Any, ...]] = {}
+    prefix = f"/nn/{run}/"
+    for address, args in msgs:
+        if not address.startswith(prefix):
+            continue
+        key = address[len(prefix) :]
+        if key == "step":
+            current = steps.setdefault(int(args[0]), {})
+        current[key] = args
+    return steps

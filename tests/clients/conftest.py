@@ -7,6 +7,7 @@ import types
 from collections.abc import Iterator
 
 import pytest
+from support import by_step
 
 from trainsound.bridge.wire.osc import OscArg, iter_packet
 
@@ -95,20 +96,7 @@ class BridgeRecording:
         bridge.stop()
         return [(a, args) for _, a, args in iter_messages(self.path)]
 
-    @staticmethod
-    def by_step(msgs: list[tuple[str, tuple]], run: str) -> dict[int, dict[str, tuple]]:
-        """``{step: {"loss": args, "grad_norm/fc1": args, ...}}`` for one run (messages follow their step)."""
-        steps: dict[int, dict[str, tuple]] = {}
-        current: dict[str, tuple] = {}
-        prefix = f"/nn/{run}/"
-        for address, args in msgs:
-            if not address.startswith(prefix):
-                continue
-            key = address[len(prefix) :]
-            if key == "step":
-                current = steps.setdefault(int(args[0]), {})
-            current[key] = args
-        return steps
+    by_step = staticmethod(by_step)
 
 
 @pytest.fixture

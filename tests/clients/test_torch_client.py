@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import by_step
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
@@ -66,20 +67,6 @@ def recorded(bridge_proc, tmp_path: Path, fn) -> list[tuple[str, tuple]]:
     bridge.status()  # the bridge answers in arrival order: everything sent before is in
     bridge.stop()
     return [(a, args) for _, a, args in iter_messages(rec)]
-
-
-def by_step(msgs: list[tuple[str, tuple]], run: str) -> dict[int, dict[str, tuple]]:
-    steps: dict[int, dict[str, tuple]] = {}
-    current: dict[str, tuple] = {}
-    prefix = f"/nn/{run}/"
-    for address, args in msgs:
-        if not address.startswith(prefix):
-            continue
-        key = address[len(prefix) :]
-        if key == "step":
-            current = steps.setdefault(int(args[0]), {})
-        current[key] = args
-    return steps
 
 
 def test_every_layer_is_named_and_norms_match_vector_norm(seed, bridge_proc, tmp_path) -> None:
