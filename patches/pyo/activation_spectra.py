@@ -78,8 +78,24 @@ class ActivationSpectra(Patch):
         self._latest: dict[tuple[str, str], np.ndarray] = {}
         # Running sum of the latest spectra: averaging thousands of layers anew per report would be quadratic.
         self._sum = np.zeros(self.bands)
+        self._latest_run = ""
+
+    def on_end(self, run: str) -> None:
+        """The run ended: its spectra leave the mix (the bank glides to what the other runs hold, or silence)."""
+        if self.mode == "layered":
+            for key in [k for k in self._latest if k[0] == run]:
+                self._sum -= self._latest.pop(key)
+            mix = self._sum / len(self._latest) if self._latest else np.zeros(self.bands)
+            levels = (mix * self.level).tolist()
+        elif self._latest_run == run:  # "latest": the bank holds one run's spectrum; silent if it was this one
+            levels = [0.0] * self.bands
+        else:
+            return
+        for amp, a in zip(self.amps, levels, strict=True):
+            amp.value = a
 
     def on_spectrum(self, run: str, layer: str, magnitudes: np.ndarray) -> None:
+        self._latest_run = run
         levels = band_levels(magnitudes, self.bands)
         if self.mode == "layered":
             prev = self._latest.get((run, layer))

@@ -85,17 +85,28 @@ class GradChord(Patch):
         self.level = float(level)
         self.voice = self.out((self.osc + self.octave) * self.gain)
         self._voices: dict[tuple[str, str], int] = {}
+        self._free: list[int] = []  # voices of ended runs, reused first
 
     def _voice(self, run: str, layer: str) -> int:
         key = (run, layer)
         v = self._voices.get(key)
         if v is None:
             # Past max_voices layers share voices (folded) rather than growing the graph.
-            v = self._voices[key] = len(self._voices) % self.max_voices
+            v = self._voices[key] = self._free.pop(0) if self._free else len(self._voices) % self.max_voices
             if len(self._voices) <= self.max_voices:
                 self.levels[v].value = DEFAULT_LEVEL
                 self.gain.value = self.level / len(self._voices) ** 0.5
         return v
+
+    def on_end(self, run: str) -> None:
+        """The run ended: its voices fade out (the level's 80 ms glide) and are free for the next run."""
+        for key in [k for k in self._voices if k[0] == run]:
+            v = self._voices.pop(key)
+            if v not in self._voices.values():  # a folded voice still shared by another layer keeps sounding
+                self.levels[v].value = 0.0
+                self._free.append(v)
+        if self._voices:
+            self.gain.value = self.level / len(self._voices) ** 0.5
 
     def on_grad_norm(self, run: str, layer: str, norm: float) -> None:
         v = self._voice(run, layer)

@@ -154,6 +154,19 @@ class WeightEnsemble(Patch):
         self.shift.value = max(-self.max_shift, min(self.max_shift, delta * SHIFT_HZ_PER_WEIGHT))
 
     # -- hooks ----------------------------------------------------------------------------------
+    def on_end(self, run: str) -> None:
+        """The run ended: its partials fade (100 ms), its means leave the LFO and the shift."""
+        for key in [k for k in self._layer_levels if k[0] == run]:
+            self._set_levels(key, np.zeros(len(self.freqs)))
+            del self._layer_levels[key]
+            self._unit_layers.discard(key)
+            self._sum_mean -= self._means.pop(key, 0.0)
+            self._sum_delta -= self._deltas.pop(key, 0.0)
+        n = len(self._means)
+        self.lfo_rate.value = min(MAX_LFO_HZ, abs(self._sum_mean / n) * LFO_HZ_PER_WEIGHT) if n else 0.0
+        self.shift.value = max(-self.max_shift, min(self.max_shift, self._sum_delta / n * SHIFT_HZ_PER_WEIGHT)) \
+            if n else 0.0
+
     def on_weights(self, run: str, layer: str, stats: WeightStats) -> None:
         key = (run, layer)
         if key in self._unit_layers:

@@ -283,3 +283,23 @@ def test_fast_wild_input_renders_finite_audio(render, patch: str) -> None:
         msgs.append((t, "/nn/r/activation_spectrum/l0", [spectrum]))
     x = render(patch, msgs)
     sane(x, 2.0)
+
+
+@pytest.mark.parametrize("patch", ["grad_chord", "weight_ensemble", "activation_spectra", "loss_sine"])
+def test_a_run_that_ends_falls_silent_and_another_run_keeps_sounding(render, patch: str) -> None:
+    """Issue 11: ``event end`` releases the run's voices on every output; the other runs go on."""
+
+    def run_msgs(run: str, n: int, peak: int, hz_norm: float) -> list[tuple[float, str, list[object]]]:
+        out: list[tuple[float, str, list[object]]] = []
+        for t in steps(n, 0.05):
+            out += [(t, f"/nn/{run}/grad_norm/fc1", [hz_norm]), (t, f"/nn/{run}/loss", [2.0]),
+                    (t, f"/nn/{run}/weight/fc1", [0.1 * t, 0.1, 0.5, 3.0, 1e-3]),
+                    (t, f"/nn/{run}/activation_spectrum/conv1", [blob(peak)])]
+        return out
+
+    ended = run_msgs("a", 20, 8, 1e-2) + [(1.0, "/nn/a/event", ["end"])]
+    alone = render(patch, ended + [(2.0, "/nn/a/step", [99])])
+    assert rms(seg(alone, 0.3, 0.9)) > 0.01
+    assert rms(seg(alone, 1.4, 1.9)) < 0.1 * rms(seg(alone, 0.3, 0.9)), "the ended run still sounds"
+    both = render(patch, ended + run_msgs("b", 40, 40, 10.0))
+    assert rms(seg(both, 1.4, 1.9)) > 0.2 * rms(seg(both, 0.3, 0.9)), "the other run fell silent too"
