@@ -297,8 +297,8 @@ def test_a_run_that_ends_falls_silent_and_another_run_keeps_sounding(render, pat
                     (t, f"/nn/{run}/activation_spectrum/conv1", [blob(peak)])]
         return out
 
-    ended = run_msgs("a", 20, 8, 1e-2) + [(1.0, "/nn/a/event", ["end"])]
-    alone = render(patch, ended + [(2.0, "/nn/a/step", [99])])
+    ended = [*run_msgs("a", 20, 8, 0.01), (1.0, "/nn/a/event", ["end"])]
+    alone = render(patch, [*ended, (2.0, "/nn/a/step", [99])])
     assert rms(seg(alone, 0.3, 0.9)) > 0.01
     assert rms(seg(alone, 1.4, 1.9)) < 0.1 * rms(seg(alone, 0.3, 0.9)), "the ended run still sounds"
     both = render(patch, ended + run_msgs("b", 40, 40, 10.0))
