@@ -224,3 +224,22 @@ def by_step(msgs: list[tuple[str, tuple[Any, ...]]], run: str) -> dict[int, dict
             current = steps.setdefault(int(args[0]), {})
         current[key] = args
     return steps
+
+
+def run_messages(mf: Any, run: str) -> list[tuple[float, Any]]:
+    """``(seconds, message)`` of every channel message of ``run`` in a MIDI file, in time order: a run's voices
+    are tracks of their own, named ``RUN VOICE RULE`` (docs/ableton.md)."""
+    import mido
+
+    tempo = next((m.tempo for t in mf.tracks for m in t if m.type == "set_tempo"), 500_000)
+    out: list[tuple[float, Any]] = []
+    for tr in mf.tracks:
+        if tr.name != run and not tr.name.startswith(f"{run} "):
+            continue
+        tick = 0
+        for m in tr:
+            tick += m.time
+            if not m.is_meta:
+                out.append((mido.tick2second(tick, mf.ticks_per_beat, tempo), m))
+    out.sort(key=lambda e: e[0])
+    return out

@@ -10,7 +10,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import soundfile as sf
-from support import BridgeProc, free_udp_port, rms
+from support import BridgeProc, free_udp_port, rms, run_messages
 
 from trainsound.bridge.config import from_dict, with_bridge
 from trainsound.bridge.outputs.midifile import MidiFileOut
@@ -44,16 +44,10 @@ def test_end_event_sends_the_runs_note_offs_at_once_through_the_bridge(tmp_path:
     assert rc == 0, err
     assert st["accepted"] == 4
     mf = mido.MidiFile(str(mid))
-    tracks = {t.name: t for t in mf.tracks}
-    tempo = next((m.tempo for t in mf.tracks for m in t if m.type == "set_tempo"), 500_000)
 
     def events(run: str) -> list[tuple[float, str]]:
-        out, now = [], 0.0
-        for m in tracks[run]:
-            now += mido.tick2second(m.time, mf.ticks_per_beat, tempo)
-            if m.type in ("note_on", "note_off"):
-                out.append((now, "off" if m.type == "note_off" or m.velocity == 0 else "on"))
-        return out
+        return [(t, "off" if m.type == "note_off" or m.velocity == 0 else "on")
+                for t, m in run_messages(mf, run) if m.type in ("note_on", "note_off")]
 
     a = events("a")
     assert [k for _, k in a] == ["on", "off"] and 0.4 <= a[1][0] - a[0][0] <= 2.0  # at the end event, not 30 s later

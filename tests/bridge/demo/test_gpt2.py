@@ -18,6 +18,7 @@ def test_a_small_gpt2_is_heard_as_voice_groups(tmp_path: Path) -> None:
     import mido
     import soundfile as sf
     from PIL import Image
+    from support import run_messages
 
     cmd = [sys.executable, "-m", "trainsound.bridge", "demo", "--no-live", "--out", str(tmp_path),
            "--runs", "gpt2-small", "--steps", "4"]
@@ -28,9 +29,10 @@ def test_a_small_gpt2_is_heard_as_voice_groups(tmp_path: Path) -> None:
     for key in ("perone", "continuous"):
         x, _ = sf.read(files[key], dtype="float32")
         assert np.isfinite(x).all() and np.abs(x).max() > 0.01, key
-    [track] = [t for t in mido.MidiFile(str(files["midi"])).tracks if t.name == "gpt2-small"]
-    channels = {m.channel + 1 for m in track if m.type == "note_on" and m.velocity}
+    msgs = run_messages(mido.MidiFile(str(files["midi"])), "gpt2-small")
+    # Channel 16 is the alarm's (the detectors may name a random-init run's faults).
+    channels = {m.channel + 1 for _, m in msgs if m.type == "note_on" and m.velocity and m.channel != 15}
     # 28 modules with parameters → wte, wpe, one group per block (4), ln_f–lm_head: 7 note channels.
-    assert len(channels) == 7 and not {10, 16} & channels, channels
+    assert len(channels) == 7 and 10 not in channels, channels
     meta = Image.open(files["spectrogram"]).text  # type: ignore[attr-defined]
     assert int(meta["Voices"]) >= 8 and meta["Steps"].split("-")[0] in ("0", "1"), meta

@@ -13,6 +13,7 @@ from typing import Any
 import fuzzgen
 import mido
 from service_helpers import rss_kib, send_paced, write_config
+from support import run_messages
 
 from trainsound.bridge.wire.session import iter_messages
 
@@ -100,5 +101,5 @@ def test_midi_file_survives_a_run_name_outside_latin1(bridge_proc: Any, tmp_path
     b.send("/nn/plain/grad_norm/l2", 2.0)
     time.sleep(0.2)
     b.stop()
-    plain = next((t for t in mido.MidiFile(str(midi)).tracks if t.name == "plain"), [])
-    assert sum(1 for m in plain if m.type == "note_on" and m.velocity) == 2
+    plain = run_messages(mido.MidiFile(str(midi)), "plain")
+    assert sum(1 for _, m in plain if m.type == "note_on" and m.velocity) == 2
