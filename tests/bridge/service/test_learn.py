@@ -35,7 +35,8 @@ def test_learn_solos_the_loss_cc_then_everything_resumes(
     bridge_proc: Any, midi_probe: MidiProbe, tmp_path: Path
 ) -> None:
     cfg = tmp_path / "b.toml"
-    cfg.write_text('[midi]\napi = "jack"\n')
+    # The fault detectors off: these made-up norms jump by decades, and alarms are not what is learned here.
+    cfg.write_text('[midi]\napi = "jack"\n[alarms]\nenabled = false\n')
     b = bridge_proc(["--config", str(cfg), "--midi-port", midi_probe.port])
     b.wait_output_ok("midi")
     stop = threading.Event()
