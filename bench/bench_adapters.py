@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _wandb import try_wandb, wandb_once
 
 import trainsound
 
@@ -119,35 +120,6 @@ def seeds_way(s: Setup) -> Callable[[], list[float]]:
     return lambda: [p.grad.norm().item() for p in params]
 
 
-def try_wandb(tmp: str) -> tuple[Any, str]:
-    try:
-        import wandb
-    except ImportError:
-        return None, "wandb is not installed (pip install wandb)"
-    os.environ.setdefault("WANDB_SILENT", "true")
-    try:
-        run = wandb.init(mode="offline", dir=tmp, project="trainsound-bench", settings=wandb.Settings(console="off"))
-    except Exception as err:
-        return None, f"wandb.init(mode='offline') failed: {err}"
-    return run, f"wandb {wandb.__version__}, mode=offline"
-
-
-def wandb_once(s: Setup, run: Any, loss: torch.Tensor) -> Callable[[], None]:
-    grad_hooks = [(p, h) for p in s.model.parameters() for h in (p._backward_hooks or {}).values()]
-    fwd_hooks = list(s.model._forward_hooks.values())
-    if not grad_hooks or not fwd_hooks:
-        raise RuntimeError("wandb.watch registered no hooks where expected (wandb internals changed?)")
-
-    def step() -> None:
-        for p, h in grad_hooks:
-            h(p.grad)
-        for h in fwd_hooks:
-            h(s.model, (s.x,), None)
-        run.log({"loss": loss.item()})
-
-    return step
-
-
 def profile_watch(s: Setup, loss: torch.Tensor, steps: int) -> str:
     """cProfile of ``steps`` default watch steps (a multiple of weights_every): where the time goes."""
     h = trainsound.watch(s.model, run="bench", port=9)
@@ -228,7 +200,7 @@ def main() -> None:
                 handles.clear()
             if run is not None:
                 run.watch(s.model, log="all", log_freq=1)
-                iso[wandb_name].append(isolated(wandb_once(s, run, loss), 1))  # ~15 s a step here
+                iso[wandb_name].append(isolated(wandb_once(s.model, s.x, run, loss), 1))  # ~15 s a step here
                 run.unwatch(s.model)
         if run is not None:
             run.finish()

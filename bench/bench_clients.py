@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _wandb import try_wandb, wandb_once
 
 import trainsound
 from trainsound.bridge.demo.models import perone_net
@@ -90,36 +91,6 @@ def seeds_way(s: Setup) -> Callable[[], list[float]]:
     return lambda: [m.weight.grad.norm().item() for m in layers]
 
 
-def wandb_once(s: Setup, run: Any, loss: torch.Tensor, out: torch.Tensor) -> Callable[[], None]:
-    """One step of ``wandb.watch(log='all', log_freq=1)``: the hooks it registered, then ``run.log``."""
-    grad_hooks = [(p, h) for p in s.model.parameters() for h in (p._backward_hooks or {}).values()]
-    fwd_hooks = list(s.model._forward_hooks.values())
-    if not grad_hooks or not fwd_hooks:
-        raise RuntimeError("wandb.watch registered no hooks where expected (wandb internals changed?)")
-
-    def step() -> None:
-        for p, h in grad_hooks:
-            h(p.grad)
-        for h in fwd_hooks:
-            h(s.model, (s.x,), out)
-        run.log({"loss": loss.item()})
-
-    return step
-
-
-def try_wandb(tmp: str) -> tuple[Any, str]:
-    try:
-        import wandb
-    except ImportError:
-        return None, "wandb is not installed (pip install wandb)"
-    os.environ.setdefault("WANDB_SILENT", "true")
-    try:
-        run = wandb.init(mode="offline", dir=tmp, project="trainsound-bench", settings=wandb.Settings(console="off"))
-    except Exception as err:
-        return None, f"wandb.init(mode='offline') failed: {err}"
-    return (wandb, run), f"wandb {wandb.__version__}, mode=offline"
-
-
 DEFAULT = "watch() default (weights every 10th step)"
 EVERY_STEP = "watch(weights_every=1): all, every step"
 GRADS = "watch(log=('grads', 'loss'))"
@@ -151,8 +122,7 @@ def main() -> None:
     s = Setup()
     s.time_steps(15)  # warm-up
     with tempfile.TemporaryDirectory() as tmp:
-        wb, wb_note = try_wandb(tmp)
-        run = wb[1] if wb is not None else None
+        run, wb_note = try_wandb(tmp)
         # --- isolated figures (a model with real gradients, no training around it) ---------------
         bare_rounds: list[float] = []
         iso: dict[str, list[float]] = {name: [] for name in [*WATCHES, SEEDS] + ([WANDB] if run else [])}
@@ -169,7 +139,7 @@ def main() -> None:
             iso[SEEDS].append(isolated(seeds_way(s), loops))
             if run is not None:
                 run.watch(s.model, log="all", log_freq=1)
-                iso[WANDB].append(isolated(wandb_once(s, run, loss, out.detach()), wb_loops))
+                iso[WANDB].append(isolated(wandb_once(s.model, s.x, run, loss, out.detach()), wb_loops))
                 run.unwatch(s.model)
             del out, loss
 
