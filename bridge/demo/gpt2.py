@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .models import Data, Progress, RunSpec
+from .loop import Progress, train_steps
+from .models import Data, RunSpec
 
 VOCAB = 500
 CONTEXT = 64
@@ -56,20 +57,7 @@ def train_gpt2(name: str, steps: int, lr: float, batch: int, progress: Any = Non
     hf_logging.set_verbosity_error()  # its config notices would break the demo's progress line
     model = GPT2LMHeadModel(GPT2Config(**CONFIG))
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    losses: list[float] = []
     handle = trainsound.watch(model, run=name, every=1, log=("grads", "weights", "loss"), optimizer=opt,
                               host="127.0.0.1", port=port)
-    try:
-        for step, ids in enumerate(batches(steps, batch, seed)):
-            opt.zero_grad()
-            loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            value = float(loss.item())
-            trainsound.log(loss=value, lr=lr)
-            opt.step()
-            losses.append(value)
-            if progress is not None:
-                progress(step + 1, value)
-    finally:
-        handle.close()
-    return losses
+    return train_steps(handle, opt, batches(steps, batch, seed), lambda ids: model(input_ids=ids, labels=ids).loss,
+                       progress, lr=lr)

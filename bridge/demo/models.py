@@ -20,7 +20,6 @@ import gzip
 import logging
 import os
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import TrainsoundError
+from .loop import Progress, train_steps
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ ENV_MNIST = "TRAINSOUND_MNIST"
 SIDE = 28
 
 Framework = Literal["torch", "keras"]
-#: Called after every step with (step, loss).
-Progress = Callable[[int, float], None]
 
 
 @dataclass(frozen=True)
@@ -301,25 +299,12 @@ def train_torch(
         else torch.optim.Adam(params, lr=spec.lr)
     )
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
-    losses: list[float] = []
     handle = trainsound.watch(
         model, run=spec.name, every=1, log=("grads", "weights", "loss"), optimizer=opt, host="127.0.0.1", port=port,
         weight_only=True,  # Perone's layer.weight.grad.norm(): the weight alone, no bias
     )
-    try:
-        for step, ix in enumerate(torch_batches(len(x), spec.batch, spec.steps)):
-            opt.zero_grad()
-            loss = F.nll_loss(model(x[ix]), y[ix])
-            loss.backward()
-            value = float(loss.item())
-            trainsound.log(loss=value)
-            opt.step()
-            losses.append(value)
-            if progress is not None:
-                progress(step + 1, value)
-    finally:
-        handle.close()
-    return losses
+    return train_steps(handle, opt, torch_batches(len(x), spec.batch, spec.steps),
+                       lambda ix: F.nll_loss(model(x[ix]), y[ix]), progress)
 
 
 # -- Keras: the Keras seed's DNN and CNN ------------------------------------------------------
