@@ -79,7 +79,7 @@ def watch_once(s: Setup, h: Any, loss: torch.Tensor) -> Callable[[], None]:
 
 def lightning_once(s: Setup, h: Any, loss: torch.Tensor) -> Callable[[], None]:
     """What trainsound.lightning.Sonify does per optimizer step (on_before_optimizer_step … on_train_batch_end)."""
-    from trainsound.torch_frame import first_lr
+    from trainsound.torch.frame import first_lr
 
     def run() -> None:
         h.capture_grads()
@@ -161,7 +161,7 @@ def main() -> None:
         return watch_once(s, h, loss)
 
     def lightning_client() -> Callable[[], Any]:
-        from trainsound.torch_frame import FrameWatch
+        from trainsound.torch.frame import FrameWatch
 
         h = FrameWatch(s.model, "bench", 1, ("grads", "weights", "loss"), None, port=9, auto_loss=False)
         handles.append(h)

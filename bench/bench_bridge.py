@@ -305,9 +305,9 @@ def detector_cost(steps: int = 2000) -> None:
     watch (detectors, hold-off, rate limit) alone. In process: the detectors run on the receive thread."""
     from dataclasses import replace
 
-    from trainsound.bridge.alarms import Watch
+    from trainsound.bridge.alarms.watch import Watch
     from trainsound.bridge.config import default
-    from trainsound.bridge.mapping import Engine
+    from trainsound.bridge.mapping.engine import Engine
     from trainsound.bridge.wire.protocol import parse_event
 
     rng = np.random.default_rng(0)

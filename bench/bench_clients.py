@@ -74,7 +74,7 @@ def isolated(fn: Callable[[], Any], n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def watch_once(s: Setup, handle: trainsound.torch_client.Watch, loss: torch.Tensor) -> Callable[[], None]:
+def watch_once(s: Setup, handle: trainsound.torch.watch.Watch, loss: torch.Tensor) -> Callable[[], None]:
     """One step's worth of the watch's hook work, in the order training runs it."""
 
     def run() -> None:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # -- 1. the feed on the hot path ----------------------------------------------------------
 def handle_cost(n: int = 200_000) -> float:
     """ns per ``Feed.handle`` call with one event and its mapped value (the feed's whole per-message cost)."""
-    from trainsound.bridge.mapping import Engine
+    from trainsound.bridge.mapping.engine import Engine
     from trainsound.bridge.wire.protocol import parse_event
 
     eng, feed = Engine(default()), Feed(default())

@@ -26,7 +26,7 @@ from typing import Any
 from . import __version__
 from . import config as cfgmod
 from .errors import TrainsoundError
-from .link import QUANTIZE, with_link
+from .outputs.link import QUANTIZE, with_link
 from .ratelog import EscapingFormatter
 from .table import parse_hostport
 from .wire.protocol import DEFAULT_HOST, DEFAULT_PORT
@@ -40,8 +40,8 @@ DEFAULT_OSC_OUT_PORT = 57120  # SuperCollider's language port
 #: Subcommands that live in their own modules, each exposing ``add_parser(subparsers)``: name → module.
 #: Imported when the parser is built; each imports its heavy libraries only when it runs.
 PLUGIN_COMMANDS: dict[str, str] = {
-    "send": "trainsound.bridge.send",
-    "render": "trainsound.bridge.render",
+    "send": "trainsound.bridge.service.send",
+    "render": "trainsound.bridge.replay.render",
     "devices": "trainsound.bridge.sound.devices",
     "ports": "trainsound.bridge.sound.devices",
     "status": "trainsound.bridge.service.status",
@@ -178,7 +178,7 @@ def with_speech(config: cfgmod.Config) -> cfgmod.Config:
 def apply_preset(config: cfgmod.Config, name: str | None) -> cfgmod.Config:
     if not name:
         return config
-    presets = importlib.import_module("trainsound.bridge.presets")
+    presets = importlib.import_module("trainsound.bridge.config.presets")
     result: cfgmod.Config = presets.apply_preset(config, name)
     return result
 
@@ -227,7 +227,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .sockets import check_exposure
+    from .receive.sockets import check_exposure
 
     c = cfgmod.load(args.file)
     # The rules the bridge applies at start beyond the file's own keys (each raises one line naming the key).
@@ -242,10 +242,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .alarm_log import AlarmLog, report_alarms
     from .outputs import build_outputs
     from .pipeline import Pipeline
-    from .replay import replay
+    from .replay.alarms import AlarmLog, report_alarms
+    from .replay.loop import replay
     from .wire.session import iter_messages
 
     if args.dump:
@@ -288,7 +288,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .alarm_log import add_alarm_args
+    from .replay.alarms import add_alarm_args
 
     p = argparse.ArgumentParser(prog="trainsound", description="Hear your neural network train.")
     p.add_argument("--version", action="version", version=f"trainsound {__version__}")

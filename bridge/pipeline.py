@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .errors import OSCDecodeError
-from .mapping import Engine, Mapped
+from .mapping.engine import Engine, Mapped
+from .mapping.solo import Solo, Target
 from .outputs.base import Output
-from .solo import Solo, Target
-from .stats import Stats, fmt_sender
+from .receive.stats import Stats, fmt_sender
 from .wire.osc import Message, decode_message, decode_packet
 from .wire.protocol import CONTROL_PREFIX, Event, ProtocolError, parse_event
 

@@ -19,7 +19,7 @@ from .errors import ClientArgumentError, MissingExtraError
 
 if TYPE_CHECKING:
     from .osc import Client, send
-    from .torch_frame import FrameWatch
+    from .torch.frame import FrameWatch
 
 __version__ = "0.1.0"
 __all__ = ["Client", "ClientArgumentError", "MissingExtraError", "__version__", "log", "send", "watch"]
@@ -39,7 +39,7 @@ def _torch_client(feature: str) -> Any:
     from .errors import require
 
     require("torch", feature, "torch", "PyTorch")
-    from . import torch_client
+    from .torch import watch as torch_client
 
     return torch_client
 
@@ -54,15 +54,15 @@ def watch(
 ) -> FrameWatch:
     """Send a PyTorch model's gradient norms, weight statistics, loss and activation spectra every step.
 
-    See :func:`trainsound.torch_client.watch` for all options; ``scaler=`` (a ``torch.amp.GradScaler``)
+    See :func:`trainsound.torch.watch.watch` for all options; ``scaler=`` (a ``torch.amp.GradScaler``)
     adds ``metric/loss_scale`` and an ``event skip`` for every step the scaler skipped
-    (:mod:`trainsound.torch_frame`).
+    (:mod:`trainsound.torch.frame`).
 
     Raises:
         MissingExtraError: PyTorch is not installed.
     """
     _torch_client("trainsound.watch")
-    from .torch_frame import FrameWatch
+    from .torch.frame import FrameWatch
 
     return FrameWatch(model, run, every, log, activations, **options)
 
@@ -71,11 +71,11 @@ def log(loss: Any = None, **metrics: Any) -> None:
     """Attach the loss and metrics of the current step to every active :func:`watch` (and every active
     :func:`trainsound.optax.sonify`).
 
-    See :func:`trainsound.torch_client.log` and :func:`trainsound.optax.log`.
+    See :func:`trainsound.torch.watch.log` and :func:`trainsound.optax.log`.
     """
     optax_client = sys.modules.get("trainsound.optax")
     if optax_client is not None:
         optax_client.log(loss, **metrics)
-        if "trainsound.torch_client" not in sys.modules:
+        if "trainsound.torch.watch" not in sys.modules:
             return  # a JAX script: no torch needed
     _torch_client("trainsound.log").log(loss, **metrics)

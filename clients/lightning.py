@@ -20,7 +20,7 @@ require("lightning", "trainsound.lightning", "lightning", "Lightning")
 
 import lightning.pytorch as pl  # noqa: E402
 
-from trainsound.torch_frame import FrameWatch, first_lr, guarded  # noqa: E402
+from trainsound.torch.frame import FrameWatch, first_lr, guarded  # noqa: E402
 
 __all__ = ["Sonify"]
 

@@ -27,7 +27,7 @@ require("transformers", "trainsound.transformers", "transformers", "Hugging Face
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from trainsound.torch_frame import FrameWatch, first_lr, guarded  # noqa: E402
+from trainsound.torch.frame import FrameWatch, first_lr, guarded  # noqa: E402
 
 __all__ = ["Sonify"]
 

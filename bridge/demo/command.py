@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..alarms import Alarm
+from ..alarms.watch import Alarm
 from ..errors import TrainsoundError
 from . import features as demo_features
 from . import gallery as demo_gallery
@@ -130,9 +130,9 @@ def bridge_args(files: dict[str, Path], audio: bool, midi: bool) -> list[str]:
 def render_outputs(spec: RunSpec, files: dict[str, Path]) -> tuple[demo_gallery.Numbers, list[Alarm]]:
     """Everything derived offline from the recording: perone WAV, spectrogram, numbers plot (with the alarms
     the bridge's detectors raise on it, docs/alarms.md)."""
-    from ..alarm_log import detect
     from ..config import default
-    from ..render import render
+    from ..replay.alarms import detect
+    from ..replay.render import render
 
     nums = demo_gallery.read_numbers(files["session"], spec.name)
     alarms = [a for a in detect(files["session"], default()) if a.run == spec.name]

@@ -131,7 +131,7 @@ def plot_numbers(nums: Numbers, png: str | Path, *, title: str, xlim: tuple[floa
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
 
-    from ..groups import GroupOptions, aggregate, plan
+    from ..mapping.groups import GroupOptions, aggregate, plan
     from ..sound.spectrogram import voice_colours
 
     step_s = step_s or nums.step_seconds()

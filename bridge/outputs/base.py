@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..mapping import Mapped
+from ..mapping.engine import Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
 

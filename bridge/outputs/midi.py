@@ -24,13 +24,13 @@ from typing import Any
 
 from ..config import Config, output_options
 from ..errors import OutputUnavailable
-from ..link import QUANTIZE, LinkClock, LinkOptions
-from ..mapping import Mapped
-from ..rules import Rule
+from ..mapping.engine import Mapped
+from ..mapping.rules import Rule
 from ..sound.jackserver import jack_server_id, jack_server_listening
 from ..wire import midi as mb
 from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
+from .link import QUANTIZE, LinkClock, LinkOptions
 from .mpe import MpeZone
 
 log = logging.getLogger(__name__)

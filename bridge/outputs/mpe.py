@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from ..mapped import Mapped
-from ..rules import Rule, fractional_pitch
+from ..mapping.rules import Rule, fractional_pitch
 from ..wire import midi as mb
 
 MASTER = 1

@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import presets
-from ..config import Config, output_options
+from ..config import Config, output_options, presets
 from ..errors import ConfigError, OutputUnavailable
-from ..mapping import Mapped
+from ..mapping.engine import Mapped
 from ..sound.engine import SPAWN, EngineLink
 from ..sound.maps import pitch_hz
 from ..sound.seeds import SONNIFY_CAP_HZ, PeroneSequencer

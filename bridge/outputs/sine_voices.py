@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..alarms import spoken_label
+from ..alarms.watch import spoken_label
 from ..config import Config
-from ..groups import band, groups_rule
-from ..mapping import Mapped
+from ..mapping.engine import Mapped
+from ..mapping.groups import band, groups_rule
 from ..sound.maps import DEFAULT_FMIN, DEFAULT_OCTAVES, pan_gains, run_pan
 from ..sound.seeds import SONNIFY_AMPLITUDE, SonnifyLoss
 from ..sound.spectrum import decode_blob, spectrum_sound

@@ -27,12 +27,12 @@ from typing import Any
 from .. import __version__
 from ..config import Config
 from ..errors import TrainsoundError
-from ..osc_in import TcpServer, UdpReceiver
 from ..outputs import OutputSpec, build_outputs
 from ..outputs.base import Output, hurry_outputs
 from ..pipeline import Pipeline
-from ..sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
-from ..stats import Stats
+from ..receive.loop import TcpServer, UdpReceiver
+from ..receive.sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
+from ..receive.stats import Stats
 from ..web.feed import Feed
 from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION

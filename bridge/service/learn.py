@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
-from ..solo import DEFAULT_SECONDS, MAX_SECONDS, find_target, list_targets
+from ..mapping.solo import DEFAULT_SECONDS, MAX_SECONDS, find_target, list_targets
 from ..wire.osc import OscArg, encode_message
 from .status import ask
 

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ..config import Config
-from ..groups import groups_rule
 from ..mapped import Mapped
+from ..mapping.groups import groups_rule
 from ..wire.protocol import Event
 
 #: Alarms kept for late-joining readers (the page's log, ``trainsound top``).

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from ..config import Config, output_options
 from ..errors import ConfigError
-from ..sockets import is_loopback
+from ..receive.sockets import is_loopback
 from ..table import Table, parse_hostport
 
 DEFAULT_WEB_HOST = "127.0.0.1"

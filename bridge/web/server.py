@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..config import Config
-from ..sockets import ListenError
+from ..receive.sockets import ListenError
 from .feed import Feed, FeedCopy, finite_or_none
 from .options import Access
 from .snapshot import build, sine_params

@@ -13,8 +13,8 @@ from functools import lru_cache
 from typing import Any
 
 from ..config import Config, output_options
-from ..groups import groups_rule
 from ..mapped import Mapped
+from ..mapping.groups import groups_rule
 from ..sound.maps import pitch_hz, run_pan
 from ..wire.midi import DATA_MAX
 from ..wire.protocol import VALUE_NAMES

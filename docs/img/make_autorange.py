@@ -11,7 +11,7 @@ from bisect import insort
 import matplotlib
 import numpy as np
 
-from trainsound.bridge.scales import AutoRange
+from trainsound.bridge.mapping.scales import AutoRange
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from faults import EXPECTED, TICKS, Step, faulty, healthy
 
-from trainsound.bridge.alarm_log import AlarmLog
-from trainsound.bridge.alarms import ALARM_KINDS, Alarm
+from trainsound.bridge.alarms.watch import ALARM_KINDS, Alarm
 from trainsound.bridge.config import ConfigError, default, from_dict
 from trainsound.bridge.pipeline import Pipeline
+from trainsound.bridge.replay.alarms import AlarmLog
 from trainsound.bridge.wire.osc import encode_message
 
 
@@ -127,7 +127,7 @@ def test_the_nan_note_follows_the_alarm_table_and_each_kind_has_its_own() -> Non
 
 
 def test_the_watch_bounds_its_state_per_run() -> None:
-    from trainsound.bridge.alarms import MAX_GRAD_STREAMS, Watch
+    from trainsound.bridge.alarms.watch import MAX_GRAD_STREAMS, Watch
 
     w = Watch(default().alarms)
     for i in range(MAX_GRAD_STREAMS + 100):

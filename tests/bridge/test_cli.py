@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from trainsound.bridge.cli import main
-from trainsound.bridge.sockets import open_udp
+from trainsound.bridge.receive.sockets import open_udp
 from trainsound.bridge.wire.osc import decode_message
 
 HEAVY = ("rtmidi", "pyo", "pyaudio", "torch", "tensorflow", "keras", "mido", "matplotlib", "jack")

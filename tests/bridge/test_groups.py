@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from trainsound.bridge.config import ConfigError, default, from_dict
-from trainsound.bridge.groups import GroupOptions, RunGroups, aggregate, plan
-from trainsound.bridge.mapping import Engine
+from trainsound.bridge.mapping.engine import Engine
+from trainsound.bridge.mapping.groups import GroupOptions, RunGroups, aggregate, plan
 from trainsound.bridge.wire.protocol import parse_event
 
 GPT2 = (["transformer.wte", "transformer.wpe"]

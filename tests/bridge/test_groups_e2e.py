@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from scipy.stats import spearmanr
 
-from trainsound.bridge.groups import SPAN, aggregate, band
+from trainsound.bridge.mapping.groups import SPAN, aggregate, band
 from trainsound.bridge.sound.maps import DEFAULT_FMIN, DEFAULT_OCTAVES, norm_from_hz
 from trainsound.bridge.wire.osc import encode_bundle, encode_message
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from trainsound.bridge.config import Config, Rule, default, from_dict
-from trainsound.bridge.groups import GroupOptions
-from trainsound.bridge.mapping import Engine
-from trainsound.bridge.rules import compile_pattern
-from trainsound.bridge.scales import SCALES, AutoRange
+from trainsound.bridge.mapping.engine import Engine
+from trainsound.bridge.mapping.groups import GroupOptions
+from trainsound.bridge.mapping.rules import compile_pattern
+from trainsound.bridge.mapping.scales import SCALES, AutoRange
 from trainsound.bridge.wire import midi as mb
 from trainsound.bridge.wire.protocol import Event, parse_event
 

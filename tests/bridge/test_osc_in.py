@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trainsound.bridge.config import default
-from trainsound.bridge.osc_in import TcpServer, UdpReceiver
 from trainsound.bridge.pipeline import Pipeline
-from trainsound.bridge.sockets import (
+from trainsound.bridge.receive.loop import TcpServer, UdpReceiver
+from trainsound.bridge.receive.sockets import (
     Allowlist,
     ListenError,
     check_exposure,

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from trainsound.bridge.config import default, with_bridge
 from trainsound.bridge.errors import OSCDecodeError
-from trainsound.bridge.groups import GroupOptions
-from trainsound.bridge.mapping import Mapped
+from trainsound.bridge.mapping.engine import Mapped
+from trainsound.bridge.mapping.groups import GroupOptions
 from trainsound.bridge.pipeline import Pipeline
 from trainsound.bridge.wire.osc import decode_packet, encode_bundle, encode_message, unix_to_timetag
 from trainsound.bridge.wire.protocol import Event, ProtocolError, parse_event

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 
 from trainsound.bridge.config import default
+from trainsound.bridge.config.presets import PRESETS, apply_preset
 from trainsound.bridge.errors import ConfigError
-from trainsound.bridge.presets import PRESETS, apply_preset
-from trainsound.bridge.render import render
+from trainsound.bridge.replay.render import render
 from trainsound.bridge.sound.seeds import perone_gap, perone_hz, perone_tone, sonnify_hz
 from trainsound.bridge.wire.session import SessionWriter, encode_message
 

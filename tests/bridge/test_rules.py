@@ -6,8 +6,8 @@ import pytest
 
 from trainsound.bridge.config import from_dict
 from trainsound.bridge.errors import ConfigError
-from trainsound.bridge.mapping import Engine
-from trainsound.bridge.rules import Rule, compile_pattern
+from trainsound.bridge.mapping.engine import Engine
+from trainsound.bridge.mapping.rules import Rule, compile_pattern
 from trainsound.bridge.wire.protocol import parse_event
 
 

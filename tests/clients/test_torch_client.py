@@ -196,7 +196,7 @@ def test_low_precision_weights_are_summed_in_float32(receiver) -> None:
 
 def test_abs_max_paths_agree(seed) -> None:
     """The CPU path (one aminmax per tensor) and the fused one used on GPUs (_foreach_norm, ord=inf)."""
-    from trainsound.torch_steps import abs_max_fused, extrema
+    from trainsound.torch.steps import abs_max_fused, extrema
 
     torch.manual_seed(4)
     params = [p.detach() for p in seed.SeedCNN().parameters()] + [torch.tensor([-7.0, 2.0]), torch.empty(0)]

@@ -21,7 +21,7 @@ def render(tmp_path: Path) -> Callable[..., np.ndarray]:
     pytest.importorskip("pyo")
     import soundfile as sf
 
-    from trainsound.bridge.render import render_pyo_session
+    from trainsound.bridge.replay.render import render_pyo_session
 
     counter = [0]
 

@@ -15,7 +15,7 @@ import pytest
 
 from trainsound.bridge import config as cfgmod
 from trainsound.bridge.errors import ConfigError
-from trainsound.bridge.link import grid_delay
+from trainsound.bridge.outputs.link import grid_delay
 
 pytestmark = pytest.mark.jack
 aalink = pytest.importorskip("aalink", reason="Link tests need trainsound[link] (the test command installs it)")

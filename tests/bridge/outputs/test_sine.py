@@ -12,9 +12,9 @@ from scipy.stats import spearmanr
 
 from trainsound.bridge.config import default
 from trainsound.bridge.errors import OutputUnavailable
+from trainsound.bridge.mapping.scales import log_scale
 from trainsound.bridge.outputs.sine import SineOut
 from trainsound.bridge.pipeline import Pipeline
-from trainsound.bridge.scales import log_scale
 from trainsound.bridge.sound.maps import norm_from_hz, pitch_hz
 from trainsound.bridge.wire.osc import encode_message
 

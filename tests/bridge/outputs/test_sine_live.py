@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from support import dominant_hz, rms
 
-from trainsound.bridge.scales import log_scale
+from trainsound.bridge.mapping.scales import log_scale
 from trainsound.bridge.sound.maps import pitch_hz
 
 pytestmark = pytest.mark.jack

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from trainsound.bridge.config import default, from_dict
-from trainsound.bridge.mapping import Engine
+from trainsound.bridge.mapping.engine import Engine
 from trainsound.bridge.sound.maps import pitch_hz
 from trainsound.bridge.web.feed import ALARM_HISTORY, Feed
 from trainsound.bridge.web.snapshot import build
@@ -161,8 +161,8 @@ def test_the_detectors_alarms_reach_the_feed_with_their_kind_name_and_step() -> 
     has it (kind, run, name, step); ticks (epoch, lr) are not alarms."""
     from faults import faulty
 
-    from trainsound.bridge.alarm_log import AlarmLog
     from trainsound.bridge.pipeline import Pipeline
+    from trainsound.bridge.replay.alarms import AlarmLog
     from trainsound.bridge.wire.osc import encode_message
 
     cfg = default()

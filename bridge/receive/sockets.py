@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Sequence
 
-from .errors import TrainsoundError
+from ..errors import TrainsoundError
 
 log = logging.getLogger(__name__)
 

@@ -31,14 +31,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..errors import ClientArgumentError, check_counts
+from ..osc import Client
+from ..stats import LOG_CHOICES, log_items
 from . import distributed as tdist
 from .activations import DEFAULT_BINS, MAX_BINS, spectrum
-from .errors import ClientArgumentError, check_counts
-from .osc import Client
-from .stats import LOG_CHOICES, log_items
-from .torch_loss import LossTap
-from .torch_steps import DeviceStats, Record, send_record, stack_scalars, to_host
-from .torch_units import UnitMeans
+from .loss import LossTap
+from .steps import DeviceStats, Record, send_record, stack_scalars, to_host
+from .units import UnitMeans
 
 __all__ = ["LOG_CHOICES", "Watch", "log", "watch"]
 

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ratelog import escape
+from ..ratelog import escape
 
 log = logging.getLogger("trainsound.bridge.input")
 

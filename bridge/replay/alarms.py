@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .alarms import Alarm
-from .config import Config
-from .errors import TrainsoundError
-from .mapping import Mapped
-from .outputs.base import BaseOutput
-from .wire.protocol import Event
-from .wire.session import iter_records
+from ..alarms.watch import Alarm
+from ..config import Config
+from ..errors import TrainsoundError
+from ..mapping.engine import Mapped
+from ..outputs.base import BaseOutput
+from ..wire.protocol import Event
+from ..wire.session import iter_records
 
 
 class AlarmLog(BaseOutput):
@@ -44,8 +44,8 @@ class AlarmLog(BaseOutput):
 
 def detect(session: str | Path, config: Config) -> list[Alarm]:
     """The alarms raised by replaying ``session`` through a pipeline with no other output."""
-    from .pipeline import Pipeline
-    from .replay import replay
+    from ..pipeline import Pipeline
+    from .loop import replay
 
     log = AlarmLog()
     replay(session, Pipeline(config, [log]))

@@ -16,17 +16,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import presets
-from .alarm_log import AlarmLog, add_alarm_args, detect, report_alarms
-from .config import Config
-from .config import default as default_config
-from .config import load as load_config
-from .errors import TrainsoundError
-from .pipeline import Pipeline
-from .replay import MAX_RENDER_SECONDS, StepClock, replay, scan_steps
-from .sound.pyo_host import DEFAULT_SAMPLE_RATE as PYO_SAMPLE_RATE
-from .sound.wav import FORMATS
-from .wire.session import iter_records
+from ..config import Config, presets
+from ..config import default as default_config
+from ..config import load as load_config
+from ..errors import TrainsoundError
+from ..pipeline import Pipeline
+from ..sound.pyo_host import DEFAULT_SAMPLE_RATE as PYO_SAMPLE_RATE
+from ..sound.wav import FORMATS
+from ..wire.session import iter_records
+from .alarms import AlarmLog, add_alarm_args, detect, report_alarms
+from .loop import MAX_RENDER_SECONDS, StepClock, replay, scan_steps
 
 BAR_WIDTH = 30
 DEFAULT_STEPS_PER_SECOND = 8.0
@@ -84,7 +83,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
     five minutes), ``"wall"`` (the recorded times), ``None``: steps when the session has step messages.
     Either way at most :data:`.replay.TRIM` s are kept before the first step and after the last message.
     """
-    from .outputs.sine import SineOut
+    from ..outputs.sine import SineOut
 
     cfg = presets.apply_preset(config or default_config(), preset)
     first, last, steps = scan_steps(session)
@@ -114,7 +113,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
         summary["steps_per_second"] = step_clock.steps_per_second
         summary["raised"] = step_clock.steps_per_second > steps_per_second
     if png is not None:
-        from .sound.spectrogram import write_spectrogram
+        from ..sound.spectrogram import write_spectrogram
 
         write_spectrogram(wav, png, title=f"{Path(str(session)).name} — preset {preset}",
                           step_times=out.step_times, tracks=out.tracks)
@@ -128,7 +127,7 @@ def render_midi(session: str | Path, midi_file: str | Path, *, config: Config | 
 
     The file's tempo is ``bpm``, so it drops onto a DAW set in time (docs/ableton.md).
     """
-    from .outputs.midifile import MidiFileOut
+    from ..outputs.midifile import MidiFileOut
 
     cfg = config or default_config()
     first, last, steps = scan_steps(session)
@@ -166,7 +165,7 @@ def render_pyo_session(
         OutputUnavailable: pyo missing or unknown patch.
         SessionFileError: the recording cannot be read.
     """
-    from .outputs.pyo import PyoOut
+    from ..outputs.pyo import PyoOut
 
     cfg = config or default_config()
     extra: dict[str, Any] = {"sample_rate": sample_rate}
@@ -181,7 +180,7 @@ def render_pyo_session(
 
 def cmd_render(args: argparse.Namespace) -> int:
     if Path(args.session).is_dir():  # a TensorBoard logdir: rendered as a session of its steps (bridge/tb)
-        from .tb.session import logdir_session
+        from ..tb.session import logdir_session
 
         with logdir_session(args.session) as session:
             return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session)}))
@@ -234,7 +233,7 @@ def render_pyo(args: argparse.Namespace, cfg: Any) -> int:
     print(f"rendered {args.session} through pyo patch {args.pyo_patch} → {args.wav} in "
           f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
     if args.png:
-        from .sound.spectrogram import write_spectrogram
+        from ..sound.spectrogram import write_spectrogram
 
         write_spectrogram(args.wav, args.png, title=f"{Path(str(args.session)).name} — pyo patch {args.pyo_patch}")
     return 0

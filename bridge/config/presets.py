@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .config import Config
-from .errors import ConfigError
-from .rules import Rule
-from .sound.seeds import PERONE_SAMPLE_RATE
+from ..errors import ConfigError
+from ..mapping.rules import Rule
+from ..sound.seeds import PERONE_SAMPLE_RATE
+from . import Config
 
 Mode = Literal["continuous", "perone", "sonnify", "timbre"]
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from .mapped import Mapped
+from ..mapped import Mapped
+from ..wire import midi as mb
 from .rules import note_span
-from .wire import midi as mb
 
 if TYPE_CHECKING:
-    from .mapping import Engine
+    from .engine import Engine
 
 DEFAULT_SECONDS = 5.0
 MAX_SECONDS = 600.0

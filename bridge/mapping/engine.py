@@ -23,19 +23,19 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .alarm_map import AlarmSignals
-from .alarms import Watch
-from .config import AlarmOptions, Config
+from ..alarms.signals import AlarmSignals
+from ..alarms.watch import Watch
+from ..config import AlarmOptions, Config
+from ..mapped import Counters, Mapped
+from ..ratelog import TokenBucket
+from ..wire import midi as mb
+from ..wire.protocol import Event
 from .groups import RunGroups, groups_rule
-from .mapped import Counters, Mapped
-from .ratelog import TokenBucket
 from .rules import Rule, note_span
 from .scales import AutoRange, linear_scale, log_scale, quantize
-from .wire import midi as mb
-from .wire.protocol import Event
 
 if TYPE_CHECKING:
-    from .service.voicestate import VoiceMemory
+    from ..service.voicestate import VoiceMemory
 
 ADDRESS_CACHE_SIZE = 65_536
 #: Events that end a run's first round of layers: its voice groups settle (see :mod:`.groups`).

@@ -21,9 +21,9 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .config import Config, output_options
-from .errors import OutputUnavailable
-from .table import Table
+from ..config import Config, output_options
+from ..errors import OutputUnavailable
+from ..table import Table
 
 log = logging.getLogger(__name__)
 

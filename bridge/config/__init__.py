@@ -16,14 +16,14 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from .alarms import AlarmsOptions
-from .alarms import section as alarms_section
-from .errors import ConfigError
-from .groups import AGGREGATES, GROUP_MODES, GroupOptions, GroupPattern, check_patterns
-from .rules import Rule, parse_rule
-from .table import Table, parse_hostport
-from .wire.midi import DATA_MAX
-from .wire.protocol import DEFAULT_HOST, DEFAULT_PORT
+from ..alarms.watch import AlarmsOptions
+from ..alarms.watch import section as alarms_section
+from ..errors import ConfigError
+from ..mapping.groups import AGGREGATES, GROUP_MODES, GroupOptions, GroupPattern, check_patterns
+from ..mapping.rules import Rule, parse_rule
+from ..table import Table, parse_hostport
+from ..wire.midi import DATA_MAX
+from ..wire.protocol import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["MIDI_APIS", "AlarmOptions", "BridgeOptions", "Config", "ConfigError", "MidiOptions", "Rule", "Table",
            "default", "default_rules", "from_dict", "load", "output_options", "parse_hostport", "with_bridge",
@@ -57,7 +57,7 @@ OUTPUT_SECTIONS: dict[str, str] = {
     "osc_out": "trainsound.bridge.outputs.osc:section",
     "web": "trainsound.bridge.web.options:section",  # not an output, but a table owned by its module alike
     # Not outputs, loaded the same lazy way: the MIDI output's clock, the daemon's voice memory.
-    "link": "trainsound.bridge.link:section",
+    "link": "trainsound.bridge.outputs.link:section",
     "voices": "trainsound.bridge.service.voicestate:section",
 }
 

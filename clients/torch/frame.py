@@ -1,4 +1,4 @@
-"""What training frameworks add to a PyTorch :class:`~trainsound.torch_client.Watch`.
+"""What training frameworks add to a PyTorch :class:`~trainsound.torch.watch.Watch`.
 
 :class:`FrameWatch` is the watch that :func:`trainsound.watch` returns; it adds to the plain watch
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from .errors import ClientArgumentError
-from .torch_client import Watch
+from ..errors import ClientArgumentError
+from .watch import Watch
 
 __all__ = ["FrameWatch", "first_lr"]
 
@@ -39,11 +39,11 @@ def first_lr(optimizer: Any) -> float | None:
 
 
 class FrameWatch(Watch):
-    """A :class:`~trainsound.torch_client.Watch` that frameworks can feed (see the module docstring).
+    """A :class:`~trainsound.torch.watch.Watch` that frameworks can feed (see the module docstring).
 
     Args:
         scaler: a ``torch.amp.GradScaler`` whose skipped steps become ``event skip``.
-        *args, **kwargs: as :class:`~trainsound.torch_client.Watch`.
+        *args, **kwargs: as :class:`~trainsound.torch.watch.Watch`.
     """
 
     def __init__(self, *args: Any, scaler: Any = None, sum_loss: bool = False, **kwargs: Any) -> None:

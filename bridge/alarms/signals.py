@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 
-from .alarms import TICK_LENGTH, TICK_VELOCITY, Alarm, Watch
-from .config import AlarmOptions
-from .mapped import Counters, Mapped
-from .ratelog import TokenBucket
-from .wire import midi as mb
-from .wire.protocol import Event
+from ..config import AlarmOptions
+from ..mapped import Counters, Mapped
+from ..ratelog import TokenBucket
+from ..wire import midi as mb
+from ..wire.protocol import Event
+from .watch import TICK_LENGTH, TICK_VELOCITY, Alarm, Watch
 
 #: Addresses the NaN-alarm limiter remembers at once (~200 bytes each: under 1 MB).
 ALARM_STATE_MAX = 4096

@@ -32,15 +32,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .errors import OSCDecodeError
-from .pipeline import Pipeline
-from .ratelog import RateLimited, TokenBucket
+from ..errors import OSCDecodeError
+from ..pipeline import Pipeline
+from ..ratelog import RateLimited, TokenBucket
+from ..wire.osc import OscArg, decode_message
+from ..wire.protocol import CONTROL_PREFIX
+from ..wire.slip import SlipDecoder
+from ..wire.slip import encode as slip_encode
 from .sockets import Allowlist
 from .stats import Stats
-from .wire.osc import OscArg, decode_message
-from .wire.protocol import CONTROL_PREFIX
-from .wire.slip import SlipDecoder
-from .wire.slip import encode as slip_encode
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ClientArgumentError
 from . import distributed as tdist
-from .errors import ClientArgumentError
 
 __all__ = ["UnitMeans"]
 

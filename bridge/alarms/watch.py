@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ..errors import ConfigError
+from ..sound.alarms import TICK_KINDS
+from ..table import Table
+from ..wire.protocol import Event
 from .detectors import Dead, Divergence, GradLevel, Plateau, Spike
-from .errors import ConfigError
-from .sound.alarms import TICK_KINDS
-from .table import Table
-from .wire.protocol import Event
 
 ALARM_KINDS = ("spike", "plateau", "divergence", "exploding", "vanishing", "dead", "nan")
 #: MIDI notes on the alarm channel, one per kind (``nan`` is ``[alarm].note``); docs/alarms.md.

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..osc import Client
+from ..stats import abs_max, layer_grad_norms, layer_weight_stats
 from . import distributed as tdist
-from .osc import Client
-from .stats import abs_max, layer_grad_norms, layer_weight_stats
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .pipeline import Pipeline
-from .wire.session import iter_records
+from ..pipeline import Pipeline
+from ..wire.session import iter_records
 
 TICK = 0.005
 #: After the last message, run the clock on so that notes and glides finish.

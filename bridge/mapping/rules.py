@@ -15,11 +15,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..table import Table
+from ..wire.midi import DATA_MAX
+from ..wire.protocol import VALUE_NAMES
 from .scales import SCALES, parse_root
-from .table import Table
-from .wire.midi import DATA_MAX
-from .wire.protocol import VALUE_NAMES
 
 Target = Literal["note", "cc", "cc14", "pitchbend", "pressure"]
 Scaling = Literal["linear", "log", "auto"]

@@ -9,10 +9,10 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from ..transport import TO_HELP, choose_bridge
-from .errors import TrainsoundError
-from .wire.protocol import ProtocolError, split_address
-from .wire.slip import encode as slip_encode
+from ...transport import TO_HELP, choose_bridge
+from ..errors import TrainsoundError
+from ..wire.protocol import ProtocolError, split_address
+from ..wire.slip import encode as slip_encode
 
 #: ``send``'s values may start with '-' (``-inf``, ``-1e-3``); argparse only knows ``-1`` and ``-.5`` as numbers.
 NEGATIVE_NUMBER = re.compile(r"^-(\d|\.\d|inf(inity)?$|nan$)", re.IGNORECASE)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-logger = logging.getLogger("trainsound.torch_client")
+logger = logging.getLogger("trainsound.torch.watch")
 
 
 class Tapped(Protocol):

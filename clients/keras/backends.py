@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .errors import ClientArgumentError
+from ..errors import ClientArgumentError
 
 __all__ = ["BACKENDS", "Sink"]
 

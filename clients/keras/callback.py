@@ -23,10 +23,10 @@ from typing import Any
 import keras
 from keras import ops
 
-from .errors import ClientArgumentError, check_counts
-from .keras_backends import BACKENDS, Sink
-from .osc import Client
-from .stats import layer_grad_norms, layer_weight_stats, log_items
+from ..errors import ClientArgumentError, check_counts
+from ..osc import Client
+from ..stats import layer_grad_norms, layer_weight_stats, log_items
+from .backends import BACKENDS, Sink
 
 __all__ = ["Sonify"]
 
