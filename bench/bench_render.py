@@ -35,7 +35,7 @@ import _answers
 import numpy as np
 
 from trainsound.bridge.config import default
-from trainsound.bridge.mapping.engine import Mapped
+from trainsound.bridge.mapped import Mapped
 from trainsound.bridge.outputs.sine import SineOut
 from trainsound.bridge.wire.osc import encode_message
 

@@ -11,19 +11,17 @@ import heapq
 import logging
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .config import Config
 from .errors import OSCDecodeError
-from .mapping.engine import Engine, Mapped
+from .mapped import Mapped
+from .mapping.engine import Engine, VoiceStore
 from .mapping.solo import Solo, Target
 from .outputs.base import Output
 from .receive.stats import Stats, fmt_sender
 from .wire.osc import Message, decode_message, decode_packet
 from .wire.protocol import CONTROL_PREFIX, Event, ProtocolError, parse_event
-
-if TYPE_CHECKING:
-    from .service.voicestate import VoiceMemory
 
 log = logging.getLogger(__name__)
 #: Every decoded incoming message at DEBUG (the clients log what they send on ``trainsound.osc.out``).
@@ -50,7 +48,7 @@ class Pipeline:
         config: Config,
         outputs: Iterable[Output],
         stats: Stats | None = None,
-        memory: VoiceMemory | None = None,
+        memory: VoiceStore | None = None,
     ) -> None:
         self.config = config
         self.memory = memory
@@ -139,11 +137,8 @@ class Pipeline:
         for run in runs:
             self.runs.pop(run, None)
             for out in self.outputs:
-                release = getattr(out, "release_run", None)  # test doubles may implement only the protocol
-                if release is None:
-                    continue
                 try:
-                    release(run, now)
+                    out.release_run(run, now)
                 except Exception as err:
                     self._output_failed(out, "release_run", err)
         self.engine.forget_runs(set(runs))
@@ -177,15 +172,12 @@ class Pipeline:
         self.config = config
         self._new_engine(config)
         for out in self.outputs:
-            reconfigure = getattr(out, "reconfigure", None)
-            if reconfigure is not None:
-                reconfigure(config)
+            out.reconfigure(config)
 
     def _new_engine(self, config: Config) -> None:
         old = self.engine
         self.engine = Engine(config, max_voices=config.bridge.max_voices, memory=self.memory)
-        self.engine.counters = old.counters  # counters describe the bridge's life, not one engine's
-        self.engine.watch.carry(old.watch)
+        self.engine.carry(old)
 
     def learn(self, target: Target, now: float, seconds: float) -> None:
         """Solo one target for ``seconds`` (MIDI learn); a new learn replaces a running one."""

@@ -16,13 +16,12 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from ..alarms.watch import AlarmsOptions
-from ..alarms.watch import section as alarms_section
+from ..alarms.options import AlarmOptions, AlarmsOptions, alarm_section
+from ..alarms.options import section as alarms_section
 from ..errors import ConfigError
 from ..mapping.groups import AGGREGATES, GROUP_MODES, GroupOptions, GroupPattern, check_patterns
 from ..mapping.rules import Rule, parse_rule
 from ..table import Table, parse_hostport
-from ..wire.midi import DATA_MAX
 from ..wire.protocol import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["MIDI_APIS", "AlarmOptions", "BridgeOptions", "Config", "ConfigError", "MidiOptions", "Rule", "Table",
@@ -98,19 +97,6 @@ class MidiOptions:
     """Member channels of the lower zone (2..members+1); 14 keeps channel 16 for the alarm."""
     bend_range: int = 48
     """Member channels' pitch-bend range in semitones (MPE's default)."""
-
-
-@dataclass(frozen=True)
-class AlarmOptions:
-    channel: int = 16
-    note: int = 90
-    velocity: int = DATA_MAX
-    cc: int = 20
-    cc_value: int = DATA_MAX
-    length: float = 0.4
-    min_interval: float = 0.5
-    max_per_second: float = 10.0
-    """Alarms sounded per second over all addresses (distinct addresses do not multiply it); 0: no limit."""
 
 
 @dataclass(frozen=True)
@@ -277,19 +263,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         bend_range=m.integer("bend_range", md.bend_range, 1, 96),
     )
     m.finish()
-    a = Table(top.raw("alarm", {}), "alarm")
-    d = AlarmOptions()  # the defaults live in one place: the dataclass
-    alarm = AlarmOptions(
-        channel=a.integer("channel", d.channel, 1, 16),
-        note=a.integer("note", d.note, 0, DATA_MAX),
-        velocity=a.integer("velocity", d.velocity, 1, DATA_MAX),
-        cc=a.integer("cc", d.cc, 0, DATA_MAX),
-        cc_value=a.integer("cc_value", d.cc_value, 0, DATA_MAX),
-        length=a.number("length_ms", d.length * 1000.0, 1.0, 60_000.0) / 1000.0,
-        min_interval=a.number("min_interval_ms", d.min_interval * 1000.0, 0.0, 60_000.0) / 1000.0,
-        max_per_second=a.number("max_per_second", d.max_per_second, 0.0, 10_000.0),
-    )
-    a.finish()
+    alarm = alarm_section(Table(top.raw("alarm", {}), "alarm"))
     alarms = alarms_section(Table(top.raw("alarms", {}), "alarms"), nan_note=alarm.note)
     raw_rules = top.raw("mappings", None)
     if raw_rules is None:

@@ -104,7 +104,7 @@ def run_files(out: Path, name: str) -> dict[str, Path]:
 
 def live_devices() -> tuple[bool, bool]:
     """``(sound card, MIDI system)``: what exists here, probed quietly; nothing is started."""
-    from ..outputs.midi import jack_server_id
+    from ..sound.jackserver import jack_server_id
 
     midi = os.path.exists("/dev/snd/seq") or jack_server_id() is not None or sys.platform in ("darwin", "win32")
     audio = False

@@ -21,21 +21,39 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from ..alarms.options import AlarmOptions, AlarmsOptions
 from ..alarms.signals import AlarmSignals
 from ..alarms.watch import Watch
-from ..config import AlarmOptions, Config
 from ..mapped import Counters, Mapped
-from ..ratelog import TokenBucket
 from ..wire import midi as mb
 from ..wire.protocol import Event
-from .groups import RunGroups, groups_rule
+from .groups import GroupOptions, RunGroups, groups_rule
 from .rules import Rule, note_span
 from .scales import AutoRange, linear_scale, log_scale, quantize
 
-if TYPE_CHECKING:
-    from ..service.voicestate import VoiceMemory
+
+class Settings(Protocol):
+    """What the engine reads of a config (:class:`trainsound.bridge.config.Config` has it all)."""
+
+    @property
+    def mappings(self) -> tuple[Rule, ...]: ...
+    @property
+    def alarm(self) -> AlarmOptions: ...
+    @property
+    def alarms(self) -> AlarmsOptions: ...
+    @property
+    def groups(self) -> GroupOptions: ...
+
+
+class VoiceStore(Protocol):
+    """Where voices are remembered per run name across restarts (the daemon's
+    :class:`trainsound.bridge.service.voicestate.VoiceMemory`)."""
+
+    def get(self, run: str, table: tuple[str, ...], stream: tuple[str, ...]) -> int | None: ...
+    def put(self, run: str, table: tuple[str, ...], stream: tuple[str, ...], voice: int) -> None: ...
+
 
 ADDRESS_CACHE_SIZE = 65_536
 #: Events that end a run's first round of layers: its voice groups settle (see :mod:`.groups`).
@@ -52,12 +70,11 @@ class _Stream:
     auto: AutoRange | None = None
 
 
-class Engine(AlarmSignals):
+class Engine:
     """Applies the config's rules to events."""
 
-    def __init__(self, config: Config, max_voices: int = 256, memory: VoiceMemory | None = None) -> None:
+    def __init__(self, config: Settings, max_voices: int = 256, memory: VoiceStore | None = None) -> None:
         self.rules: tuple[Rule, ...] = config.mappings
-        self.alarm_opts: AlarmOptions = config.alarm
         self.max_voices = max_voices
         self.memory = memory
         """Voices remembered per run name across restarts (:mod:`.service.voicestate`); ``None``: first-seen."""
@@ -65,21 +82,30 @@ class Engine(AlarmSignals):
         self._cache: dict[str, list[list[Any]]] = {}
         self._streams: dict[tuple[int, tuple[str, ...]], _Stream] = {}
         self._voices: dict[tuple[str, ...], dict[tuple[str, ...], int]] = {}
-        self._last_alarm: dict[str, float] = {}
-        # On the events' clock (replay and render limit alike); a burst of one second's worth.
-        rate = self.alarm_opts.max_per_second
-        self._alarm_budget = TokenBucket(rate, max(1.0, rate), clock=lambda: 0.0) if rate else None
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
         self._free: dict[tuple[str, ...], list[int]] = {}
-        self.counters = Counters()
-        # One global alarm rate for every kind (NaN and the detectors'): the watch asks _allow.
-        self.watch = Watch(config.alarms, limit=self._allow)
+        self.alarms = AlarmSignals(config.alarm, config.alarms, Counters())
         self._watching = config.alarms.enabled
         self.group_opts = config.groups
         self._groups: dict[tuple[int, str], RunGroups] = {}  # (rule index, run) → the run's layer groups
         self._grouped = tuple(groups_rule(r.voice_key, r.voices, config.groups) for r in self.rules)
-        excluded = {self.alarm_opts.channel, mb.DRUM_CHANNEL}
+        excluded = {config.alarm.channel, mb.DRUM_CHANNEL}
         self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
+
+    @property
+    def counters(self) -> Counters:
+        """What the engine did with the values (mapped, thinned, alarms, …): ``status``'s ``mapping``."""
+        return self.alarms.counters
+
+    @property
+    def watch(self) -> Watch:
+        """The fault detectors' watch (docs/alarms.md)."""
+        return self.alarms.watch
+
+    def carry(self, old: Engine) -> None:
+        """Take over a previous engine's counters and alarm state (a reload: counters describe the
+        bridge's life, not one engine's)."""
+        self.alarms.carry(old.alarms)
 
     # -- matching ---------------------------------------------------------
     def _matches(self, address: str) -> list[list[Any]]:
@@ -142,8 +168,7 @@ class Engine(AlarmSignals):
             if "run" in names and stream[names.index("run")] in runs:
                 del self._streams[(rule_idx, stream)]
                 self._pending.pop((rule_idx, stream), None)
-        self._last_alarm = {a: t for a, t in self._last_alarm.items() if a.split("/")[2] not in runs}
-        self.watch.forget_runs(runs)
+        self.alarms.forget_runs(runs)
         self._groups = {k: g for k, g in self._groups.items() if k[1] not in runs}
         self._cache.clear()  # it remembers voices
 
@@ -191,7 +216,7 @@ class Engine(AlarmSignals):
             # A group of several layers is watched as one stream too (its aggregate); a group of one is its layer.
             if self._watching and rule.kind == "grad_norm" and math.isfinite(value) and rg.layout is not None \
                     and len(rg.layout.members[g]) > 1:
-                out.extend(self.signal(a) for a in self.watch.grad(t, run, f"group {name}", value, layer=False))
+                out.extend(self.alarms.signal(a) for a in self.watch.grad(t, run, f"group {name}", value, layer=False))
 
     def _settle(self, t: float, run: str | None) -> list[Mapped]:  # None: quiet layouts, stalled rounds
         out: list[Mapped] = []
@@ -207,8 +232,7 @@ class Engine(AlarmSignals):
         """Map one event through every matching rule, then the alarms and ticks it raises (docs/alarms.md)."""
         out = self._map_rules(ev)
         if self._watching:
-            for a in self.watch.feed(ev):
-                out.append(self.signal(a))
+            out.extend(self.alarms.signal(a) for a in self.watch.feed(ev))
         return out
 
     def _map_rules(self, ev: Event) -> list[Mapped]:
@@ -219,12 +243,12 @@ class Engine(AlarmSignals):
         if not finite:
             self.counters.nonfinite += 1
         if ev.kind == "event" and ev.name == "nan":
-            self._alarm(ev, -1, (ev.run,), 0, out)
+            self.alarms.nan(ev, -1, (ev.run,), 0, out)
         matches = self._matches(ev.address)
         if not matches:
             if not finite:
                 # No rule for this address, but a non-finite value must still be heard.
-                self._alarm(ev, -1, (ev.run,), 0, out)
+                self.alarms.nan(ev, -1, (ev.run,), 0, out)
             elif not out:
                 self.counters.unmapped += 1
             return out
@@ -238,7 +262,7 @@ class Engine(AlarmSignals):
                 if voice is None:
                     self.counters.voice_limit += 1
                     if not finite and not out:  # no voice to mute, but a NaN is heard all the same
-                        self._alarm(ev, -1, (ev.run,), 0, out)
+                        self.alarms.nan(ev, -1, (ev.run,), 0, out)
                     continue
                 entry[2] = voice
             if not ev.values:
@@ -249,7 +273,7 @@ class Engine(AlarmSignals):
                 self.counters.unmapped += 1
                 continue
             if not math.isfinite(x) or (not finite and not out):
-                self._alarm(ev, rule_idx, stream, voice, out)
+                self.alarms.nan(ev, rule_idx, stream, voice, out)
                 continue
             if self._grouped[rule_idx]:
                 self._group(ev.t, rule_idx, stream, x, out)

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..mapping.engine import Mapped
+from ..config import Config
+from ..mapped import Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
 
@@ -79,6 +80,16 @@ class Output(Protocol):
     def health(self) -> dict[str, Any]:
         """A small dict for status reports: ``{"ok": bool, ...}``."""
 
+    def release_run(self, run: str, now: float) -> None:
+        """A run ended (its ``end`` event, or idle past ``[bridge].run_idle``): silence its voices now."""
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload's new config (SIGHUP): take what applies to an open output; the rest waits for a restart."""
+
+    def describe(self) -> str:
+        """One line for the start-up log: the output and where it goes."""
+        return self.name
+
 
 class BaseOutput:
     """What every output shares: ``closed`` checked in one place, ``close()`` idempotent (mido's ``BaseOutput``).
@@ -110,6 +121,9 @@ class BaseOutput:
 
     def _release_run(self, run: str, now: float) -> None:
         """Nothing sounds on by default."""
+
+    def reconfigure(self, config: Config) -> None:
+        """Nothing to take from a reload by default."""
 
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         raise NotImplementedError

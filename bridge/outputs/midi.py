@@ -11,8 +11,6 @@ channel used.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import heapq
 import logging
 import os
@@ -24,9 +22,9 @@ from typing import Any
 
 from ..config import Config, output_options
 from ..errors import OutputUnavailable
-from ..mapping.engine import Mapped
+from ..mapped import Mapped
 from ..mapping.rules import Rule
-from ..sound.jackserver import jack_server_id, jack_server_listening
+from ..sound.jackserver import jack_server_id, jack_server_listening, quiet_jack
 from ..wire import midi as mb
 from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
@@ -58,50 +56,6 @@ def api_candidates(choice: str) -> list[str]:
     if sys.platform == "win32":
         return ["winmm"]
     return ["jack"]
-
-
-_jack_quiet: list[Any] = []  # the ctypes callback, kept alive
-_jack_quiet_done: set[str] = set()
-
-
-def loaded_libjacks() -> list[str]:
-    """Paths of every libjack mapped into this process (Linux: ``/proc/self/maps``).
-
-    python-rtmidi's wheel bundles its own libjack (``python_rtmidi.libs/libjack-<hash>.so``), so the
-    system's ``libjack.so.0`` found by name is not the one that prints.
-    """
-    found: list[str] = []
-    try:
-        with open("/proc/self/maps") as fh:
-            for line in fh:
-                path = line.rstrip("\n").split(maxsplit=5)[5:]
-                if path and os.path.basename(path[0]).startswith("libjack") and path[0] not in found:
-                    found.append(path[0])
-    except OSError:
-        pass
-    return [p for p in found if "libjacknet" not in p and "libjackserver" not in p]
-
-
-def _quiet_jack() -> None:
-    """Route libjack's own stderr chatter ("Cannot connect to server socket") to DEBUG.
-
-    Done on every libjack actually loaded (after ``import rtmidi``), the bundled one included; where
-    ``/proc`` does not exist, on the system library found by name.
-    """
-    libs = loaded_libjacks() or [n for n in [ctypes.util.find_library("jack")] if n]
-    cb_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
-    for name in libs:
-        if name in _jack_quiet_done:
-            continue
-        try:
-            lib = ctypes.CDLL(name)
-            if not _jack_quiet:
-                _jack_quiet.append(cb_type(lambda msg: log.debug("libjack: %s", msg.decode(errors="replace"))))
-            lib.jack_set_error_function(_jack_quiet[0])
-            lib.jack_set_info_function(_jack_quiet[0])
-            _jack_quiet_done.add(name)
-        except (OSError, AttributeError):
-            pass
 
 
 class MidiOut(BaseOutput):
@@ -140,7 +94,7 @@ class MidiOut(BaseOutput):
             )
         if any(a == "jack" for a, _ in self._apis):
             os.environ.setdefault("JACK_NO_START_SERVER", "1")  # never spawn a jackd behind the user's back
-            _quiet_jack()
+            quiet_jack()
         self.sched = NoteScheduler()
         self.rules: tuple[Rule, ...] = config.mappings
         self.alarm_channel = config.alarm.channel

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import OutputUnavailable, write_failure
-from ..mapping.engine import Mapped
+from ..mapped import Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
 from ..wire.smf import TEMPO, TICKS_PER_BEAT, TICKS_PER_SECOND, TrackBytes, smf_bytes

@@ -40,7 +40,7 @@ from typing import Any
 
 from ..config import Config, output_options
 from ..errors import ConfigError, OutputUnavailable
-from ..mapping.engine import Mapped
+from ..mapped import Mapped
 from ..table import Table, parse_hostport
 from ..wire.osc import I32, encode_message, pack_f32, pad
 from ..wire.protocol import Event

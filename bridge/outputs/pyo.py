@@ -34,7 +34,7 @@ from typing import Any
 
 from ..config import Config, output_options
 from ..errors import ConfigError, OutputUnavailable
-from ..mapping.engine import Mapped
+from ..mapped import Mapped
 from ..ratelog import MULTILINE
 from ..sound.alarms import TICK_KINDS
 from ..sound.engine import EngineLink

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import OutputUnavailable, write_failure
-from ..mapping.engine import Mapped
+from ..mapped import Mapped
 from ..wire.protocol import PROTOCOL_VERSION, Event
 from ..wire.session import SessionWriter
 from .base import BaseOutput, fresh_path

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..config import Config, output_options, presets
 from ..errors import ConfigError, OutputUnavailable
-from ..mapping.engine import Mapped
+from ..mapped import Mapped
 from ..sound.engine import SPAWN, EngineLink
 from ..sound.maps import pitch_hz
 from ..sound.seeds import SONNIFY_CAP_HZ, PeroneSequencer

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..alarms.watch import spoken_label
 from ..config import Config
-from ..mapping.engine import Mapped
+from ..mapped import Mapped
 from ..mapping.groups import band, groups_rule
 from ..sound.maps import DEFAULT_FMIN, DEFAULT_OCTAVES, pan_gains, run_pan
 from ..sound.seeds import SONNIFY_AMPLITUDE, SonnifyLoss

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from ..alarms.watch import Alarm
 from ..config import Config
 from ..errors import TrainsoundError
-from ..mapping.engine import Mapped
+from ..mapped import Mapped
 from ..outputs.base import BaseOutput
 from ..wire.protocol import Event
 from ..wire.session import iter_records

@@ -28,7 +28,7 @@ from .. import __version__
 from ..config import Config
 from ..errors import TrainsoundError
 from ..outputs import OutputSpec, build_outputs
-from ..outputs.base import Output, hurry_outputs
+from ..outputs.base import hurry_outputs
 from ..pipeline import Pipeline
 from ..receive.loop import TcpServer, UdpReceiver
 from ..receive.sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
@@ -58,11 +58,6 @@ MAX_TCP_STATUS = 1 << 18
 #: What a status reply keeps when it must shrink to fit a small UDP request: the counters, no lists.
 #: How often the receive thread hands the web page a fresh status, and forgets the feed's idle runs.
 PUBLISH_INTERVAL = 0.5
-
-
-def describe(out: Output) -> str:
-    d = getattr(out, "describe", None)
-    return d() if callable(d) else out.name
 
 
 class Daemon:
@@ -211,12 +206,12 @@ class Daemon:
                 self.tcp.close()
             raise
         # The feed takes every event like an output (last: after the outputs that sound).
-        self.feed.configure(cfg)
+        self.feed.reconfigure(cfg)
         self.memory = open_memory(cfg)
         self.pipeline = Pipeline(cfg, [*outputs, self.feed], self.stats, memory=self.memory)
         self.receiver = UdpReceiver(sock, self.pipeline, allow, self.tcp, control=self.answer)
         where = sock.getsockname()
-        outs = "; ".join(describe(o) for o in outputs) or "nothing (no outputs)"
+        outs = "; ".join(o.describe() for o in outputs) or "nothing (no outputs)"
         log.info(
             "trainsound bridge %s listening on udp://%s:%d%s; outputs: %s; mapping: %s (%d rules)",
             __version__,
@@ -311,8 +306,7 @@ class Daemon:
         if self.tcp is not None:
             self.tcp.allow = self.receiver.allow
             self.tcp.idle = new.bridge.tcp_idle
-        self.config = new
-        self.feed.configure(new)
+        self.config = new  # the pipeline's reload reconfigured every output, the feed too
         self.reloads += 1
         log.info("reloaded config %s (%d rules)", new.source, len(new.mappings))
         self.notifier.ready(f"reloaded {new.source}")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OutputUnavailable, TrainsoundError
+from .jackserver import quiet_jack
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +224,7 @@ def cmd_ports(args: argparse.Namespace) -> int:
         import rtmidi
     except ImportError as err:
         raise TrainsoundError("listing MIDI ports needs python-rtmidi: pip install 'trainsound[bridge]'") from err
-    from ..outputs.midi import _quiet_jack
-
-    _quiet_jack()
+    quiet_jack()
     for api in rtmidi.get_compiled_api():
         name = rtmidi.get_api_display_name(api)
         try:

@@ -1,4 +1,5 @@
 """Is a JACK server there? Answered without opening a JACK client (which would reorder JACK's graph).
+And libjack's own stderr chatter, routed to the log (:func:`quiet_jack`).
 
 Used by the live outputs that wait for JACK (MIDI, pyo): they start or reconnect when it appears,
 and never start a jackd themselves (``JACK_NO_START_SERVER=1``).
@@ -6,8 +7,14 @@ and never start a jackd themselves (``JACK_NO_START_SERVER=1``).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import os
 import socket
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def server_socket() -> str:
@@ -48,3 +55,47 @@ def jack_server_listening() -> bool:
     finally:
         s.close()
     return True
+
+
+_jack_quiet: list[Any] = []  # the ctypes callback, kept alive
+_jack_quiet_done: set[str] = set()
+
+
+def loaded_libjacks() -> list[str]:
+    """Paths of every libjack mapped into this process (Linux: ``/proc/self/maps``).
+
+    python-rtmidi's wheel bundles its own libjack (``python_rtmidi.libs/libjack-<hash>.so``), so the
+    system's ``libjack.so.0`` found by name is not the one that prints.
+    """
+    found: list[str] = []
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                path = line.rstrip("\n").split(maxsplit=5)[5:]
+                if path and os.path.basename(path[0]).startswith("libjack") and path[0] not in found:
+                    found.append(path[0])
+    except OSError:
+        pass
+    return [p for p in found if "libjacknet" not in p and "libjackserver" not in p]
+
+
+def quiet_jack() -> None:
+    """Route libjack's own stderr chatter ("Cannot connect to server socket") to DEBUG.
+
+    Done on every libjack actually loaded (after ``import rtmidi``), the bundled one included; where
+    ``/proc`` does not exist, on the system library found by name.
+    """
+    libs = loaded_libjacks() or [n for n in [ctypes.util.find_library("jack")] if n]
+    cb_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+    for name in libs:
+        if name in _jack_quiet_done:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+            if not _jack_quiet:
+                _jack_quiet.append(cb_type(lambda msg: log.debug("libjack: %s", msg.decode(errors="replace"))))
+            lib.jack_set_error_function(_jack_quiet[0])
+            lib.jack_set_info_function(_jack_quiet[0])
+            _jack_quiet_done.add(name)
+        except (OSError, AttributeError):
+            pass

@@ -95,11 +95,11 @@ class Feed:
         self.readers = 0
         """Web clients connected now (the server sets it; shown in status)."""
         self.grouped: frozenset[int] = frozenset()
-        """Indexes of the rules whose voices are groups (:meth:`configure`)."""
+        """Indexes of the rules whose voices are groups (:meth:`reconfigure`)."""
         if config is not None:
-            self.configure(config)
+            self.reconfigure(config)
 
-    def configure(self, config: Config) -> None:
+    def reconfigure(self, config: Config) -> None:
         """Learn which rules gather layers into voice groups (at start and on every reload)."""
         self.grouped = frozenset(i for i, r in enumerate(config.mappings)
                                  if groups_rule(r.voice_key, r.voices, config.groups))
@@ -162,6 +162,12 @@ class Feed:
             del self.released[k]
         if stale:
             self.seq += 1
+
+    def release_run(self, run: str, now: float) -> None:
+        """An ended run's rows stay until :meth:`prune` (the daemon's tick): the page shows how it ended."""
+
+    def describe(self) -> str:
+        return self.name
 
     def tick(self, now: float) -> None:
         """Nothing periodic: readers poll."""

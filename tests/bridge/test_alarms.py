@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from faults import EXPECTED, TICKS, Step, faulty, healthy
 
-from trainsound.bridge.alarms.watch import ALARM_KINDS, Alarm
+from trainsound.bridge.alarms.options import ALARM_KINDS
+from trainsound.bridge.alarms.watch import Alarm
 from trainsound.bridge.config import ConfigError, default, from_dict
 from trainsound.bridge.pipeline import Pipeline
 from trainsound.bridge.replay.alarms import AlarmLog

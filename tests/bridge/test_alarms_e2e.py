@@ -24,7 +24,7 @@ from pythonosc.osc_message import OscMessage
 from scipy.signal import fftconvolve
 from support import BridgeProc, free_udp_port
 
-from trainsound.bridge.alarms.watch import DEFAULT_NOTES
+from trainsound.bridge.alarms.options import DEFAULT_NOTES
 from trainsound.bridge.sound.alarms import earcon
 from trainsound.bridge.wire.session import iter_messages
 

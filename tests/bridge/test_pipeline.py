@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from trainsound.bridge.config import default, with_bridge
 from trainsound.bridge.errors import OSCDecodeError
-from trainsound.bridge.mapping.engine import Mapped
+from trainsound.bridge.mapped import Mapped
 from trainsound.bridge.mapping.groups import GroupOptions
+from trainsound.bridge.outputs.base import Output
 from trainsound.bridge.pipeline import Pipeline
 from trainsound.bridge.wire.osc import decode_packet, encode_bundle, encode_message, unix_to_timetag
 from trainsound.bridge.wire.protocol import Event, ProtocolError, parse_event
@@ -21,7 +22,7 @@ from trainsound.bridge.wire.protocol import Event, ProtocolError, parse_event
 NOW = 1_700_000_000.0
 
 
-class Collect:
+class Collect(Output):
     name = "collect"
 
     def __init__(self) -> None:

@@ -15,13 +15,13 @@ import pytest
 
 import trainsound
 from trainsound import Client, ClientArgumentError, send
-from trainsound import activations as activations_mod
-from trainsound import distributed as distributed_mod
 from trainsound import errors as errors_mod
 from trainsound import osc as osc_mod
 from trainsound.bridge.service.status import query
 from trainsound.bridge.wire.osc import encode_bundle, encode_message
 from trainsound.bridge.wire.protocol import parse_event
+from trainsound.torch import activations as activations_mod
+from trainsound.torch import distributed as distributed_mod
 
 
 @pytest.mark.parametrize("module", [osc_mod, errors_mod, activations_mod, distributed_mod])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from trainsound.bridge.mapping.engine import Mapped
+from trainsound.bridge.mapped import Mapped
 from trainsound.bridge.outputs import OutputSpec, build_outputs
 from trainsound.bridge.outputs.base import BaseOutput, Output
 from trainsound.bridge.wire.protocol import Event
