@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from trainsound.errors import ClientArgumentError, require
+from trainsound.errors import ClientArgumentError, check_counts, require
 
 require("lightning", "trainsound.lightning", "lightning", "Lightning")
 
@@ -50,8 +50,7 @@ class Sonify(pl.Callback):
         super().__init__()
         if not isinstance(run, str) or not run:
             raise ClientArgumentError(f"run must be a non-empty string, got {run!r}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ClientArgumentError(f"every must be an integer >= 1, got {every!r}")
+        check_counts(every=every)
         for key in ("auto_loss", "scaler", "optimizer"):
             if key in watch_options:
                 raise ClientArgumentError(f"{key} is set by the Lightning callback itself; leave it out")

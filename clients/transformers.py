@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from trainsound.errors import ClientArgumentError, require
+from trainsound.errors import ClientArgumentError, check_counts, require
 
 require("transformers", "trainsound.transformers", "transformers", "Hugging Face transformers")
 
@@ -57,8 +57,7 @@ class Sonify(TrainerCallback):
     def __init__(self, run: str = "transformers", every: int = 1, **watch_options: Any) -> None:
         if not isinstance(run, str) or not run:
             raise ClientArgumentError(f"run must be a non-empty string, got {run!r}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ClientArgumentError(f"every must be an integer >= 1, got {every!r}")
+        check_counts(every=every)
         for key in ("auto_loss", "scaler", "optimizer", "sum_loss"):
             if key in watch_options:
                 raise ClientArgumentError(f"{key} is set by the Trainer callback itself; leave it out")

@@ -5,12 +5,12 @@ Live (``audio="jack"`` or ``"portaudio"``), :meth:`PyoOut.handle` only appends
 docs/architecture.md); the engine link's feeder thread drains it every few
 milliseconds, keeps the newest value of each stream (:class:`Coalescer`) and
 sends the resulting hook calls to the pyo engine process
-(:func:`..sound.pyo_host.engine_main`), which runs pyo and the patch.
+(:func:`trainsound.patches.pyo.host.engine_main`), which runs pyo and the patch.
 
 Offline (``audio="offline"``, the path of ``trainsound render --pyo-patch``, see
 :func:`..render.render_pyo_session`),
 ``handle`` keeps the events with their times and :meth:`PyoOut.close` renders
-them on pyo's offline server (:func:`..sound.pyo_host.render_offline`): before
+them on pyo's offline server (:func:`trainsound.patches.pyo.host.render_offline`): before
 each block, every event whose recorded time has come in pyo's sample clock is
 fed, so the WAV has the session's timing exactly, whatever the machine's speed.
 
@@ -32,14 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..config import Config, output_options
-from ..errors import ConfigError, OutputUnavailable
-from ..mapped import Mapped
-from ..ratelog import MULTILINE
-from ..sound.alarms import TICK_KINDS
-from ..sound.engine import EngineLink
-from ..sound.jackserver import jack_server_listening
-from ..sound.pyo_host import (
+from ...patches.pyo.host import (
     BUILTIN_PATCHES,
     DEFAULT_BUFFER_SIZE,
     DEFAULT_CHANNELS,
@@ -52,6 +45,13 @@ from ..sound.pyo_host import (
     load_patch,
     render_offline,
 )
+from ..config import Config, output_options
+from ..errors import ConfigError, OutputUnavailable
+from ..mapped import Mapped
+from ..ratelog import MULTILINE
+from ..sound.alarms import TICK_KINDS
+from ..sound.engine import EngineLink
+from ..sound.jackserver import jack_server_listening
 from ..table import Table
 from ..wire.protocol import Event, parse_event
 from .base import BaseOutput

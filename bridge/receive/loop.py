@@ -31,9 +31,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from ..errors import OSCDecodeError
-from ..pipeline import Pipeline
 from ..ratelog import RateLimited, TokenBucket
 from ..wire.osc import OscArg, decode_message
 from ..wire.protocol import CONTROL_PREFIX
@@ -217,6 +217,15 @@ class TcpServer:
     def health(self) -> dict[str, int]:
         return {"connections": len(self.peers), "accepted": self.accepted, "refused": self.refused,
                 "evicted": self.evicted, "idle_closed": self.timed_out}
+
+
+class Pipeline(Protocol):
+    """What the receive loop feeds: :class:`trainsound.bridge.pipeline.Pipeline` (or anything alike)."""
+
+    stats: Stats
+
+    def feed_datagram(self, data: bytes, now: float, sender: object = None) -> None: ...
+    def tick(self, now: float) -> None: ...
 
 
 class UdpReceiver:

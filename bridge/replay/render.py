@@ -16,12 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from ...patches.pyo.host import DEFAULT_SAMPLE_RATE as PYO_SAMPLE_RATE
 from ..config import Config, presets
 from ..config import default as default_config
 from ..config import load as load_config
 from ..errors import TrainsoundError
 from ..pipeline import Pipeline
-from ..sound.pyo_host import DEFAULT_SAMPLE_RATE as PYO_SAMPLE_RATE
 from ..sound.wav import FORMATS
 from ..wire.session import iter_records
 from .alarms import AlarmLog, add_alarm_args, detect, report_alarms

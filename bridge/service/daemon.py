@@ -36,11 +36,10 @@ from ..receive.stats import Stats
 from ..web.feed import Feed
 from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
-from .learn import LEARN_ADDRESSES, answer_learn
+from .answers import LEARN_ADDRESSES, answer_learn, fit_status
 from .reload import ConfigSource, restart_needed
 from .sdnotify import Notifier
 from .signals import StopSignals, take_pending
-from .status import fit_status
 from .voicestate import VoiceMemory, open_memory
 
 log = logging.getLogger("trainsound.bridge")

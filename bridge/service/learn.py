@@ -2,51 +2,19 @@
 
 ``trainsound learn --list`` lists the targets (name, channel, CC or note range);
 ``trainsound learn TARGET`` solos it for ``--seconds`` (default 5): only that
-target's MIDI goes out, with a slow sweep when no data moves it.
+target's MIDI goes out, with a slow sweep when no data moves it. The bridge's side of it is
+:func:`.answers.answer_learn`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
-from ..mapping.solo import DEFAULT_SECONDS, MAX_SECONDS, find_target, list_targets
-from ..wire.osc import OscArg, encode_message
-from .status import ask
-
-if TYPE_CHECKING:
-    from ..pipeline import Pipeline
-
-
-LEARN_ADDRESSES = ("/trainsound/learn", "/trainsound/targets")
-
-
-def answer_learn(pipeline: Pipeline, address: str, args: tuple[OscArg, ...]) -> bytes:
-    """The bridge's reply to ``/trainsound/targets`` or ``/trainsound/learn s:target [f:seconds]``."""
-    body: Any = [t.describe() for t in list_targets(pipeline.engine)]
-    if address == "/trainsound/learn":
-        body = start_learn(pipeline, args)
-    return encode_message(f"{address}.reply", [json.dumps(body)])
-
-
-def start_learn(pipeline: Pipeline, args: tuple[OscArg, ...]) -> dict[str, Any]:
-    """Solo the named target for the given seconds (MIDI learn); what went wrong otherwise, with the valid names."""
-    if not args or not isinstance(args[0], str):
-        return {"ok": False, "error": "/trainsound/learn needs a target name (s) and optional seconds (f)"}
-    name = args[0]
-    seconds = float(args[1]) if len(args) > 1 and isinstance(args[1], (int, float)) else DEFAULT_SECONDS
-    if not 0.0 < seconds <= MAX_SECONDS:
-        return {"ok": False, "error": f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}"}
-    target = find_target(pipeline.engine, name)
-    if target is None:
-        return {"ok": False, "error": f"unknown learn target {name!r}",
-                "targets": [t.name for t in list_targets(pipeline.engine)]}
-    pipeline.learn(target, time.time(), seconds)
-    return {"ok": True, "target": target.describe(), "seconds": seconds}
+from ..mapping.solo import DEFAULT_SECONDS
+from .control import ask
 
 
 def format_target(t: dict[str, Any]) -> str:

@@ -1,9 +1,7 @@
 """``trainsound status``: ask the running bridge for its counters over its own OSC port.
 
-One ``/trainsound/status`` message, one JSON reply (docs/protocol.md). It goes
-over TCP (SLIP) first: the TCP side is served every tick, so the answer does not
-queue behind a UDP flood; UDP is the fallback when TCP is off (its request padded
-to 60 kB, since the bridge never answers UDP with more bytes than it was sent). Exit
+One ``/trainsound/status`` message, one JSON reply (docs/protocol.md), through the one control
+client (:mod:`.control`: TCP first, then UDP). Exit
 code 0 when the bridge answered and every output is healthy, 1 when it did not
 answer, 3 when it answered but an output is unhealthy — usable from scripts and
 monitoring.
@@ -13,135 +11,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import time
 from typing import Any
 
-from pythonosc.osc_message import OscMessage, ParseError
-from pythonosc.osc_message_builder import OscMessageBuilder
-
 from ...transport import TO_HELP, choose_bridge
-from ..errors import TrainsoundError
-from ..wire.slip import SlipDecoder
-from ..wire.slip import encode as slip_encode
+from .control import ControlClient, ask
 
 EXIT_UNHEALTHY = 3
 
 
 STATUS = "/trainsound/status"
-STATUS_REPLY = "/trainsound/status.reply"
-#: Over UDP a reply is never larger than its request (no reflection amplifier, docs/security.md): the UDP
-#: fallback pads its request with a blob so the whole reply fits.
-UDP_REQUEST_SIZE = 60_000
-
-
-def _request(address: str, args: tuple[Any, ...] = ()) -> bytes:
-    # python-osc builds the request and parses the reply: one-off queries, where its cost (5-7× the struct
-    # codec's per message, bench/bench_codec.py) does not matter.
-    b = OscMessageBuilder(address=address)
-    for a in args:
-        b.add_arg(a)
-    return bytes(b.build().dgram)
-
-
-def _json_of(packet: bytes, reply: str) -> Any:
-    """The JSON in a ``reply`` datagram, or ``None`` if it is something else."""
-    try:
-        msg = OscMessage(packet)
-    except ParseError:
-        return None
-    if msg.address != reply or not msg.params or not isinstance(msg.params[0], str):
-        return None
-    return json.loads(msg.params[0])
-
-
-def ask_tcp(host: str, port: int, request: bytes, reply: str, timeout: float = 2.0) -> Any:
-    """Send a control request over OSC-over-TCP and return its JSON reply; ``None`` if nothing answers on TCP."""
-    try:
-        conn = socket.create_connection((host, port), timeout=timeout)
-    except OSError:
-        return None
-    decoder = SlipDecoder(1 << 22)
-    with conn:
-        conn.settimeout(timeout)
-        conn.sendall(slip_encode(request))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                data = conn.recv(1 << 16)
-            except (TimeoutError, OSError):
-                return None
-            if not data:
-                return None
-            for packet in decoder.feed(data):
-                result = _json_of(packet, reply)
-                if result is not None:
-                    return result
-    return None
-
-
-def ask(host: str, port: int, address: str, args: tuple[Any, ...] = (), timeout: float = 2.0) -> Any:
-    """Send control message ``address`` (TCP first, then UDP) and return the JSON of its ``.reply``.
-
-    Raises:
-        TrainsoundError: no reply within ``timeout`` (the bridge is not running there).
-    """
-    request, reply = _request(address, args), f"{address}.reply"
-    via_tcp = ask_tcp(host, port, request, reply, timeout)
-    if via_tcp is not None:
-        return via_tcp
-    padded = _request(address, (*args, bytes(UDP_REQUEST_SIZE)))
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.25)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                s.sendto(padded, (host, port))
-                while True:
-                    data, _ = s.recvfrom(1 << 17)
-                    result = _json_of(data, reply)
-                    if result is not None:
-                        return result
-            except (TimeoutError, ConnectionRefusedError, ValueError):
-                continue  # retry: UDP may lose a datagram during a flood
-            except OSError as err:
-                raise TrainsoundError(f"cannot reach the bridge at {host}:{port}: {err.strerror}") from err
-    raise TrainsoundError(f"no answer from a bridge at {host}:{port} within {timeout:g} s (is it running?)")
-
-
-#: What a status cut to the bone keeps.
-_SUMMARY_KEYS = ("version", "protocol", "uptime", "datagrams", "received", "accepted", "dropped_total")
-
-
-def fit_status(st: dict[str, Any], limit: int) -> str:
-    """``st`` as JSON of at most ``limit`` bytes (ASCII-escaped JSON: bytes = characters), shrunk in steps:
-    the groups' values become counts; voice lists become counts and runs are cut to 100; then only the
-    counters; then ``{"truncated": true, "tcp": true}``; ``""`` when not even that fits."""
-    text = json.dumps(st)
-    if len(text) > limit:
-        st["groups"] = {run: {rule: len(g) for rule, g in rules.items()} for run, rules in st["groups"].items()}
-        text = json.dumps(st)
-    if len(text) > limit:
-        st["voices"] = {k: len(v) for k, v in st["voices"].items()}
-        st["runs"] = st["runs"][:100]
-        st["truncated"] = True
-        text = json.dumps(st)
-    if len(text) > limit:
-        text = json.dumps({k: st[k] for k in _SUMMARY_KEYS} | {"truncated": True, "tcp": bool(st["tcp"])})
-    if len(text) > limit:
-        text = json.dumps({"truncated": True, "tcp": bool(st["tcp"])})
-    return text if len(text) <= limit else ""
 
 
 def query_tcp(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
     """The status over OSC-over-TCP only; ``None`` if nothing answers on TCP."""
-    result: dict[str, Any] | None = ask_tcp(host, port, _request(STATUS), STATUS_REPLY, timeout)
+    with ControlClient(host, port, timeout) as client:
+        result: dict[str, Any] | None = client.tcp(STATUS)
     return result
 
 
 def query(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
-    """Ask for ``/trainsound/status`` and wait for the reply (see :func:`ask`)."""
+    """Ask for ``/trainsound/status`` and wait for the reply (see :func:`.control.ask`)."""
     result: dict[str, Any] = ask(host, port, STATUS, (), timeout)
     return result
 
@@ -150,9 +39,9 @@ def query(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
 RECENT_SHOWN = 10
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
     """
-    >>> _hms(93784.5)
+    >>> hms(93784.5)
     '1d 02:03:04'
     """
     s = int(seconds)
@@ -166,7 +55,7 @@ def format_status(st: dict[str, Any]) -> str:
     """A human summary of a status reply."""
     lines = [
         f"trainsound bridge {st.get('version', '?')} (protocol {st.get('protocol', '?')}), "
-        f"up {_hms(float(st.get('uptime', 0)))}, listening on {':'.join(map(str, st.get('listen', [])))}"
+        f"up {hms(float(st.get('uptime', 0)))}, listening on {':'.join(map(str, st.get('listen', [])))}"
         + (" udp+tcp" if st.get("tcp") else " udp"),
         f"config: {st.get('config', '?')} (reloads {st.get('reloads', 0)}, refused {st.get('reload_errors', 0)})",
         f"datagrams {st.get('datagrams', 0)}, messages {st.get('received', 0)}, accepted {st.get('accepted', 0)}, "

@@ -11,34 +11,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import select
-import socket
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pythonosc.osc_message import OscMessage, ParseError
-from pythonosc.osc_message_builder import OscMessageBuilder
-
 from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
-from ..wire.slip import SlipDecoder
-from ..wire.slip import encode as slip_encode
-from .status import UDP_REQUEST_SIZE, _hms
+from .control import ControlClient
+from .status import hms
 
 SNAPSHOT = "/trainsound/snapshot"
-SNAPSHOT_REPLY = "/trainsound/snapshot.reply"
-_REQUEST = OscMessageBuilder(address=SNAPSHOT).build().dgram
-#: Over UDP a reply is never larger than its request (docs/security.md): padded with a blob, like status's.
-_b = OscMessageBuilder(address=SNAPSHOT)
-_b.add_arg(bytes(UDP_REQUEST_SIZE), OscMessageBuilder.ARG_TYPE_BLOB)
-_UDP_REQUEST = _b.build().dgram
-del _b
 SPARK = "▁▂▃▄▅▆▇█"
 #: Points per row kept for its sparkline.
 SPARK_POINTS = 24
@@ -89,71 +76,19 @@ def fmt(v: Any) -> str:
     return f"{v:.3e}" if a and (a < 1e-3 or a >= 1e5) else f"{v:.5g}"
 
 
-class SnapshotClient:
-    """Asks one bridge for snapshots: TCP (SLIP) kept open, UDP when TCP is refused."""
+class SnapshotClient(ControlClient):
+    """Asks one bridge for snapshots: the control client (:mod:`.control`), its TCP connection kept open."""
 
     def __init__(self, host: str, port: int, timeout: float = 1.0) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
-        self.conn: socket.socket | None = None
-        self.decoder = SlipDecoder(1 << 22)
-
-    def _reply(self, packet: bytes) -> dict[str, Any] | None:
-        try:
-            msg = OscMessage(packet)
-        except ParseError:
-            return None
-        if msg.address != SNAPSHOT_REPLY or not msg.params or not isinstance(msg.params[0], str):
-            return None
-        result: dict[str, Any] = json.loads(msg.params[0])
-        return result
-
-    def _tcp(self) -> dict[str, Any] | None:
-        if self.conn is None:
-            try:
-                self.conn = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            except OSError:
-                return None
-            self.decoder = SlipDecoder(1 << 22)
-        conn = self.conn
-        try:
-            conn.sendall(slip_encode(_REQUEST))
-            deadline = time.monotonic() + self.timeout
-            while time.monotonic() < deadline:
-                data = conn.recv(1 << 16)
-                if not data:
-                    break
-                for packet in self.decoder.feed(data):
-                    snap = self._reply(packet)
-                    if snap is not None:
-                        return snap
-        except OSError:
-            pass
-        self.close()
-        return None
-
-    def _udp(self) -> dict[str, Any] | None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.settimeout(self.timeout)
-            try:
-                s.sendto(_UDP_REQUEST, (self.host, self.port))
-                while True:
-                    data, _ = s.recvfrom(1 << 17)
-                    snap = self._reply(data)
-                    if snap is not None:
-                        return snap
-            except OSError:
-                return None
+        super().__init__(host, port, timeout)
 
     def get(self) -> dict[str, Any] | None:
         """A snapshot, or ``None`` if no bridge answered within the timeout."""
-        return self._tcp() or self._udp()
-
-    def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(OSError):
-                self.conn.close()
-            self.conn = None
+        try:
+            snap: dict[str, Any] | None = self.ask(SNAPSHOT)
+        except TrainsoundError:
+            return None
+        return snap
 
 
 class History:
@@ -191,7 +126,7 @@ def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, h
     # Two lines that fit 80 columns: who and how much, then losses and health.
     lines.append(Text.assemble(
         ("trainsound top ", "bold"),
-        f"{where} up {_hms(c.get('uptime', 0))} msgs {c.get('received', 0)} mapped {m.get('mapped', 0)} (q quits)",
+        f"{where} up {hms(c.get('uptime', 0))} msgs {c.get('received', 0)} mapped {m.get('mapped', 0)} (q quits)",
     ))
     health = " ".join(f"{n}:{'ok' if h.get('ok') else 'NOT OK'}" for n, h in snap.get("outputs", {}).items())
     lines.append(Text(

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from support import BridgeProc, free_udp_port
 
-from trainsound.bridge.service.top import History, SnapshotClient, render, sparkline
+from trainsound.bridge.service.top import SNAPSHOT, History, SnapshotClient, render, sparkline
 
 
 def tmux(*args: str) -> subprocess.CompletedProcess[str]:
@@ -117,7 +117,7 @@ def test_top_shows_a_grouped_gpt2_shaped_run_as_its_groups(udp_port: int) -> Non
                 break
             time.sleep(0.1)
         assert 2 <= len(groups) <= 14
-        for snap in (client.get(), client._udp()):
+        for snap in (client.get(), client.udp(SNAPSHOT)):
             assert snap is not None
             [run] = snap["runs"]
             assert [r["group"] for r in run["rows"]] == list(groups)

@@ -27,7 +27,8 @@ def ungrouped() -> Config:
 
 
 def engine(*rules: Rule, **alarm: object) -> Engine:
-    """An engine with these rules; the fault detectors are off (tests/bridge/test_alarms.py has them) except NaN."""
+    """An engine with these rules; the fault detectors are off (tests/bridge/alarms/test_alarms.py has them)
+    except NaN."""
     base = ungrouped()
     kinds = {k: replace(o, enabled=k == "nan") for k, o in base.alarms.kinds.items()}
     return Engine(replace(base, mappings=rules, alarm=replace(base.alarm, **alarm),  # type: ignore[arg-type]

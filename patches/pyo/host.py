@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OutputUnavailable
-from .engine import child_signals, say_closed, serve_child
+from ...bridge.errors import OutputUnavailable
+from ...bridge.sound.engine import child_signals, say_closed, serve_child
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class PyoOptions:
 
 
 def _patch_class(module: Any, where: str) -> type:
-    from ...patches.pyo.base import Patch
+    from .base import Patch
 
     cls = getattr(module, "PATCH", None)
     if cls is None:
@@ -134,7 +134,7 @@ class PatchHost:
             self._fail("__init__", err)
 
     def run(self, calls: Sequence[Call]) -> None:
-        from ...patches.pyo.base import Value, WeightStats
+        from .base import Value, WeightStats
 
         p = self.patch
         if p is None:

@@ -1,0 +1,65 @@
+"""What the daemon answers to control messages it builds here rather than in the receive loop:
+the status fitted to the room a UDP request leaves, and the learn targets and solo
+(``/trainsound/targets``, ``/trainsound/learn``). The commands that ask are :mod:`.status`,
+:mod:`.top` and :mod:`.learn`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..mapping.solo import DEFAULT_SECONDS, MAX_SECONDS, find_target, list_targets
+from ..pipeline import Pipeline
+from ..wire.osc import OscArg, encode_message
+
+#: What a status cut to the bone keeps.
+_SUMMARY_KEYS = ("version", "protocol", "uptime", "datagrams", "received", "accepted", "dropped_total")
+
+
+def fit_status(st: dict[str, Any], limit: int) -> str:
+    """``st`` as JSON of at most ``limit`` bytes (ASCII-escaped JSON: bytes = characters), shrunk in steps:
+    the groups' values become counts; voice lists become counts and runs are cut to 100; then only the
+    counters; then ``{"truncated": true, "tcp": true}``; ``""`` when not even that fits."""
+    text = json.dumps(st)
+    if len(text) > limit:
+        st["groups"] = {run: {rule: len(g) for rule, g in rules.items()} for run, rules in st["groups"].items()}
+        text = json.dumps(st)
+    if len(text) > limit:
+        st["voices"] = {k: len(v) for k, v in st["voices"].items()}
+        st["runs"] = st["runs"][:100]
+        st["truncated"] = True
+        text = json.dumps(st)
+    if len(text) > limit:
+        text = json.dumps({k: st[k] for k in _SUMMARY_KEYS} | {"truncated": True, "tcp": bool(st["tcp"])})
+    if len(text) > limit:
+        text = json.dumps({"truncated": True, "tcp": bool(st["tcp"])})
+    return text if len(text) <= limit else ""
+
+
+LEARN_ADDRESSES = ("/trainsound/learn", "/trainsound/targets")
+
+
+def answer_learn(pipeline: Pipeline, address: str, args: tuple[OscArg, ...]) -> bytes:
+    """The bridge's reply to ``/trainsound/targets`` or ``/trainsound/learn s:target [f:seconds]``."""
+    body: Any = [t.describe() for t in list_targets(pipeline.engine)]
+    if address == "/trainsound/learn":
+        body = start_learn(pipeline, args)
+    return encode_message(f"{address}.reply", [json.dumps(body)])
+
+
+def start_learn(pipeline: Pipeline, args: tuple[OscArg, ...]) -> dict[str, Any]:
+    """Solo the named target for the given seconds (MIDI learn); what went wrong otherwise, with the valid names."""
+    if not args or not isinstance(args[0], str):
+        return {"ok": False, "error": "/trainsound/learn needs a target name (s) and optional seconds (f)"}
+    name = args[0]
+    seconds = float(args[1]) if len(args) > 1 and isinstance(args[1], (int, float)) else DEFAULT_SECONDS
+    if not 0.0 < seconds <= MAX_SECONDS:
+        return {"ok": False, "error": f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}"}
+    target = find_target(pipeline.engine, name)
+    if target is None:
+        return {"ok": False, "error": f"unknown learn target {name!r}",
+                "targets": [t.name for t in list_targets(pipeline.engine)]}
+    pipeline.learn(target, time.time(), seconds)
+    return {"ok": True, "target": target.describe(), "seconds": seconds}
