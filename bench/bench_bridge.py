@@ -257,7 +257,8 @@ def latency(seconds: float) -> tuple[float, float, int] | str:
         import rtmidi
     except ImportError:
         return "python-rtmidi missing"
-    jackd, _, rt = _jackrig.start_jackd(48_000, JACK_PERIOD)
+    jackd = _jackrig.start_jackd(48_000, JACK_PERIOD)
+    rt = jackd.realtime
     env = dict(os.environ)
     print(f"latency: private jackd, {'realtime' if rt else 'non-realtime'}, {JACK_PERIOD} frames at 48 kHz")
     try:
@@ -296,7 +297,7 @@ def latency(seconds: float) -> tuple[float, float, int] | str:
         lat = (np.array(arrivals[:k]) - np.array(sends[:k])) * 1e6
         return float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), k
     finally:
-        _jackrig.stop_jackd(jackd)
+        jackd.stop(10)
 
 
 # -- the fault detectors' cost (docs/alarms.md) ------------------------------------------------------

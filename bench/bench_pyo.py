@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -33,15 +32,16 @@ from typing import Any
 
 import _answers
 import _jackrig
+from support import JackServer
 
 BLOCK = 256
 RATE = 48_000
 
 
-def start_jackd() -> tuple[subprocess.Popen[bytes], str]:
-    proc, name, rt = _jackrig.start_jackd(RATE, BLOCK)
-    print(f"bench_pyo: jackd {'realtime (SCHED_FIFO)' if rt else 'non-realtime'}")
-    return proc, name
+def start_jackd() -> tuple[JackServer, str]:
+    jack = _jackrig.start_jackd(RATE, BLOCK)
+    print(f"bench_pyo: jackd {'realtime (SCHED_FIFO)' if jack.realtime else 'non-realtime'}")
+    return jack, jack.name
 
 
 def _monitor_main(conn: Any, src: str) -> None:
@@ -198,8 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             mon.close()
         if out is not None:
             out.close()
-        jackd.terminate()
-        jackd.wait(10)
+        jackd.stop(10)
 
     py = sys.version.split()[0]
     print(f"bench_pyo: patch {a.patch}, jackd dummy {RATE} Hz / {BLOCK} frames, {a.layers} layers, python {py}")

@@ -8,16 +8,14 @@ the README's test command installs and starts what they need, so in CI they run 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import BridgeProc, MidiProbe, Recorder, free_udp_port
+from support import BridgeProc, JackServer, MidiProbe, Recorder, free_udp_port
 
 
 @pytest.fixture(autouse=True)
@@ -37,32 +35,13 @@ def jack_server() -> Iterator[str]:
 
     Every JACK client in this process and its children finds it through JACK_DEFAULT_SERVER.
     """
-    if not shutil.which("jackd"):
-        pytest.fail("jackd is not installed: run the README's test command, which installs jackd2")
-    name = f"ts_{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
-    # jackd's log goes to a file: a pipe nobody reads would block it once full.
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed at teardown)
-    proc = subprocess.Popen(
-        ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1", JACK_NO_AUDIO_RESERVATION="1")
-    r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
-    if r.returncode != 0:
-        proc.kill()
-        log.seek(0)
-        pytest.fail("jackd did not come up: " + log.read().decode(errors="replace")[-500:])
-    yield name
-    proc.terminate()
     try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+        jack = JackServer("ts").start()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    jack.use()
+    yield jack.name
+    jack.stop()
     os.environ.pop("JACK_DEFAULT_SERVER", None)
 
 

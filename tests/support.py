@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,88 @@ from trainsound.bridge.wire.osc import decode_message, encode_message
 
 SF2 = "/usr/share/sounds/sf2/TimGM6mb.sf2"
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str | Callable[[], str] = "condition",
+               every: float = 0.02) -> Any:
+    """Poll ``check`` until it returns something true, and return that; fail the test after ``timeout`` s
+    (``what`` names what was awaited; a callable is asked at the failure, to show the state then).
+
+    The suite's one polling helper: tests wait for what they assert, never for a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what() if callable(what) else what} not met within {timeout:g} s")
+        time.sleep(every)
+
+
+class JackServer:
+    """A private jackd (dummy backend): the one launcher of the tests and the benchmarks.
+
+    ``realtime=True`` asks for SCHED_FIFO first and falls back to ``--no-realtime``: benchmarks measure
+    the bridge, not the scheduler (a non-realtime jackd on a loaded 2-core VM misses its own deadlines,
+    about one xrun per 10 s here when idle); tests keep ``--no-realtime``, which runs everywhere.
+    """
+
+    def __init__(self, prefix: str = "ts", rate: int = 48_000, period: int = 256, realtime: bool = False,
+                 name: str | None = None) -> None:
+        self.name = name or f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.rate, self.period, self.want_realtime = rate, period, realtime
+        self.realtime = False
+        self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1",
+                        JACK_NO_AUDIO_RESERVATION="1")
+        self.proc: subprocess.Popen[bytes] | None = None
+        # jackd's log goes to a file: a pipe nobody reads would block it once full.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the object; a restart appends)
+
+    def start(self, wait: bool = True) -> JackServer:
+        """Start jackd (and wait until it serves, unless ``wait`` is False).
+
+        Raises:
+            RuntimeError: jackd is not installed or did not come up (its last words in the message).
+        """
+        if not shutil.which("jackd"):
+            raise RuntimeError("jackd is not installed: run the README's test command, which installs jackd2")
+        for rt in [True, False] if self.want_realtime else [False]:
+            mode = ["-R", "-P", "70"] if rt else ["--no-realtime"]
+            self.proc = subprocess.Popen(
+                ["jackd", *mode, "-n", self.name, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)],
+                env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+            if not wait or self.wait():
+                self.realtime = rt
+                return self
+            self.kill()
+        self.log.seek(0)
+        raise RuntimeError("jackd did not come up: " + self.log.read().decode(errors="replace")[-500:])
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Whether the server serves within ``timeout`` s (``jack_wait``)."""
+        ok = subprocess.run(["jack_wait", "-w", "-t", str(int(timeout))], env=self.env,
+                            capture_output=True).returncode == 0
+        return ok and self.proc is not None and self.proc.poll() is None
+
+    def use(self) -> None:
+        """Make this server the one every JACK client of this process and its children finds."""
+        os.environ.update(JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1", JACK_NO_AUDIO_RESERVATION="1")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (its slot in JACK's server registry stays until a clean stop)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def free_udp_port() -> int:
@@ -69,13 +155,8 @@ class Recorder:
         self._stopped = False
 
     def connect_when_present(self, src: str, timeout: float = 10.0) -> None:
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            if self.client.get_ports(src):
-                self.client.connect(src, self.port)
-                return
-            time.sleep(0.01)
-        raise TimeoutError(f"JACK port {src} did not appear within {timeout} s")
+        wait_until(lambda: self.client.get_ports(src), timeout, f"JACK port {src} appearing", every=0.01)
+        self.client.connect(src, self.port)
 
     def stop(self) -> np.ndarray:
         if not self._stopped:
@@ -191,11 +272,7 @@ class BridgeProc:
 
     def wait_output_ok(self, name: str, timeout: float = 10.0) -> None:
         """Wait until the status reports output ``name`` healthy (e.g. MIDI connected)."""
-        t0 = time.time()
-        while not self.status()["outputs"].get(name, {}).get("ok"):
-            if time.time() - t0 > timeout:
-                raise TimeoutError(f"output {name} not ok after {timeout} s")
-            time.sleep(0.05)
+        wait_until(lambda: self.status()["outputs"].get(name, {}).get("ok"), timeout, f"output {name} ok", every=0.05)
         time.sleep(0.1)  # the port connection itself settles within a JACK cycle or two
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> tuple[int, str]:

@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 from support import BridgeProc, free_udp_port
@@ -65,13 +64,3 @@ def chrome() -> Any:
         opts.add_argument(f)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver_path), options=opts)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = check()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not met within {timeout} s")

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, free_udp_port
-from webrig import chrome, free_tcp_port, logged_url, wait_for, web_bridge
+from support import ROOT, free_udp_port, wait_until
+from webrig import chrome, free_tcp_port, logged_url, web_bridge
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SCREENSHOT = ROOT / "docs" / "img" / "web-page.png"
@@ -47,7 +47,7 @@ def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) ->
     b = web_bridge(f"127.0.0.1:{web}")
     try:
         driver.get(f"http://127.0.0.1:{web}/")
-        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1, what="the page's first hello")
+        wait_until(lambda: js(driver, "window.trainsound.state.hellos") >= 1, what="the page's first hello")
         b.send("/nn/webrun/step", 42)
         for i in range(40):  # over 2 s, so that the plots have something to scroll
             b.send("/nn/webrun/grad_norm/conv1", 0.5 + 0.2 * math.sin(i / 4) + i * 0.005)
@@ -56,7 +56,7 @@ def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) ->
             b.send("/nn/otherrun/grad_norm/conv1", 3.0 + math.cos(i / 5))
             time.sleep(0.05)
         last = f"{0.5 + 0.2 * math.sin(39 / 4) + 39 * 0.005:.5g}"
-        wait_for(lambda: last in page_text(driver, "tr[data-run='webrun'][data-group='conv1']"), what="conv1's value")
+        wait_until(lambda: last in page_text(driver, "tr[data-run='webrun'][data-group='conv1']"), what="conv1's value")
         rows = page_text(driver, "#runs")  # conv1, fc2: voice groups of one layer each (named as the layer)
         for text in ("webrun", "otherrun", "conv1", "fc2", "loss", "grad_norm", "step 42", "1.025", "0.098"):
             assert text in rows, text
@@ -65,28 +65,28 @@ def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) ->
         assert 110.0 <= hz <= 3520.0
 
         b.send("/nn/webrun/grad_norm/conv2", float("nan"))
-        wait_for(lambda: "nan in conv2" in page_text(driver, "#alarms li"), what="the NaN in the alarm log")
+        wait_until(lambda: "nan in conv2" in page_text(driver, "#alarms li"), what="the NaN in the alarm log")
         assert "webrun step 42" in page_text(driver, "#alarms li")
         from selenium.webdriver.common.by import By
 
         assert driver.find_element(By.ID, "alarms").get_attribute("aria-live") == "assertive"
-        wait_for(lambda: "accepted" in page_text(driver, "#counters") and "feed" in page_text(driver, "#outputs"),
+        wait_until(lambda: "accepted" in page_text(driver, "#counters") and "feed" in page_text(driver, "#outputs"),
                  what="counters and output health")
 
         driver.find_element(By.ID, "listen").click()
-        wait_for(lambda: js(driver, "window.trainsound.engine.running"), what="the AudioContext running")
-        levels = [wait_for(lambda: js(driver, "window.trainsound.engine.rms()") > 0.01, what="sound") and
+        wait_until(lambda: js(driver, "window.trainsound.engine.running"), what="the AudioContext running")
+        levels = [wait_until(lambda: js(driver, "window.trainsound.engine.rms()") > 0.01, what="sound") and
                   js(driver, "window.trainsound.engine.rms()") for _ in range(3)]
         assert min(levels) > 0.01, levels
         assert js(driver, "window.trainsound.engine.voices.size") == 4  # conv1, fc2, loss of webrun; conv1 of otherrun
         # Mute everything: the page falls silent.
         driver.find_element(By.CSS_SELECTOR, "section[aria-label='run webrun'] button").click()
         driver.find_element(By.CSS_SELECTOR, "section[aria-label='run otherrun'] button").click()
-        wait_for(lambda: js(driver, "window.trainsound.engine.rms()") < 1e-3, what="silence after muting both runs")
+        wait_until(lambda: js(driver, "window.trainsound.engine.rms()") < 1e-3, what="silence after muting both runs")
 
         for run in ("webrun", "otherrun"):  # sound on again for the screenshot
             driver.find_element(By.CSS_SELECTOR, f"section[aria-label='run {run}'] button").click()
-        wait_for(lambda: js(driver, "window.trainsound.engine.rms()") > 0.01, what="sound after unmuting")
+        wait_until(lambda: js(driver, "window.trainsound.engine.rms()") > 0.01, what="sound after unmuting")
         time.sleep(0.3)  # one more plot frame
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(tmp_path / "page.png"))
@@ -106,7 +106,7 @@ def test_a_grouped_gpt2_shaped_run_shows_its_voice_groups(driver: Any) -> None:
     b = web_bridge(f"127.0.0.1:{web}")
     try:
         driver.get(f"http://127.0.0.1:{web}/")
-        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        wait_until(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
         layers = [f"transformer.h.{i}.{p}" for i in range(12) for p in
                   ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")]
         for step in range(3):
@@ -114,9 +114,9 @@ def test_a_grouped_gpt2_shaped_run_shows_its_voice_groups(driver: Any) -> None:
             for k, layer in enumerate(layers):
                 b.send(f"/nn/gpt2/grad_norm/{layer}", 0.01 * (k + 1) * (step + 1))
             time.sleep(0.1)
-        groups = wait_for(lambda: b.status()["groups"].get("gpt2", {}).get("grad_norm_notes"), what="the groups")
+        groups = wait_until(lambda: b.status()["groups"].get("gpt2", {}).get("grad_norm_notes"), what="the groups")
         sel = "section[aria-label='run gpt2'] tr[data-id]"
-        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, sel)) == len(groups), what="a row per group")
+        wait_until(lambda: len(driver.find_elements(By.CSS_SELECTOR, sel)) == len(groups), what="a row per group")
         trs = driver.find_elements(By.CSS_SELECTOR, sel)
         assert 2 <= len(groups) <= 14 and [tr.get_attribute("data-group") for tr in trs] == list(groups)
         assert not any(tr.get_attribute("data-id").startswith("/nn/") for tr in trs)
@@ -134,16 +134,16 @@ def test_keyboard_moves_between_rows_and_mutes_a_group(driver: Any) -> None:
     b = web_bridge(f"127.0.0.1:{web}")
     try:
         driver.get(f"http://127.0.0.1:{web}/")
-        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        wait_until(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
         b.send("/nn/k/grad_norm/a", 1.0)
         b.send("/nn/k/loss", 1.0)
-        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#runs tr[data-id]")) == 2, what="two rows")
+        wait_until(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#runs tr[data-id]")) == 2, what="two rows")
         first, second = driver.find_elements(By.CSS_SELECTOR, "#runs tr[data-id]")
         first.send_keys(Keys.ARROW_DOWN)
         assert driver.switch_to.active_element == second
         second.send_keys("m")
         group = second.get_attribute("data-group")
-        wait_for(lambda: "muted" in second.text, what="the row's group muted")
+        wait_until(lambda: "muted" in second.text, what="the row's group muted")
         assert js(driver, f"window.trainsound.ui.muted.has('group:k/{group}')")
     finally:
         b.stop()
@@ -154,14 +154,14 @@ def test_page_reconnects_after_two_bridge_restarts(driver: Any) -> None:
     b = web_bridge(f"127.0.0.1:{web}", port)
     try:
         driver.get(f"http://127.0.0.1:{web}/")
-        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        wait_until(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
         for n in (2, 3):
             b.stop()
-            wait_for(lambda: "retrying" in page_text(driver, "#conn"), what="the page noticing the bridge gone")
+            wait_until(lambda: "retrying" in page_text(driver, "#conn"), what="the page noticing the bridge gone")
             b = web_bridge(f"127.0.0.1:{web}", port)
-            wait_for(lambda n=n: js(driver, "window.trainsound.state.hellos") >= n, timeout=15, what=f"hello {n}")
+            wait_until(lambda n=n: js(driver, "window.trainsound.state.hellos") >= n, timeout=15, what=f"hello {n}")
             b.send(f"/nn/life{n}/grad_norm/l", 0.25)
-            wait_for(lambda n=n: f"life{n}" in page_text(driver, "#runs"), what=f"run life{n} after restart")
+            wait_until(lambda n=n: f"life{n}" in page_text(driver, "#runs"), what=f"run life{n} after restart")
         assert js(driver, "window.trainsound.state.connects") >= 3
         assert page_text(driver, "#conn") == "connected"
     finally:
@@ -207,16 +207,16 @@ def test_history_per_stream_is_bounded_on_the_page_and_for_late_joiners(driver: 
     b = web_bridge(f"127.0.0.1:{web}", extra=("--config", str(cfg)))
     try:
         driver.get(f"http://127.0.0.1:{web}/")
-        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        wait_until(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
         for i in range(40):
             b.send("/nn/long/loss", float(i + 1))
             time.sleep(0.03)  # one per 20 ms poll at least, so each value is a point
-        wait_for(lambda: "40" in page_text(driver, "tr[data-id='/nn/long/loss']"), what="the last value")
+        wait_until(lambda: "40" in page_text(driver, "tr[data-id='/nn/long/loss']"), what="the last value")
         hist = js(driver, "window.trainsound.model.runs.get('long').rows.get('/nn/long/loss').history")
         assert len(hist) == 10 and hist[-1][1] == 40.0
         driver.refresh()  # a page that joins late gets the server's bounded history
-        wait_for(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
-        wait_for(lambda: "40" in page_text(driver, "tr[data-id='/nn/long/loss']"), what="the value after reload")
+        wait_until(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        wait_until(lambda: "40" in page_text(driver, "tr[data-id='/nn/long/loss']"), what="the value after reload")
         hist = js(driver, "window.trainsound.model.runs.get('long').rows.get('/nn/long/loss').history")
         assert 5 <= len(hist) <= 10 and hist[-1][1] == 40.0
     finally:
@@ -248,9 +248,9 @@ def test_a_request_from_a_non_loopback_address_needs_the_token(driver: Any) -> N
         assert _get(f"http://{addr}:{web}/?token={token}") == 200
         # The page opened with the token gets its assets (cookie) and its WebSocket (token in the URL).
         driver.get(f"http://{addr}:{web}/?token={token}")
-        wait_for(lambda: js(driver, "window.trainsound && window.trainsound.state.hellos") >= 1, what="hello")
+        wait_until(lambda: js(driver, "window.trainsound && window.trainsound.state.hellos") >= 1, what="hello")
         b.send("/nn/far/loss", 0.5)
-        wait_for(lambda: "far" in page_text(driver, "#runs"), what="the run through the token page")
+        wait_until(lambda: "far" in page_text(driver, "#runs"), what="the run through the token page")
         assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         b.stop()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from patchkit import band_energy
-from support import dominant_hz, free_udp_port, rms
+from support import dominant_hz, free_udp_port, rms, wait_until
 
 import trainsound.patches
 
@@ -52,16 +52,16 @@ class Sclang:
             self.lines.append(line.rstrip())
 
     def wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            for line in self.lines:
-                m = pattern.search(line)
-                if m:
-                    return m
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"sclang never printed {pattern.pattern!r}; last lines:\n" + "\n".join(self.lines[-30:]))
+        def check() -> re.Match[str] | None:
+            found = next((m for line in self.lines if (m := pattern.search(line))), None)
+            if found is None and self.proc.poll() is not None:
+                raise AssertionError(f"sclang exited before printing {pattern.pattern!r}; last lines:\n"
+                                     + "\n".join(self.lines[-30:]))
+            return found
+
+        found: re.Match[str] = wait_until(check, timeout, lambda: f"sclang printing {pattern.pattern!r}; last lines:\n"
+                                          + "\n".join(self.lines[-30:]), every=0.05)
+        return found
 
     def stop(self) -> None:
         # The whole group: sclang and the scsynth it booted (both started here, nothing else is in it).

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import free_udp_port
+from support import JackServer, free_udp_port, wait_until
 
 from trainsound.bridge.service.status import query_tcp
 from trainsound.bridge.wire.osc import encode_message
@@ -29,26 +29,10 @@ def status(port: int) -> dict[str, Any]:
     return st
 
 
-def wait_until(pred: Any, timeout: float = 10.0) -> None:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError("condition not met")
-        time.sleep(0.05)
-
-
-def start_jackd(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-
-
-def reclaim(name: str, env: dict[str, str]) -> None:
+def reclaim(name: str) -> None:
     """A jackd killed with SIGKILL keeps its slot in JACK's shared server registry (8 slots for the whole
     machine, reclaimed only by a server of the same name): start one under that name and stop it cleanly."""
-    j = start_jackd(name, env)
-    subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True)
-    j.terminate()
-    j.wait(10)
+    JackServer(name=name).start().stop(10)
 
 
 def test_waiting_for_jack_is_quiet_then_connects_then_says_why_when_jack_dies(tmp_path: Path) -> None:
@@ -74,30 +58,28 @@ def test_waiting_for_jack_is_quiet_then_connects_then_says_why_when_jack_dies(tm
         assert st["ok"] is False and st["why"] == "waiting for JACK server (none running)"
         assert not Path(f"/dev/shm/jack_{name}_{os.getuid()}_0").exists()  # no jackd was started for us
 
-        jackd = start_jackd(name, env)
+        jackd = JackServer(name=name).start(wait=False)
         wait_until(lambda: "MIDI: connected to virtual port trainsound:out (jack)" in log.read_text())
         wait_until(lambda: status(port)["outputs"]["midi"]["ok"])
 
-        jackd.send_signal(signal.SIGKILL)  # leaves its socket file behind
-        jackd.wait()
+        jackd.kill()  # leaves its socket file behind
         wait_until(lambda: not status(port)["outputs"]["midi"]["ok"], timeout=3)
         before = status(port)["outputs"]["midi"]
         assert before["why"].startswith("waiting for JACK server")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for i in range(5):
                 s.sendto(encode_message("/nn/r/grad_norm/l", [0.01 * (i + 1)]), ("127.0.0.1", port))
-        time.sleep(0.3)
-        after = status(port)["outputs"]["midi"]
-        assert after["sent"] == before["sent"] and after["dropped"] > before["dropped"]
+        after = wait_until(lambda: (a := status(port)["outputs"]["midi"])["dropped"] > before["dropped"] and a,
+                           what="the values dropped while JACK is gone")
+        assert after["sent"] == before["sent"]
     finally:
         bridge.send_signal(signal.SIGTERM)
         bridge.wait(20)
         if jackd is not None:
-            if jackd.poll() is None:
-                jackd.terminate()
-                jackd.wait(10)
-            if jackd.returncode == -signal.SIGKILL:
-                reclaim(name, env)
+            killed = jackd.proc is not None and jackd.proc.returncode == -signal.SIGKILL
+            jackd.stop(10)
+            if killed:
+                reclaim(name)
     assert bridge.returncode == 0
     assert len(log.read_text().splitlines()) <= 12, log.read_text()
 
@@ -127,13 +109,12 @@ def test_pyo_waits_for_jack_quietly_and_starts_when_it_appears(tmp_path: Path) -
         assert len(log.read_text().splitlines()) <= 3, log.read_text()
         assert "pyo: waiting for JACK server (none running); the patch starts when it appears" in log.read_text()
 
-        jackd = start_jackd(name, env)
+        jackd = JackServer(name=name).start(wait=False)
         wait_until(lambda: f"pyo output: patch {patch!r} on jack audio" in log.read_text(), timeout=20)
         wait_until(lambda: status(port)["outputs"]["pyo"]["ok"])
     finally:
         bridge.send_signal(signal.SIGTERM)
         bridge.wait(30)
         if jackd is not None:
-            jackd.terminate()
-            jackd.wait(10)
+            jackd.stop(10)
     assert bridge.returncode == 0, log.read_text()

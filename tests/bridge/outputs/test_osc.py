@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from support import wait_until
 
 from trainsound.bridge.config import Table, default
 from trainsound.bridge.errors import ConfigError, OutputUnavailable
@@ -38,13 +39,9 @@ class OscDump:
             self.lines.append(line.strip())
 
     def wait_for(self, needle: str, timeout: float = 5.0) -> list[str]:
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            hits = [ln for ln in self.lines if needle in ln]
-            if hits:
-                return hits
-            time.sleep(0.01)
-        raise AssertionError(f"{needle!r} never reached oscdump; got {self.lines[-5:]}")
+        hits: list[str] = wait_until(lambda: [ln for ln in self.lines if needle in ln], timeout,
+                                     lambda: f"{needle!r} reaching oscdump (got {self.lines[-5:]})", every=0.01)
+        return hits
 
     def close(self) -> None:
         self.proc.terminate()

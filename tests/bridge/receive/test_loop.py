@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import wait_until
 
 from trainsound.bridge.config import default
 from trainsound.bridge.pipeline import Pipeline
@@ -102,15 +102,6 @@ def loop() -> Iterator[tuple[UdpReceiver, Pipeline, int]]:
     udp.close()
 
 
-def _wait(cond: object, timeout: float = 3.0) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met")
-
-
 def test_tcp_and_udp_feed_the_same_pipeline(loop: tuple[UdpReceiver, Pipeline, int]) -> None:
     _recv, pipe, port = loop
     with socket.create_connection(("127.0.0.1", port)) as c, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
@@ -120,7 +111,7 @@ def test_tcp_and_udp_feed_the_same_pipeline(loop: tuple[UdpReceiver, Pipeline, i
         c.settimeout(3)
         data = c.recv(1024)
         assert decode_message(SlipDecoder(1024).feed(data)[0])[0] == "/trainsound/pong"
-        _wait(lambda: pipe.stats.accepted == 2 and sum(pipe.stats.dropped.values()) == 2)
+        wait_until(lambda: pipe.stats.accepted == 2 and sum(pipe.stats.dropped.values()) == 2, 3.0)
     assert pipe.runs.keys() == {"t", "u"}
     assert pipe.stats.dropped == {"frame_too_large": 1, "not_osc": 1}
 
@@ -129,12 +120,12 @@ def test_tcp_connections_are_bounded(loop: tuple[UdpReceiver, Pipeline, int]) ->
     recv, pipe, port = loop
     conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
     try:
-        _wait(lambda: pipe.stats.dropped.get("tcp_too_many_connections") == 1)
+        wait_until(lambda: pipe.stats.dropped.get("tcp_too_many_connections") == 1)
         assert recv.tcp is not None and recv.tcp.health()["connections"] == 2
     finally:
         for c in conns:
             c.close()
-    _wait(lambda: recv.tcp is not None and recv.tcp.health()["connections"] == 0)
+    wait_until(lambda: recv.tcp is not None and recv.tcp.health()["connections"] == 0)
 
 
 def test_tcp_from_outside_the_allowlist_is_refused(loop: tuple[UdpReceiver, Pipeline, int]) -> None:

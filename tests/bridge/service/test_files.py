@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import mido
 import numpy as np
 import pytest
 import soundfile
+from support import wait_until
 
 from trainsound.bridge.wire.session import iter_messages
 
@@ -70,14 +71,6 @@ def fill(disk: Path, leave: int) -> Path:
     return filler
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError("condition not met")
-        time.sleep(0.05)
-
-
 def test_disk_full_and_back_every_file_stays_valid_and_status_says_why(bridge_proc: Any, small_disk: Path) -> None:
     rec, mid, wav = small_disk / "s.tsr", small_disk / "s.mid", small_disk / "s.wav"
     filler = fill(small_disk, leave=160_000)
@@ -94,7 +87,7 @@ def test_disk_full_and_back_every_file_stays_valid_and_status_says_why(bridge_pr
             time.sleep(0.01)
 
     play(1.5)  # 384 kB/s of float32 stereo: the WAV fills the disk within half a second
-    wait_for(lambda: not b.status()["outputs"]["sine"]["ok"])
+    wait_until(lambda: not b.status()["outputs"]["sine"]["ok"])
     st = b.status()["outputs"]
     assert st["sine"]["why"].startswith(f"disk full: {wav}: No space left on device")
     assert st["sine"]["wav_errors"] > 0 and st["sine"]["wav_dropped_frames"] > 0
@@ -103,7 +96,7 @@ def test_disk_full_and_back_every_file_stays_valid_and_status_says_why(bridge_pr
 
     filler.unlink()  # the disk recovers
     play(1.5)
-    wait_for(lambda: all(o["ok"] for o in b.status()["outputs"].values()))
+    wait_until(lambda: all(o["ok"] for o in b.status()["outputs"].values()))
     st = b.status()["outputs"]
     assert "why" not in st["sine"] and "why" not in st["record"] and "why" not in st["midi_file"]
     r = subprocess.run([*TRAINSOUND, "status", "--to", f"127.0.0.1:{b.port}"], capture_output=True, text=True)
@@ -131,7 +124,7 @@ def test_a_wav_at_its_size_limit_goes_on_in_numbered_parts(bridge_proc: Any, tmp
     for i in range(60):
         b.send("/nn/r/grad_norm/l", 0.001 * (1 + i))
         time.sleep(0.01)
-    time.sleep(0.5)
+    wait_until(lambda: (tmp_path / "s.2.wav").exists(), 5.0, "the third part of the WAV")
     rc, err = b.stop()
     assert rc == 0
     parts = [wav, *sorted(tmp_path.glob("s.*.wav"), key=lambda p: int(p.suffixes[0][1:]))]
@@ -155,8 +148,10 @@ def test_the_midi_file_parses_after_kill_9_mid_burst(bridge_proc: Any, tmp_path:
         b.send(f"/nn/r{i % 3}/grad_norm/l{i % 7}", 0.001 * (1 + i % 90))
         if i % 50 == 0:
             time.sleep(0.005)
-    first = b.status()["outputs"]["midi_file"]["events"]
-    time.sleep(2.5)  # at least one save of all of them
+    st = b.status()["outputs"]["midi_file"]
+    first = st["events"]
+    # At least one save of all of them: the one in progress now may have started before the last events.
+    wait_until(lambda: b.status()["outputs"]["midi_file"]["saves"] >= st["saves"] + 2, 10.0, "a save of every event")
     for i in range(2000):  # killed in the middle of this burst and its save
         b.send(f"/nn/r{i % 3}/grad_norm/l{i % 7}", 0.001 * (1 + i % 90))
     b.stop(signal.SIGKILL)
@@ -182,12 +177,12 @@ def test_the_recording_buffer_is_bounded_while_the_disk_is_full(bridge_proc: Any
         b.send_raw(spectrum)
         if i % 10 == 0:
             time.sleep(0.01)
-    wait_for(lambda: b.status()["outputs"]["record"]["shed"] > 0)
+    wait_until(lambda: b.status()["outputs"]["record"]["shed"] > 0)
     st = b.status()["outputs"]["record"]
     assert st["ok"] is False and st["why"].startswith(f"disk full: {rec}")
     assert st["pending_bytes"] <= MAX_PENDING_BYTES
     filler.unlink()
-    wait_for(lambda: b.status()["outputs"]["record"]["ok"])
+    wait_until(lambda: b.status()["outputs"]["record"]["ok"])
     full = b.status()
     st = full["outputs"]["record"]
     rc, err = b.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service_helpers import flood, rss_kib, status_latency, write_config
+from support import wait_until
 
 from trainsound.bridge.wire.osc import encode_bundle, encode_message, unix_to_timetag
 
@@ -46,11 +47,11 @@ def test_flood_keeps_memory_bounded_and_status_answering(bridge_proc: Any, tmp_p
         done.set()
         asker.join()
     rss1 = rss_kib(b.proc.pid)
-    time.sleep(0.3)
-    before = b.status()
+    # The bridge drains what the kernel queued: wait until every datagram is accounted for.
+    before = wait_until(lambda: (st := b.status())["datagrams"] + st["kernel_drops"] >= sent and st, 10.0,
+                        "every flood datagram processed or counted as dropped")
     b.send("/nn/after/grad_norm/fc1", 1.0)
-    time.sleep(0.1)
-    after = b.status()
+    after = wait_until(lambda: "after" in (st := b.status())["runs"] and st, 5.0, "the run after the flood")
     rc, _ = b.stop()
 
     assert rc == 0

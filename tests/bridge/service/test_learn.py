@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import MidiProbe
+from support import MidiProbe, wait_until
 
 pytestmark = pytest.mark.jack
 TS = [sys.executable, "-m", "trainsound.bridge"]
@@ -24,6 +24,13 @@ def stream(bridge: Any, stop: threading.Event) -> None:
         bridge.send("/nn/run1/loss", 3.0 / (1 + i) + 0.1 * (i % 3))
         i += 1
         time.sleep(0.03)
+
+
+def resumed(probe: MidiProbe, since: float) -> bool:
+    """Both a note and the loss CC reached the probe after ``since``: every output plays again."""
+    with probe._lock:
+        after = [m for t, m in probe.messages if t > since]
+    return any(m[0] & 0xF0 == 0x90 for m in after) and any(m[0] & 0xF0 == 0xB0 and m[1] == 74 for m in after)
 
 
 def learn(port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -43,23 +50,23 @@ def test_learn_solos_the_loss_cc_then_everything_resumes(
     feeder = threading.Thread(target=stream, args=(b, stop), daemon=True)
     feeder.start()
     try:
-        time.sleep(0.6)
-        listed = learn(b.port, "--list")
-        assert listed.returncode == 0, listed.stderr
+        listed = wait_until(lambda: (r := learn(b.port, "--list")).returncode == 0
+                            and "grad_norm_notes/run1/l3" in r.stdout and r, what="run1's targets listed")
         assert "loss_brightness/run1" in listed.stdout and "cc 74" in listed.stdout
         assert "grad_norm_notes/run1/l0" in listed.stdout and "notes" in listed.stdout
         r = learn(b.port, "loss_brightness/run1", "--seconds", "2")
         assert r.returncode == 0, r.stderr
         t_start = time.perf_counter()
-        time.sleep(2.4)
+        wait_until(lambda: "learn" not in b.status(), 5.0, "the 2 s solo's end", every=0.05)
         t_end = time.perf_counter()
-        time.sleep(0.8)
+        wait_until(lambda: resumed(midi_probe, t_end), 3.0, "notes and the loss CC after the solo")
     finally:
         stop.set()
         feeder.join()
     with midi_probe._lock:
         msgs = list(midi_probe.messages)
-    # Skip the first 50 ms (messages already in flight) and the last 400 ms (the solo's end).
+    assert t_end - t_start >= 1.9, "the solo ended early"
+    # Skip the first 50 ms (messages already in flight) and the last 450 ms (the solo's end, seen by polling).
     during = [m for t, m in msgs if t_start + 0.05 < t < t_end - 0.45]
     after = [m for t, m in msgs if t > t_end]
     others = [m for m in during if not (m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0xB0 and m[1] == 74))]
@@ -73,7 +80,7 @@ def test_learn_solos_the_loss_cc_then_everything_resumes(
 def test_unknown_target_lists_the_valid_ones(bridge_proc: Any) -> None:
     b = bridge_proc(["--no-midi"])
     b.send("/nn/r/loss", 1.0)
-    time.sleep(0.2)
+    wait_until(lambda: b.status()["accepted"] >= 1, 5.0, "the loss accepted")
     r = learn(b.port, "nope")
     assert r.returncode == 1
     assert "unknown learn target 'nope'" in r.stderr and "loss_brightness/r" in r.stderr
@@ -87,9 +94,9 @@ def test_sweep_when_no_data_moves_the_target(bridge_proc: Any, midi_probe: MidiP
     b = bridge_proc(["--config", str(cfg), "--midi-port", midi_probe.port])
     b.wait_output_ok("midi")
     b.send("/nn/r/loss", 1.0)
-    time.sleep(0.2)
+    wait_until(lambda: b.status()["accepted"] >= 1, 5.0, "the loss accepted")
     assert learn(b.port, "loss_brightness/r", "--seconds", "3").returncode == 0
-    time.sleep(3.2)
+    wait_until(lambda: "learn" not in b.status(), 6.0, "the 3 s solo's end", every=0.05)
     values = [m[2] for m in midi_probe.wait_for(0, timeout=0) if m[0] == 0xB0 and m[1] == 74]
     assert len(set(values)) >= 10 and max(values) - min(values) >= 60, values
     b.stop()

@@ -6,8 +6,6 @@ Uses its OWN jackd (killing the session's shared one would break other tests).
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,52 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import MidiProbe
+from support import JackServer, MidiProbe, wait_until
 
 from trainsound.bridge.wire.session import iter_messages
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
 
-class PrivateJack:
-    def __init__(self) -> None:
-        if not shutil.which("jackd"):
-            pytest.fail("jackd is not installed: apt-get install -y jackd2")
-        self.name = f"tsloss_{uuid.uuid4().hex[:8]}"
-        self.env = dict(
-            os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1", JACK_NO_AUDIO_RESERVATION="1"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["jackd", "--no-realtime", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "256"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        r = subprocess.run(["jack_wait", "-w", "-t", "10"], env=self.env, capture_output=True)
-        assert r.returncode == 0, "private jackd did not come up"
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture
-def private_jack() -> Iterator[PrivateJack]:
-    j = PrivateJack()
-    j.start()
+def private_jack() -> Iterator[JackServer]:
+    j = JackServer("tsloss").start()
     saved = os.environ.get("JACK_DEFAULT_SERVER")
     # MidiProbe (in this process) finds the private server through the environment.
     os.environ["JACK_DEFAULT_SERVER"] = j.name
@@ -70,6 +32,10 @@ def private_jack() -> Iterator[PrivateJack]:
     else:
         os.environ["JACK_DEFAULT_SERVER"] = saved
     j.stop()
+
+
+def _midi_down(b: Any) -> bool:
+    return b.status()["outputs"]["midi"]["ok"] is False
 
 
 def _probe(name: str) -> MidiProbe:
@@ -96,7 +62,7 @@ def _notes_arrive(b: Any, probe: MidiProbe, layer: str, within: float) -> float:
 
 
 def test_bridge_survives_the_peer_and_jackd_dying_and_reconnects(
-    private_jack: PrivateJack, bridge_proc: Any, tmp_path: Path
+    private_jack: JackServer, bridge_proc: Any, tmp_path: Path
 ) -> None:
     session = tmp_path / "loss.tsr"
     probe_name = f"peer_{uuid.uuid4().hex[:6]}"
@@ -108,9 +74,7 @@ def test_bridge_survives_the_peer_and_jackd_dying_and_reconnects(
 
     # 1. The synth (peer) goes away: the bridge notices, keeps recording, reconnects when it is back.
     probe.close()
-    time.sleep(1.5)
-    st = b.status()
-    assert st["outputs"]["midi"]["ok"] is False
+    wait_until(lambda: _midi_down(b), 5.0, "the bridge noticing its peer gone")
     b.send("/nn/loss_run/loss", 0.5)
     probe = _probe(probe_name)
     took = _notes_arrive(b, probe, "b", 5.0)
@@ -119,9 +83,7 @@ def test_bridge_survives_the_peer_and_jackd_dying_and_reconnects(
     # 2. jackd itself dies and comes back.
     probe.close()
     private_jack.kill()
-    time.sleep(1.5)
-    st = b.status()
-    assert st["outputs"]["midi"]["ok"] is False
+    wait_until(lambda: _midi_down(b), 5.0, "the bridge noticing jackd gone")
     b.send("/nn/loss_run/loss", 0.25)
     private_jack.start()
     probe = _probe(probe_name)

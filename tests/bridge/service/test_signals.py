@@ -14,7 +14,7 @@ from typing import Any
 
 import mido
 import pytest
-from support import MidiProbe, free_udp_port
+from support import MidiProbe, free_udp_port, wait_until
 
 from trainsound.bridge.wire.session import iter_messages
 
@@ -91,11 +91,9 @@ def _caught(pid: int) -> int:
 
 
 def _wait_caught(pid: int, sig: int, timeout: float) -> float:
+    """Seconds until process ``pid`` catches ``sig`` (its handler is installed)."""
     t0 = time.monotonic()
-    while not _caught(pid) & (1 << (sig - 1)):
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"signal {sig} never caught")
-        time.sleep(0.001)
+    wait_until(lambda: _caught(pid) & (1 << (sig - 1)), timeout, f"signal {sig} caught", every=0.001)
     return time.monotonic() - t0
 
 

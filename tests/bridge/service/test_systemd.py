@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import unitexpand
-from support import free_udp_port
+from support import free_udp_port, wait_until
 
 from trainsound.bridge.errors import TrainsoundError
 from trainsound.bridge.service.sdnotify import Notifier
@@ -195,15 +195,15 @@ class FakeSystemd:
         self.got: list[str] = []
 
     def wait_for(self, needle: str, timeout: float = 15.0) -> list[str]:
-        import time
-
-        t0 = time.time()
-        while time.time() - t0 < timeout:
+        def check() -> bool:
             if any(needle in m for m in self.got):
-                return self.got
+                return True
             with contextlib.suppress(TimeoutError):
                 self.got.append(self.sock.recv(4096).decode())
-        raise AssertionError(f"no {needle!r} from the bridge; got {self.got}")
+            return False
+
+        wait_until(check, timeout, lambda: f"{needle!r} from the bridge (got {self.got})", every=0.0)
+        return self.got
 
     def close(self) -> None:
         self.sock.close()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from typing import Any
 
 import pytest
+from support import wait_until
 
 from trainsound.bridge.errors import OutputUnavailable
 from trainsound.bridge.sound.engine import EngineLink, child_signals, say_closed, serve_child
@@ -28,13 +28,6 @@ def exiting_child(conn: Any) -> None:
     os._exit(3)
 
 
-def _wait(cond: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.01)
-
-
 def test_handshake_feed_and_replies_then_close() -> None:
     queue: deque[int] = deque()
     got: list[tuple[Any, ...]] = []
@@ -47,7 +40,7 @@ def test_handshake_feed_and_replies_then_close() -> None:
     link = EngineLink("test", echo_child, ("hello",), take=take, on_message=got.append)
     assert link.ready[0] == "hello" and link.ready[1] != os.getpid()
     queue.extend([1, 2, 3])
-    _wait(lambda: got)
+    wait_until(lambda: got)
     assert got[0] == ("echo", 1, 2, 3)
     link.close(timeout=5.0)
     assert not link.alive and link.failed is None
@@ -66,7 +59,7 @@ def test_an_engine_that_exits_at_start_is_named_with_its_exit_code() -> None:
 def test_a_dead_engine_is_reported_once_and_the_bridge_side_goes_on(caplog: Any) -> None:
     link = EngineLink("test", echo_child, ("hi",), take=lambda: ("ping",), on_message=lambda m: None)
     os.kill(link.ready[1], 9)
-    _wait(lambda: link.failed is not None)
+    wait_until(lambda: link.failed is not None)
     assert link.failed is not None and link.failed.startswith("test engine process exited")
     assert link.feed() is False
     link.close(timeout=0.5)  # never raises, never hangs

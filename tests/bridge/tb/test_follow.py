@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from support import wait_until
 
 pytest.importorskip("tensorboard")
 torch = pytest.importorskip("torch")
@@ -77,12 +78,15 @@ def follow(logdir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
 
 
 def wait_for(receiver, pred, timeout: float = 2.0) -> list:
-    t0, got = time.monotonic(), []
-    while time.monotonic() - t0 < timeout:
-        got = receiver.messages()
-        if pred(got):
-            return got
-    raise AssertionError(f"not within {timeout} s; got {got[-5:]}")
+    """The receiver's messages once ``pred`` holds of them."""
+    got: list = []
+
+    def check() -> bool:
+        got[:] = receiver.messages()
+        return pred(got)
+
+    wait_until(check, timeout, lambda: f"messages as expected (got {got[-5:]})", every=0.0)
+    return got
 
 
 def test_follow_picks_up_appended_scalars_and_survives_a_torn_record(receiver, tmp_path) -> None:
