@@ -113,7 +113,7 @@ class Pipeline:
         self.stats.received += 1
         address, args = msg
         if address.startswith(CONTROL_PREFIX):
-            # The receive layer answers control messages that come alone in a datagram (osc_in); one
+            # The receive layer answers control messages that come alone in a datagram (receive/loop); one
             # inside a bundle, or in a recording, is not for the mapping.
             self.stats.drop("control_in_bundle", sender, f"{address}: control messages must come alone")
             return

@@ -1,4 +1,4 @@
-"""Voice groups: the pure layout and aggregation (bridge/groups.py) and the ``[groups]`` config table."""
+"""Voice groups: the pure layout and aggregation (bridge/mapping/groups.py) and the ``[groups]`` config table."""
 
 from __future__ import annotations
 
