@@ -19,6 +19,10 @@ class OutputUnavailable(TrainsoundError, OSError):
     """An output cannot be opened (missing library, no device, port gone)."""
 
 
+class AddressError(TrainsoundError, ValueError):
+    """The bridge's address is not ``host:port`` (or ``tcp://host:port``); the message names where it came from."""
+
+
 class SessionFileError(TrainsoundError, ValueError):
     """A session recording cannot be read; the message names the file."""
 

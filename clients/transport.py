@@ -8,15 +8,18 @@ tunnels.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import socket
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any, Final
 
-from .bridge.wire.protocol import DEFAULT_HOST, DEFAULT_PORT
+from .bridge.errors import AddressError
+from .bridge.wire import address
 from .bridge.wire.slip import encode as slip_encode
 from .errors import ClientArgumentError
 
@@ -27,10 +30,18 @@ __all__ = ["ENV_ADDR", "TO_HELP", "TcpSender", "UdpSender", "choose_bridge", "ma
 log = logging.getLogger("trainsound.osc")
 
 #: ``host:port`` that overrides the default target of every client (an explicit argument wins).
-ENV_ADDR: Final = "TRAINSOUND_ADDR"
+ENV_ADDR: Final = address.ENV_ADDR
 #: ``--to``'s help in every command that talks to a running bridge (``send``, ``status``).
-TO_HELP: Final = (f"the bridge's address, HOST:PORT or tcp://HOST:PORT (default: ${ENV_ADDR}, else "
-                  f"{DEFAULT_HOST}:{DEFAULT_PORT})")
+TO_HELP: Final = address.TO_HELP
+
+
+@contextlib.contextmanager
+def _argument_error() -> Iterator[None]:
+    """The address rule's errors as the clients' own: a wrong argument, named."""
+    try:
+        yield
+    except AddressError as err:
+        raise ClientArgumentError(str(err)) from None
 
 
 def split_transport(text: str, what: str = ENV_ADDR) -> tuple[str, str]:
@@ -39,12 +50,8 @@ def split_transport(text: str, what: str = ENV_ADDR) -> tuple[str, str]:
     >>> split_transport("tcp://127.0.0.1:9150"), split_transport("localhost:9150")
     (('tcp', '127.0.0.1:9150'), ('udp', 'localhost:9150'))
     """
-    scheme, sep, rest = text.strip().partition("://")
-    if not sep:
-        return "udp", text
-    if scheme not in ("udp", "tcp"):
-        raise ClientArgumentError(f"{what} scheme must be udp:// or tcp://, got {text!r}")
-    return scheme, rest
+    with _argument_error():
+        return address.split_transport(text, what)
 
 
 def parse_addr(text: str, what: str = ENV_ADDR) -> tuple[str, int]:
@@ -57,28 +64,20 @@ def parse_addr(text: str, what: str = ENV_ADDR) -> tuple[str, int]:
     ...
     trainsound.errors.ClientArgumentError: TRAINSOUND_ADDR must be host:port, got 'nonsense'
     """
-    host, sep, port = split_transport(text, what)[1].strip().rpartition(":")
-    host = host.strip("[]") or (DEFAULT_HOST if sep else "")  # ":9150" means this machine
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ClientArgumentError(f"{what} must be host:port, got {text!r}")
-    return host, int(port)
+    with _argument_error():
+        return address.parse_addr(text, what)
 
 
 def choose_bridge(to: str | None = None, what: str = "--to") -> tuple[str, str, int]:
-    """Which bridge to talk to, the one rule for every client and command: ``to`` (a ``--to`` option or an
-    argument), else ``$TRAINSOUND_ADDR``, else ``127.0.0.1:9150`` → ``(transport, host, port)``.
+    """Which bridge to talk to (:func:`trainsound.bridge.wire.address.choose_bridge`) → ``(transport, host, port)``.
 
-    >>> choose_bridge("tcp://10.0.0.2:9000")
-    ('tcp', '10.0.0.2', 9000)
     >>> choose_bridge("10.0.0.2", "--to")
     Traceback (most recent call last):
     ...
     trainsound.errors.ClientArgumentError: --to must be host:port, got '10.0.0.2'
     """
-    if to is None:
-        to, what = os.environ.get(ENV_ADDR) or f"{DEFAULT_HOST}:{DEFAULT_PORT}", ENV_ADDR
-    transport = split_transport(to, what)[0]
-    return (transport, *parse_addr(to, what))
+    with _argument_error():
+        return address.choose_bridge(to, what)
 
 
 def resolve_target(host: str | None, port: int | None) -> tuple[str, int]:

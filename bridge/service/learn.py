@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
 from ..mapping.solo import DEFAULT_SECONDS
+from ..wire.address import TO_HELP, choose_bridge
 from .control import ask
 
 

@@ -9,8 +9,8 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
+from ..wire.address import TO_HELP, choose_bridge
 from ..wire.protocol import ProtocolError, split_address
 from ..wire.slip import encode as slip_encode
 

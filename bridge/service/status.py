@@ -13,7 +13,7 @@ import argparse
 import json
 from typing import Any
 
-from ...transport import TO_HELP, choose_bridge
+from ..wire.address import TO_HELP, choose_bridge
 from .control import ControlClient, ask
 
 EXIT_UNHEALTHY = 3

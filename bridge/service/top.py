@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ...transport import TO_HELP, choose_bridge
 from ..errors import TrainsoundError
+from ..wire.address import TO_HELP, choose_bridge
 from .control import ControlClient
 from .status import hms
 
