@@ -28,7 +28,7 @@ class AlarmSignals:
     def __init__(self, opts: AlarmOptions, alarms: AlarmsOptions, counters: Counters) -> None:
         self.opts = opts
         self.counters = counters
-        """The engine's counters (``alarms``, ``alarms_limited``, ``alarm_state_shed``)."""
+        """The engine's counters (this counts ``alarms``, ``alarms_limited``, ``alarm_state_shed``)."""
         self._last_alarm: dict[str, float] = {}
         # On the events' clock (replay and render limit alike); a burst of one second's worth.
         rate = opts.max_per_second
@@ -92,8 +92,3 @@ class AlarmSignals:
         """Drop what ended runs left: their NaN hold-offs and their detectors' state."""
         self._last_alarm = {a: t for a, t in self._last_alarm.items() if a.split("/")[2] not in runs}
         self.watch.forget_runs(runs)
-
-    def carry(self, old: AlarmSignals) -> None:
-        """Take over a previous config's counters and watch state (a reload keeps what the bridge heard)."""
-        self.counters = old.counters
-        self.watch.carry(old.watch)

@@ -84,18 +84,15 @@ class Engine:
         self._voices: dict[tuple[str, ...], dict[tuple[str, ...], int]] = {}
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
         self._free: dict[tuple[str, ...], list[int]] = {}
-        self.alarms = AlarmSignals(config.alarm, config.alarms, Counters())
+        self.counters = Counters()
+        """What the engine did with the values (mapped, thinned, alarms, …): ``status``'s ``mapping``."""
+        self.alarms = AlarmSignals(config.alarm, config.alarms, self.counters)
         self._watching = config.alarms.enabled
         self.group_opts = config.groups
         self._groups: dict[tuple[int, str], RunGroups] = {}  # (rule index, run) → the run's layer groups
         self._grouped = tuple(groups_rule(r.voice_key, r.voices, config.groups) for r in self.rules)
         excluded = {config.alarm.channel, mb.DRUM_CHANNEL}
         self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
-
-    @property
-    def counters(self) -> Counters:
-        """What the engine did with the values (mapped, thinned, alarms, …): ``status``'s ``mapping``."""
-        return self.alarms.counters
 
     @property
     def watch(self) -> Watch:
@@ -105,7 +102,8 @@ class Engine:
     def carry(self, old: Engine) -> None:
         """Take over a previous engine's counters and alarm state (a reload: counters describe the
         bridge's life, not one engine's)."""
-        self.alarms.carry(old.alarms)
+        self.counters = self.alarms.counters = old.counters
+        self.alarms.watch.carry(old.watch)
 
     # -- matching ---------------------------------------------------------
     def _matches(self, address: str) -> list[list[Any]]:
