@@ -87,6 +87,9 @@ class Engine:
         self.counters = Counters()
         """What the engine did with the values (mapped, thinned, alarms, …): ``status``'s ``mapping``."""
         self.alarms = AlarmSignals(config.alarm, config.alarms, self.counters)
+        self.watch: Watch = self.alarms.watch
+        """The fault detectors' watch (docs/alarms.md); the same one for the engine's life (a reload carries
+        its state over)."""
         self._watching = config.alarms.enabled
         self.group_opts = config.groups
         self._groups: dict[tuple[int, str], RunGroups] = {}  # (rule index, run) → the run's layer groups
@@ -94,16 +97,11 @@ class Engine:
         excluded = {config.alarm.channel, mb.DRUM_CHANNEL}
         self._free_channels = [c for c in mb.MIDI_CHANNELS if c not in excluded]
 
-    @property
-    def watch(self) -> Watch:
-        """The fault detectors' watch (docs/alarms.md)."""
-        return self.alarms.watch
-
     def carry(self, old: Engine) -> None:
         """Take over a previous engine's counters and alarm state (a reload: counters describe the
         bridge's life, not one engine's)."""
         self.counters = self.alarms.counters = old.counters
-        self.alarms.watch.carry(old.watch)
+        self.watch.carry(old.watch)
 
     # -- matching ---------------------------------------------------------
     def _matches(self, address: str) -> list[list[Any]]:
@@ -230,7 +228,8 @@ class Engine:
         """Map one event through every matching rule, then the alarms and ticks it raises (docs/alarms.md)."""
         out = self._map_rules(ev)
         if self._watching:
-            out.extend(self.alarms.signal(a) for a in self.watch.feed(ev))
+            for a in self.watch.feed(ev):  # most events raise nothing: no generator made for them
+                out.append(self.alarms.signal(a))
         return out
 
     def _map_rules(self, ev: Event) -> list[Mapped]:
