@@ -59,8 +59,8 @@ class JackServer:
         self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1",
                         JACK_NO_AUDIO_RESERVATION="1")
         self.proc: subprocess.Popen[bytes] | None = None
-        # jackd's log goes to a file: a pipe nobody reads would block it once full.
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the object; a restart appends)
+        self.log: Any = None
+        """jackd's output: a file, since a pipe nobody reads would block it once full (closed by :meth:`stop`)."""
 
     def start(self, wait: bool = True) -> JackServer:
         """Start jackd (and wait until it serves, unless ``wait`` is False).
@@ -70,6 +70,8 @@ class JackServer:
         """
         if not shutil.which("jackd"):
             raise RuntimeError("jackd is not installed: run the README's test command, which installs jackd2")
+        if self.log is None:
+            self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop; a restart after kill appends)
         for rt in [True, False] if self.want_realtime else [False]:
             mode = ["-R", "-P", "70"] if rt else ["--no-realtime"]
             self.proc = subprocess.Popen(
@@ -80,7 +82,9 @@ class JackServer:
                 return self
             self.kill()
         self.log.seek(0)
-        raise RuntimeError("jackd did not come up: " + self.log.read().decode(errors="replace")[-500:])
+        said = self.log.read().decode(errors="replace")[-500:]
+        self.stop()
+        raise RuntimeError("jackd did not come up: " + said)
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Whether the server serves within ``timeout`` s (``jack_wait``)."""
@@ -106,6 +110,9 @@ class JackServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
 
 def free_udp_port() -> int:
