@@ -32,13 +32,12 @@ from typing import Any
 
 import _answers
 import _jackrig
-from support import JackServer
 
 BLOCK = 256
 RATE = 48_000
 
 
-def start_jackd() -> tuple[JackServer, str]:
+def start_jackd() -> tuple[_jackrig.JackServer, str]:
     jack = _jackrig.start_jackd(RATE, BLOCK)
     print(f"bench_pyo: jackd {'realtime (SCHED_FIFO)' if jack.realtime else 'non-realtime'}")
     return jack, jack.name

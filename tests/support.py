@@ -77,7 +77,8 @@ class JackServer:
             self.proc = subprocess.Popen(
                 ["jackd", *mode, "-n", self.name, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)],
                 env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-            if not wait or self.wait():
+            # A realtime jackd that may not have SCHED_FIFO can die just after it came up: give it a moment.
+            if not wait or self.wait(settle=0.2 if rt else 0.0):
                 self.realtime = rt
                 return self
             self.kill()
@@ -86,10 +87,11 @@ class JackServer:
         self.stop()
         raise RuntimeError("jackd did not come up: " + said)
 
-    def wait(self, timeout: float = 10.0) -> bool:
-        """Whether the server serves within ``timeout`` s (``jack_wait``)."""
+    def wait(self, timeout: float = 10.0, settle: float = 0.0) -> bool:
+        """Whether the server serves within ``timeout`` s (``jack_wait``) and still runs ``settle`` s later."""
         ok = subprocess.run(["jack_wait", "-w", "-t", str(int(timeout))], env=self.env,
                             capture_output=True).returncode == 0
+        time.sleep(settle)
         return ok and self.proc is not None and self.proc.poll() is None
 
     def use(self) -> None:

@@ -82,20 +82,24 @@ class Output(Protocol):
 
     def release_run(self, run: str, now: float) -> None:
         """A run ended (its ``end`` event, or idle past ``[bridge].run_idle``): silence its voices now."""
+        return None  # a default (nothing sounds), not an abstract method
 
     def reconfigure(self, config: Config) -> None:
-        """A reload's new config (SIGHUP): take what applies to an open output; the rest waits for a restart."""
+        """A reload's new config (SIGHUP): take what applies to an open output; the rest waits for a restart
+        (nothing, by default)."""
+        return None
 
     def describe(self) -> str:
         """One line for the start-up log: the output and where it goes."""
         return self.name
 
 
-class BaseOutput:
+class BaseOutput(Output):
     """What every output shares: ``closed`` checked in one place, ``close()`` idempotent (mido's ``BaseOutput``).
 
     Subclasses set ``name`` and implement :meth:`_handle`, :meth:`_close` and, where they have periodic
-    work, :meth:`_tick`; :meth:`health` and :meth:`describe` report on them.
+    work, :meth:`_tick`; :meth:`health` and :meth:`describe` report on them (``reconfigure`` and
+    ``describe`` default to the protocol's).
     """
 
     name = "output"
@@ -122,9 +126,6 @@ class BaseOutput:
     def _release_run(self, run: str, now: float) -> None:
         """Nothing sounds on by default."""
 
-    def reconfigure(self, config: Config) -> None:
-        """Nothing to take from a reload by default."""
-
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         raise NotImplementedError
 
@@ -136,9 +137,6 @@ class BaseOutput:
 
     def health(self) -> dict[str, Any]:
         return {"ok": not self.closed}
-
-    def describe(self) -> str:
-        return self.name
 
 
 class NoteScheduler:

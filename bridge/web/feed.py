@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 from ..config import Config
 from ..mapped import Mapped
 from ..mapping.groups import groups_rule
+from ..outputs.base import Output
 from ..wire.protocol import Event
 
 #: Alarms kept for late-joining readers (the page's log, ``trainsound top``).
@@ -76,8 +77,8 @@ class FeedCopy(NamedTuple):
         return out
 
 
-class Feed:
-    """Latest values for readers on other threads (see the module docstring). Follows the Output protocol."""
+class Feed(Output):
+    """Latest values for readers on other threads (see the module docstring); fed like an output."""
 
     name = "feed"
 
@@ -165,9 +166,6 @@ class Feed:
 
     def release_run(self, run: str, now: float) -> None:
         """An ended run's rows stay until :meth:`prune` (the daemon's tick): the page shows how it ended."""
-
-    def describe(self) -> str:
-        return self.name
 
     def tick(self, now: float) -> None:
         """Nothing periodic: readers poll."""
