@@ -109,7 +109,9 @@ class Client:
         self._sender = make_sender(self.host, self.port, self.transport)
         self._base = f"/nn/{self.run}/"
         self._pending: list[bytes] = []
-        self._templates: dict[tuple[str, str], bytes] = {}
+        # Keyed by everything the prefix holds: one address takes several shapes (``step`` with and
+        # without its epoch; blobs of different sizes), and a wrong cached size corrupts the bundle.
+        self._templates: dict[tuple[str, str, str, int], bytes] = {}
         self.nan_seen = False
         self._closed = False
 
@@ -126,8 +128,8 @@ class Client:
 
     # -- encoding -----------------------------------------------------------------------------
     def _prefix(self, kind: str, name: str, tags: str, body_len: int) -> bytes:
-        """Bundle-element size + padded address + type tags, cached per (kind, name)."""
-        key = (kind, name)
+        """Bundle-element size + padded address + type tags, cached per (kind, name, tags, size)."""
+        key = (kind, name, tags, body_len)
         prefix = self._templates.get(key)
         if prefix is None:
             address = self._base + kind if not name else f"{self._base}{kind}/{sanitize(name)}"

@@ -69,6 +69,31 @@ def test_every_message_passes_the_bridge_protocol(receiver) -> None:
     assert blob is not None and np.frombuffer(blob, "<f4").tolist() == [1.0, 0.5, 0.25]
 
 
+def test_one_address_in_several_shapes_stays_well_formed(receiver) -> None:
+    """Issue 22: ``step`` without and then with its epoch (``,i`` then ``,ii``) reused the first shape's cached
+    size, so every later bundle was malformed (the bridge dropped 944 of 1,000 steps). Every datagram is
+    decoded here by python-osc, an encoder of its own, and by the bridge's protocol."""
+    from pythonosc.osc_bundle import OscBundle
+
+    with Client(port=receiver.port, run="r") as c:
+        for i in range(6):
+            c.loss(0.5)
+            c.activation_spectrum("conv1", np.ones(2 + i))  # a blob whose size changes from step to step
+            c.step(i, epoch=None if i < 2 else i // 2)
+    receiver.messages()
+    assert len(receiver.datagrams) == 6
+    seen = []
+    for data in receiver.datagrams:
+        bundle = OscBundle(data)
+        assert bundle.num_contents == 3
+        step, loss, spectrum = (bundle.content(k) for k in range(3))
+        assert (step.address, loss.address, loss.params) == ("/nn/r/step", "/nn/r/loss", [0.5])
+        assert len(spectrum.params[0]) == 4 * (2 + len(seen))
+        seen.append(tuple(step.params))
+    assert seen == [(0,), (1,), (2, 1), (3, 1), (4, 2), (5, 2)]
+    assert all(parse_event(a, args, 0.0, b"") for a, args in receiver.messages())
+
+
 def test_nonfinite_values_are_sent_as_they_are_with_one_nan_event(receiver) -> None:
     with Client(port=receiver.port, run="r") as c:
         c.loss(float("nan"))
