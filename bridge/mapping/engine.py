@@ -29,9 +29,10 @@ from ..alarms.watch import Watch
 from ..mapped import Counters, Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
+from .autorange import AutoRange
 from .groups import GroupOptions, RunGroups, groups_rule
 from .rules import Rule, note_span
-from .scales import AutoRange, linear_scale, log_scale, quantize
+from .scales import linear_scale, log_scale, quantize
 
 
 class Settings(Protocol):
@@ -287,7 +288,7 @@ class Engine:
             n = log_scale(x, *rule.range)
         else:
             if st.auto is None:
-                st.auto = AutoRange(rule.auto_window, start=rule.auto_start)
+                st.auto = AutoRange(start=rule.auto_start)
             n = st.auto.norm(x)
         if rule.clamp or not math.isfinite(n):
             n = 0.0 if n < 0.0 else 1.0 if n > 1.0 else n

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from trainsound.bridge.config import Config, Rule, default, from_dict
+from trainsound.bridge.mapping.autorange import AutoRange
 from trainsound.bridge.mapping.engine import Engine
 from trainsound.bridge.mapping.groups import GroupOptions
 from trainsound.bridge.mapping.rules import compile_pattern
-from trainsound.bridge.mapping.scales import SCALES, AutoRange
+from trainsound.bridge.mapping.scales import SCALES
 from trainsound.bridge.wire import midi as mb
 from trainsound.bridge.wire.protocol import Event, parse_event
 
@@ -131,7 +132,7 @@ def test_auto_range_uses_the_whole_range_for_norms_spanning_decades() -> None:
 
 
 def test_auto_range_linear_fallback_for_non_positive_values() -> None:
-    a = AutoRange(64)
+    a = AutoRange()
     for x in (1.0, 2.0, 3.0):
         a.norm(x)
     assert not math.isnan(a.norm(-1.0)) and a.log is False
