@@ -6,6 +6,12 @@ pre-clip, unscaled ones, and the global ``metric/grad_norm`` is their root sum o
 is the plain :func:`trainsound.watch` machinery (fused norms, one host copy per step, weight
 statistics every ``weights_every``-th report) on the ``LightningModule``.
 
+The loss of every optimizer step is the ``loss`` that ``training_step`` returned, as Lightning
+backpropagates it (divided by ``accumulate_grad_batches``), summed over the step's micro-batches:
+the mean micro-batch loss. Whatever the module logs with ``self.log`` goes out as ``metric/<name>``,
+whatever its name (``loss``, ``train_loss``, ``lr``, ``step``); where the callback sends a metric of
+its own (``lr``, ``grad_norm``, ``loss_scale``) its value wins for that step.
+
 Importing this module without Lightning fails with one line naming the extra to install.
 """
 
@@ -19,19 +25,20 @@ from trainsound.errors import ClientArgumentError, check_counts, require
 require("lightning", "trainsound.lightning", "lightning", "Lightning")
 
 import lightning.pytorch as pl  # noqa: E402
+import torch  # noqa: E402
 
 from trainsound.torch.frame import FrameWatch, first_lr, guarded  # noqa: E402
 
 __all__ = ["Sonify"]
 
 
-
 class Sonify(pl.Callback):
     """Send a Lightning run's telemetry to the trainsound bridge, one bundle per optimizer step.
 
     Sends per-layer gradient norms before clipping (unscaled under AMP), weight statistics, the
-    training loss, every metric the module logs (``self.log``), ``lr`` (first parameter group of
-    the first optimizer), ``grad_norm`` (global, pre-clip), ``loss_scale`` under 16-bit AMP,
+    training loss of every optimizer step, every metric the module logs (``self.log``, any name),
+    ``lr`` (first parameter group of the first optimizer, as the step used it), ``grad_norm``
+    (global, pre-clip), ``loss_scale`` under 16-bit AMP,
     ``event skip`` when the optimizer skipped a step, ``epoch`` events and ``end``.
     With ``accumulate_grad_batches=k`` there is one report per optimizer step; under DDP only
     rank 0 sends (``ranks="all"`` for every rank).
@@ -60,6 +67,8 @@ class Sonify(pl.Callback):
         self.watch: FrameWatch | None = None
         self._before = 0  # watch.step when the step's gradients were taken
         self._captured = False
+        self._lr: float | None = None  # the lr the step used (the scheduler moves it before on_train_batch_end)
+        self._loss: Any = None  # the step's micro-batch losses, summed
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -78,14 +87,17 @@ class Sonify(pl.Callback):
         if self.watch is not None and optimizer is _first(trainer.optimizers):
             self._before = self.watch.step
             self._captured = True
-            self._guard(lambda w: w.capture_grads())
+            self._guard(lambda w: self._before_step(w, optimizer))
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.watch is not None and self._captured:  # an optimizer step ended in this batch
+        if self.watch is None:
+            return
+        self._guard(lambda w: self._add_loss(outputs))
+        if self._captured:  # an optimizer step ended in this batch
             self._captured = False
-            self._guard(lambda w: self._end_step(w, trainer, outputs))
+            self._guard(lambda w: self._end_step(w, trainer))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.teardown(trainer, pl_module, "fit")
@@ -96,19 +108,29 @@ class Sonify(pl.Callback):
             watch.close()
 
     # -- per optimizer step ------------------------------------------------------------------------------
-    def _end_step(self, w: FrameWatch, trainer: pl.Trainer, outputs: Any) -> None:
+    def _before_step(self, w: FrameWatch, optimizer: Any) -> None:
+        self._lr = None
+        w.capture_grads()
+        self._lr = first_lr(optimizer)
+
+    def _add_loss(self, outputs: Any) -> None:
+        """Every micro-batch's loss as Lightning backpropagates it (divided by ``accumulate_grad_batches``)."""
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if _scalar(loss):
+            loss = loss.detach() if isinstance(loss, torch.Tensor) else float(loss)
+            self._loss = loss if self._loss is None else self._loss + loss
+
+    def _end_step(self, w: FrameWatch, trainer: pl.Trainer) -> None:
+        loss, self._loss = self._loss, None
         if w.step == self._before:  # on_before_optimizer_step ran, optimizer.step() did not
             w.mark_skipped()
             return
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if _scalar(v)}
-        lr = first_lr(_first(trainer.optimizers))
-        if lr is not None:
-            metrics["lr"] = lr
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if _scalar(v)}
+        own: dict[str, Any] = {} if self._lr is None else {"lr": self._lr}
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is not None and scaler.is_enabled():
-            metrics["loss_scale"] = scaler.get_scale()
-        w.log(loss if _scalar(loss) else None, **metrics)
+            own["loss_scale"] = scaler.get_scale()
+        w.attach(loss, metrics, own)
         w.flush()
 
     def _guard(self, fn: Callable[[FrameWatch], Any]) -> None:
@@ -120,8 +142,6 @@ def _first(optimizers: Any) -> Any:
 
 
 def _scalar(value: Any) -> bool:
-    import torch
-
     if isinstance(value, torch.Tensor):
         return value.numel() == 1
     return isinstance(value, (int, float)) and not isinstance(value, bool)

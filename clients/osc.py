@@ -25,7 +25,7 @@ import numpy as np
 
 from .bridge.wire.osc import I32, bundle_head, element_prefix, encode_message, pack_blob, pack_f32, pad
 from .bridge.wire.protocol import DEFAULT_HOST, DEFAULT_PORT, EVENT_KINDS, MAX_UNITS, sanitize
-from .errors import ClientArgumentError
+from .errors import ClientArgumentError, Failures
 from .transport import (
     ENV_ADDR,
     TcpSender,
@@ -113,6 +113,8 @@ class Client:
         # without its epoch; blobs of different sizes), and a wrong cached size corrupts the bundle.
         self._templates: dict[tuple[str, str, str, int], bytes] = {}
         self.nan_seen = False
+        #: What failed inside the training steps of the adapter sending with this client (logged once, counted).
+        self.failures = Failures(logging.getLogger("trainsound.adapters"))
         self._closed = False
 
     # -- counters -----------------------------------------------------------------------------
@@ -237,8 +239,11 @@ class Client:
             wire_log.debug("run %s: %d message(s) sent", self.run, len(pending))
 
     def close(self) -> None:
-        """Flush and close the socket. Idempotent."""
+        """Flush and close the socket (logging how often the adapter failed, if it did). Idempotent."""
         if not self._closed:
+            summary = self.failures.summary()
+            if summary is not None:
+                log.info("trainsound: run %s: %s", self.run, summary)
             self.flush()
             self._closed = True
             self._sender.close()
@@ -251,7 +256,8 @@ class Client:
 
     def __repr__(self) -> str:
         return (
-            f"Client(host={self.host!r}, port={self.port}, run={self.run!r}, sent={self.sent}, dropped={self.dropped})"
+            f"Client(host={self.host!r}, port={self.port}, run={self.run!r}, sent={self.sent}, dropped={self.dropped}, "
+            f"failures={self.failures.count})"
         )
 
 

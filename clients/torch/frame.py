@@ -6,6 +6,8 @@
   adapters (Lightning, Hugging Face) call it before the framework clips; the optimizer's pre-step hook
   then keeps them instead of reading the clipped gradients. It also logs ``grad_norm``, the global
   pre-clip norm, computed on the device from the same per-tensor norms (no second pass);
+- :meth:`FrameWatch.attach`: the step's loss, the user's metrics under any name and the adapter's own
+  metrics (which win over a user's metric of the same name), so that nothing a user logs collides;
 - ``scaler=``: a ``torch.amp.GradScaler``. A skipped step (overflow) shows as a smaller scale at the
   next iteration (the scale only shrinks on an overflow), and is sent as ``event skip``; every
   reported step carries ``metric/loss_scale``.
@@ -13,8 +15,7 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,9 +23,7 @@ import torch
 from ..errors import ClientArgumentError
 from .watch import Watch
 
-__all__ = ["FrameWatch", "first_lr"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["FrameWatch", "first_lr", "guarded"]
 
 
 def first_lr(optimizer: Any) -> float | None:
@@ -52,11 +51,20 @@ class FrameWatch(Watch):
         self._scaler = scaler
         self._last_scale: float | None = None
         self._held = False  # grad norms were captured by the framework for this step
-        self._sum_loss = sum_loss  # gradient accumulation: the step's loss is the sum of its backward() losses
         self.skipped = 0
         super().__init__(*args, **kwargs)
+        self._logs.sum_loss = sum_loss  # gradient accumulation: the step's loss is the sum of its backward() losses
 
     # -- entry points for framework adapters -------------------------------------------------------
+    def attach(self, loss: Any = None, metrics: Mapping[str, Any] | None = None,
+               own: Mapping[str, Any] | None = None) -> None:
+        """Attach to the open step its ``loss`` (explicit, for this step), the user's ``metrics`` (any names,
+        ``loss`` and ``lr`` included: they go out as ``metric/<name>``) and the adapter's ``own`` metrics."""
+        if loss is not None:
+            self._logs.loss(loss)
+        self._logs.metrics(metrics or {})
+        self._logs.metrics(own or {}, own=True)
+
     def capture_grads(self, unscale: bool = False) -> Sequence[torch.Tensor] | None:
         """Take the step's gradient norms now (before clipping); returns the per-tensor norms on the device.
 
@@ -73,14 +81,15 @@ class FrameWatch(Watch):
         if norms and unscale and isinstance(scale, torch.Tensor):
             norms = self._grad_norms = torch._foreach_div(list(norms), scale.to(norms[0].device))
         if norms:
-            self.log(grad_norm=torch.linalg.vector_norm(torch.stack([t.float() for t in norms])))
+            total = torch.linalg.vector_norm(torch.stack([t.float() for t in norms]))
+            self._logs.metrics({"grad_norm": total}, own=True)
         return norms
 
     def mark_skipped(self) -> None:
         """The framework says the optimizer skipped this step: send ``event skip`` now, forget the step's grads."""
         self._grad_norms = None
         self._held = False
-        self._logs.pop("grad_norm", None)
+        self._logs.drop("grad_norm")
         self.skipped += 1
         if self.client is not None:
             self.client.event("skip")
@@ -105,9 +114,6 @@ class FrameWatch(Watch):
         scale = getattr(self._scaler, "_scale", None)
         if isinstance(scale, torch.Tensor) and tensor.numel() == 1:  # backward() ran on the scaled loss
             tensor = tensor.detach() / scale.to(tensor.device)
-        previous = self._logs.get("loss")
-        if self._sum_loss and isinstance(previous, torch.Tensor) and not self._explicit_loss:
-            tensor = previous + tensor.detach()
         super()._tap_loss(tensor)
 
     def _check_scaler(self) -> None:
@@ -116,15 +122,12 @@ class FrameWatch(Watch):
             self.mark_skipped()
         self._last_scale = scale
         if self._current is not None:
-            self._logs["loss_scale"] = scale
+            self._logs.metrics({"loss_scale": scale}, own=True)
 
 
 def guarded(watch: FrameWatch | None, fn: Callable[[FrameWatch], Any], who: str) -> None:
-    """``fn(watch)`` when there is a watch; whatever it raises is logged as ``who`` failing, never raised into
-    training (the framework adapters' callbacks all go through here)."""
-    if watch is None:
-        return
-    try:
-        fn(watch)
-    except Exception:  # telemetry must never stop training
-        logger.warning("trainsound: %s failed; training goes on", who, exc_info=True)
+    """``fn(watch)`` when there is a watch; whatever it raises is recorded as ``who`` failing in the watch's
+    :class:`~trainsound.errors.Failures` (one line the first time, then counted), never raised into training
+    (the framework adapters' callbacks all go through here)."""
+    if watch is not None:
+        watch.failures.run(who, lambda: fn(watch))

@@ -20,6 +20,7 @@ from torch import nn
 from ..osc import Client
 from ..stats import abs_max, layer_grad_norms, layer_weight_stats
 from . import distributed as tdist
+from .logs import LOSS, METRIC
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -68,7 +69,7 @@ class Record:
     spectra: dict[str, slice] = field(default_factory=dict)
     units: dict[str, slice] = field(default_factory=dict)  # per-unit mean weights inside the vector
     folded: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)  # log tensors inside the vector
-    logs: dict[str, Any] = field(default_factory=dict)
+    logs: dict[str, Any] = field(default_factory=dict)  # keyed as in StepLogs: "loss", "metric/<name>"
 
     def values(self, wait: bool) -> list[float] | None:
         if self.host is None and self.device is not None:
@@ -221,11 +222,12 @@ def send_record(client: Client, rec: Record, v: list[float], lay: Layout, *, gra
     """Decode a step's vector (see :meth:`Record.values`) into protocol messages and send them as one step."""
     n = len(lay.params)
     logs = resolve_logs(rec, v, device)
-    value = logs.pop("loss", None)
+    value = logs.pop(LOSS, None)
     if value is not None and loss:
         client.loss(value)
-    for name, x in logs.items():
-        client.metric(name, x)
+    for key, x in logs.items():
+        if key.startswith(METRIC):
+            client.metric(key[len(METRIC) :], x)
     pos = 0
     square = _same if rec.reduced else _squares
     if grads and n:

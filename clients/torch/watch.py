@@ -17,7 +17,7 @@ and leave the device once per step as one vector):
   :meth:`Watch.close` sends the last one.
 
 The loss is picked up automatically from ``loss.backward()`` (a thin wrapper around
-``torch.Tensor.backward`` while a watch is active); ``trainsound.log(loss=...)`` overrides it.
+``torch.Tensor.backward`` while a watch is active); ``trainsound.log(loss=...)`` replaces it for that step.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import ClientArgumentError, check_counts
+from ..errors import ClientArgumentError, Failures, check_counts
 from ..osc import Client
 from ..stats import LOG_CHOICES, log_items
 from . import distributed as tdist
 from .activations import DEFAULT_BINS, MAX_BINS, spectrum
+from .logs import StepLogs
 from .loss import LossTap
 from .steps import DeviceStats, Record, send_record, stack_scalars, to_host
 from .units import UnitMeans
@@ -118,8 +119,7 @@ class Watch:
         self._grad_norms: Sequence[torch.Tensor] | None = None
         self._numel: torch.Tensor | None = None
         self._spectra: dict[str, torch.Tensor] = {}
-        self._logs: dict[str, Any] = {}
-        self._explicit_loss = False
+        self._logs = StepLogs()
         self._stepped = False
         self._current: Record | None = None
         self._queue: list[Record] = []
@@ -136,6 +136,8 @@ class Watch:
         self.client: Client | None = None
         if sends:
             self.client = client or Client(host, port, run=tdist.rank_run_name(run, rank, ranks == "all" and world > 1))
+        #: What failed inside training steps: logged once per kind, counted (the client's when it sends).
+        self.failures = self.client.failures if self.client is not None else Failures(logger)
         # A rank that neither sends nor takes part in a collective needs no hooks at all.
         if not sends and not (self.sharded and world > 1):
             return
@@ -205,10 +207,7 @@ class Watch:
             self._guard(self._finish_step)
 
     def _guard(self, fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except Exception:  # telemetry must never crash training
-            logger.warning("trainsound: watch failed at step %d; training goes on", self.step, exc_info=True)
+        self.failures.run("trainsound.watch", fn)  # telemetry must never crash training, nor flood its log
 
     # -- the per-step work ------------------------------------------------------------------------
     def _weights_due(self, step: int) -> bool:
@@ -239,7 +238,7 @@ class Watch:
         sharded = self.sharded and self.world > 1 and n
         if self.client is not None and not sharded:  # fold log tensors known now into the same vector
             device = self.stats.zero.device
-            for key, value in self._logs.items():
+            for key, value in self._logs.values.items():
                 if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device == device:
                     rec.folded[key] = (value, len(scalars))
                     scalars.append(value.reshape(()))
@@ -279,10 +278,10 @@ class Watch:
         """A new training iteration starts: close the previous step's record and send what is ready."""
         if self._current is not None:
             rec, self._current = self._current, None
-            rec.logs, self._logs = self._logs, {}
+            rec.logs = self._logs.take()
             self._queue.append(rec)
         elif self._stepped:
-            self._logs.clear()  # logs of a step that is not reported
+            self._logs.take()  # logs of a step that is not reported
         self._stepped = False
         self._drain(wait=len(self._queue) > MAX_QUEUED)
 
@@ -303,16 +302,17 @@ class Watch:
 
     # -- public -----------------------------------------------------------------------------------
     def log(self, loss: Any = None, **metrics: Any) -> None:
-        """Attach the loss and metrics to the current step (tensors are read on the host once per step)."""
+        """Attach the loss and metrics to the current step (tensors are read on the host once per step).
+
+        A loss given here replaces the one ``backward()`` ran on, for this step only.
+        """
         if loss is not None:
-            self._explicit_loss = True
-            self._logs["loss"] = loss.detach() if isinstance(loss, torch.Tensor) else loss
-        for name, value in metrics.items():
-            self._logs[name] = value.detach() if isinstance(value, torch.Tensor) else value
+            self._logs.loss(loss)
+        self._logs.metrics(metrics)
 
     def _tap_loss(self, tensor: torch.Tensor) -> None:
-        if not self._explicit_loss and tensor.numel() == 1 and not self._closed:
-            self._logs["loss"] = tensor.detach()
+        if tensor.numel() == 1 and not self._closed:
+            self._logs.tap(tensor)
 
     def set_epoch(self, epoch: int) -> None:
         """Send an ``epoch`` event and include ``epoch`` in following ``step`` messages."""

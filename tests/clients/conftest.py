@@ -85,6 +85,7 @@ class BridgeRecording:
     def __init__(self, bridge_proc, tmp_path) -> None:  # type: ignore[no-untyped-def]
         self.bridge_proc = bridge_proc
         self.path = tmp_path / "session.tsr"
+        self.status: dict = {}  # the bridge's status after the last run (its drop counters)
 
     def __call__(self, fn) -> list[tuple[str, tuple]]:  # type: ignore[no-untyped-def]
         """``fn(port)`` trains; returns every ``(address, args)`` the bridge recorded, in order."""
@@ -92,7 +93,7 @@ class BridgeRecording:
 
         bridge = self.bridge_proc(["--no-midi", "--record", str(self.path)])
         fn(bridge.port)
-        bridge.status()  # the bridge answers in arrival order: everything sent before is in
+        self.status = bridge.status()  # the bridge answers in arrival order: everything sent before is in
         bridge.stop()
         return [(a, args) for _, a, args in iter_messages(self.path)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any
@@ -112,6 +113,85 @@ def test_an_amp_overflow_is_an_event_skip(bridge_recording) -> None:
         assert all(math.isfinite(got[f"grad_norm/{layer}"][0]) for layer in LAYERS)
         assert got["grad_norm/net.2"][0] < 100
     assert steps[0]["grad_norm/net.2"][0] == pytest.approx(module.pre_clip[0]["net.2"], rel=1e-4)
+
+
+class Tutorial(pl.LightningModule):
+    """Written the way Lightning's tutorials write it: ``self.log`` of the loss under the usual names, and an
+    optimizer with a per-step LR scheduler (issue 22: this made the callback fail on every step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+        self.losses: list[float] = []
+        self.lrs: list[float] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("loss", loss)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("lr", lr)
+        self.losses.append(loss.item())
+        self.lrs.append(lr)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=1e-2)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=40)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_tutorial_module_sends_the_loss_every_optimizer_step(bridge_recording, caplog, accumulate) -> None:
+    module = Tutorial()
+    msgs = bridge_recording(lambda port: fit(module, port, batches=20, max_epochs=2,
+                                             accumulate_grad_batches=accumulate))
+    assert not [r for r in caplog.records if r.name.startswith("trainsound") and r.levelno >= logging.WARNING]
+    steps = bridge_recording.by_step(msgs, "pl")
+    n = 40 // accumulate
+    assert sorted(steps) == list(range(n)) and bridge_recording.status["dropped"] == {}
+    for i, got in steps.items():
+        micro = module.losses[i * accumulate : (i + 1) * accumulate]
+        assert got["loss"][0] == pytest.approx(sum(micro) / accumulate, rel=1e-5)  # the mean over accumulation
+        assert got["metric/lr"][0] == pytest.approx(module.lrs[i * accumulate], rel=1e-6)  # the lr the step used
+        assert got["metric/loss"][0] == pytest.approx(micro[-1], rel=1e-5)  # what the module logged, by its name
+        assert got["metric/train_loss"] == got["metric/loss"]
+        assert got["step"][1] == i * accumulate // 20  # the epoch
+    assert len({got["metric/lr"][0] for got in steps.values()}) > n // 2  # the scheduler moves it every step
+
+
+def test_a_failing_callback_logs_one_line_and_counts_the_rest(bridge_recording, caplog, monkeypatch) -> None:
+    from trainsound import Client
+    from trainsound.torch.frame import FrameWatch
+
+    def broken(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("Watch.log() got multiple values for argument 'loss'")
+
+    monkeypatch.setattr(FrameWatch, "attach", broken)
+    module = Tutorial()
+    clients: list[Client] = []
+
+    def go(port: int) -> None:
+        clients.append(Client(port=port, run="pl"))
+        torch.manual_seed(0)
+        x, y = torch.randn(48, 8), torch.randint(0, 2, (48,))
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             callbacks=[Sonify(run="pl", client=clients[0])])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(module, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8))
+
+    bridge_recording(go)
+    lines = [r for r in caplog.records if r.name.startswith("trainsound") and r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in lines] == [
+        "trainsound: Lightning callback failed: TypeError: Watch.log() got multiple values for argument 'loss'; "
+        "training goes on (repeats are only counted)"]
+    assert lines[0].exc_info is None  # no traceback
+    assert len(module.losses) == 6  # training went on
+    assert clients[0].failures.count == 6
+    assert clients[0].failures.summary() == "Lightning callback failed 6 times (TypeError)"
 
 
 def test_wrong_arguments_name_themselves() -> None:

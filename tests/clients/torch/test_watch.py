@@ -335,3 +335,91 @@ def test_wrong_arguments_fail_in_the_constructor(seed, kwargs, message) -> None:
 def test_watch_rejects_a_non_module() -> None:
     with pytest.raises(ClientArgumentError, match=r"^model must be a torch\.nn\.Module, got list$"):
         trainsound.watch([1, 2])
+
+
+def mlp_steps(port: int, steps: int, *, epoch_every: int = 0, explicit: dict[int, float] | None = None,
+              **watch_kw: Any) -> tuple[list[float], Any]:
+    """A plain PyTorch loop on a small MLP, the way tutorials write it; returns each step's loss and the handle."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
+    handle = trainsound.watch(model, run="mlp", port=port, **watch_kw)
+    losses = []
+    for i in range(steps):
+        if epoch_every and i % epoch_every == 0 and i:
+            handle.set_epoch(i // epoch_every)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x[i % 8 * 8 : i % 8 * 8 + 8]), y[i % 8 * 8 : i % 8 * 8 + 8])
+        loss.backward()
+        opt.step()
+        if explicit and i in explicit:
+            trainsound.log(loss=explicit[i])
+        losses.append(loss.item())
+    handle.close()
+    return losses, handle
+
+
+def test_set_epoch_keeps_every_later_bundle_whole(bridge_recording) -> None:
+    """Issue 22: after ``set_epoch`` the ``step`` message grew an argument but kept its first template's size;
+    the bridge dropped 944 of 1,000 steps (``bad_bundle``, ``no_address``). Through a real bridge: all arrive."""
+    out: dict[str, list[float]] = {}
+    msgs = bridge_recording(lambda port: out.setdefault("losses", mlp_steps(port, 100, epoch_every=25)[0]))
+    steps = bridge_recording.by_step(msgs, "mlp")
+    assert sorted(steps) == list(range(100))
+    assert bridge_recording.status["dropped"] == {}
+    assert [steps[i]["step"] for i in (0, 24, 25, 99)] == [(0,), (24,), (25, 1), (99, 3)]
+    assert [steps[i]["loss"][0] for i in range(100)] == pytest.approx(out["losses"], rel=1e-6)
+    assert [args[0] for a, args in msgs if a == "/nn/mlp/event"] == ["start", "epoch", "epoch", "epoch", "end"]
+
+
+def test_an_explicit_loss_replaces_the_tapped_one_for_its_step_only(receiver) -> None:
+    """Issue 22: one ``log(loss=…)`` used to stop the loss taken from ``backward()`` for good."""
+    losses, _ = mlp_steps(receiver.port, 6, explicit={2: 42.0})
+    steps = by_step(receiver.messages(), "mlp")
+    assert [steps[i]["loss"][0] for i in range(6)] == pytest.approx([*losses[:2], 42.0, *losses[3:]], rel=1e-6)
+
+
+def test_a_metric_named_like_the_loss_stays_a_metric(receiver) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with trainsound.watch(model, run="m", port=receiver.port) as handle:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            loss.backward()
+            opt.step()
+            handle.log(**{"loss ": 7.0, "step": 3.0})  # any name a user may pick
+    steps = by_step(receiver.messages(), "m")
+    assert sorted(steps) == [0, 1, 2]
+    assert all(got["loss"][0] != 7.0 and got["metric/loss_"] == (7.0,) and got["metric/step"] == (3.0,)
+               for got in steps.values())
+
+
+FAILING = """
+import sys, torch, trainsound
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+handle = trainsound.watch(model, run="f", port=int(sys.argv[1]))
+for i in range(20):
+    opt.zero_grad()
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    opt.step()
+    trainsound.log(note="fast")  # a user's mistake: a metric that is not a number fails every step
+handle.close()
+print(handle.failures.count, handle.failures.summary())
+"""
+
+
+def test_a_failing_watch_prints_one_line_and_counts_the_rest(receiver) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FAILING, str(receiver.port)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.splitlines() == ["trainsound: trainsound.watch failed: ValueError: could not convert string "
+                                        "to float: 'fast'; training goes on (repeats are only counted)"]
+    assert done.stdout.split(maxsplit=1) == ["20", "trainsound.watch failed 20 times (ValueError)\n"]
+    assert ("/nn/f/event", ("end",)) in receiver.messages()
