@@ -1,7 +1,10 @@
 """Seed presets: a named mapping plus a renderer mode for the ``sine`` output.
 
-- ``continuous`` (default): the config's mapping as it is; every (rule, stream)
-  is a sustained voice on a log-frequency pitch map.
+- ``continuous`` (default): the config's mapping as it is, under the foreground budget: per run the
+  loss, the global gradient norm and a spotlight on the most changing group in front, every group a
+  quiet voice in a band of its own (docs/sound.md, "What you hear").
+- ``everything``: every (rule, stream) a sustained voice over the whole log-frequency pitch map, all
+  at once (the ``continuous`` of before the budget).
 - ``perone``: C. Perone's sequenced tones, exactly: per training step, each
   layer's 10 ms sine at ``200 + 100·norm`` Hz, amplitude 0.1, in layer order,
   then 20 ms of silence, at 44.1 kHz; clocked by steps, not by wall time.
@@ -14,7 +17,7 @@
 The seeds' formulas themselves are in :mod:`.sound.seeds`.
 
 >>> [p for p in PRESETS]
-['continuous', 'perone', 'timbre', 'sonnify-loss']
+['continuous', 'everything', 'perone', 'timbre', 'sonnify-loss']
 """
 
 from __future__ import annotations
@@ -40,12 +43,19 @@ class Preset:
     """Replacement mapping rules (also what MIDI outputs play); ``None`` keeps the config's."""
     sample_rate: int | None = None
     """A rate the preset insists on (perone: 44.1 kHz, as the seed)."""
+    focus: bool = True
+    """The sine output's foreground budget (docs/sound.md); ``False``: every stream a voice, all at once."""
 
 
 _PRESETS: dict[str, Preset] = {
     "continuous": Preset(
         "continuous", "continuous",
         "every mapped stream a sustained sine voice, pitch on a log-frequency map (default)",
+    ),
+    "everything": Preset(
+        "everything", "continuous",
+        "every mapped stream its own voice over the whole range, all at once (no foreground budget)",
+        focus=False,
     ),
     "perone": Preset(
         "perone", "perone",

@@ -12,7 +12,7 @@ span covered, so a trend that goes on keeps moving and never reaches the edge.
 (114, 3, True)
 >>> b = AutoRange()
 >>> [round(b.norm(x), 3) for x in (1.0, 2.0, 0.5, 1.5, 1.0)]  # 1.5 sounds between 1.0 and 2.0, as it is
-[0.5, 0.933, 0.217, 0.753, 0.5]
+[0.5, 0.933, 0.067, 0.753, 0.5]
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ from ..wire.protocol import Event
 from .base import BaseOutput, fresh_path
 from .sine_voices import BankSink, QueueSink, SineOptions, VoiceTable, take_batch
 
+#: ``[sine].focus``: the foreground budget, or every stream at once (docs/sound.md).
+FOCUS_MODES = ("budget", "all")
+
 log = logging.getLogger(__name__)
 
 #: Largest render in one go (memory bound for long silences), in blocks.
@@ -70,6 +73,8 @@ def section(t: Table) -> SineOptions:
         fmin=t.number("fmin", d.fmin, 20.0, 2000.0),
         octaves=t.number("octaves", d.octaves, 0.5, 8.0),
         spectra=t.boolean("spectra", d.spectra),
+        focus=t.string("focus", d.focus, FOCUS_MODES),
+        bed_gain=t.number("bed_gain", d.bed_gain, 0.0, 1.0),
         max_wav_bytes=t.integer("max_wav_bytes", d.max_wav_bytes, 1 << 12, d.max_wav_bytes),
     )
     t.finish()
@@ -91,6 +96,7 @@ class SineOut(BaseOutput):
             raise OutputUnavailable("the sine output needs --wav FILE and/or --audio")
         self.mode = p.mode
         self.preset = p.name
+        budget = p.focus and opts.focus == "budget"
         self.live = live
         self.block = block or opts.block
         if self.block % 16:
@@ -120,7 +126,7 @@ class SineOut(BaseOutput):
                                    take=lambda: take_batch(self.queue, self.mode))
             sr, self.channels, self.device, self.device_description = self.link.ready
             if self.mode != "perone":
-                self.voices = VoiceTable(config, opts, self.mode, QueueSink(opts, self.queue))
+                self.voices = VoiceTable(config, opts, self.mode, QueueSink(opts, self.queue), budget)
         else:
             if self.wav_path is not None:
                 try:
@@ -134,7 +140,7 @@ class SineOut(BaseOutput):
                 # Pitch tracks and step times only for a render's spectrogram: a bridge writing --wav for
                 # days would hold every point (+14 MB a minute measured; issue 16, item 8).
                 self.bank_sink = BankSink(opts, sr, self.block, max_freq, keep_tracks=keep_tracks)
-                self.voices = VoiceTable(config, opts, self.mode, self.bank_sink)
+                self.voices = VoiceTable(config, opts, self.mode, self.bank_sink, budget)
         self.keep_tracks = keep_tracks
         self.sr = sr
         self.perone_steps: list[tuple[float, int]] = []

@@ -32,6 +32,7 @@ from ..sound.voices import VoiceBank
 from ..sound.wav import MAX_BYTES as MAX_WAV_BYTES
 from ..wire.midi import DATA_MAX
 from ..wire.protocol import Event
+from .sine_focus import DEFAULT_BED_GAIN, Budget
 
 DEFAULT_SAMPLE_RATE = 48_000
 DEFAULT_BLOCK = 256
@@ -57,6 +58,10 @@ class SineOptions:
     fmin: float = DEFAULT_FMIN
     octaves: float = DEFAULT_OCTAVES
     spectra: bool = True
+    focus: str = "budget"
+    """``budget``: the loss, global norm and spotlight in front, the groups as a quiet bed, the rest silent
+    (docs/sound.md); ``all``: every mapped stream a voice of its own, as before (also ``--preset everything``)."""
+    bed_gain: float = DEFAULT_BED_GAIN
     max_wav_bytes: int = MAX_WAV_BYTES
     """Largest WAV file; the render goes on in numbered parts (``out.1.wav``) beyond it."""
 
@@ -86,7 +91,7 @@ class Sink(Protocol):
 class VoiceTable:
     """Continuous and sonnify modes: mapped values → voice updates on a :class:`Sink` (see the module)."""
 
-    def __init__(self, config: Config, opts: SineOptions, mode: str, sink: Sink) -> None:
+    def __init__(self, config: Config, opts: SineOptions, mode: str, sink: Sink, budget: bool = False) -> None:
         self.rules = config.mappings
         # Grouped note rules of runs with many groups: each group in its own pitch band, so no two share a
         # pitch; up to SHARED_RANGE groups share the whole range (the same pitch means the same norm).
@@ -103,6 +108,10 @@ class VoiceTable:
         self.loss = SonnifyLoss()
         self.alarms = 0
         self.speak = config.alarms.speak
+        self.budget = Budget(self.rules, self.banded, opts.gain, opts.bed_gain) if budget and mode == "continuous" \
+            else None
+        """The foreground budget (docs/sound.md); ``None``: every stream a voice of its own."""
+        self.weight: dict[int, float] = {}
 
     def pan(self, run: str) -> float:
         """Stereo position per run, in first-seen order."""
@@ -117,8 +126,13 @@ class VoiceTable:
             v = self.voices[key] = self.allocated
             self.allocated += 1
             self.voice_run[v] = run
-            self.sink.add_voice(v, self.pan(run), level, label, 1.0 / math.sqrt(len(self.voices)))
+            self.weight[v] = (level / self.opts.gain) ** 2 if self.budget is not None and self.opts.gain > 0 else 1.0
+            self.sink.add_voice(v, self.pan(run), level, label, self.master_gain())
         return v
+
+    def master_gain(self) -> float:
+        """``1/√voices``; under the budget the quiet bed counts by its power, so it does not push the front down."""
+        return 1.0 / math.sqrt(max(1.0, sum(self.weight.get(v, 1.0) for v in self.voices.values())))
 
     def release_run(self, run: str) -> None:
         """The run ended: its voices fade out (one block's gain ramp) and leave the mix."""
@@ -126,9 +140,12 @@ class VoiceTable:
         for k in gone:
             v = self.voices.pop(k)
             del self.voice_run[v]
+            self.weight.pop(v, None)
             self.sink.mute(v)
+        if self.budget is not None:
+            self.budget.release_run(run)
         if gone and self.voices:
-            self.sink.master(1.0 / math.sqrt(len(self.voices)))
+            self.sink.master(self.master_gain())
 
     def _new_voice(self, key: tuple[Any, ...], m: Mapped) -> int:
         """Note rules are the melody; CC rules (loss, weight stats) quieter voices of their own."""
@@ -141,6 +158,8 @@ class VoiceTable:
         v = self.voices.get(key) if key is not None else None
         if v is not None:
             self.sink.mute(v)  # the value is unknown: that voice falls silent
+            if self.budget is not None and key is not None and self.budget.holds(key):
+                self.sink.mute(self.voices.get(("spotlight", self.voice_run[v]), v))  # and its spotlight
         if loud:
             self.alarms += 1
             self.sink.alarm(kind, label)
@@ -178,6 +197,12 @@ class VoiceTable:
                     self.sink.norms(vs, ns)
                     vs, ns = [], []
                 self._signal(m)
+                continue
+            if self.budget is not None:
+                for key, label, level, unit in self.budget.place(m):
+                    v = get(key)
+                    vs.append(self.voice(key, m.run, level, label) if v is None else v)
+                    ns.append(unit)
                 continue
             key = (m.rule, m.stream)
             v = get(key)

@@ -22,9 +22,11 @@ HOLD = 0.2  # seconds each value is held
 T0 = 1_700_000_000.0  # Unix-like times: the event clock must not lose precision
 
 
-def render(tmp_path: Path, series: dict[str, np.ndarray], name: str = "out.wav") -> tuple[np.ndarray, int]:
+def render(tmp_path: Path, series: dict[str, np.ndarray], name: str = "out.wav",
+           preset: str = "everything") -> tuple[np.ndarray, int]:
+    """The layers' voices over the whole pitch range (``everything``: no foreground budget, docs/sound.md)."""
     cfg = default()
-    out = SineOut(cfg, wav=tmp_path / name)
+    out = SineOut(cfg, wav=tmp_path / name, preset=preset)
     p = Pipeline(cfg, [out])
     steps = len(next(iter(series.values())))
     for i in range(steps):
@@ -112,7 +114,7 @@ def test_offline_render_is_deterministic(tmp_path: Path) -> None:
 
 def test_several_runs_are_placed_apart_in_stereo(tmp_path: Path) -> None:
     cfg = default()
-    out = SineOut(cfg, wav=tmp_path / "r.wav")
+    out = SineOut(cfg, wav=tmp_path / "r.wav", preset="everything")
     p = Pipeline(cfg, [out])
     for i, run in enumerate(("a", "b", "c")):
         p.feed_message(T0, encode_message(f"/nn/{run}/grad_norm/fc", [10.0 ** (i - 2)]))

@@ -71,7 +71,8 @@ def test_render_on_the_step_clock_trims_the_idle_start_and_shows_exactly_the_rea
     duration = sf.info(str(tmp_path / "o.wav")).duration
     assert 40 / 8 <= duration <= 40 / 8 + 2.0, duration
     meta = Image.open(tmp_path / "o.png").text  # type: ignore[attr-defined]
-    assert meta["Steps"] == "0-39" and meta["Voices"] == "4", meta  # 3 layers + the loss
+    # 3 layers (each a quiet bed voice) + the loss + the spotlight on the most changing layer (docs/sound.md)
+    assert meta["Steps"] == "0-39" and meta["Voices"] == "5", meta
     wall = subprocess.run([*TS, "render", str(tmp_path / "s.tsr"), "--wav", str(tmp_path / "w.wav"),
                            "--clock", "wall"], capture_output=True, text=True, timeout=120)
     assert wall.returncode == 0 and "step clock" not in wall.stderr

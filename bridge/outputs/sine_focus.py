@@ -1,0 +1,105 @@
+"""The sine output's foreground budget: where and how loud each mapped stream sounds (docs/sound.md).
+
+:class:`Budget` places one mapped value: a list of ``(voice key, label, level, unit pitch)`` to sound — the
+loss and the global gradient norm in their regions, a group's quiet bed voice, the spotlight when the group
+holds it — or nothing for streams outside the budget (weight statistics, other metrics: the MIDI outputs
+and the recording keep them; ``--preset everything`` plays them all as before). Layout and choice are the
+pure functions of :mod:`..mapping.focus`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..mapped import Mapped
+from ..mapping.autorange import AutoRange
+from ..mapping.focus import SPOTLIGHT_CENTER, Spotlight, bed_unit, region_unit, relative_unit
+from ..mapping.rules import Rule
+
+#: Levels relative to ``[sine].gain``: the loss and the spotlight in front, the global norm a little behind.
+LOSS_LEVEL = 0.8
+SPOTLIGHT_LEVEL = 0.8
+GLOBAL_LEVEL = 0.55
+#: The bed's level relative to ``[sine].gain`` (``[sine].bed_gain``): about 15 dB under the loss.
+DEFAULT_BED_GAIN = 0.14
+
+Placed = tuple[tuple[object, ...], str, float, float]
+
+
+def role(rule: Rule, banded: bool) -> str:
+    """``loss``, ``global`` (the framework's global gradient norm), ``group`` (a grouped note rule) or ``off``."""
+    if banded:
+        return "group"
+    if rule.kind == "loss":
+        return "loss"
+    if rule.kind == "metric" and rule.match.endswith("/metric/grad_norm"):
+        return "global"
+    return "off"
+
+
+@dataclass
+class _Run:
+    spotlight: Spotlight
+    global_anchor: float | None = None
+
+
+class Budget:
+    """Places mapped values in the foreground budget (see the module docstring)."""
+
+    def __init__(self, rules: tuple[Rule, ...], banded: tuple[bool, ...], gain: float, bed_gain: float) -> None:
+        self.roles = tuple(role(r, b) for r, b in zip(rules, banded, strict=True))
+        self.gain, self.bed_gain = gain, bed_gain
+        self.runs: dict[str, _Run] = {}
+        self.bed: dict[tuple[int, tuple[str, ...]], AutoRange] = {}
+        self.groups: dict[tuple[object, ...], int] = {}
+        """Group voice key → the group's index in its run (for the spotlight)."""
+
+    def release_run(self, run: str) -> None:
+        self.runs.pop(run, None)
+        self.bed = {k: a for k, a in self.bed.items() if not (k[1] and k[1][0] == run)}
+        self.groups = {k: g for k, g in self.groups.items() if not (isinstance(k[1], tuple) and k[1][0] == run)}
+
+    def holds(self, key: tuple[object, ...]) -> bool:
+        """Whether the group voice ``key`` (rule, (run, group)) holds its run's spotlight."""
+        rule, stream = key
+        if not isinstance(rule, int) or rule < 0 or self.roles[rule] != "group" or not isinstance(stream, tuple):
+            return False
+        run = self.runs.get(stream[0])
+        g = self.groups.get(key)
+        return run is not None and g is not None and run.spotlight.holder == g
+
+    def place(self, m: Mapped) -> list[Placed]:
+        """What ``m`` sounds as (see the module docstring); positions are in the run's pitch range (0..1)."""
+        r = self.roles[m.rule] if m.rule >= 0 else "off"
+        if r == "off":
+            return []
+        run = self.runs.get(m.run)
+        if run is None:
+            run = self.runs[m.run] = _Run(Spotlight())
+        name = "/".join(m.stream)
+        if r == "loss":
+            return [((m.rule, m.stream), f"{name} loss", self.gain * LOSS_LEVEL, region_unit("loss", m.norm))]
+        if r == "global":
+            if m.value <= 0.0:
+                return []
+            if run.global_anchor is None:  # a fixed anchor: the global norm's map never moves (direction)
+                run.global_anchor = math.log10(m.value)
+            return [((m.rule, m.stream), f"{m.run} global grad norm", self.gain * GLOBAL_LEVEL,
+                     relative_unit("global", m.value, run.global_anchor, 0.5))]
+        # A group: its own bed voice (a map that only grows, in its slice), and the spotlight when it holds it.
+        auto = self.bed.get((m.rule, m.stream))
+        if auto is None:
+            auto = self.bed[(m.rule, m.stream)] = AutoRange()
+        bed = auto.norm(m.value) if m.value > 0.0 else 0.0
+        self.groups[(m.rule, m.stream)] = m.voice
+        groups = max(m.groups, 1)
+        out: list[Placed] = [((m.rule, m.stream), f"{name} (bed)", self.gain * self.bed_gain,
+                              bed_unit(bed, m.voice, groups))]
+        if m.value > 0.0:
+            holder, anchor = run.spotlight.feed(m.voice, m.value)
+            if holder == m.voice:
+                out.append((("spotlight", m.run), f"{m.run} spotlight", self.gain * SPOTLIGHT_LEVEL,
+                            relative_unit("spotlight", m.value, anchor, SPOTLIGHT_CENTER)))
+        return out
+
