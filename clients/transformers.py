@@ -10,6 +10,14 @@ that callback runs the fused norms on the fully accumulated ``.grad``. The last 
 optimizer step wins, so with gradient accumulation the norms are those of the summed gradients that
 the Trainer clips; their root sum of squares is the Trainer's own pre-clip ``grad_norm``.
 
+The loss of every optimizer step is read from the ``backward()`` calls of that step (the losses the
+Trainer backpropagates, already divided for gradient accumulation) and summed: the per-step value that
+the Trainer adds up and reports, averaged over ``logging_steps``, at ``on_log``. So the loss goes out
+every step, whatever ``logging_steps`` is, and a NaN step is sent as NaN (the Trainer's NaN filter
+would log a stand-in, 0.0 right after a log). ``on_log``'s own ``loss`` (a mean over the logging window)
+is not sent; its other values go out as metrics, where the callback sends a metric of its own in that
+step (``lr``, ``grad_norm``) its value wins.
+
 Importing this module without transformers fails with one line naming the extra to install.
 (This module is ``trainsound.transformers``; every import here is absolute, so ``transformers``
 is the real Hugging Face package.)
@@ -34,8 +42,9 @@ __all__ = ["Sonify"]
 
 #: Trainer log keys → trainsound metric names (others keep their name; ``loss`` is the loss message).
 LOG_NAMES = {"learning_rate": "lr"}
-#: Trainer log keys not sent (epochs travel in ``step`` messages; ``train_*`` is the end-of-training summary).
-LOG_SKIP = frozenset({"epoch", "total_flos", "step"})
+#: Trainer log keys not sent (epochs travel in ``step`` messages; ``train_*`` is the end-of-training summary;
+#: ``loss`` is the mean over the logging window, the callback sends every step's).
+LOG_SKIP = frozenset({"epoch", "total_flos", "step", "loss"})
 
 
 class Sonify(TrainerCallback):
@@ -44,8 +53,8 @@ class Sonify(TrainerCallback):
     Per optimizer step: per-layer gradient norms **before** clipping, weight statistics (every
     ``weights_every``-th report), the step's loss (the sum of its micro-batches' ``backward()``
     losses, as the Trainer adds them up), ``metric/lr`` and ``metric/grad_norm`` (global, pre-clip).
-    From ``on_log``: the Trainer's own ``loss``, ``learning_rate`` (as ``lr``), ``grad_norm`` and
-    eval metrics, attached to the step they were logged at. ``epoch`` events, ``skip`` when
+    From ``on_log``: eval metrics and anything else logged (not its windowed ``loss``), attached to
+    the step they were logged at. ``epoch`` events, ``skip`` when
     accelerate's scaler skipped a step, ``end``.
 
     Args:
@@ -92,7 +101,7 @@ class Sonify(TrainerCallback):
         # Before the scheduler moves it: the lr this step uses (what the Trainer logs as learning_rate).
         lr = first_lr(optimizer)
         if lr is not None:
-            self._guard(lambda w: w.log(lr=lr))
+            self._guard(lambda w: w.attach(own={"lr": lr}))
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         epoch = int(state.epoch or 0)
@@ -105,8 +114,7 @@ class Sonify(TrainerCallback):
         values = {LOG_NAMES.get(k, k): float(v) for k, v in (logs or {}).items()
                   if k not in LOG_SKIP and not k.startswith("train_")
                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        loss = values.pop("loss", None)
-        self._guard(lambda w: w.log(loss, **values))
+        self._guard(lambda w: w.attach(metrics=values))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         for h in self._handles:
