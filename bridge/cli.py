@@ -244,7 +244,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from .outputs import build_outputs
     from .pipeline import Pipeline
-    from .replay.alarms import AlarmLog, report_alarms
+    from .replay.alarms import incidents, report_alarms
     from .replay.loop import replay
     from .wire.session import iter_messages
 
@@ -275,10 +275,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             for o in outputs:
                 o.close()
             raise TrainsoundError(f"replay --midi: nothing to play to: {h.get('why') or 'not connected'}")
-    alarm_log = AlarmLog()
-    pipeline = Pipeline(config, [*outputs, alarm_log])
+    pipeline = Pipeline(config, outputs)
     n = replay(args.session, pipeline, realtime=args.realtime or live, speed=args.speed)
-    report_alarms(args, alarm_log.alarms)
+    report_alarms(args, incidents(pipeline))
     s = pipeline.stats.snapshot()
     print(
         f"replayed {n} messages from {args.session} ({s['accepted']} accepted, {s['dropped_total']} dropped)",

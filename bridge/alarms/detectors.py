@@ -27,6 +27,20 @@ MAD_TO_SIGMA = 1.4826
 MIN_LOG_SPREAD = 0.01
 #: Divergence must rise this many (robust) standard deviations of the loss's log above its best.
 DIVERGENCE_Z = 3.0
+#: Log values whose median is the spike detector's local level: it follows a falling loss with a lag of
+#: half of it (a 0.5 %/step fall leaves a 1.5 % bias) and is not moved by one spike.
+LEVEL = 7
+#: The spike detector measures its noise first after this many residuals, then every quarter window:
+#: a sparse loss (one value every 50 steps) is watched after a few hundred steps, not a few thousand.
+FIRST_SPREAD = 8
+#: Learning-rate values whose median is its recent level, changes compared with a jump, values first.
+LR_LEVEL = 20
+LR_HISTORY = 8
+LR_READY = 4
+#: A tick's change is this many times the largest recent step-to-step change (smooth schedules never are).
+LR_JUMP = 5.0
+#: Below this fraction of its recent level the learning rate is "at zero".
+LR_ZERO = 1e-3
 #: Values smoothed by a running median of this many before the loss trend detectors see them (robust to
 #: one spike; lags a ramp by half of it).
 SMOOTH = 9
@@ -66,24 +80,50 @@ class Reference:
 
 
 class Spike:
-    """A value far above its recent level: robust z-score of ``log(x)`` over median/MAD above ``z``,
-    and at least ``ratio`` times the median."""
+    """A value far above its local level: ``log(x)`` minus the median of the last :data:`LEVEL` log values
+    (a level that follows a falling loss within a few steps: detrended) is at least ``log(ratio)``, and
+    ``z`` robust standard deviations of those residuals over the last ``window`` values.
 
-    __slots__ = ("log_ratio", "ref", "z")
+    A 3× jump on a loss falling fast is far above its level even while it is below the median of the
+    last fifty values; a healthy fast fall leaves residuals near zero.
+
+    >>> s = Spike(window=20, z=6.0, ratio=3.0)
+    >>> [s.feed(2.0 * 0.98 ** i * (1.0 + 0.02 * (i % 3))) for i in range(200)].count(True), s.feed(0.12)
+    (0, True)
+    """
+
+    __slots__ = ("every", "left", "level", "log_ratio", "residuals", "sigma", "z")
 
     def __init__(self, window: int, z: float, ratio: float) -> None:
-        self.ref = Reference(window, spread=True)
+        self.level: deque[float] = deque(maxlen=LEVEL)
+        self.residuals: deque[float] = deque(maxlen=window)
+        self.every = max(1, window // 4)
+        self.left = min(FIRST_SPREAD, self.every)
+        self.sigma = -1.0
+        """Robust standard deviation of the residuals (log units); negative until first measured."""
         self.z, self.log_ratio = z, math.log(ratio)
 
     def feed(self, x: float) -> bool:
         v = _log(x)
-        r = self.ref
+        lv = self.level
         hit = False
-        if r.ready:
-            d = v - r.median
-            hit = d >= self.log_ratio and d >= self.z * max(MAD_TO_SIGMA * r.mad, MIN_LOG_SPREAD)
-        r.push(v)
+        if len(lv) == LEVEL:
+            r = v - sorted(lv)[LEVEL // 2]
+            hit = self.sigma >= 0.0 and r >= self.log_ratio and r >= self.z * max(self.sigma, MIN_LOG_SPREAD)
+            res = self.residuals
+            res.append(r)
+            self.left -= 1
+            if self.left == 0:
+                self.left = self.every
+                m = median(res)
+                self.sigma = MAD_TO_SIGMA * median([abs(q - m) for q in res])
+        lv.append(v)
         return hit
+
+    @property
+    def spread(self) -> float:
+        """The residuals' robust standard deviation (0 until measured): the loss's noise around its trend."""
+        return max(self.sigma, 0.0)
 
 
 class Smoothed:
@@ -130,40 +170,84 @@ class Plateau:
 
 
 class Divergence:
-    """The loss trends upward: its smoothed value is ``rise`` times its best so far, and ``z`` of its spread
-    (``spread``: the MAD of its log values, from the spike detector's reference) above it, and higher than
-    ``window`` values ago (it keeps rising, not one bump). The spread keeps a noisy minibatch loss late in
+    """The loss trends upward: its smoothed value is ``rise`` times the lowest smoothed value of the last
+    ``window`` values (its local level, not the best of the whole run: a loss that recovered from an
+    earlier fault is judged against where it is now), ``z`` of its noise (``spread``: the spike detector's
+    robust residual spread) above it, and not falling. The noise keeps a noisy minibatch loss late in
     training (0.003 one step, 0.3 the next) from sounding like divergence.
 
-    >>> d = Divergence(window=20, rise=1.5)
+    >>> d = Divergence(window=50, rise=1.5)
     >>> [d.feed(1.0) for _ in range(40)].count(True), [d.feed(1.02 ** i) for i in range(60)].index(True)
     (0, 25)
     """
 
-    __slots__ = ("best", "history", "log_rise", "smooth", "z")
+    __slots__ = ("history", "log_rise", "smooth", "z")
 
     def __init__(self, window: int, rise: float, z: float = DIVERGENCE_Z) -> None:
         self.smooth = Smoothed()
         self.log_rise, self.z = math.log(rise), z
-        self.best = math.inf
-        self.history: deque[float] = deque(maxlen=window + 1)
+        self.history: deque[float] = deque(maxlen=window)
 
     def feed(self, x: float, spread: float = 0.0) -> bool:
         s = self.smooth.feed(x)
         if s is None:
             return False
         h = self.history
+        hit = False
+        if h:
+            d = s - min(h)
+            hit = d >= self.log_rise and d >= self.z * MAD_TO_SIGMA * spread and s >= h[-1]
         h.append(s)
-        if s < self.best:
-            self.best = s
-            return False
-        d = s - self.best
-        return d >= self.log_rise and d >= self.z * MAD_TO_SIGMA * spread and len(h) == h.maxlen and s > h[0]
+        return hit
 
     def rebase(self) -> None:
         """After an alarm: the new level is the one to beat (a second alarm means it rose again)."""
         if self.history:
-            self.best = self.history[-1]
+            last = self.history[-1]
+            self.history.clear()
+            self.history.append(last)
+
+
+class LearningRate:
+    """The learning rate's changes a listener cares about: ``"tick"`` for a jump (a step decay, a warm
+    restart: a relative change over ``change`` that is also :data:`LR_JUMP` times the largest of the last
+    few step-to-step changes, so a smooth warmup or cosine never ticks), ``"zero"`` when it falls
+    abruptly to ~0 (below :data:`LR_ZERO` of its recent level: training stalls, a plateau from the next step).
+
+    >>> lr = LearningRate(change=0.1)
+    >>> cos = [0.5 * (1 + math.cos(math.pi * i / 400)) for i in range(400)]
+    >>> [lr.feed(x) for x in cos].count(None), [lr.feed(x) for x in (0.3, 0.3, 0.3, 0.0)]
+    (400, ['tick', None, None, 'zero'])
+    """
+
+    __slots__ = ("change", "changes", "last", "values")
+
+    def __init__(self, change: float) -> None:
+        self.change = change
+        self.last: float | None = None
+        self.changes: deque[float] = deque(maxlen=LR_HISTORY)
+        self.values: deque[float] = deque(maxlen=LR_LEVEL)
+
+    def feed(self, lr: float) -> str | None:
+        last, self.last = self.last, lr
+        out = None
+        if last is not None:
+            d = abs(lr - last)
+            ch = self.changes
+            if len(ch) >= LR_READY and d > self.change * max(abs(last), 1e-30) and d > LR_JUMP * max(ch):
+                out = "tick"
+            ch.append(d)
+            if len(self.values) >= LR_READY:
+                level = median(self.values)
+                if level > 0.0 and lr <= LR_ZERO * level and last > 0.1 * level:
+                    out = "zero"
+        self.values.append(lr)
+        return out
+
+    @property
+    def low(self) -> bool:
+        """The schedule has decayed below a tenth of its recent peak: a flat loss is expected, not a plateau."""
+        return bool(self.values) and self.values[-1] < 0.1 * max(self.values)
 
 
 class GradLevel:

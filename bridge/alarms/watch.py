@@ -1,11 +1,11 @@
 """Alarms that name the fault: the :class:`Watch` that runs the detectors (options: :mod:`.options`).
 
 The watch is pure (time comes in with the event): it feeds each stream's values to its detectors
-(:mod:`.detectors`), applies each kind's hold-off (one fault is one alarm, not a stream of them) and
-the global rate limit (``[alarm].max_per_second`` over all streams and kinds, the engine's one budget;
-the rest are counted), and
-keeps the recent alarms as plain data for ``trainsound status``. It also raises the context ticks
-(epoch boundaries, learning-rate changes). :mod:`.signals` turns what it returns into
+(:mod:`.detectors`), applies each stream's hold-off, gathers the alarms of one fault into one incident
+(:mod:`.incidents`: the first sounds, the rest join it), applies the global rate limit to what sounds
+(``[alarm].max_per_second`` over all runs and kinds, the engine's one budget; the rest are counted,
+and listed all the same), and keeps the incidents as plain data for ``trainsound status``. It also
+raises the context ticks (epoch boundaries, learning-rate jumps). :mod:`.signals` turns what it returns into
 :class:`~trainsound.bridge.mapped.Mapped` items for the outputs. See docs/alarms.md.
 
 Streams are keyed ``(run, name)``: :meth:`Watch.grad` takes a layer's grad norm now and a voice group's
@@ -22,13 +22,13 @@ aggregate the same way (name ``"group:<name>"``).
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from ..sound.alarms import TICK_KINDS
 from ..wire.protocol import Event
-from .detectors import Dead, Divergence, GradLevel, Plateau, Spike
+from .detectors import Dead, Divergence, GradLevel, LearningRate, Plateau, Spike
+from .incidents import Incident, Incidents
 from .options import ALARM_KINDS, AlarmsOptions, KindOptions
 
 #: What most values raise: nothing (shared, never mutated).
@@ -78,11 +78,11 @@ def spoken_label(name: str, run: str, kind: str, step: int) -> str:
 class _Run:
     __slots__ = ("dead", "divergence", "epoch", "grads", "losses", "lr", "plateau", "spike", "step")
 
-    def __init__(self, o: dict[str, KindOptions]) -> None:
+    def __init__(self, o: dict[str, KindOptions], lr_change: float) -> None:
         self.step = -1
         self.losses = 0
         self.epoch: float | None = None
-        self.lr: float | None = None
+        self.lr = LearningRate(lr_change)
         self.spike = Spike(o["spike"].window, o["spike"].threshold, o["spike"].ratio)
         self.plateau = Plateau(o["plateau"].window, o["plateau"].threshold)
         self.divergence = Divergence(o["divergence"].window, o["divergence"].threshold)
@@ -100,8 +100,12 @@ class Watch:
         self._runs: dict[str, _Run] = {}
         self._last: dict[tuple[str, str, str], int] = {}
         self._limit = limit
-        self.recent: deque[Alarm] = deque(maxlen=opts.recent)
+        self.incidents = Incidents(opts.recent)
+        """One incident per fault (:mod:`.incidents`): what ``status``, the web page and ``--alarms`` list."""
+        self._nan_runs: set[str] = set()
+        """Runs with a NaN incident in progress: their finite values are checked (no other run pays)."""
         self.raised: dict[str, int] = dict.fromkeys(ALARM_KINDS, 0)
+        """Incidents per kind."""
         self.held = 0
         """Alarms kept quiet by a kind's hold-off."""
         self.rate_limited = 0
@@ -112,7 +116,7 @@ class Watch:
     def _run(self, run: str) -> _Run:
         r = self._runs.get(run)
         if r is None:
-            r = self._runs[run] = _Run(self.kinds)
+            r = self._runs[run] = _Run(self.kinds, self.opts.lr_change)
         return r
 
     def step_of(self, run: str) -> int:
@@ -127,29 +131,47 @@ class Watch:
         self.rate_limited += 1
         return False
 
-    def admit(self, t: float, run: str, name: str, kind: str, value: float, hold: bool = True) -> Alarm | None:
-        """An alarm of ``kind`` on ``(run, name)`` passes hold-off and the global limit → the alarm, else None."""
+    def admit(self, t: float, run: str, name: str, kind: str, value: float) -> Alarm | None:
+        """An alarm of ``kind`` on ``(run, name)``: past its stream's hold-off it joins an incident; the alarm
+        that opens one is returned to sound, if the global limit allows (the incident is listed either way)."""
         if kind not in self._on:
             return None
         step = self.step_of(run)
         key = (run, name, kind)
-        if hold:
-            last = self._last.get(key)
-            if last is not None and 0 <= step - last < self.kinds[kind].hold_off:
-                self.held += 1
-                return None
-        if not self.allow(t):
+        last = self._last.get(key)
+        if last is not None and 0 <= step - last < self.kinds[kind].hold_off:
+            self.held += 1
             return None
         self._last[key] = step
+        _, new = self.incidents.add(t, run, name, kind, step, value)
+        return self._opened(new, t, run, name, kind, step, value)
+
+    def _opened(self, new: bool, t: float, run: str, name: str, kind: str, step: int, value: float) -> Alarm | None:
+        if not new:
+            return None
         self.raised[kind] += 1
-        a = Alarm(t, run, name, kind, step, value)
-        self.recent.append(a)
-        return a
+        return Alarm(t, run, name, kind, step, value) if self.allow(t) else None
+
+    def nan(self, t: float, run: str, name: str, address: str, value: float) -> Alarm | None:
+        """A non-finite value: the run's NaN incident opens (→ the alarm to sound) or goes on (→ None)."""
+        if "nan" not in self._on:
+            return None
+        step = self.step_of(run)
+        _, new = self.incidents.nan(t, run, name, address, step, value)
+        self._nan_runs.add(run)
+        return self._opened(new, t, run, name, "nan", step, value)
+
+    @property
+    def recent(self) -> list[Incident]:
+        """The recent incidents, each run's first kept (:meth:`.Incidents.listed`)."""
+        return self.incidents.listed()
 
     # -- detectors ----------------------------------------------------------------------------------
     def feed(self, ev: Event) -> Sequence[Alarm]:
         """The alarms and ticks one event raises (``nan`` is raised by the mapping engine via :meth:`admit`)."""
         kind = ev.kind
+        if self._nan_runs and ev.run in self._nan_runs:
+            self._finite(ev)
         if kind == "loss":
             x = ev.values[0]
             return self.loss(ev.t, ev.run, x) if math.isfinite(x) else NONE
@@ -171,9 +193,10 @@ class Watch:
         on = self._on
         if r.spike.feed(x) and "spike" in on:
             self._add(out, self.admit(t, run, "loss", "spike", x))
-        if r.plateau.feed(x) and "plateau" in on:
+        # A flat loss at the end of a decayed schedule is the schedule working, not a plateau.
+        if r.plateau.feed(x) and "plateau" in on and not r.lr.low:
             self._add(out, self.admit(t, run, "loss", "plateau", x))
-        if r.divergence.feed(x, r.spike.ref.mad) and "divergence" in on:
+        if r.divergence.feed(x, r.spike.spread) and "divergence" in on:
             a = self.admit(t, run, "loss", "divergence", x)
             if a is not None:
                 r.divergence.rebase()
@@ -220,24 +243,33 @@ class Watch:
             return [Alarm(ev.t, ev.run, "", "epoch", r.step, ev.values[1])]
         return []
 
-    def _lr(self, t: float, run: str, lr: float) -> list[Alarm]:
-        r = self._run(run)
-        last, r.lr = r.lr, lr
-        if not self.opts.ticks or last is None or last == lr:
-            return []
-        if abs(lr - last) > self.opts.lr_change * max(abs(last), 1e-30):
+    def _lr(self, t: float, run: str, lr: float) -> Sequence[Alarm]:
+        change = self._run(run).lr.feed(lr)
+        if change == "tick" and self.opts.ticks:
             return [Alarm(t, run, "lr", "lr", self.step_of(run), lr)]
-        r.lr = last  # small changes add up: compare with the lr of the last tick
-        return []
+        if change == "zero" and "plateau" in self._on:  # nothing learns from the next step on: say so now
+            a = self.admit(t, run, "lr", "plateau", lr)
+            return NONE if a is None else [a]
+        return NONE
+
+    def _finite(self, ev: Event) -> None:
+        """A run with a NaN incident in progress: a finite value ends it for its address."""
+        if ev.values and ev.finite:
+            self.incidents.finite(ev.run, ev.address, self.step_of(ev.run))
+            if not self.incidents.nan_open(ev.run):
+                self._nan_runs.discard(ev.run)
 
     def forget_runs(self, runs: set[str]) -> None:
         for run in runs:
             self._runs.pop(run, None)
+        self.incidents.forget_runs(runs)
+        self._nan_runs -= runs
         self._last = {k: v for k, v in self._last.items() if k[0] not in runs}
 
     def carry(self, old: Watch) -> None:
-        """After a config reload: keep the recent alarms and the counts (the detectors start afresh)."""
-        self.recent.extend(old.recent)
+        """After a config reload: keep the incidents and the counts (the detectors start afresh)."""
+        self.incidents.carry(old.incidents)
+        self._nan_runs |= old._nan_runs
         self.raised = {k: self.raised[k] + old.raised.get(k, 0) for k in self.raised}
         self.held += old.held
         self.rate_limited += old.rate_limited
@@ -245,5 +277,7 @@ class Watch:
 
     def status(self) -> dict[str, Any]:
         """Plain data for ``trainsound status`` and the web page."""
-        return {"recent": [a.as_dict() for a in self.recent], "raised": dict(self.raised),
-                "held": self.held, "rate_limited": self.rate_limited, "unwatched": self.unwatched}
+        inc = self.incidents
+        return {"recent": [i.as_dict() for i in inc.listed()], "raised": dict(self.raised),
+                "held": self.held, "merged": inc.merged, "rate_limited": self.rate_limited,
+                "unwatched": self.unwatched}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..alarms.watch import Alarm
+from ..alarms.incidents import Incident
 from ..errors import TrainsoundError
 from . import features as demo_features
 from . import gallery as demo_gallery
@@ -86,7 +86,7 @@ class RunResult:
     losses: list[float]
     features: demo_features.Features | None = None
     nan_step: int | None = None
-    alarms: list[Alarm] = field(default_factory=list)
+    alarms: list[Incident] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -127,7 +127,7 @@ def bridge_args(files: dict[str, Path], audio: bool, midi: bool) -> list[str]:
     return [*args, *(["--audio"] if audio else []), *([] if midi else ["--no-midi"])]
 
 
-def render_outputs(spec: RunSpec, files: dict[str, Path]) -> tuple[demo_gallery.Numbers, list[Alarm]]:
+def render_outputs(spec: RunSpec, files: dict[str, Path]) -> tuple[demo_gallery.Numbers, list[Incident]]:
     """Everything derived offline from the recording: perone WAV, spectrogram, numbers plot (with the alarms
     the bridge's detectors raise on it, docs/alarms.md)."""
     from ..config import default
@@ -200,9 +200,9 @@ def run_one(
     return result
 
 
-def alarm_summary(alarms: list[Alarm], most: int = 6) -> str:
+def alarm_summary(alarms: list[Incident], most: int = 6) -> str:
     """``"loss spike at step 12, conv1 vanishing at step 40 …"`` for a gallery card."""
-    words = [f"{a.name or 'run'} {a.kind} at step {a.step}" for a in alarms[:most]]
+    words = [f"{a.name} at step {a.step}" for a in alarms[:most]]
     return ", ".join(words) + (f" and {len(alarms) - most} more" if len(alarms) > most else "")
 
 

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,7 +25,7 @@ from ..errors import TrainsoundError
 from ..pipeline import Pipeline
 from ..sound.wav import FORMATS
 from ..wire.session import iter_records
-from .alarms import AlarmLog, add_alarm_args, detect, report_alarms
+from .alarms import add_alarm_args, detect, report_alarms
 from .loop import MAX_RENDER_SECONDS, StepClock, replay, scan_steps
 
 BAR_WIDTH = 30
@@ -76,8 +77,9 @@ class Progress:
 def render(session: str | Path, wav: str | Path, *, config: Config | None = None,
            preset: str = presets.DEFAULT_PRESET, fmt: str = "float32", sample_rate: int | None = None,
            png: str | Path | None = None, progress: Progress | None = None, clock: str | None = None,
-           steps_per_second: float = DEFAULT_STEPS_PER_SECOND, alarm_log: AlarmLog | None = None) -> dict[str, Any]:
-    """Render ``session`` to ``wav`` (and ``png``); returns a summary dict. ``alarm_log`` collects the alarms.
+           steps_per_second: float = DEFAULT_STEPS_PER_SECOND) -> dict[str, Any]:
+    """Render ``session`` to ``wav`` (and ``png``); returns a summary dict (``"when"``: recorded time → seconds
+    into the audio).
 
     ``clock``: ``"steps"`` (step ``k`` at ``k/steps_per_second`` s, raised so that the render lasts at most
     five minutes), ``"wall"`` (the recorded times), ``None``: steps when the session has step messages.
@@ -86,14 +88,9 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
     from ..outputs.sine import SineOut
 
     cfg = presets.apply_preset(config or default_config(), preset)
-    first, last, steps = scan_steps(session)
-    step_clock: StepClock | None = None
-    if clock == "steps" and not steps:
-        raise TrainsoundError(f"{session}: --clock steps, but the session holds no step messages")
-    if clock != "wall" and steps and preset != "perone":  # perone is clocked by steps already
-        step_clock = StepClock(first, last, steps, steps_per_second)
+    step_clock, when = audio_clock(session, clock, steps_per_second, preset)
     out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt, keep_tracks=True)
-    pipeline = Pipeline(cfg, [out] if alarm_log is None else [out, alarm_log])
+    pipeline = Pipeline(cfg, [out])
     t0 = time.perf_counter()
     n = replay(session, pipeline, realtime=False, progress=progress, clock=step_clock, tail=RENDER_TAIL)
     elapsed = time.perf_counter() - t0
@@ -106,7 +103,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
         "realtime_factor": audio_s / elapsed if elapsed > 0 else float("inf"),
         "sample_rate": out.sr, "format": fmt, "health": out.health(),
         "alarm_times": out.bank_sink.alarm_times if out.bank_sink is not None else [],
-        "clock": "steps" if step_clock is not None else "wall",
+        "clock": "steps" if step_clock is not None else "wall", "when": when,
     }
     if step_clock is not None:
         summary["steps"] = step_clock.steps
@@ -119,6 +116,18 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
                           step_times=out.step_times, tracks=out.tracks)
         summary["png"] = str(png)
     return summary
+
+
+def audio_clock(session: str | Path, clock: str | None, steps_per_second: float,
+                preset: str) -> tuple[StepClock | None, Callable[[float], float]]:
+    """The render's clock: ``(the step clock or None, recorded time → seconds into the audio)``."""
+    first, last, steps = scan_steps(session)
+    if clock == "steps" and not steps:
+        raise TrainsoundError(f"{session}: --clock steps, but the session holds no step messages")
+    if clock != "wall" and steps and preset != "perone":  # perone is clocked by steps already
+        step_clock = StepClock(first, last, steps, steps_per_second)
+        return step_clock, step_clock  # it maps the first record to 0
+    return None, lambda t: t - first
 
 
 def render_midi(session: str | Path, midi_file: str | Path, *, config: Config | None = None,
@@ -195,24 +204,25 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"rendered {m['messages']} messages → {m['path']}: {m['steps']} steps, {args.steps_per_beat:g} a beat "
               f"at {args.bpm:g} BPM ({m['events']} MIDI events)", file=sys.stderr)
     want_alarms = args.alarms or args.alarms_json
+    # One recording, one answer: the incidents come from the recorded clock, whatever is rendered.
+    found = detect(args.session, presets.apply_preset(cfg, args.preset)) if want_alarms else []
     if not args.wav:
         if not want_alarms and not args.midi_file:
             raise TrainsoundError("render needs --wav FILE, --midi-file FILE, or --alarms / --alarms-json FILE")
         if want_alarms:
-            report_alarms(args, detect(args.session, presets.apply_preset(cfg, args.preset)))
+            report_alarms(args, found)
         return 0
     if args.pyo_patch:
         code = render_pyo(args, cfg)
         if want_alarms:
-            report_alarms(args, detect(args.session, cfg))
+            report_alarms(args, found)
         return code
     bar = Progress(span, force=args.progress)
-    log = AlarmLog() if want_alarms else None
     s = render(args.session, args.wav, config=cfg, preset=args.preset, fmt=args.format,
                sample_rate=args.sample_rate, png=args.png, progress=bar, clock=args.clock,
-               steps_per_second=args.steps_per_second, alarm_log=log)
-    if log is not None:
-        report_alarms(args, log.alarms)
+               steps_per_second=args.steps_per_second)
+    if want_alarms:
+        report_alarms(args, found, when=s["when"])  # the printed times are where each lies in the WAV
     extra = f", spectrogram {s['png']}" if "png" in s else ""
     if s["clock"] == "steps":
         extra += f"; step clock: {s['steps']} steps at {s['steps_per_second']:g} steps/s"

@@ -52,6 +52,8 @@ _MIN_SUMMARY_REQUEST = 256
 #: A status reply must fit one UDP datagram (and a TCP client's frame): beyond this many bytes of JSON
 #: the voice lists become counts, then only the counters are left.
 MAX_STATUS_REPLY = 60_000
+#: Incidents in a ``/trainsound/snapshot`` reply (``top`` shows the last few, each run's first among them).
+INCIDENTS_SHOWN = 8
 #: The bound over TCP: under the peer's send buffer (1 MiB asked), so one non-blocking send takes it whole.
 MAX_TCP_STATUS = 1 << 18
 #: What a status reply keeps when it must shrink to fit a small UDP request: the counters, no lists.
@@ -129,6 +131,8 @@ class Daemon:
         assert self.pipeline is not None
         snap = build(self.feed.copy(), self.config)
         snap.update(
+            # The incidents with their members (the feed's alarms are what sounded, one per incident).
+            incidents=self.pipeline.engine.watch.status()["recent"][-INCIDENTS_SHOWN:],
             counters={**self.stats.snapshot(), "mapping": vars(self.pipeline.engine.counters)},
             outputs=self.pipeline.health(),
             kernel_drops=kernel_drops(self.receiver.sock) if self.receiver is not None else None,

@@ -88,11 +88,12 @@ def format_status(st: dict[str, Any]) -> str:
 
 
 def format_alarms(a: dict[str, Any], last: int = RECENT_SHOWN) -> list[str]:
-    """The alarm lines of ``trainsound status``: totals per kind, then the most recent alarms, newest last.
+    """The alarm lines of ``trainsound status``: incidents per kind, then the recent incidents (each run's
+    first kept), newest last, with their streams.
 
-    >>> format_alarms({"raised": {"spike": 1, "nan": 0}, "held": 2, "rate_limited": 0,
-    ...                "recent": [{"run": "r", "name": "loss", "kind": "spike", "step": 300, "value": 9.5, "time": 0}]})
-    ['alarms: spike 1 (held off 2, over the rate limit 0)', '  step 300  run r  loss  spike  value 9.5']
+    >>> format_alarms({"raised": {"spike": 1, "nan": 0}, "held": 2, "rate_limited": 0, "recent": [
+    ...     {"run": "r", "name": "loss spike", "kind": "spike", "step": 300, "value": 9.5, "members": ["loss"]}]})
+    ['alarms: spike 1 (held off 2, over the rate limit 0)', '  step 300  run r  loss spike  value 9.5']
     """
     raised = {k: n for k, n in a.get("raised", {}).items() if n}
     if not raised:
@@ -102,8 +103,11 @@ def format_alarms(a: dict[str, Any], last: int = RECENT_SHOWN) -> list[str]:
     for r in a.get("recent", [])[-last:]:
         v = r.get("value")
         val = f"{v:.4g}" if isinstance(v, (int, float)) else str(v)  # non-finite values travel as strings
-        who = r.get("name") or "(run)"
-        out.append(f"  step {r.get('step')}  run {r.get('run')}  {who}  {r.get('kind')}  value {val}")
+        out.append(f"  step {r.get('step')}  run {r.get('run')}  {r.get('name')}  value {val}")
+        members, n = r.get("members") or [], r.get("streams", 1)
+        if n > 1:
+            more = f" and {n - len(members)} more" if n > len(members) else ""
+            out.append(f"      {n} streams, steps {r.get('step')}–{r.get('last_step')}: {', '.join(members)}{more}")
     return out
 
 

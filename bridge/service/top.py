@@ -32,6 +32,23 @@ SPARK_POINTS = 24
 DEFAULT_REFRESH = 0.2
 
 
+def incident_line(a: dict[str, Any]) -> str:
+    """An incident's name and its first members (``exploding in h.1–h.3 (6 layers): h.1.attn, …``), or an
+    alarm's kind and stream.
+
+    >>> incident_line({"kind": "nan", "name": "nan in loss, fc1 (2 streams)", "members": ["loss", "fc1"]})
+    'nan in loss, fc1 (2 streams): loss, fc1'
+    >>> incident_line({"kind": "spike", "name": "loss"})
+    'spike in loss'
+    """
+    members = a.get("members")
+    if members is None:
+        return f"{a['kind']} in {a['name']}"
+    if len(members) < 2:
+        return str(a["name"])
+    return f"{a['name']}: {', '.join(members[:3])}" + (", …" if len(members) > 3 else "")
+
+
 def sparkline(values: Sequence[float], width: int = SPARK_POINTS) -> str:
     """The last ``width`` values as block characters (log scale when all are positive; non-finite: ``!``).
 
@@ -134,7 +151,8 @@ def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, h
         f"alarms {snap.get('alarm_count', 0)} outputs {health or '-'}",
         style="red" if "NOT OK" in health else "dim",
     ))
-    alarms = snap.get("alarms", [])[-4:]
+    # The incidents (one per fault, members listed) when the bridge sends them; else the sounded alarms.
+    alarms = (snap.get("incidents") or snap.get("alarms", []))[-4:]
     room = max(3, height - len(lines) - 2 - max(1, len(alarms)))
     table = Table(box=None, pad_edge=False, show_edge=False, expand=True, padding=(0, 1))
     for col, kw in (("run", {"max_width": 12}), ("group", {"max_width": 10}), ("name", {"ratio": 1}),
@@ -156,7 +174,7 @@ def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, h
     out: list[Any] = [*lines, table, Text("alarms:", style="bold")]
     for a in alarms:
         step = "" if a.get("step") is None else f" step {a['step']}"
-        out.append(Text(f"  {a['run']}{step}: {a['kind']} in {a['name']} ({fmt(a['value'])})", style="red"))
+        out.append(Text(f"  {a['run']}{step}: {incident_line(a)} ({fmt(a['value'])})", style="red"))
     if not alarms:
         out.append(Text("  none", style="dim"))
     from rich.console import Group

@@ -137,6 +137,8 @@ def fit(snap: dict[str, Any], limit: int) -> str:
     keep = 64
     while len(text) > limit and keep >= 1:
         snap["alarms"] = snap["alarms"][-keep:]
+        if "incidents" in snap:
+            snap["incidents"] = [{**i, "members": i["members"][:keep]} for i in snap["incidents"][-keep:]]
         for run in snap["runs"]:
             run["rows"] = run["rows"][:keep]
         snap["truncated"] = True

@@ -211,8 +211,23 @@ function render() {
   if (latency !== null) window.trainsound.rendered = nowMs;
 }
 
+function renderIncidents(recent) {
+  const list = $("incidents");
+  list.replaceChildren();
+  for (const i of recent || []) {
+    const li = el("li", { "data-kind": i.kind, "data-run": i.run },
+      `step ${i.step} ${i.run}: ${i.name} (value ${fmt(typeof i.value === "number" ? i.value : NaN)})`);
+    if (i.streams > 1) {
+      const more = i.streams > i.members.length ? ` and ${i.streams - i.members.length} more` : "";
+      li.append(el("div", { class: "members" }, `steps ${i.step}–${i.last_step}: ${i.members.join(", ")}${more}`));
+    }
+    list.append(li);
+  }
+}
+
 function renderStatus() {
   const st = model.status || {};
+  renderIncidents((st.alarms || {}).recent);
   const m = st.mapping || {};
   const items = [
     ["uptime", st.uptime === undefined ? "–" : `${Math.round(st.uptime)} s`],

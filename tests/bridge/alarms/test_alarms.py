@@ -76,20 +76,33 @@ def test_kinds_can_be_switched_off_and_the_thresholds_moved() -> None:
         a for a in run_session(faulty(), {"alarms": {"enabled": False}}) if a.kind == "nan"] == []
 
 
-def test_the_global_rate_limit_holds_over_all_streams() -> None:
-    """2,000 NaNs on distinct addresses within one second: ``[alarm].max_per_second`` (a budget of one second's
-    worth, refilled at that rate) sounds, the rest is counted; the detectors' alarms draw on the same budget."""
+def test_a_nan_on_every_address_is_one_incident() -> None:
+    """2,000 non-finite layers of one run: one NaN incident (one alarm sounds), every layer its member."""
     log = AlarmLog()
     pipe = Pipeline(default(), [log])
     for i in range(2000):
         pipe.feed_message(1000.0 + i / 2000, encode_message(f"/nn/r/grad_norm/layer{i}", [math.nan]))
+    assert [(a.kind, a.name) for a in log.alarms] == [("nan", "layer0")]
+    [inc] = pipe.engine.watch.status()["recent"]
+    assert (inc["kind"], inc["streams"], inc["members"][:2]) == ("nan", 2000, ["layer0", "layer1"])
+    assert inc["name"] == "nan in layer0–layer63 (2000 streams)"
+    pipe.close()
+
+
+def test_the_global_rate_limit_holds_over_all_runs() -> None:
+    """NaNs in 2,000 runs within one second: 2,000 incidents, all listed; ``[alarm].max_per_second`` (a budget of
+    one second's worth, refilled at that rate) sounds, the rest is counted; the detectors draw on the same budget."""
+    log = AlarmLog()
+    pipe = Pipeline(default(), [log])
+    for i in range(2000):
+        pipe.feed_message(1000.0 + i / 2000, encode_message(f"/nn/r{i}/loss", [math.nan]))
     rate = default().alarm.max_per_second
     assert rate + 1 <= len(log.alarms) <= 2 * rate + 1
     watch, counters = pipe.engine.watch, pipe.engine.counters
     assert watch.rate_limited == counters.alarms_limited == 2000 - len(log.alarms)
     assert counters.alarms == len(log.alarms)
     st = watch.status()
-    assert st["raised"]["nan"] == len(log.alarms) and len(st["recent"]) == len(log.alarms)
+    assert st["raised"]["nan"] == 2000 and len(watch.incidents.history) == 2000
     # The budget is spent: a detector's alarm at the same moment is counted, not sounded.
     sounded = len(log.alarms)
     assert watch.allow(1000.9996) is False and watch.rate_limited == 2001 - sounded

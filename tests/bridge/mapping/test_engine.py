@@ -196,12 +196,16 @@ def test_nonfinite_fires_the_alarm_and_never_reaches_value_bytes(bad: float) -> 
     assert eng.counters.nonfinite == 1 and eng.counters.alarms == 1
 
 
-def test_alarm_is_rate_limited_per_address_but_still_counted() -> None:
+def test_a_lasting_nan_is_one_incident_until_the_values_are_finite_again() -> None:
     eng = Engine(ungrouped())
     outs = [eng.map(ev("/nn/r/loss", math.nan, t=i * 0.1)) for i in range(10)]
     loud = [o for o in outs if o and o[0].midi]
-    assert len(loud) == 2  # t=0 and t=0.5 (min_interval 0.5 s)
+    assert len(loud) == 1 and all(o[0].kind == "nan" for o in outs)  # every value mutes its voice; one sounds
     assert eng.counters.nonfinite == 10
+    eng.map(ev("/nn/r/loss", 1.0, t=1.0))  # finite again: the incident is over
+    eng.map(ev("/nn/r/step", 10, t=1.05))
+    assert eng.map(ev("/nn/r/loss", math.nan, t=1.1))[0].midi  # …and the next NaN, more than 5 steps on, is new
+    assert [i["streams"] for i in eng.watch.status()["recent"]] == [1, 1]
 
 
 def test_nan_in_one_weight_stat_alarms_once() -> None:

@@ -33,16 +33,17 @@ def test_the_schedule_queue_is_bounded_in_bytes(bridge_proc: Any, tmp_path: Path
     assert b.stop()[0] == 0
 
 
-def test_the_alarm_limiter_state_is_bounded(bridge_proc: Any, tmp_path: Path) -> None:
-    cfg = tmp_path / "bridge.toml"
-    cfg.write_text("[alarm]\nmin_interval_ms = 60000\nmax_per_second = 10000\n")  # the global rate out of the way
-    b = bridge_proc(["--no-midi", "--config", str(cfg)])
-    for i in range(6000):  # distinct addresses, each a NaN alarm, all inside one alarm interval
+def test_the_nan_incident_state_is_bounded(bridge_proc: Any) -> None:
+    b = bridge_proc(["--no-midi"])
+    for i in range(6000):  # distinct addresses, each non-finite: one NaN incident that tracks at most 4,096
         b.send_raw(encode_message(f"/nn/r/metric/m{i}", [float("nan")]))
         if i % 100 == 0:
             time.sleep(0.003)
     time.sleep(0.3)
-    m = b.status()["mapping"]
-    assert m["alarms"] > 4096
-    assert m["alarm_state_shed"] == m["alarms"] - 4096
+    st = b.status()
+    m = st["mapping"]
+    assert m["nonfinite"] == 6000 and m["alarms"] == 1
+    assert m["alarm_state_shed"] == 6000 - 4096
+    [nan] = st["alarms"]["recent"]
+    assert nan["kind"] == "nan" and nan["streams"] == 6000 and len(nan["members"]) == 64
     assert b.stop()[0] == 0
