@@ -5,7 +5,7 @@ wraps two *instance* attributes — ``model.optimizer.apply`` (called by the TF 
 ``apply_gradients`` with the step's gradients) and ``model.compute_loss`` — and asks Keras to
 re-trace the train function once. Inside the traced graph the wrappers compute, per trainable
 variable, the gradient's sum of squares and the weights' sum, sum of squares, abs-max and squared
-change, and store them with the step's loss in one non-trainable ``tf.Variable``. After each batch
+change, and store them with the step's loss and learning rate in one non-trainable ``tf.Variable``. After each batch
 the callback reads that variable (one host transfer), combines per layer and sends one bundle.
 ``on_train_end`` restores both attributes and re-traces, so the model is left as it was.
 
@@ -32,6 +32,10 @@ __all__ = ["Sonify"]
 
 logger = logging.getLogger(__name__)
 _MISSING = object()
+#: What the callback sends as metrics itself: a Keras log of the same name is not sent over it.
+OWN_METRICS = frozenset({"lr"})
+#: The values read back per step before the per-variable ones: the loss and the learning rate.
+HEAD = 2
 
 
 def _layer_of(path: str, model_name: str) -> str:
@@ -116,12 +120,12 @@ class Sonify(keras.callbacks.Callback):
         self._counts = [float(max(int(ops.size(v)), 0)) for v in variables]
         n = len(variables)
         self._n = n
-        at = 1 + 5 * n
+        at = HEAD + 5 * n
         for name, kernel in self._unit_vars.items():
             width = int(kernel.shape[-1])
             self._unit_slices[name] = slice(at, at + width)
             at += width
-        # stats: [grad_sq (n) | sums (n) | sq (n) | abs_max (n) | delta_sq (n) | unit means of each `units`
+        # stats: [lr | grad_sq (n) | sums (n) | sq (n) | abs_max (n) | delta_sq (n) | unit means of each `units`
         # layer]; read back as [loss | stats], so the unit slices count the loss; on every backend (keras_backends)
         self._sink = Sink({"loss": 1, "stats": at - 1})
         self._wrap(optimizer, "apply", self._make_apply(optimizer.apply))
@@ -170,7 +174,7 @@ class Sonify(keras.callbacks.Callback):
         return compute_loss
 
     def _make_apply(self, original: Any) -> Any:
-        sink, index, n, model = self._sink, self._index, self._n, self.model
+        sink, index, n, model, optimizer = self._sink, self._index, self._n, self.model, self.model.optimizer
         kernels = list(self._unit_vars.values())
         assert sink is not None
         want_grads, want_weights, want_delta = self.log_grads, self.log_weights, self.update_ratio and self.log_weights
@@ -186,8 +190,9 @@ class Sonify(keras.callbacks.Callback):
                         g = ops.convert_to_tensor(g)
                         grad_sq[i] = ops.sum(ops.square(ops.cast(g, "float32")))
             before = [ops.copy(v.value) for v in variables] if want_delta and variables is not None else None
+            lr = ops.reshape(ops.cast(optimizer.learning_rate, "float32"), (1,))  # the one this step uses
             result = original(grads, trainable_variables)
-            parts = [ops.stack(grad_sq)] if n else []
+            parts = [lr, ops.stack(grad_sq)] if n else [lr]
             if want_weights and variables is not None and n:
                 sums, sqs, maxes, deltas = ([ops.zeros(())] * n for _ in range(4))
                 for k, (i, v) in enumerate(zip(pos, variables, strict=True)):
@@ -205,8 +210,7 @@ class Sonify(keras.callbacks.Callback):
             for kernel in kernels:  # one mean per output unit: over every axis but the last
                 width = int(kernel.shape[-1])
                 parts.append(ops.mean(ops.reshape(ops.cast(kernel.value, "float32"), (-1, width)), axis=0))
-            if parts:
-                sink.put("stats", ops.concatenate(parts))
+            sink.put("stats", ops.concatenate(parts))
             return result
 
         return apply
@@ -217,25 +221,24 @@ class Sonify(keras.callbacks.Callback):
         self.step += 1
         if step % self.every:
             return
-        try:
-            self._send(step, logs or {})
-        except Exception:  # telemetry must never stop training
-            logger.warning("trainsound: Sonify failed at step %d; training goes on", step, exc_info=True)
+        # telemetry must never stop training, nor flood its log: one line, then counted
+        self.client.failures.run("Keras Sonify", lambda: self._send(step, logs or {}))
 
     def _send(self, step: int, logs: dict[str, Any]) -> None:
         assert self._sink is not None
         v = self._sink.get("loss") + self._sink.get("stats")  # [loss | stats]: one small host read each
         c, n = self.client, self._n
         if self.log_loss:
-            c.loss(v[0])
+            c.loss(v[0])  # this step's, from inside it (logs["loss"] is the epoch's running mean)
             for name, value in logs.items():
-                if name != "loss" and isinstance(value, (int, float)):
+                if name != "loss" and name not in OWN_METRICS and isinstance(value, (int, float)):
                     c.metric(name, value)
+        c.metric("lr", v[1])
         if self.log_grads and n:
-            c.grad_norms(layer_grad_norms(v[1 : 1 + n], self._owner, self._names))
+            c.grad_norms(layer_grad_norms(v[HEAD : HEAD + n], self._owner, self._names))
         due = (step // self.every) % self.weights_every == 0
         if self.log_weights and n and due:
-            sums, sqs, maxes, deltas = (v[1 + k * n : 1 + (k + 1) * n] for k in range(1, 5))
+            sums, sqs, maxes, deltas = (v[HEAD + k * n : HEAD + (k + 1) * n] for k in range(1, 5))
             c.weights(layer_weight_stats(sums, sqs, maxes, deltas, self._counts, self._owner, self._names))
         for name, sl in self._unit_slices.items() if due else ():
             c.weight_units(name, v[sl])

@@ -85,6 +85,7 @@ def test_same_messages_on_every_backend(backend, bridge_recording) -> None:
     for i, (loss, norms) in enumerate(ref):
         got = steps[i]
         assert got["loss"][0] == pytest.approx(loss, rel=1e-4)
+        assert got["metric/lr"][0] == pytest.approx(LR)
         for layer, norm in norms.items():
             assert got[f"grad_norm/{layer}"][0] == pytest.approx(norm, rel=1e-4)
     # the weight statistics after step 0: the initial weights moved by one SGD step

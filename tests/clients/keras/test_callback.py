@@ -11,6 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from support import by_step  # noqa: E402
+
 from trainsound import ClientArgumentError  # noqa: E402
 from trainsound.bridge.wire.session import iter_messages  # noqa: E402
 from trainsound.keras import Sonify  # noqa: E402
@@ -88,3 +90,44 @@ def test_wrong_arguments_fail_in_the_constructor() -> None:
         Sonify(every=0)
     with pytest.raises(ClientArgumentError, match=r"^log must name some of \['grads', 'loss', 'weights'\], got 'x'$"):
         Sonify(log=("x",))
+
+
+class BatchLosses(keras.callbacks.Callback):
+    """Each batch's own loss, recovered from Keras' running mean of the epoch (``logs["loss"]``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list[float] = []
+        self._mean = 0.0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        mean = float((logs or {})["loss"])
+        self.losses.append((batch + 1) * mean - batch * self._mean)
+        self._mean = mean
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._mean = 0.0
+
+
+def test_the_loss_and_lr_of_every_step_with_a_schedule(receiver) -> None:
+    """Issue 22: every step's loss and the learning rate it used (warmup + cosine), next to a metric the user
+    named ``lr`` (the callback's own ``lr`` wins, it is not sent twice)."""
+    keras.utils.set_random_seed(0)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=30, warmup_target=0.05, warmup_steps=6)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="hidden"),
+                              keras.layers.Dense(2, name="out")])
+    model.compile(keras.optimizers.SGD(schedule), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.MeanMetricWrapper(lambda y, p: keras.ops.mean(p), name="lr")])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    batches = BatchLosses()
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
+              callbacks=[batches, Sonify(run="s", port=receiver.port)])
+    msgs = receiver.messages()
+    steps = by_step(msgs, "s")
+    assert sorted(steps) == list(range(40))
+    assert [steps[i]["loss"][0] for i in range(40)] == pytest.approx(batches.losses, rel=1e-3, abs=1e-5)
+    assert [steps[i]["metric/lr"][0] for i in range(40)] == pytest.approx([float(schedule(i)) for i in range(40)],
+                                                                          rel=1e-5, abs=1e-9)
+    assert len([a for a, _ in msgs if a == "/nn/s/metric/lr"]) == 40  # the user's "lr" is not sent over it
