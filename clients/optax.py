@@ -6,8 +6,10 @@ same XLA computation (a *layer* is a group of leaves sharing a pytree path: Flax
 ``params/Dense_0/{kernel,bias}`` → ``Dense_0``, NNX's ``l1.kernel.value`` → ``l1``) and handed to the
 host with ``jax.debug.callback`` — a host callback inside the compiled step, so nothing waits on
 the device between steps. The loss travels the same way when the update is given ``value=loss``
-(optax's extra-argument convention); host-side metrics go through :func:`log`
-(``trainsound.log`` routes here too) and ride with the next step that is sent.
+(optax's extra-argument convention), every step, NaN included; host-side metrics go through :func:`log`
+(``trainsound.log`` routes here too) and ride with the next step that is sent. A logged ``loss`` is the
+loss only where the update was not given ``value=`` (the in-step loss is exact and a step early), and
+a logged ``grad_norm`` does not replace the one sent here.
 
 Importing this module without JAX/optax fails with one line naming the extra to install.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import logging
 import math
 import weakref
 from collections.abc import Sequence
@@ -35,8 +36,6 @@ from trainsound.osc import Client  # noqa: E402
 from trainsound.stats import layer_grad_norms  # noqa: E402
 
 __all__ = ["SonifyState", "close", "layer_name", "log", "sonify"]
-
-logger = logging.getLogger(__name__)
 
 #: Leaf names that are a layer's parameters, not part of its path (Flax, Haiku, Equinox conventions).
 _WRAPPERS = frozenset({"params", "value", "raw_value"})
@@ -84,13 +83,14 @@ class _Sender:
         self.started = False
         self.closed = False
 
-    def __call__(self, step: Any, sq: Any, loss: Any, names: tuple[str, ...], owner: tuple[int, ...]) -> None:
-        try:
-            self._send(int(step), [float(x) for x in sq], float(loss), names, owner)
-        except Exception:  # a host callback must never break the jitted step
-            logger.warning("trainsound: optax sonify failed at a step; training goes on", exc_info=True)
+    def __call__(self, step: Any, sq: Any, loss: Any, names: tuple[str, ...], owner: tuple[int, ...],
+                 has_loss: bool) -> None:
+        # a host callback must never break the jitted step, nor flood its log: one line, then counted
+        self.client.failures.run("optax sonify", lambda: self._send(
+            int(step), [float(x) for x in sq], float(loss) if has_loss else None, names, owner))
 
-    def _send(self, step: int, sq: list[float], loss: float, names: tuple[str, ...], owner: tuple[int, ...]) -> None:
+    def _send(self, step: int, sq: list[float], loss: float | None, names: tuple[str, ...],
+              owner: tuple[int, ...]) -> None:
         c = self.client
         if self.closed:
             return
@@ -98,13 +98,14 @@ class _Sender:
             self.started = True
             c.event("start")
             c.flush()
-        if not math.isnan(loss):
-            c.loss(loss)
-        for key, value in self._ready_logs().items():
-            if key == "loss":
-                c.loss(value)
-            else:
-                c.metric(key, value)
+        logs = self._ready_logs()
+        logged = logs.pop("loss", None)
+        if loss is not None or logged is not None:
+            c.loss(loss if loss is not None else logged)
+        if sq:
+            logs.pop("grad_norm", None)  # sent below, from the gradients themselves
+        for key, value in logs.items():
+            c.metric(key, value)
         if sq:
             c.grad_norms(layer_grad_norms(sq, owner, names))
             c.metric("grad_norm", math.sqrt(sum(sq)))
@@ -157,12 +158,13 @@ def sonify(run: str = "jax", every: int = 1, *, host: str | None = None, port: i
         groups = tuple(dict.fromkeys(names))
         owner = tuple(groups.index(n) for n in names)
         value = extra.get("value")
-        loss = jnp.asarray(value, jnp.float32) if value is not None else jnp.float32(jnp.nan)
+        loss = jnp.asarray(value, jnp.float32) if value is not None else jnp.float32(0)
 
         def report() -> None:
             sq = jnp.stack([jnp.sum(jnp.square(leaf.astype(jnp.float32))) for _, leaf in leaves]) if leaves \
                 else jnp.zeros((0,), jnp.float32)
-            jax.debug.callback(functools.partial(sender, names=groups, owner=owner), state.steps, sq, loss)
+            jax.debug.callback(functools.partial(sender, names=groups, owner=owner, has_loss=value is not None),
+                               state.steps, sq, loss)
 
         jax.lax.cond(state.steps % every == 0, report, lambda: None)
         return updates, SonifyState(steps=state.steps + 1)

@@ -128,3 +128,45 @@ def test_nnx_layer_names_read_naturally(receiver) -> None:
 def test_layer_name_and_wrong_arguments() -> None:
     with pytest.raises(ClientArgumentError, match=r"^every must be an integer >= 1, got 0$"):
         tso.sonify(every=0)
+
+
+def test_the_loss_of_every_step_nan_included_and_no_name_sent_twice(bridge_recording) -> None:
+    """Issue 22: a NaN loss given as ``value=`` was taken for "no loss" and never sent; a logged ``loss`` or
+    ``grad_norm`` went out beside the step's own (two messages of one address in one step)."""
+    out: dict = {}
+
+    def go(port: int) -> None:
+        model = Mlp()
+        params = model.init(jax.random.PRNGKey(0), X)
+        schedule = optax.warmup_cosine_decay_schedule(0.0, 0.1, warmup_steps=5, decay_steps=40)
+        opt = optax.chain(tso.sonify(run="jx", port=port), optax.adam(schedule))
+        state = opt.init(params)
+
+        @jax.jit
+        def step(p: dict, s: object, x: jax.Array, y: jax.Array, poison: jax.Array) -> tuple:
+            def loss_fn(p: dict) -> jax.Array:
+                return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+
+            loss, g = jax.value_and_grad(loss_fn)(p)
+            loss = loss + poison  # the value only: the gradients stay finite
+            u, s = opt.update(g, s, p, value=loss)
+            return optax.apply_updates(p, u), s, loss
+
+        losses = []
+        for i in range(40):
+            x, y = X[8 * (i % 4) : 8 * (i % 4 + 1)], Y[8 * (i % 4) : 8 * (i % 4 + 1)]
+            params, state, loss = step(params, state, x, y, jnp.float32(jnp.nan if i == 20 else 0.0))
+            trainsound.log(loss=loss, grad_norm=123.0, lr=float(schedule(i)))
+            losses.append(float(loss))
+        tso.close()
+        out["losses"] = losses
+
+    msgs = bridge_recording(go)
+    steps = bridge_recording.by_step(msgs, "jx")
+    assert sorted(steps) == list(range(40))
+    got = [steps[i]["loss"][0] for i in range(40)]
+    assert math.isnan(got[20]) and got[:20] + got[21:] == pytest.approx(out["losses"][:20] + out["losses"][21:])
+    for name in ("loss", "metric/grad_norm"):
+        assert sum(1 for a, _ in msgs if a == f"/nn/jx/{name}") == 40  # one per step: the step's own
+    assert all(steps[i]["metric/grad_norm"][0] != 123.0 for i in range(40))
+    assert ("/nn/jx/event", ("nan",)) in msgs
