@@ -193,3 +193,66 @@ def test_bad_input_is_one_line(tmp_path) -> None:
                                                                     "directory"]
     with pytest.raises(TagTableError, match=r"^--map a\(=loss: bad pattern: "):
         TagTable.default([parse_map("a(=loss")])
+
+
+LIGHTNING = """
+import sys, warnings, torch, torch.nn.functional as F, lightning.pytorch as pl
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
+
+class Tutorial(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        self.log("loss", loss)
+        self.log("train_loss", loss, prog_bar=True)
+        print(loss.item())
+        return loss
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=1e-2)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=30)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+torch.manual_seed(0)
+x, y = torch.randn(240, 8), torch.randint(0, 2, (240,))
+trainer = pl.Trainer(max_epochs=1, accelerator="cpu", log_every_n_steps=1, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False,
+                     logger=TensorBoardLogger(sys.argv[1], name="mlp", version=""),
+                     callbacks=[LearningRateMonitor(logging_interval="step")])
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    trainer.fit(Tutorial(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8))
+"""
+
+
+def test_a_lightning_tensorboard_log_gives_one_loss_and_one_lr_per_step(bridge_proc, tmp_path) -> None:
+    """Issue 22: Lightning writes the loss under two tags (``loss``, ``train_loss``) and the lr under two more
+    (``lr-AdamW`` from LearningRateMonitor, ``epoch`` beside them): each step still sends one ``loss`` and one
+    ``metric/lr``, every step that was written (``log_every_n_steps=1``)."""
+    pytest.importorskip("lightning")
+    done = subprocess.run([sys.executable, "-c", LIGHTNING, str(tmp_path / "logs")], capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    losses = [float(v) for v in done.stdout.split()]
+    rec = tmp_path / "s.tsr"
+    bridge = bridge_proc(["--no-midi", "--record", str(rec)])
+    follow = subprocess.run([*TS, "follow", str(tmp_path / "logs"), "--to", f"127.0.0.1:{bridge.port}", "--once"],
+                            capture_output=True, text=True, timeout=60)
+    assert follow.returncode == 0, follow.stderr
+    status = bridge.status()
+    bridge.stop()
+    from support import by_step
+
+    from trainsound.bridge.wire.session import iter_messages
+
+    msgs = [(a, v) for _, a, v in iter_messages(rec)]
+    steps = by_step(msgs, "mlp")
+    with_loss = sorted(s for s, got in steps.items() if "loss" in got)
+    assert len(losses) == 30 and len(with_loss) == 30 and status["dropped"] == {}
+    assert [steps[s]["loss"][0] for s in with_loss] == pytest.approx(losses, rel=1e-6)
+    assert [a for a, _ in msgs].count("/nn/mlp/loss") == 30  # not twice per step
+    lrs = [got["metric/lr"][0] for got in steps.values() if "metric/lr" in got]
+    assert len(lrs) == 30 and len(set(lrs)) > 20  # the one-cycle schedule, step by step
