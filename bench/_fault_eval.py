@@ -1,12 +1,12 @@
 """Scoring a fault-benchmark recording: trainsound's incidents (``trainsound render REC --alarms-json``)
 and the published rules, against the fault's step and the kinds that name it.
 
-``--alarms-json`` holds one entry per incident (``run, kind, step, time, name, members, value``); an
-older bridge wrote one entry per alarm (``run, name, kind, step, value, time``): such an entry is read
-as an incident whose one member is its name.
+``--alarms-json`` holds one entry per incident (``run, kind, step, time, name, members, value``, and
+``kinds`` when one incident holds several); an older bridge wrote one entry per alarm (``run, name, kind,
+step, value, time``): such an entry is read as an incident whose one member is its name.
 
 >>> incidents([{"run": "r", "name": "loss", "kind": "spike", "step": 7, "value": 3.0, "time": 1.0}])
-[Incident(kind='spike', step=7, name='loss', members=('loss',))]
+[Incident(kind='spike', step=7, name='loss', members=('loss',), kinds=('spike',))]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Incident:
     step: int
     name: str
     members: tuple[str, ...]
+    kinds: tuple[str, ...]
 
 
 def incidents(entries: Any) -> list[Incident]:
@@ -41,10 +42,11 @@ def incidents(entries: Any) -> list[Incident]:
         entries = entries.get("incidents", entries.get("alarms", []))
     out = []
     for e in entries:
-        members = e.get("members")
+        members, kind = e.get("members"), str(e.get("kind"))
         name = str(e.get("name", ""))
-        out.append(Incident(str(e.get("kind")), int(e.get("step", -1)), name,
-                            tuple(str(m) for m in members) if members is not None else (name,)))
+        out.append(Incident(kind, int(e.get("step", -1)), name,
+                            tuple(str(m) for m in members) if members is not None else (name,),
+                            tuple(str(k) for k in e.get("kinds") or (kind,))))
     return sorted(out, key=lambda i: i.step)
 
 
@@ -97,10 +99,10 @@ class Score:
         return [i for i in self.incidents if i.step < self.at - WINDOW]
 
     def first_match(self) -> Incident | None:
-        """The first incident of an expected kind from the fault's window on."""
+        """The first incident holding an expected kind, from the fault's window on."""
         want = EXPECTED.get(self.fault, frozenset())
         return next((i for i in self.incidents if self.at is not None and i.step >= self.at - WINDOW
-                     and i.kind in want), None)
+                     and want.intersection(i.kinds)), None)
 
     def named_near(self) -> bool:
         """An expected kind within ±WINDOW steps of the fault (however many incidents beside it)."""
@@ -125,8 +127,10 @@ class Score:
 
     # -- published rules -----------------------------------------------------------------------------
     def rule_found(self, rule: str) -> int | None:
-        """Offset of the rule's first firing within ±WINDOW of the fault, or ``None``."""
-        near = [s - self.at for s in self.rules.get(rule, []) if self.at is not None and abs(s - self.at) <= WINDOW]
+        """Offset of the first event the rule starts within ±WINDOW of the fault, or ``None`` (a rule that has
+        been firing on every step since before the fault names nothing new)."""
+        starts = events(self.rules.get(rule, []))
+        near = [s - self.at for s in starts if self.at is not None and abs(s - self.at) <= WINDOW]
         return near[0] if near else None
 
     def rule_false(self, rule: str) -> int:

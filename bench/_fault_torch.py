@@ -104,7 +104,7 @@ def _info(fault: TorchFault) -> dict[str, Any]:
 
 
 # -- Hugging Face Trainer: a tiny GPT-2 learning to continue a repeated random prefix ----------------------
-class CopyTask(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class CopyTask(torch.utils.data.Dataset):
     """Sequences of a random 8-token prefix repeated: after the first repeat, every token is predictable."""
 
     def __init__(self, n: int, seq: int, vocab: int, seed: int) -> None:

@@ -63,8 +63,10 @@ def test_incidents_read_both_json_formats() -> None:
     old = {"run": "r", "name": "h.1.attn", "kind": "vanishing", "step": 9, "value": 0.0, "time": 1.0}
     new = {"run": "r", "kind": "exploding", "step": 3, "time": 1.0, "name": "exploding in h.3-h.5 (7 layers)",
            "members": ["h.3", "h.4"], "value": 50.0}
-    assert incidents([old, new]) == [Incident("exploding", 3, new["name"], ("h.3", "h.4")),
-                                     Incident("vanishing", 9, "h.1.attn", ("h.1.attn",))]
+    both = {**new, "step": 5, "kind": "spike", "kinds": ["spike", "vanishing"]}
+    assert incidents([old, new, both]) == [Incident("exploding", 3, new["name"], ("h.3", "h.4"), ("exploding",)),
+                                           Incident("spike", 5, new["name"], ("h.3", "h.4"), ("spike", "vanishing")),
+                                           Incident("vanishing", 9, "h.1.attn", ("h.1.attn",), ("vanishing",))]
 
 
 @pytest.mark.parametrize(("rule", "values", "fires"), [
