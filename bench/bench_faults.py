@@ -112,13 +112,19 @@ def main(argv: list[str] | None = None) -> None:
             write_ready(args.cache)
     trained = time.monotonic() - t0
     scores: list[Score] = []
+    counts = {"accepted": 0, "dropped_total": 0, "kernel_drops": 0}
     for job in all_jobs:
         meta_path = job.meta(args.cache)
         if not meta_path.exists():
             continue
-        scores.append(score(job.rec(args.cache), json.loads(meta_path.read_text()), args.render_timeout, args.config))
+        meta = json.loads(meta_path.read_text())
+        for k in counts:
+            counts[k] += meta.get("bridge", {}).get(k, 0)
+        scores.append(score(job.rec(args.cache), meta, args.render_timeout, args.config))
     print_tables(scores)
-    print(f"\n{len(scores)} run(s); training {trained:.0f} s, scoring {time.monotonic() - t0 - trained:.0f} s")
+    print(f"\n{len(scores)} run(s); training {trained:.0f} s, scoring {time.monotonic() - t0 - trained:.0f} s; the "
+          f"bridges accepted {counts['accepted']} messages, dropped {counts['dropped_total']} (kernel "
+          f"{counts['kernel_drops']})")
 
 
 if __name__ == "__main__":
