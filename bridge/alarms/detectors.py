@@ -30,6 +30,15 @@ DIVERGENCE_Z = 3.0
 #: Log values whose median is the spike detector's local level: it follows a falling loss with a lag of
 #: half of it (a 0.5 %/step fall leaves a 1.5 % bias) and is not moved by one spike.
 LEVEL = 7
+#: The spike detector's rule, measured on real runs (bench/bench_faults.py; docs/alarms.md, "Fault benchmark"):
+#: a jump of at least 15 % that is :data:`QUIET_Z` deviations out of the loss's noise (a language model's loss
+#: is quiet: healthy runs reached z 11.7 early in training, injected faults 22–44), or a jump of ``min_ratio``
+#: (2×) or more, ``z`` (4) deviations out, whose evidence ``z · ln(ratio)`` is at least :data:`EVIDENCE` (a
+#: small classifier's loss near zero jumps 11× at z 2.6, or 2.6× at z 6.4, when healthy: evidence ≤ 6.6;
+#: faults 8–30).
+LOG_SMALLEST_JUMP = math.log(1.15)
+QUIET_Z = 15.0
+EVIDENCE = 7.5
 #: The spike detector measures its noise first after this many residuals, then every quarter window:
 #: a sparse loss (one value every 50 steps) is watched after a few hundred steps, not a few thousand.
 FIRST_SPREAD = 8
@@ -37,6 +46,8 @@ FIRST_SPREAD = 8
 LR_LEVEL = 20
 LR_HISTORY = 8
 LR_READY = 4
+#: After a warm restart the loss rises for a while by design: no divergence for this many values.
+LR_RESTART = 50
 #: A tick's change is this many times the largest recent step-to-step change (smooth schedules never are).
 LR_JUMP = 5.0
 #: Below this fraction of its recent level the learning rate is "at zero".
@@ -80,9 +91,9 @@ class Reference:
 
 
 class Spike:
-    """A value far above its local level: ``log(x)`` minus the median of the last :data:`LEVEL` log values
-    (a level that follows a falling loss within a few steps: detrended) is at least ``log(ratio)``, and
-    ``z`` robust standard deviations of those residuals over the last ``window`` values.
+    """A value far above its local level: the residual ``log(x)`` minus the median of the last :data:`LEVEL`
+    log values (a level that follows a falling loss within a few steps: detrended), against the robust
+    standard deviation of the residuals over the last ``window`` values: see :data:`EVIDENCE` for the rule.
 
     A 3× jump on a loss falling fast is far above its level even while it is below the median of the
     last fifty values; a healthy fast fall leaves residuals near zero.
@@ -109,7 +120,9 @@ class Spike:
         hit = False
         if len(lv) == LEVEL:
             r = v - sorted(lv)[LEVEL // 2]
-            hit = self.sigma >= 0.0 and r >= self.log_ratio and r >= self.z * max(self.sigma, MIN_LOG_SPREAD)
+            if self.sigma >= 0.0 and r >= LOG_SMALLEST_JUMP:
+                z = r / max(self.sigma, MIN_LOG_SPREAD)
+                hit = z >= QUIET_Z or (r >= self.log_ratio and z >= self.z and z * r >= EVIDENCE)
             res = self.residuals
             res.append(r)
             self.left -= 1
@@ -220,10 +233,12 @@ class LearningRate:
     (400, ['tick', None, None, 'zero'])
     """
 
-    __slots__ = ("change", "changes", "last", "values")
+    __slots__ = ("change", "changes", "last", "since_rise", "values")
 
     def __init__(self, change: float) -> None:
         self.change = change
+        self.since_rise = LR_RESTART
+        """Values since the learning rate last jumped up (a warm restart)."""
         self.last: float | None = None
         self.changes: deque[float] = deque(maxlen=LR_HISTORY)
         self.values: deque[float] = deque(maxlen=LR_LEVEL)
@@ -236,13 +251,21 @@ class LearningRate:
             ch = self.changes
             if len(ch) >= LR_READY and d > self.change * max(abs(last), 1e-30) and d > LR_JUMP * max(ch):
                 out = "tick"
+                if lr > last:
+                    self.since_rise = -1
             ch.append(d)
             if len(self.values) >= LR_READY:
                 level = median(self.values)
                 if level > 0.0 and lr <= LR_ZERO * level and last > 0.1 * level:
                     out = "zero"
         self.values.append(lr)
+        self.since_rise += 1
         return out
+
+    @property
+    def restarted(self) -> bool:
+        """The learning rate jumped up within the last :data:`LR_RESTART` values: the loss may rise on purpose."""
+        return self.since_rise < LR_RESTART
 
     @property
     def low(self) -> bool:
@@ -286,6 +309,10 @@ class GradLevel:
             self.low += 1
             if self.low == self.persist:
                 out = "vanishing"
+            if self.low <= r.values.maxlen:  # type: ignore[operator]
+                # A vanished stretch does not become the level (its recovery is not an explosion) unless it
+                # lasts a whole window: then it is the new level.
+                return out
         else:
             self.low = 0
             if r.ready and v - r.median >= self.log_factor:

@@ -1,10 +1,11 @@
 """Incidents: the alarms of one fault, as one (docs/alarms.md, "Incidents").
 
-One fault shows in many streams: a learning-rate spike makes a dozen layers' grad norms explode over a
-few steps, and their voice groups with them; a NaN spreads to every address of the run. Alarms of one
-run that share a kind and come within :data:`GAP` steps of the incident's last member join it: the
-first alarm opens it (it sounds, once), the rest add members (silent, listed). A NaN incident lasts
-while any of its streams is non-finite, however long.
+One fault shows in many streams: a learning-rate spike makes the loss jump and a dozen layers' grad
+norms explode over a few steps, their voice groups with them, the loss diverging after; a NaN spreads
+to every address of the run. Alarms of one run that come within :data:`GAP` steps of the incident's
+last member join it, whatever their kind: the first alarm opens it (it sounds, once, and gives the
+incident its kind), the rest add members (silent, listed by kind). NaN is an incident of its own that
+lasts while any of its streams is non-finite, however long.
 
 Pure: steps come in with the alarms, no clock is read, so a recording gives the same incidents however
 it is replayed or rendered.
@@ -14,6 +15,8 @@ it is replayed or rendered.
 (True, False)
 >>> inc.add(0.2, "r", "h.5.mlp", "exploding", 208, 40.0)[0].name
 'exploding in h.3–h.5 (2 layers)'
+>>> inc.add(0.3, "r", "loss", "divergence", 210, 9.0)[0].name
+'exploding in h.3–h.5 (2 layers) + loss divergence'
 """
 
 from __future__ import annotations
@@ -41,54 +44,89 @@ LOSS_KINDS = frozenset({"spike", "plateau", "divergence"})
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")
 
 
-class Incident:
-    """One fault: its first alarm (run, kind, step, time, value) and every stream that joined it."""
+class _Kind:
+    """The streams of one kind within an incident."""
 
-    __slots__ = ("active", "count", "kind", "last_step", "layers", "members", "run", "step", "t", "value")
+    __slots__ = ("count", "groups", "layers", "members")
 
-    def __init__(self, t: float, run: str, name: str, kind: str, step: int, value: float) -> None:
-        self.t, self.run, self.kind, self.step, self.value = t, run, kind, step, value
+    def __init__(self) -> None:
         self.members: list[str] = []
-        self.count = 0
-        """Streams that joined (members beyond :data:`MAX_MEMBERS` are counted, not listed)."""
-        self.layers = 0
-        """Members that are layers (not voice groups, the loss or the run)."""
-        self.last_step = step
-        self.active: set[str] = set()
-        """NaN incidents: the addresses still non-finite (the incident ends when none is)."""
-        self.join(name, step)
+        self.count = self.layers = self.groups = 0
 
-    def join(self, name: str, step: int) -> bool:
-        """Add ``name`` (once); True when it is new to the incident."""
-        self.last_step = max(self.last_step, step)
+    def join(self, name: str) -> bool:
         if name in self.members:
             return False
         self.count += 1
-        self.layers += bool(name) and not name.startswith(GROUP) and name not in ("loss", "lr")
+        group = name.startswith(GROUP)
+        self.groups += group
+        self.layers += bool(name) and not group and name not in ("loss", "lr")
         if len(self.members) < MAX_MEMBERS:
             self.members.append(name)
         return True
 
+    def name(self, kind: str, run: str) -> str:
+        m = self.members
+        if kind == "dead" or not m:
+            return f"run {run} {kind}"
+        if kind in LOSS_KINDS and m == ["loss"]:
+            return f"loss {kind}"
+        if kind == "nan":  # where it showed first (the cause, usually), then how far it spread
+            return f"nan in {m[0]}" + (f" and {self.count - 1} more streams" if self.count > 1 else "")
+        if kind == "plateau" and m == ["lr"]:
+            return "plateau: learning rate at 0"
+        where = span([x[len(GROUP):] if x.startswith(GROUP) else x for x in m])
+        n, what = (self.layers, "layer") if self.layers else (self.groups, "group")
+        return f"{kind} in {where}" + (f" ({n} {what}s)" if n > 1 else "")
+
+
+class Incident:
+    """One fault: its first alarm (run, kind, step, time, value) and every stream — of any kind — that joined it."""
+
+    __slots__ = ("active", "kinds", "last_step", "run", "step", "t", "value")
+
+    def __init__(self, t: float, run: str, name: str, kind: str, step: int, value: float) -> None:
+        self.t, self.run, self.step, self.value = t, run, step, value
+        self.kinds: dict[str, _Kind] = {}
+        """Per kind, in the order they showed: the first is the incident's kind."""
+        self.last_step = step
+        self.active: set[str] = set()
+        """NaN incidents: the addresses still non-finite (the incident ends when none is)."""
+        self.join(name, kind, step)
+
+    def join(self, name: str, kind: str, step: int) -> bool:
+        """Add ``name`` under ``kind`` (once); True when it is new to the incident."""
+        self.last_step = max(self.last_step, step)
+        k = self.kinds.get(kind)
+        if k is None:
+            k = self.kinds[kind] = _Kind()
+        return k.join(name)
+
+    @property
+    def kind(self) -> str:
+        return next(iter(self.kinds))
+
+    @property
+    def members(self) -> list[str]:
+        """The streams that joined, each once, in order (at most :data:`MAX_MEMBERS` a kind)."""
+        return list(dict.fromkeys(m for k in self.kinds.values() for m in k.members))
+
+    @property
+    def count(self) -> int:
+        """Streams that joined (those beyond :data:`MAX_MEMBERS` counted, not listed)."""
+        return len(self.members) + sum(k.count - len(k.members) for k in self.kinds.values())
+
     @property
     def name(self) -> str:
-        """``loss spike``, ``exploding in h.3–h.5 (7 layers)``, ``nan in loss, fc1 (2 streams)``, ``run r dead``."""
-        if self.kind == "dead" or not self.members:
-            return f"run {self.run} {self.kind}"
-        if self.kind in LOSS_KINDS and self.members == ["loss"]:
-            return f"loss {self.kind}"
-        groups = sum(m.startswith(GROUP) for m in self.members)
-        where = span([m[len(GROUP):] if m.startswith(GROUP) else m for m in self.members])
-        if self.kind == "nan":
-            n = self.count
-            return f"nan in {where}" + (f" ({n} streams)" if n > 1 else "")
-        n, what = (self.layers, "layer") if self.layers else (groups, "group")
-        return f"{self.kind} in {where}" + (f" ({n} {what}s)" if n > 1 else "")
+        """``loss spike``, ``exploding in h.3–h.5 (7 layers)``, ``loss spike + exploding in fc1–fc3 (3 layers)``,
+        ``nan in loss and 29 more streams``, ``run r dead``."""
+        return " + ".join(k.name(kind, self.run) for kind, k in self.kinds.items())
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data: ``run kind step time name members value`` (+ ``last_step``, ``streams``)."""
+        """Plain data: ``run kind step time name members value`` (+ ``kinds``, ``last_step``, ``streams``)."""
         v = self.value if math.isfinite(self.value) else str(self.value)
         return {"run": self.run, "kind": self.kind, "step": self.step, "time": self.t, "name": self.name,
-                "members": list(self.members), "value": v, "last_step": self.last_step, "streams": self.count}
+                "members": self.members, "value": v, "kinds": list(self.kinds), "last_step": self.last_step,
+                "streams": self.count}
 
 
 def span(names: list[str]) -> str:
@@ -144,10 +182,10 @@ class Incidents:
 
     def add(self, t: float, run: str, name: str, kind: str, step: int, value: float) -> tuple[Incident, bool]:
         """An alarm → ``(its incident, True if it opened a new one)``."""
-        key = (run, kind)
+        key = (run, "nan" if kind == "nan" else "")  # a NaN is its own incident: it lasts while values are NaN
         inc = self._open.get(key)
         if inc is not None and (inc.active or 0 <= step - inc.last_step <= self.gap):
-            inc.join(name, step)
+            inc.join(name, kind, step)
             self.merged += 1
             return inc, False
         inc = self._open[key] = Incident(t, run, name, kind, step, value)

@@ -196,7 +196,7 @@ class Watch:
         # A flat loss at the end of a decayed schedule is the schedule working, not a plateau.
         if r.plateau.feed(x) and "plateau" in on and not r.lr.low:
             self._add(out, self.admit(t, run, "loss", "plateau", x))
-        if r.divergence.feed(x, r.spike.spread) and "divergence" in on:
+        if r.divergence.feed(x, r.spike.spread) and "divergence" in on and not r.lr.restarted:
             a = self.admit(t, run, "loss", "divergence", x)
             if a is not None:
                 r.divergence.rebase()

@@ -160,7 +160,8 @@ def test_status_lists_the_recent_alarms(faulty_run: dict[str, Any]) -> None:
     a = faulty_run["status"]["alarms"]
     assert [r["kind"] for r in a["recent"]] == list(EXPECTED)
     assert {k for k, n in a["raised"].items() if n} == set(EXPECTED)
-    assert set(a["recent"][0]) == {"run", "name", "kind", "step", "value", "time", "members", "last_step", "streams"}
+    assert set(a["recent"][0]) == {"run", "name", "kind", "kinds", "step", "value", "time", "members", "last_step",
+                                   "streams"}
     text = faulty_run["status_text"]
     assert "alarms: spike 1, plateau 1, divergence 1, exploding 1, vanishing 1, dead 1, nan 1" in text
     assert "run bad  vanishing in conv2  value" in text and "run bad  run bad dead  value" in text
