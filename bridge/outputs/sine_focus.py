@@ -9,7 +9,6 @@ pure functions of :mod:`..mapping.focus`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..mapped import Mapped
@@ -41,7 +40,6 @@ def role(rule: Rule, banded: bool) -> str:
 @dataclass
 class _Run:
     spotlight: Spotlight
-    global_anchor: float | None = None
 
 
 class Budget:
@@ -81,12 +79,14 @@ class Budget:
         if r == "loss":
             return [((m.rule, m.stream), f"{name} loss", self.gain * LOSS_LEVEL, region_unit("loss", m.norm))]
         if r == "global":
-            if m.value <= 0.0:
-                return []
-            if run.global_anchor is None:  # a fixed anchor: the global norm's map never moves (direction)
-                run.global_anchor = math.log10(m.value)
+            # The map that only grows (as the loss's): the global norm's direction over the run is kept; its
+            # sudden changes are the spotlight's to show.
+            auto = self.bed.get((m.rule, m.stream))
+            if auto is None:
+                auto = self.bed[(m.rule, m.stream)] = AutoRange()
+            pos = auto.norm(m.value) if m.value > 0.0 else 0.0
             return [((m.rule, m.stream), f"{m.run} global grad norm", self.gain * GLOBAL_LEVEL,
-                     relative_unit("global", m.value, run.global_anchor, 0.5))]
+                     region_unit("global", pos))]
         # A group: its own bed voice (a map that only grows, in its slice), and the spotlight when it holds it.
         auto = self.bed.get((m.rule, m.stream))
         if auto is None:
