@@ -52,7 +52,7 @@ def region_unit(region: str, x: float) -> float:
     return (lo + min(max(x, 0.0), 1.0) * (hi - lo)) / REGION_SEMITONES
 
 
-def bed_unit(norm: float, group: int, groups: int, guard: float = 0.12) -> float:
+def bed_unit(norm: float, group: int, groups: int, guard: float = 0.2) -> float:
     """A group's bed voice: group ``g`` of ``G`` in its own slice of the bed region.
 
     >>> round(bed_unit(0.0, 0, 2), 4), round(bed_unit(1.0, 1, 2), 4)

@@ -23,6 +23,9 @@ GLOBAL_LEVEL = 0.55
 #: The bed's level relative to ``[sine].gain`` (``[sine].bed_gain``): about 15 dB under the loss.
 DEFAULT_BED_GAIN = 0.14
 
+#: The bed voices' first scale (decades; :mod:`..mapping.autorange`).
+BED_FIRST_SCALE = 0.5
+
 Placed = tuple[tuple[object, ...], str, float, float]
 
 
@@ -90,7 +93,8 @@ class Budget:
         # A group: its own bed voice (a map that only grows, in its slice), and the spotlight when it holds it.
         auto = self.bed.get((m.rule, m.stream))
         if auto is None:
-            auto = self.bed[(m.rule, m.stream)] = AutoRange()
+            # A wide first scale: a slice of the bed is narrow, and a group's first steps are often its steepest.
+            auto = self.bed[(m.rule, m.stream)] = AutoRange(first_scale=BED_FIRST_SCALE)
         bed = auto.norm(m.value) if m.value > 0.0 else 0.0
         self.groups[(m.rule, m.stream)] = m.voice
         groups = max(m.groups, 1)

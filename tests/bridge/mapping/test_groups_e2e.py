@@ -15,10 +15,12 @@ import mido
 import numpy as np
 import pytest
 import soundfile as sf
+from realruns import peak_semitone
 from scipy.stats import spearmanr
 
-from trainsound.bridge.mapping.groups import SPAN, aggregate, band
-from trainsound.bridge.sound.maps import DEFAULT_FMIN, DEFAULT_OCTAVES, norm_from_hz
+from trainsound.bridge.mapping.focus import bed_unit
+from trainsound.bridge.mapping.groups import SPAN, aggregate
+from trainsound.bridge.sound.maps import DEFAULT_OCTAVES
 from trainsound.bridge.wire.osc import encode_bundle, encode_message
 
 TS = [sys.executable, "-m", "trainsound.bridge"]
@@ -118,19 +120,12 @@ def test_gpt2_session_groups_into_fourteen_channels_each_following_one_group(
 
 
 def band_peaks(x: np.ndarray, sr: int, starts: list[float], length: float, groups: int) -> np.ndarray:
-    """``[group, step]``: the strongest frequency in each group's pitch band, per step (the WAV alone)."""
-    n = int(length * sr)
-    nfft = 1 << 17
-    freqs = np.fft.rfftfreq(nfft, 1 / sr)
+    """``[group, step]``: the strongest pitch (semitones above fmin, interpolated between FFT bins) in each group's
+    slice of the bed, per step (the WAV alone): each group's quiet bed voice (docs/sound.md, "What you hear")."""
     out = np.empty((groups, len(starts)))
-    for i, t0 in enumerate(starts):
-        a = int(t0 * sr)
-        spec = np.abs(np.fft.rfft(x[a : a + n] * np.hanning(n), nfft))
-        for g in range(groups):
-            lo = DEFAULT_FMIN * 2 ** (DEFAULT_OCTAVES * band(0.0, g, 14))
-            hi = DEFAULT_FMIN * 2 ** (DEFAULT_OCTAVES * band(1.0, g, 14))
-            sel = (freqs >= lo * 0.995) & (freqs <= hi * 1.005)
-            out[g, i] = freqs[sel][np.argmax(spec[sel])]
+    for g in range(groups):
+        lo, hi = (12 * DEFAULT_OCTAVES * bed_unit(n, g, groups) for n in (0.0, 1.0))
+        out[g] = [peak_semitone(x, sr, t0, t0 + length, lo - 0.02, hi + 0.02) for t0 in starts]
     return out
 
 
@@ -150,7 +145,7 @@ def test_each_group_is_recovered_from_the_rendered_wav_alone(
     starts = [i / sps + 0.05 for i in range(STEPS)]
     hz = band_peaks(mono, sr, starts, 0.9 / sps, len(GROUPS))
     for g in range(len(GROUPS)):
-        norm_in_band = [norm_from_hz(h) for h in hz[g]]
+        norm_in_band = list(hz[g])  # the bed's map only grows: its order is the value's
         # From step 1: in step 0 the two embeddings sound before the layout is known (plain names sound at
         # once, over the whole range); their band is theirs from step 1 on.
         rho = spearmanr(norm_in_band[1:], truth[g][1:]).statistic
