@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from trainsound.errors import ClientArgumentError, check_counts, require
+from trainsound.errors import ClientArgumentError, Failures, check_counts, require
 
 require("lightning", "trainsound.lightning", "lightning", "Lightning")
 
@@ -65,6 +65,8 @@ class Sonify(pl.Callback):
         self.every = every
         self.options = watch_options
         self.watch: FrameWatch | None = None
+        #: What failed inside training steps (logged once per kind, counted), from the first fit on.
+        self.failures: Failures | None = None
         self._before = 0  # watch.step when the step's gradients were taken
         self._captured = False
         self._lr: float | None = None  # the lr the step used (the scheduler moves it before on_train_batch_end)
@@ -77,6 +79,7 @@ class Sonify(pl.Callback):
             opts = dict(self.options)  # a second fit() starts from the same options
             self.watch = FrameWatch(pl_module, self.run, self.every, opts.pop("log", ("grads", "weights", "loss")),
                                     opts.pop("activations", None), auto_loss=False, **opts)
+            self.failures = self.watch.failures  # kept after the watch closes
             self.watch.epoch = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -115,9 +118,9 @@ class Sonify(pl.Callback):
 
     def _add_loss(self, outputs: Any) -> None:
         """Every micro-batch's loss as Lightning backpropagates it (divided by ``accumulate_grad_batches``)."""
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if _scalar(loss):
-            loss = loss.detach() if isinstance(loss, torch.Tensor) else float(loss)
+        value: Any = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if _scalar(value):
+            loss = value.detach() if isinstance(value, torch.Tensor) else float(value)
             self._loss = loss if self._loss is None else self._loss + loss
 
     def _end_step(self, w: FrameWatch, trainer: pl.Trainer) -> None:

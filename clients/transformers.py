@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from trainsound.errors import ClientArgumentError, check_counts, require
+from trainsound.errors import ClientArgumentError, Failures, check_counts, require
 
 require("transformers", "trainsound.transformers", "transformers", "Hugging Face transformers")
 
@@ -74,6 +74,8 @@ class Sonify(TrainerCallback):
         self.every = every
         self.options = watch_options
         self.watch: FrameWatch | None = None
+        #: What failed inside training steps (logged once per kind, counted), from the first fit on.
+        self.failures: Failures | None = None
         self._handles: list[Any] = []
         self._queued = False
         self._epoch = 0
@@ -87,6 +89,7 @@ class Sonify(TrainerCallback):
         opts = dict(self.options)
         self.watch = FrameWatch(model, self.run, self.every, opts.pop("log", ("grads", "weights", "loss")),
                                 opts.pop("activations", None), scaler=scaler, sum_loss=True, **opts)
+        self.failures = self.watch.failures  # kept after the watch closes
         self.watch.epoch = self._epoch = 0
         if self.watch.log_grads and (self.watch.client is not None or self.watch.sharded):
             probe = self._probe

@@ -323,7 +323,7 @@ class Watch:
     def flush(self) -> None:
         """Send every finished step now (waits for pending device copies)."""
         self._guard(self._boundary)
-        self._drain(wait=True)
+        self._guard(lambda: self._drain(wait=True))
 
     def close(self) -> None:
         """Remove every hook, send the last step and an ``end`` event. Idempotent."""
