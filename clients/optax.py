@@ -100,8 +100,10 @@ class _Sender:
             c.flush()
         logs = self._ready_logs()
         logged = logs.pop("loss", None)
-        if loss is not None or logged is not None:
-            c.loss(loss if loss is not None else logged)
+        if loss is None:
+            loss = logged
+        if loss is not None:
+            c.loss(loss)
         if sq:
             logs.pop("grad_norm", None)  # sent below, from the gradients themselves
         for key, value in logs.items():
