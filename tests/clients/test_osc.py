@@ -22,9 +22,10 @@ from trainsound.bridge.wire.osc import encode_bundle, encode_message
 from trainsound.bridge.wire.protocol import parse_event
 from trainsound.torch import activations as activations_mod
 from trainsound.torch import distributed as distributed_mod
+from trainsound.torch import logs as logs_mod
 
 
-@pytest.mark.parametrize("module", [osc_mod, errors_mod, activations_mod, distributed_mod])
+@pytest.mark.parametrize("module", [osc_mod, errors_mod, activations_mod, distributed_mod, logs_mod])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.failed == 0 and result.attempted > 0
