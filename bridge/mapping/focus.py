@@ -56,7 +56,7 @@ def bed_unit(norm: float, group: int, groups: int, guard: float = 0.2) -> float:
     """A group's bed voice: group ``g`` of ``G`` in its own slice of the bed region.
 
     >>> round(bed_unit(0.0, 0, 2), 4), round(bed_unit(1.0, 1, 2), 4)
-    (0.3013, 0.5653)
+    (0.3133, 0.5533)
     """
     g = max(groups, 1)
     n = min(max(norm, 0.0), 1.0)
