@@ -21,20 +21,10 @@ from typing import Any
 import torch
 
 from ..errors import ClientArgumentError
+from .logs import first_lr
 from .watch import Watch
 
 __all__ = ["FrameWatch", "first_lr", "guarded"]
-
-
-def first_lr(optimizer: Any) -> float | None:
-    """The learning rate of an optimizer's first parameter group (a tensor lr is read as a float)."""
-    groups = getattr(optimizer, "param_groups", None)
-    if not groups:
-        return None
-    lr = groups[0].get("lr")
-    if isinstance(lr, torch.Tensor):
-        return float(lr.item())
-    return float(lr) if isinstance(lr, (int, float)) else None
 
 
 class FrameWatch(Watch):

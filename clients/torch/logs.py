@@ -22,12 +22,23 @@ from typing import Any, Final
 
 import torch
 
-__all__ = ["LOSS", "METRIC", "StepLogs"]
+__all__ = ["LOSS", "METRIC", "StepLogs", "first_lr"]
 
 #: The key of the step's training loss.
 LOSS: Final = "loss"
 #: The prefix of a metric's key.
 METRIC: Final = "metric/"
+
+
+def first_lr(optimizer: Any) -> float | None:
+    """The learning rate of an optimizer's first parameter group (a tensor lr is read as a float)."""
+    groups = getattr(optimizer, "param_groups", None)
+    if not groups:
+        return None
+    lr = groups[0].get("lr")
+    if isinstance(lr, torch.Tensor):
+        return float(lr.item())
+    return float(lr) if isinstance(lr, (int, float)) else None
 
 
 def _detach(value: Any) -> Any:

@@ -1,23 +1,22 @@
-"""PyTorch: ``trainsound.watch(model)`` — gradient norms, weight statistics, loss and activation spectra.
+"""PyTorch: ``trainsound.watch(model)`` — gradient norms, weight statistics, loss, lr and activation spectra.
 
 How a step flows (all hooks are thin; the numbers are computed with fused ``torch._foreach_*`` ops
 and leave the device once per step as one vector):
 
-- optimizer step **pre**-hook: per-tensor gradient norms (one ``torch._foreach_norm``), on the device;
+- optimizer step **pre**-hook: the learning rate the step uses, per-tensor gradient norms (one
+  ``torch._foreach_norm``), on the device;
 - optimizer step **post**-hook, on every ``weights_every``-th reported step (default 10): per tensor the weight
-  norm (``_foreach_norm``), sum, abs-max and ‖ΔW‖ against a preallocated copy of the weights taken at the
-  previous weight report (``_foreach_sub_`` / ``_foreach_norm`` / ``_foreach_copy_``); mean and std are derived
-  on the host from the sum and the squared norm; with ``units=``, those modules' per-unit mean weights;
+  norm, sum, abs-max and ‖ΔW‖ against a preallocated copy of the weights of the previous weight report
+  (``_foreach_*``); mean and std derived on the host; with ``units=``, those modules' per-unit mean weights;
 - every per-tensor scalar of the step (gradient norms, weight statistics, a loss tensor already known) is
   stacked into **one** vector with one ``torch.stack`` and copied to the host once (on a GPU: asynchronously
   into pinned memory, with an event — no synchronisation inside the step);
-- the model's next training forward (a forward pre-hook) closes the step: the loss and metrics given to
-  :func:`log` since the previous forward are attached and every record whose copy has finished is encoded
-  and sent as one bundle. So a step goes out when the next one starts ("one step late"), and
-  :meth:`Watch.close` sends the last one.
+- the model's next training forward (a forward pre-hook) closes the step: what :func:`log` got since the
+  previous forward is attached and every record whose copy has finished goes out as one bundle ("one step
+  late"); :meth:`Watch.close` sends the last one.
 
-The loss is picked up automatically from ``loss.backward()`` (a thin wrapper around
-``torch.Tensor.backward`` while a watch is active); ``trainsound.log(loss=...)`` replaces it for that step.
+The loss is picked up from ``loss.backward()`` (a thin wrapper around ``torch.Tensor.backward`` while a watch
+is active); ``trainsound.log(loss=...)`` replaces it for that step.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from ..osc import Client
 from ..stats import LOG_CHOICES, log_items
 from . import distributed as tdist
 from .activations import DEFAULT_BINS, MAX_BINS, spectrum
-from .logs import StepLogs
+from .logs import StepLogs, first_lr
 from .loss import LossTap
 from .steps import DeviceStats, Record, send_record, stack_scalars, to_host
 from .units import UnitMeans
@@ -199,8 +198,11 @@ class Watch:
         return hook
 
     def _on_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self.log_grads and self._reporting() and self._mine(optimizer):
-            self._guard(self._capture_grads)
+        if self._reporting() and self._mine(optimizer):
+            if (lr := first_lr(optimizer)) is not None:  # the rate this step uses: lr ticks, lr → 0 plateaus
+                self._logs.metrics({"lr": lr}, own=True)
+            if self.log_grads:
+                self._guard(self._capture_grads)
 
     def _on_post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._mine(optimizer):
@@ -362,14 +364,12 @@ def watch(
     """Send a model's telemetry to the trainsound bridge after every ``every``-th optimizer step.
 
     Args:
-        model: the ``nn.Module`` to watch. Every module that directly owns trainable parameters is a
-            layer, named by its module path (``features.0``, ``fc1``; wrapper segments such as DDP's
-            ``module.`` are dropped).
+        model: the ``nn.Module`` to watch. Every module that directly owns trainable parameters is a layer,
+            named by its module path (``features.0``, ``fc1``; wrappers' segments such as DDP's ``module.`` dropped).
         run: run name (``/nn/<run>/...``); each run of a sweep should have its own.
         every: report every k-th optimizer step (the first step is always reported).
-        log: any of ``"grads"`` (per-layer gradient L2 norm over weight and bias), ``"weights"``
-            (mean, std, abs-max, L2 norm, update ratio ‖ΔW‖/‖W‖ since the previous weight report)
-            and ``"loss"`` (from ``loss.backward()`` or :func:`log`).
+        log: any of ``"grads"`` (per-layer gradient L2 norm over weight and bias), ``"weights"`` (mean, std,
+            abs-max, L2 norm, update ratio ‖ΔW‖/‖W‖ since the last weight report), ``"loss"``; the lr goes every step.
         activations: module paths whose outputs get an ``activation_spectrum``.
         **options: ``optimizer`` (hook only this optimizer; default: any optimizer holding the model's
             parameters), ``client`` / ``host`` / ``port``, ``spectrum_bins`` (64), ``spectrum_every`` (10 steps),
@@ -384,7 +384,6 @@ def watch(
 
     Returns:
         A :class:`Watch`; ``.close()`` removes every hook (also at interpreter exit).
-
     Raises:
         ClientArgumentError: a wrong argument (the message names it).
     """

@@ -373,6 +373,23 @@ def test_set_epoch_keeps_every_later_bundle_whole(bridge_recording) -> None:
     assert [args[0] for a, args in msgs if a == "/nn/mlp/event"] == ["start", "epoch", "epoch", "epoch", "end"]
 
 
+def test_the_learning_rate_each_step_used_goes_with_it(receiver) -> None:
+    """Issue 22: the detectors need the lr (a step decay ticks, lr → 0 is a plateau): a plain loop with a
+    scheduler, as the PyTorch tutorials write it, sends the rate each step used, every step."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.1)
+    with trainsound.watch(model, run="m", port=receiver.port):
+        for _ in range(7):
+            opt.zero_grad()
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+            opt.step()
+            sched.step()
+    steps = by_step(receiver.messages(), "m")
+    assert [steps[i]["metric/lr"][0] for i in range(7)] == pytest.approx([0.1] * 3 + [0.01] * 3 + [0.001])
+
+
 def test_an_explicit_loss_replaces_the_tapped_one_for_its_step_only(receiver) -> None:
     """Issue 22: one ``log(loss=…)`` used to stop the loss taken from ``backward()`` for good."""
     losses, _ = mlp_steps(receiver.port, 6, explicit={2: 42.0})
