@@ -242,8 +242,8 @@ class Client:
         """Flush and close the socket (logging how often the adapter failed, if it did). Idempotent."""
         if not self._closed:
             summary = self.failures.summary()
-            if summary is not None:
-                log.info("trainsound: run %s: %s", self.run, summary)
+            if summary is not None:  # the repeats were only counted: say how many, once, at the end
+                log.warning("trainsound: run %s: %s", self.run, summary)
             self.flush()
             self._closed = True
             self._sender.close()

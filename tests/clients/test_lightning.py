@@ -161,7 +161,7 @@ def test_a_tutorial_module_sends_the_loss_every_optimizer_step(bridge_recording,
     assert len({got["metric/lr"][0] for got in steps.values()}) > n // 2  # the scheduler moves it every step
 
 
-def test_a_failing_callback_logs_one_line_and_counts_the_rest(bridge_recording, caplog, monkeypatch) -> None:
+def test_a_failing_callback_logs_one_line_and_the_count_at_the_end(bridge_recording, caplog, monkeypatch) -> None:
     from trainsound import Client
     from trainsound.torch.frame import FrameWatch
 
@@ -185,9 +185,10 @@ def test_a_failing_callback_logs_one_line_and_counts_the_rest(bridge_recording, 
 
     bridge_recording(go)
     lines = [r for r in caplog.records if r.name.startswith("trainsound") and r.levelno >= logging.WARNING]
-    assert [r.getMessage() for r in lines] == [
+    assert [r.getMessage() for r in lines] == [  # the first failure, then the count at the end
         "trainsound: Lightning callback failed: TypeError: Watch.log() got multiple values for argument 'loss'; "
-        "training goes on (repeats are only counted)"]
+        "training goes on (repeats are only counted)",
+        "trainsound: run pl: Lightning callback failed 6 times (TypeError)"]
     assert lines[0].exc_info is None  # no traceback
     assert len(module.losses) == 6  # training went on
     assert clients[0].failures.count == 6

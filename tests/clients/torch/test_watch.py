@@ -429,7 +429,7 @@ print(handle.failures.count, handle.failures.summary())
 """
 
 
-def test_a_failing_watch_prints_one_line_and_counts_the_rest(receiver) -> None:
+def test_a_failing_watch_prints_one_line_and_the_count_at_the_end(receiver) -> None:
     import subprocess
     import sys
 
@@ -437,6 +437,7 @@ def test_a_failing_watch_prints_one_line_and_counts_the_rest(receiver) -> None:
                           timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.splitlines() == ["trainsound: trainsound.watch failed: ValueError: could not convert string "
-                                        "to float: 'fast'; training goes on (repeats are only counted)"]
+                                        "to float: 'fast'; training goes on (repeats are only counted)",
+                                        "trainsound: run f: trainsound.watch failed 20 times (ValueError)"]
     assert done.stdout.split(maxsplit=1) == ["20", "trainsound.watch failed 20 times (ValueError)\n"]
     assert ("/nn/f/event", ("end",)) in receiver.messages()
