@@ -149,3 +149,37 @@ def test_the_watch_bounds_its_state_per_run() -> None:
     assert w.unwatched == 100 and w.status()["unwatched"] == 100
     w.forget_runs({"r"})
     assert w.step_of("r") == -1
+
+
+def lr_run(schedule: list[float], run: str = "r") -> list[Step]:
+    """A quiet run whose only news is its learning rate (HF's schedules, as the Trainer computes them)."""
+    return [[(f"/nn/{run}/step", [s]), (f"/nn/{run}/loss", [2.0 * (1 + s / 50) ** -0.5 * (1 + 0.01 * (s % 3))]),
+             (f"/nn/{run}/metric/lr", [lr])] for s, lr in enumerate(schedule)]
+
+
+def warmup_cosine(steps: int, warmup: int, cycles: int = 1) -> list[float]:
+    """transformers' get_cosine_with_hard_restarts_schedule_with_warmup (cycles=1: the plain cosine)."""
+    out = []
+    for s in range(steps):
+        if s < warmup:
+            out.append(1e-3 * s / warmup)
+            continue
+        p = (s - warmup) / (steps - warmup)
+        out.append(1e-3 * 0.5 * (1 + math.cos(math.pi * ((cycles * p) % 1.0))))
+    return out
+
+
+def test_a_smooth_schedule_never_ticks_and_its_jumps_do() -> None:
+    """Issue 22: an HF cosine schedule gave 97 lr ticks in 800 steps; a tick marks a step decay or a restart."""
+    assert [a for a in run_session(lr_run(warmup_cosine(800, 80)), ticks=True)] == []
+    restarts = [a for a in run_session(lr_run(warmup_cosine(800, 80, cycles=3)), ticks=True)]
+    assert [(a.kind, a.step) for a in restarts] == [("lr", 320), ("lr", 560)]
+
+
+def test_a_learning_rate_set_to_zero_is_a_plateau_at_once() -> None:
+    """Training stalls from the next step: named at the step, not a plateau window (300 steps) later."""
+    lrs = [1e-3] * 200 + [0.0] * 400
+    alarms = run_session(lr_run(lrs), ticks=True)
+    assert [(a.kind, a.name, a.step) for a in alarms if not a.tick] == [("plateau", "lr", 200)]
+    # …and a cosine that ends at 0, or a healthy schedule's end, is not.
+    assert [a for a in run_session(lr_run(warmup_cosine(400, 40) + [0.0]), ticks=True) if not a.tick] == []
