@@ -182,4 +182,4 @@ def test_a_learning_rate_set_to_zero_is_a_plateau_at_once() -> None:
     alarms = run_session(lr_run(lrs), ticks=True)
     assert [(a.kind, a.name, a.step) for a in alarms if not a.tick] == [("plateau", "lr", 200)]
     # …and a cosine that ends at 0, or a healthy schedule's end, is not.
-    assert [a for a in run_session(lr_run(warmup_cosine(400, 40) + [0.0]), ticks=True) if not a.tick] == []
+    assert [a for a in run_session(lr_run([*warmup_cosine(400, 40), 0.0]), ticks=True) if not a.tick] == []
