@@ -43,6 +43,8 @@ def page_text(driver: Any, css: str) -> str:
 
 
 def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
     web = free_tcp_port()
     b = web_bridge(f"127.0.0.1:{web}")
     try:
@@ -67,7 +69,11 @@ def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) ->
         b.send("/nn/webrun/grad_norm/conv2", float("nan"))
         wait_until(lambda: "nan in conv2" in page_text(driver, "#alarms li"), what="the NaN in the alarm log")
         assert "webrun step 42" in page_text(driver, "#alarms li")
-        from selenium.webdriver.common.by import By
+        # The NaN reaches another layer: the same incident (no second alarm), listed with its members.
+        b.send("/nn/webrun/grad_norm/fc2", float("nan"))
+        wait_until(lambda: "conv2, fc2" in page_text(driver, "#incidents li"), what="the incident's members")
+        assert "nan in conv2 and 1 more streams" in page_text(driver, "#incidents li")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#alarms li")) == 1
 
         assert driver.find_element(By.ID, "alarms").get_attribute("aria-live") == "assertive"
         wait_until(lambda: "accepted" in page_text(driver, "#counters") and "feed" in page_text(driver, "#outputs"),
