@@ -134,6 +134,7 @@ def default_rules() -> tuple[Rule, ...]:
             cc=74,
             scale="auto",
             auto_start=0.9,  # a loss starts high and falls: room below it for the whole run
+            auto_scale=0.4,  # and its first steps are its steepest: keep room for the rest of the fall
             voices="channel",
             rate_limit=50.0,
         ),

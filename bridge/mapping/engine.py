@@ -288,7 +288,7 @@ class Engine:
             n = log_scale(x, *rule.range)
         else:
             if st.auto is None:
-                st.auto = AutoRange(start=rule.auto_start)
+                st.auto = AutoRange(start=rule.auto_start, first_scale=rule.auto_scale)
             n = st.auto.norm(x)
         if rule.clamp or not math.isfinite(n):
             n = 0.0 if n < 0.0 else 1.0 if n > 1.0 else n

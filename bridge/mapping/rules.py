@@ -130,6 +130,9 @@ class Rule:
     auto_window: int = 256
     auto_start: float = 0.5
     """Where an auto-ranged stream's first value sits (0..1); 0.9 for one expected to fall, like a loss."""
+    auto_scale: float = 0.15
+    """The auto range's first scale (decades on a log axis): larger keeps more room for a long trend, smaller
+    spreads a steady stream wider (docs/mapping.md, "Auto range"); 0.4 for the built-in loss."""
     # Resolved once from the fields above (see the module docstring).
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
     captures: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -214,6 +217,7 @@ def parse_rule(data: Any, path: str) -> Rule:
         band_width=t.integer("band_width", d.band_width, 1, DATA_MAX),
         auto_window=t.integer("auto_window", d.auto_window, 8, 100_000),
         auto_start=t.number("auto_start", d.auto_start, 0.0, 1.0),
+        auto_scale=t.number("auto_scale", d.auto_scale, 0.01, 10.0),
     )
     if rule.target == "cc14" and rule.cc > CC14_MAX_CONTROLLER:
         raise ConfigError(f"{t.key('cc')} must be in 0..31 for a 14-bit CC (LSB is cc+32), got {rule.cc}")

@@ -122,3 +122,16 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"trainsound: error: {bad}: mappings[0].velocity must be in 1..127, got 0"
+
+
+def test_auto_scale_is_a_mapping_key_and_a_bad_one_names_it() -> None:
+    rule = {"match": "/nn/{run}/loss", "target": "cc", "scale": "auto", "auto_scale": 0.5}
+    assert cfg.from_dict({"mappings": [rule]}).mappings[0].auto_scale == 0.5
+    with pytest.raises(ConfigError, match=r"mappings\[0\]\.auto_scale"):
+        cfg.from_dict({"mappings": [{**rule, "auto_scale": 0.0}]})
+
+
+def test_sine_focus_and_bed_gain_are_checked_by_key() -> None:
+    assert cfg.from_dict({"sine": {"focus": "all", "bed_gain": 0.2}}).outputs["sine"].focus == "all"
+    with pytest.raises(ConfigError, match=r"sine\.focus"):
+        cfg.from_dict({"sine": {"focus": "some"}})
