@@ -4,10 +4,11 @@ Live through the sound card (``--audio``, PyAudio callback mode) and/or to a
 WAV file (``--wav``). The renderer mode comes from the preset (see
 :mod:`..presets` and docs/sound.md):
 
-- ``continuous``: every (rule, stream) of the mapping is a sustained voice;
-  pitch ``fmin·2^(octaves·norm)`` (unquantised, so the numbers survive),
-  level from the rule (note rules loud, CC rules as quieter voices of their
-  own), stereo position per run, master gain ``1/√voices``, soft limiter.
+- ``continuous``: sustained voices, pitch ``fmin·2^(octaves·u)`` (unquantised, so
+  the numbers survive), stereo position per run, soft limiter; by default under
+  the foreground budget (:mod:`.sine_focus`: loss, global norm and spotlight in
+  front, groups as a quiet bed); ``everything`` (``[sine] focus = "all"``): every
+  (rule, stream) a voice, level from the rule, master gain ``1/√voices``.
 - ``perone``: step-clocked sequenced tones, exactly the seed's formula.
 - ``sonnify``: one loss voice per run, soNNify's formula.
 
