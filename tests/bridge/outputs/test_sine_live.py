@@ -23,7 +23,8 @@ pytestmark = pytest.mark.jack
 
 def test_live_pitch_level_silence_after_shutdown_and_wav(bridge_proc, recorder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     wav = tmp_path / "live.wav"
-    b = bridge_proc(["--no-midi", "--audio", "--wav", str(wav)])
+    # One voice over the whole pitch range at the note rule's level: no foreground budget (docs/sound.md).
+    b = bridge_proc(["--no-midi", "--audio", "--wav", str(wav), "--preset", "everything"])
     recorder.connect_when_present("PortAudio:out_0")
     b.send("/nn/run/grad_norm/fc1", 0.5)
     time.sleep(0.8)
