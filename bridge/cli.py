@@ -111,7 +111,8 @@ def add_output_args(p: argparse.ArgumentParser, *, live_midi_default: bool) -> N
     g.add_argument("--wav", metavar="FILE", help="render the internal sine voices to a WAV file")
     g.add_argument("--audio", action="store_true", help="play the internal sine voices on the sound card")
     g.add_argument("--audio-device", metavar="NAME|INDEX", help="sound card for --audio (see 'trainsound devices')")
-    g.add_argument("--preset", metavar="NAME", help="a named mapping + renderer mode: continuous, perone, sonnify-loss")
+    g.add_argument("--preset", metavar="NAME",
+                   help="a named mapping + renderer mode: continuous, everything, perone, timbre, sonnify-loss")
     g.add_argument("--pyo-patch", metavar="NAME|FILE", help="play a pyo patch (patches/pyo) on the sound card")
     g.add_argument("--pyo-audio", choices=("jack", "portaudio"), help="pyo's audio driver (default: [pyo] audio)")
 
