@@ -179,6 +179,8 @@ class Incidents:
         """Alarms that joined an incident instead of sounding."""
         self.shed = 0
         """Non-finite addresses beyond :data:`MAX_ACTIVE` in a NaN incident (not tracked: it may end sooner)."""
+        self.nan_runs: set[str] = set()
+        """Runs with a NaN incident in progress (their finite values may end it; no other run's are looked at)."""
 
     def add(self, t: float, run: str, name: str, kind: str, step: int, value: float) -> tuple[Incident, bool]:
         """An alarm → ``(its incident, True if it opened a new one)``."""
@@ -202,13 +204,10 @@ class Incidents:
         inc, new = self.add(t, run, name, "nan", step, value)
         if address in inc.active or len(inc.active) < MAX_ACTIVE:
             inc.active.add(address)
+            self.nan_runs.add(run)
         else:
             self.shed += 1
         return inc, new
-
-    def nan_open(self, run: str) -> bool:
-        inc = self._open.get((run, "nan"))
-        return inc is not None and bool(inc.active)
 
     def finite(self, run: str, address: str, step: int) -> None:
         """A finite value on ``address``: a NaN incident ends when all of its streams are finite again."""
@@ -216,6 +215,8 @@ class Incidents:
         if inc is not None and address in inc.active:
             inc.active.discard(address)
             inc.last_step = max(inc.last_step, step)
+            if not inc.active:
+                self.nan_runs.discard(run)
 
     def listed(self) -> list[Incident]:
         """The recent incidents, newest last, with each run's first before them when it was pushed out."""
@@ -224,6 +225,7 @@ class Incidents:
 
     def forget_runs(self, runs: set[str]) -> None:
         self._open = {k: v for k, v in self._open.items() if k[0] not in runs}
+        self.nan_runs -= runs
         for run in runs:
             self.first.pop(run, None)
 
@@ -233,5 +235,6 @@ class Incidents:
         self.first = {**old.first, **self.first}
         self.history = (old.history + self.history)[:HISTORY_MAX]
         self._open = {**old._open, **self._open}
+        self.nan_runs |= old.nan_runs
         self.unlisted += old.unlisted
         self.merged += old.merged

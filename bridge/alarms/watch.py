@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from ..sound.alarms import TICK_KINDS
 from ..wire.protocol import Event
 from .detectors import Dead, Divergence, GradLevel, LearningRate, Plateau, Spike
-from .incidents import Incident, Incidents
+from .incidents import Incidents
 from .options import ALARM_KINDS, AlarmsOptions, KindOptions
 
 #: What most values raise: nothing (shared, never mutated).
@@ -102,8 +102,6 @@ class Watch:
         self._limit = limit
         self.incidents = Incidents(opts.recent)
         """One incident per fault (:mod:`.incidents`): what ``status``, the web page and ``--alarms`` list."""
-        self._nan_runs: set[str] = set()
-        """Runs with a NaN incident in progress: their finite values are checked (no other run pays)."""
         self.raised: dict[str, int] = dict.fromkeys(ALARM_KINDS, 0)
         """Incidents per kind."""
         self.held = 0
@@ -158,20 +156,15 @@ class Watch:
             return None
         step = self.step_of(run)
         _, new = self.incidents.nan(t, run, name, address, step, value)
-        self._nan_runs.add(run)
         return self._opened(new, t, run, name, "nan", step, value)
-
-    @property
-    def recent(self) -> list[Incident]:
-        """The recent incidents, each run's first kept (:meth:`.Incidents.listed`)."""
-        return self.incidents.listed()
 
     # -- detectors ----------------------------------------------------------------------------------
     def feed(self, ev: Event) -> Sequence[Alarm]:
         """The alarms and ticks one event raises (``nan`` is raised by the mapping engine via :meth:`admit`)."""
         kind = ev.kind
-        if self._nan_runs and ev.run in self._nan_runs:
-            self._finite(ev)
+        nan_runs = self.incidents.nan_runs
+        if nan_runs and ev.run in nan_runs and ev.values and ev.finite:
+            self.incidents.finite(ev.run, ev.address, self.step_of(ev.run))  # may end its NaN incident
         if kind == "loss":
             x = ev.values[0]
             return self.loss(ev.t, ev.run, x) if math.isfinite(x) else NONE
@@ -252,24 +245,15 @@ class Watch:
             return NONE if a is None else [a]
         return NONE
 
-    def _finite(self, ev: Event) -> None:
-        """A run with a NaN incident in progress: a finite value ends it for its address."""
-        if ev.values and ev.finite:
-            self.incidents.finite(ev.run, ev.address, self.step_of(ev.run))
-            if not self.incidents.nan_open(ev.run):
-                self._nan_runs.discard(ev.run)
-
     def forget_runs(self, runs: set[str]) -> None:
         for run in runs:
             self._runs.pop(run, None)
         self.incidents.forget_runs(runs)
-        self._nan_runs -= runs
         self._last = {k: v for k, v in self._last.items() if k[0] not in runs}
 
     def carry(self, old: Watch) -> None:
         """After a config reload: keep the incidents and the counts (the detectors start afresh)."""
         self.incidents.carry(old.incidents)
-        self._nan_runs |= old._nan_runs
         self.raised = {k: self.raised[k] + old.raised.get(k, 0) for k in self.raised}
         self.held += old.held
         self.rate_limited += old.rate_limited
