@@ -77,17 +77,20 @@ class Reference:
         self.spread = spread
 
     def push(self, v: float) -> None:
-        vals = self.values
-        vals.append(v)
+        self.values.append(v)
         self.left -= 1
-        if self.left == 0:  # first after half a window: ready from then on
-            self.left = self.every
-            s = sorted(vals)
-            n = len(s)
-            m = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-            self.median, self.ready = m, True
-            if self.spread:
-                self.mad = median([abs(x - m) for x in s])
+        if self.left == 0:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """The median (and MAD) anew: every ``window // 2`` values, the first after half a window (ready from then)."""
+        self.left = self.every
+        s = sorted(self.values)
+        n = len(s)
+        m = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+        self.median, self.ready = m, True
+        if self.spread:
+            self.mad = median([abs(x - m) for x in s])
 
 
 class Spike:
@@ -317,7 +320,10 @@ class GradLevel:
             self.low = 0
             if r.ready and v - r.median >= self.log_factor:
                 out = "exploding"
-        r.push(v)
+        r.values.append(v)  # Reference.push, inlined: this runs for every value of every layer
+        r.left -= 1
+        if r.left == 0:
+            r.refresh()
         return out
 
 

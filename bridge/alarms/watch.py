@@ -208,7 +208,17 @@ class Watch:
             e, v = self.kinds["exploding"], self.kinds["vanishing"]
             g = r.grads[name] = GradLevel(max(e.window, v.window), e.threshold, v.threshold, v.ratio,
                                           zeros=r.dead.rounds + 1)
-        dead = layer and r.dead.feed(name, x)
+            if layer:
+                r.dead.layers.add(name)
+        dead = False
+        if layer:
+            d = r.dead
+            if x != 0.0:  # Dead.feed's usual case, inlined (the layer joined its set above)
+                if d.zero:
+                    d.zero.clear()
+                d.need = 0
+            else:
+                dead = d.feed(name, x)
         hit = g.feed(x)
         if hit is not None and x == 0.0 and r.dead.need:  # the whole run is at zero: that is "dead", once
             hit = None

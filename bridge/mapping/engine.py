@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..alarms.options import AlarmOptions, AlarmsOptions
@@ -29,10 +28,10 @@ from ..alarms.watch import Watch
 from ..mapped import Counters, Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
-from .autorange import AutoRange
-from .groups import GroupOptions, RunGroups, groups_rule
-from .rules import Rule, note_span
-from .scales import linear_scale, log_scale, quantize
+from .groups import GroupOptions, groups_rule
+from .rules import Rule
+from .rungroups import RunGroups
+from .values import StreamState, control, normalise, note_pitch
 
 
 class Settings(Protocol):
@@ -61,16 +60,6 @@ ADDRESS_CACHE_SIZE = 65_536
 SETTLE_KINDS = frozenset({"step", "loss", "metric", "event"})
 
 
-@dataclass
-class _Stream:
-    smoothed: float | None = None
-    last_code: int = -1
-    last_sent: float = -math.inf
-    pending: Mapped | None = None
-    pending_code: int = -1
-    auto: AutoRange | None = None
-
-
 class Engine:
     """Applies the config's rules to events."""
 
@@ -79,9 +68,9 @@ class Engine:
         self.max_voices = max_voices
         self.memory = memory
         """Voices remembered per run name across restarts (:mod:`.service.voicestate`); ``None``: first-seen."""
-        # address → [[rule index, stream, voice or None], …]; the voice is filled in once allocated.
+        # address → [[rule, stream, voice, (run, layer, arg) if grouped, its RunGroups]]; voice, groups found later
         self._cache: dict[str, list[list[Any]]] = {}
-        self._streams: dict[tuple[int, tuple[str, ...]], _Stream] = {}
+        self._streams: dict[tuple[int, tuple[str, ...]], StreamState] = {}
         self._voices: dict[tuple[str, ...], dict[tuple[str, ...], int]] = {}
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
         self._free: dict[tuple[str, ...], list[int]] = {}
@@ -116,7 +105,11 @@ class Engine:
                 continue
             groups = m.groupdict()
             names = rule.voice_by if rule.voice_by is not None else tuple(groups)
-            hit.append([i, tuple(groups[n] for n in names), None])
+            stream = tuple(groups[n] for n in names)
+            # A grouped rule's entry also holds its (run, layer): the per-value path needs no index() lookups.
+            where = (stream[rule.voice_key.index("run")], stream[rule.voice_key.index("layer")], rule.index) \
+                if self._grouped[i] else None
+            hit.append([i, stream, None, where, None])
         if len(self._cache) >= ADDRESS_CACHE_SIZE:
             self._cache.clear()
         self._cache[address] = hit
@@ -197,19 +190,19 @@ class Engine:
                 g: (v if math.isfinite(v) else None) for g, v in rg.values().items()}
         return out
 
-    def _group(self, t: float, rule_idx: int, stream: tuple[str, ...], x: float, out: list[Mapped]) -> None:
-        key = self.rules[rule_idx].voice_key
-        run, layer = stream[key.index("run")], stream[key.index("layer")]
+    def _group(self, t: float, rule_idx: int, run: str, layer: str, x: float, out: list[Mapped]) -> None:
         if (rg := self._groups.get((rule_idx, run))) is None:
             rg = self._groups[(rule_idx, run)] = RunGroups(self.group_opts)
-        self._sound_groups(t, rule_idx, run, rg.feed(layer, x, t), out)
+        emitted = rg.feed(layer, x, t)
+        if emitted:  # most layer values complete no group: nothing to sound
+            self._sound_groups(t, rule_idx, run, emitted, out)
 
     def _sound_groups(self, t: float, i: int, run: str, groups: list[Any], out: list[Mapped]) -> None:
         rule, rg = self.rules[i], self._groups[(i, run)]
         count = len(rg.layout.names) if rg.layout is not None else 0
         for g, name, value in groups:
-            if math.isfinite(value) and (m := self._map_value(t, run, i, rule, (run, name), g, value)) is not None:
-                out.append(m._replace(groups=count))
+            if math.isfinite(value) and (m := self._map_value(t, run, i, rule, (run, name), g, value, count)):
+                out.append(m)
             # A group of several layers is watched as one stream too (its aggregate); a group of one is its layer.
             if self._watching and rule.kind == "grad_norm" and math.isfinite(value) and rg.layout is not None \
                     and len(rg.layout.members[g]) > 1:
@@ -227,10 +220,42 @@ class Engine:
     # -- mapping ----------------------------------------------------------
     def map(self, ev: Event) -> list[Mapped]:
         """Map one event through every matching rule, then the alarms and ticks it raises (docs/alarms.md)."""
+        if ev.kind == "grad_norm" and ev.values and (x := ev.values[0]) - x == 0.0:  # finite: NaN, ±inf give NaN
+            return self._map_grad(ev, x)
         out = self._map_rules(ev)
         if self._watching:
             for a in self.watch.feed(ev):  # most events raise nothing: no generator made for them
                 out.append(self.alarms.signal(a))
+        return out
+
+    def _map_grad(self, ev: Event, x: float) -> list[Mapped]:
+        """A finite grad norm, most of what a training run sends: :meth:`_map_rules` and the watch's ``feed``
+        for it, less the branches that cannot apply (settling, non-finite values, other kinds)."""
+        out: list[Mapped] = []
+        matches = self._cache.get(ev.address) or self._matches(ev.address)
+        if not matches:
+            self.counters.unmapped += 1
+        for entry in matches:
+            rg = entry[4]
+            if rg is None:
+                where = entry[3]
+                if where is None or where[2] != 0:  # not a voice group's layer on the rule's only value
+                    self._map_entry(ev, entry, True, out)
+                    continue
+                entry[2] = 0  # a group's voice is its index in the run's layout
+                if (rg := self._groups.get((entry[0], where[0]))) is None:
+                    rg = self._groups[(entry[0], where[0])] = RunGroups(self.group_opts)
+                entry[4] = rg  # the run's groups, found once (forget_runs clears this cache with them)
+            emitted = rg.feed(entry[3][1], x, ev.t)
+            if emitted:  # most layer values complete no group: nothing to sound
+                self._sound_groups(ev.t, entry[0], entry[3][0], emitted, out)
+        if self._watching:
+            watch = self.watch
+            if watch.incidents.nan_runs and ev.run in watch.incidents.nan_runs:
+                watch.incidents.finite(ev.run, ev.address, watch.step_of(ev.run))  # may end its NaN incident
+            alarms = watch.grad(ev.t, ev.run, ev.name, x)
+            if alarms:
+                out.extend(map(self.alarms.signal, alarms))
         return out
 
     def _map_rules(self, ev: Event) -> list[Mapped]:
@@ -251,62 +276,49 @@ class Engine:
                 self.counters.unmapped += 1
             return out
         for entry in matches:
-            rule_idx, stream, voice = entry
-            rule = self.rules[rule_idx]
-            if voice is None and self._grouped[rule_idx]:
-                voice = entry[2] = 0  # a group's voice is its index in the run's layout
-            elif voice is None:
-                voice = self.voice_of(rule, stream)
-                if voice is None:
-                    self.counters.voice_limit += 1
-                    if not finite and not out:  # no voice to mute, but a NaN is heard all the same
-                        self.alarms.nan(ev, -1, (ev.run,), 0, out)
-                    continue
-                entry[2] = voice
-            if not ev.values:
-                continue
-            try:
-                x = ev.values[rule.index]
-            except IndexError:
-                self.counters.unmapped += 1
-                continue
-            if not math.isfinite(x) or (not finite and not out):
-                self.alarms.nan(ev, rule_idx, stream, voice, out)
-                continue
-            if self._grouped[rule_idx]:
-                self._group(ev.t, rule_idx, stream, x, out)
-                continue
-            m = self._map_value(ev.t, ev.run, rule_idx, rule, stream, voice, x)
-            if m is not None:
-                out.append(m)
+            self._map_entry(ev, entry, finite, out)
         return out
 
-    def _normalise(self, st: _Stream, rule: Rule, x: float) -> float:
-        if rule.scale == "linear":
-            n = linear_scale(x, *rule.range)
-        elif rule.scale == "log":
-            n = log_scale(x, *rule.range)
-        else:
-            if st.auto is None:
-                st.auto = AutoRange(start=rule.auto_start, first_scale=rule.auto_scale)
-            n = st.auto.norm(x)
-        if rule.clamp or not math.isfinite(n):
-            n = 0.0 if n < 0.0 else 1.0 if n > 1.0 else n
-        if rule.invert:
-            n = 1.0 - n
-        if rule.smooth > 0.0:
-            n = n if st.smoothed is None else rule.smooth * st.smoothed + (1.0 - rule.smooth) * n
-            st.smoothed = n
-        return n
+    def _map_entry(self, ev: Event, entry: list[Any], finite: bool, out: list[Mapped]) -> None:
+        """One matching rule's result for ``ev`` (appended to ``out``)."""
+        rule_idx, stream, voice, where, _ = entry
+        rule = self.rules[rule_idx]
+        if voice is None and where is not None:
+            voice = entry[2] = 0  # a group's voice is its index in the run's layout
+        elif voice is None:
+            voice = self.voice_of(rule, stream)
+            if voice is None:
+                self.counters.voice_limit += 1
+                if not finite and not out:  # no voice to mute, but a NaN is heard all the same
+                    self.alarms.nan(ev, -1, (ev.run,), 0, out)
+                return
+            entry[2] = voice
+        if not ev.values:
+            return
+        try:
+            x = ev.values[rule.index]
+        except IndexError:
+            self.counters.unmapped += 1
+            return
+        if not math.isfinite(x) or (not finite and not out):
+            self.alarms.nan(ev, rule_idx, stream, voice, out)
+            return
+        if where is not None:
+            self._group(ev.t, rule_idx, where[0], where[1], x, out)
+            return
+        m = self._map_value(ev.t, ev.run, rule_idx, rule, stream, voice, x)
+        if m is not None:
+            out.append(m)
 
     def _map_value(
-        self, t: float, run: str, rule_idx: int, rule: Rule, stream: tuple[str, ...], voice: int, x: float
+        self, t: float, run: str, rule_idx: int, rule: Rule, stream: tuple[str, ...], voice: int, x: float,
+        groups: int = 0,
     ) -> Mapped | None:
         key = (rule_idx, stream)
         st = self._streams.get(key)
         if st is None:
-            st = self._streams[key] = _Stream()
-        n = self._normalise(st, rule, x)
+            st = self._streams[key] = StreamState()
+        n = normalise(st, rule, x)
         channel = self.channel_for(rule, voice)
         target = rule.target
         interval = 1.0 / rule.rate_limit if rule.rate_limit > 0 else 0.0
@@ -314,13 +326,7 @@ class Engine:
             if t - st.last_sent < interval:
                 self.counters.thinned += 1
                 return None
-            lo, hi = note_span(rule, voice)
-            pitch = quantize(lo + min(max(n, 0.0), 1.0) * (hi - lo), rule.musical_scale, rule.root)
-            while pitch > hi:
-                pitch = quantize(pitch - 1, rule.musical_scale, rule.root)
-            while pitch < lo:
-                pitch = quantize(pitch + 1, rule.musical_scale, rule.root)
-            pitch = max(0, min(mb.DATA_MAX, pitch))
+            pitch = note_pitch(rule, voice, n)
             st.last_sent = t
             self.counters.mapped += 1
             return Mapped(
@@ -337,21 +343,10 @@ class Engine:
                 (mb.note_on(channel, pitch, rule.velocity),),
                 (mb.note_off(channel, pitch),),
                 rule.length,
+                groups,
             )
-        c = min(max(n, 0.0), 1.0)
-        if target == "cc":
-            code = mb.data7(c)
-            midi: tuple[bytes, ...] = (mb.control_change(channel, rule.cc, code),)
-        elif target == "cc14":
-            code = mb.data14(c)
-            midi = mb.control_change14(channel, rule.cc, code)
-        elif target == "pitchbend":
-            code = mb.data14(c)
-            midi = (mb.pitch_bend(channel, code),)
-        else:  # pressure
-            code = mb.data7(c)
-            midi = (mb.channel_pressure(channel, code),)
-        m = Mapped(t, run, rule_idx, rule.name, target, stream, voice, x, n, channel, midi, (), 0.0)
+        code, midi = control(rule, channel, min(max(n, 0.0), 1.0))
+        m = Mapped(t, run, rule_idx, rule.name, target, stream, voice, x, n, channel, midi, (), 0.0, groups)
         if code == st.last_code and st.pending is None:
             self.counters.unchanged += 1
             return None

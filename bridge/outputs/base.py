@@ -71,6 +71,12 @@ class Output(Protocol):
         ``event`` is ``None`` for values the engine released later (rate limits).
         """
 
+    def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
+        """A datagram's events with their mapped values, in order and at one time: :meth:`handle` for each
+        unless an output can do the lot at once (the recording writes them in one go)."""
+        for event, mapped in batch:
+            self.handle(event, mapped)
+
     def tick(self, now: float) -> None:
         """Periodic housekeeping: due note-offs, reconnects, file flushes."""
 
@@ -108,6 +114,12 @@ class BaseOutput(Output):
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         if not self.closed:
             self._handle(event, mapped)
+
+    def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
+        if not self.closed:
+            h = self._handle
+            for event, mapped in batch:
+                h(event, mapped)
 
     def tick(self, now: float) -> None:
         if not self.closed:

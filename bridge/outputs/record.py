@@ -75,6 +75,16 @@ class RecordOut(BaseOutput):
                 return
             self.writer.write(event.t, event.raw)
 
+    def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
+        if self.closed or not batch:
+            return
+        size = sum(len(ev.raw) for ev, _ in batch) + RECORD_OVERHEAD * len(batch)
+        if len(self._carry) + self.writer.pending_bytes + size > self.max_pending_bytes:
+            for event, mapped in batch:  # near the bound: message by message, as they arrive
+                self._handle(event, mapped)
+            return
+        self.writer.write_many(batch[0][0].t, [ev.raw for ev, _ in batch])
+
     def _tick(self, now: float) -> None:
         wall = time.monotonic()
         if wall >= self._next_flush and (self.writer.pending or self._carry):

@@ -132,6 +132,16 @@ class Feed(Output):
                     self.released[(m.rule, m.stream)] = m
         self.seq += 1
 
+    def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
+        """A datagram's events: :meth:`handle` for each, its usual case (nothing mapped) inlined."""
+        events = self.events
+        for event, mapped in batch:
+            if mapped:
+                self.handle(event, mapped)
+            else:
+                events[event.address] = event
+        self.seq += 1
+
     def _signal(self, m: Mapped) -> None:
         """A sounded alarm (the engine's NaN alarm or a detector's: ``m.kind``, docs/alarms.md) joins the log;
         ticks (epoch, lr) and alarms held off by the engine's rate limits do not."""

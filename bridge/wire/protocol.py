@@ -82,6 +82,9 @@ class ProtocolError(TrainsoundError, ValueError):
         self.reason = reason
 
 
+_isfinite = math.isfinite
+
+
 class Event(NamedTuple):
     """One accepted protocol message."""
 
@@ -99,7 +102,10 @@ class Event(NamedTuple):
 
     @property
     def finite(self) -> bool:
-        return all(math.isfinite(v) for v in self.values)
+        v = self.values
+        if len(v) == 1:  # the usual case, asked per value: no generator
+            return _isfinite(v[0])
+        return all(map(_isfinite, v))
 
 
 def _floats(address: str, args: tuple[OscArg, ...], n: int) -> tuple[float, ...]:

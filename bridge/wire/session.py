@@ -51,6 +51,14 @@ class SessionWriter:
         self.pending_bytes += len(rec)
         self.records += 1
 
+    def write_many(self, t: float, raws: list[bytes]) -> None:
+        """Records of several messages that share one time (a datagram's)."""
+        pack = _REC.pack
+        rec = b"".join([pack(t, len(raw)) + raw for raw in raws])
+        self._buf.append(rec)
+        self.pending_bytes += len(rec)
+        self.records += len(raws)
+
     def take(self) -> bytes:
         """The records written since the last take, as bytes (the caller writes them)."""
         data = b"".join(self._buf)

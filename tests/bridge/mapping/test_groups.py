@@ -10,7 +10,8 @@ import pytest
 
 from trainsound.bridge.config import ConfigError, default, from_dict
 from trainsound.bridge.mapping.engine import Engine
-from trainsound.bridge.mapping.groups import GroupOptions, RunGroups, aggregate, plan
+from trainsound.bridge.mapping.groups import GroupOptions, aggregate, plan
+from trainsound.bridge.mapping.rungroups import RunGroups
 from trainsound.bridge.wire.protocol import parse_event
 
 GPT2 = (["transformer.wte", "transformer.wpe"]
