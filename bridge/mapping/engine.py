@@ -190,9 +190,14 @@ class Engine:
                 g: (v if math.isfinite(v) else None) for g, v in rg.values().items()}
         return out
 
-    def _group(self, t: float, rule_idx: int, run: str, layer: str, x: float, out: list[Mapped]) -> None:
-        if (rg := self._groups.get((rule_idx, run))) is None:
-            rg = self._groups[(rule_idx, run)] = RunGroups(self.group_opts)
+    def _group(self, t: float, entry: list[Any], x: float, out: list[Mapped]) -> None:
+        """A layer's value into its run's voice groups (a match ``entry`` of a grouped rule); what completes sounds."""
+        rule_idx, (run, layer, _) = entry[0], entry[3]
+        rg = entry[4]
+        if rg is None:
+            if (rg := self._groups.get((rule_idx, run))) is None:
+                rg = self._groups[(rule_idx, run)] = RunGroups(self.group_opts)
+            entry[4] = rg  # the run's groups, found once (forget_runs clears this cache with them)
         emitted = rg.feed(layer, x, t)
         if emitted:  # most layer values complete no group: nothing to sound
             self._sound_groups(t, rule_idx, run, emitted, out)
@@ -236,19 +241,12 @@ class Engine:
         if not matches:
             self.counters.unmapped += 1
         for entry in matches:
-            rg = entry[4]
-            if rg is None:
-                where = entry[3]
-                if where is None or where[2] != 0:  # not a voice group's layer on the rule's only value
-                    self._map_entry(ev, entry, True, out)
-                    continue
+            where = entry[3]
+            if where is not None and where[2] == 0:  # a voice group's layer, its rule on the only value
                 entry[2] = 0  # a group's voice is its index in the run's layout
-                if (rg := self._groups.get((entry[0], where[0]))) is None:
-                    rg = self._groups[(entry[0], where[0])] = RunGroups(self.group_opts)
-                entry[4] = rg  # the run's groups, found once (forget_runs clears this cache with them)
-            emitted = rg.feed(entry[3][1], x, ev.t)
-            if emitted:  # most layer values complete no group: nothing to sound
-                self._sound_groups(ev.t, entry[0], entry[3][0], emitted, out)
+                self._group(ev.t, entry, x, out)
+            else:
+                self._map_entry(ev, entry, True, out)
         if self._watching:
             watch = self.watch
             if watch.incidents.nan_runs and ev.run in watch.incidents.nan_runs:
@@ -304,7 +302,7 @@ class Engine:
             self.alarms.nan(ev, rule_idx, stream, voice, out)
             return
         if where is not None:
-            self._group(ev.t, rule_idx, where[0], where[1], x, out)
+            self._group(ev.t, entry, x, out)
             return
         m = self._map_value(ev.t, ev.run, rule_idx, rule, stream, voice, x)
         if m is not None:
