@@ -222,3 +222,22 @@ class Aligner:
             self.ref.matched.add(key)
             out.append(Match(m, step, s.values[i], s.norms[i], deviation(m.value, s.values[i])))
         return out
+
+
+class DeviationCcs:
+    """MIDI: each matched voice's deviation as a CC (:func:`deviation_cc`), sent when its code changes."""
+
+    def __init__(self, reference: Reference, rules: Sequence[Rule]) -> None:
+        self.aligner = Aligner(reference, rules)
+        self.last: dict[tuple[int, tuple[str, ...]], bytes] = {}
+
+    def messages(self, event: Event | None, mapped: Sequence[Mapped]) -> list[tuple[Mapped, bytes]]:
+        """``(the run's mapped value, its CC)`` for every matched value whose CC changed."""
+        out = []
+        for x in self.aligner.apply(event, mapped):
+            msg = deviation_cc(x.m.channel, x.m.voice, x.deviation)
+            key = (x.m.rule, x.m.stream)
+            if self.last.get(key) != msg:
+                self.last[key] = msg
+                out.append((x.m, msg))
+        return out

@@ -24,7 +24,7 @@ from ..mapped import Mapped
 from ..mapping.deviation import Aligner, diff_home, diff_level, diff_unit
 from ..sound.maps import run_pan
 from ..wire.protocol import Event
-from .sine_voices import Sink, SineOptions, VoiceTable
+from .sine_voices import SineOptions, Sink, VoiceTable
 
 #: ``ab``: where each side sounds (-1 hard left … +1 hard right).
 REFERENCE_PAN = -1.0

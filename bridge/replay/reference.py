@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -142,16 +142,16 @@ class _Tap(BaseOutput):
 
 
 def load(path: str | Path, config: Config, run: str | None = None, *, steps_per_second: float | None = None,
-         flag: str = "--reference-run", found: Scan | None = None) -> Reference:
+         flag: str = "--reference-run", found: Scan | None = None, grid: bool = False) -> Reference:
     """The reference run of ``path`` through ``config``'s mapping; ``steps_per_second``: on the step clock a
-    render uses (else on the recorded times, as live)."""
+    render uses (else on the recorded times, as live); ``grid``: exactly that many steps a second."""
     try:
         found = found or scan(path)
     except SessionFileError as err:  # the reference is an argument: a usage error (exit 2), naming the file
         raise ConfigError(str(err)) from None
     run = choose_run(path, found, run, flag)
     rs = found.runs[run]
-    clock = StepClock(found.first, found.last, rs.step_times, steps_per_second) if steps_per_second else None
+    clock = StepClock(found.first, found.last, rs.step_times, steps_per_second, grid=grid) if steps_per_second else None
     # The detectors' alarms are not compared: they cost time here and change no value.
     cfg = replace(config, alarms=replace(config.alarms, enabled=False))
     tap = _Tap(cfg, str(path), run)
@@ -197,6 +197,22 @@ def check_session(session: str | Path, ref: Reference, found: Scan | None = None
 def with_reference(config: Config, ref: Reference) -> Config:
     """``config`` with the reference where the outputs look for it (``output_options(config, "reference")``)."""
     return replace(config, outputs={**config.outputs, "reference": ref})
+
+
+def reference_override(path: str, run: str | None) -> Callable[[Config], Config]:
+    """The bridge's config override for ``--reference`` (re-applied on every reload, so the reference is
+    mapped with the new mapping; loaded again only when the mapping changed)."""
+    cache: dict[str, Any] = {}
+
+    def override(config: Config) -> Config:
+        if cache.get("rules") != (config.mappings, config.groups):
+            cache["ref"] = load(path, config, run)
+            cache["rules"] = (config.mappings, config.groups)
+        log.info("reference: %s, run %s (steps %d–%d)", path, cache["ref"].run, cache["ref"].first_step,
+                 cache["ref"].last_step)
+        return with_reference(config, cache["ref"])
+
+    return override
 
 
 def unmatched_lines(ref: Reference, session: str | Path) -> list[str]:
