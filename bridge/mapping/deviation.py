@@ -125,6 +125,10 @@ class Series:
             self.values.append(value)
             self.norms.append(norm)
 
+    def put_raw(self, step: int, value: float) -> None:
+        """A raw value of ``step``: its norm is the latest known (the engine maps a CC only when its code changes)."""
+        self.put(step, value, self.norms[-1] if self.norms else math.nan)
+
     def at(self, step: int) -> int | None:
         """Index of the value that holds in ``step`` (the latest at or before it; a rate limit may have
         thinned that very step), or ``None`` outside the series.
@@ -184,8 +188,13 @@ def run_index(rule: Rule) -> int:
 
 def stream_key(m: Mapped, runs_at: Sequence[int]) -> Key:
     """The reference's key of a mapped value: its rule and its captures without the run."""
-    i = runs_at[m.rule]
-    return (m.rule, m.stream if i < 0 else m.stream[:i] + m.stream[i + 1 :])
+    return key_of(m.rule, m.stream, runs_at)
+
+
+def key_of(rule: int, stream: tuple[str, ...], runs_at: Sequence[int]) -> Key:
+    """``(rule, stream)`` without the run's capture."""
+    i = runs_at[rule]
+    return (rule, stream if i < 0 else stream[:i] + stream[i + 1 :])
 
 
 class Aligner:

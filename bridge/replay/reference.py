@@ -21,7 +21,7 @@ from typing import Any
 from ..config import Config
 from ..errors import ConfigError, OSCDecodeError, SessionFileError
 from ..mapped import Mapped
-from ..mapping.deviation import Key, Reference, Series, run_index, stream_key
+from ..mapping.deviation import Key, Reference, Series, key_of, run_index, stream_key
 from ..mapping.groups import groups_rule
 from ..outputs.base import BaseOutput
 from ..pipeline import Pipeline
@@ -106,6 +106,7 @@ class _Tap(BaseOutput):
 
     def __init__(self, config: Config, path: str, run: str) -> None:
         self.path, self.run = path, run
+        self.rules = config.mappings
         self.runs_at = tuple(run_index(r) for r in config.mappings)
         self.grouped = frozenset(i for i, r in enumerate(config.mappings)
                                  if groups_rule(r.voice_key, r.voices, config.groups))
@@ -126,6 +127,8 @@ class _Tap(BaseOutput):
                     self.streams.setdefault(tail, Series()).put(self.step, v)
         if self.step is None:
             return
+        if event is not None and event.values:
+            self._raw(event)
         for m in mapped:
             if m.rule < 0 or m.norm != m.norm or m.target in ("alarm", "tick"):
                 continue
@@ -135,6 +138,25 @@ class _Tap(BaseOutput):
                 s = self.mapped[key] = Series()
                 self.labels[key] = f"{'/'.join(key[1])} ({m.rule_name or m.rule})"
             s.put(self.step, m.value, m.norm)
+
+    def _raw(self, event: Event) -> None:
+        """The raw value of every plain rule that matches, in every step: a comparison must not depend on a
+        CC's code having changed (the engine sends a CC only then)."""
+        assert self.step is not None
+        for i, rule in enumerate(self.rules):
+            if i in self.grouped or rule.index >= len(event.values):
+                continue
+            hit = rule.pattern.fullmatch(event.address)
+            if hit is None:
+                continue
+            caps = hit.groupdict()
+            names = rule.voice_by if rule.voice_by is not None else tuple(caps)
+            key = key_of(i, tuple(caps[n] for n in names), self.runs_at)
+            s = self.mapped.get(key)
+            if s is None:
+                s = self.mapped[key] = Series()
+                self.labels[key] = f"{'/'.join(key[1])} ({rule.name or i})"
+            s.put_raw(self.step, event.values[rule.index])
 
     def reference(self, first: int, last: int) -> Reference:
         return Reference(self.path, self.run, first, last, self.streams, self.mapped, self.labels,
@@ -152,8 +174,10 @@ def load(path: str | Path, config: Config, run: str | None = None, *, steps_per_
     run = choose_run(path, found, run, flag)
     rs = found.runs[run]
     clock = StepClock(found.first, found.last, rs.step_times, steps_per_second, grid=grid) if steps_per_second else None
-    # The detectors' alarms are not compared: they cost time here and change no value.
-    cfg = replace(config, alarms=replace(config.alarms, enabled=False))
+    # Every step of the reference is kept: no rate limit (the run's thinning, on its own clock, decides which
+    # steps are compared). The detectors' alarms are not compared: they cost time here and change no value.
+    cfg = replace(config, mappings=tuple(replace(r, rate_limit=0.0) for r in config.mappings),
+                  alarms=replace(config.alarms, enabled=False))
     tap = _Tap(cfg, str(path), run)
     pipeline = Pipeline(cfg, [tap])
     prefix = f"/nn/{run}/".encode()
