@@ -113,8 +113,8 @@ def add_output_args(p: argparse.ArgumentParser, *, live_midi_default: bool) -> N
     g.add_argument("--audio", action="store_true", help="play the internal sine voices on the sound card")
     g.add_argument("--audio-device", metavar="NAME|INDEX", help="sound card for --audio (see 'trainsound devices')")
     g.add_argument("--preset", metavar="NAME",
-                   help="a named mapping + renderer mode: continuous, everything, perone, timbre, sonnify-loss, "
-                   "ab, diff (these two with --reference)")
+               help="a named mapping + renderer mode: continuous, everything, perone, timbre, sonnify-loss, "
+                   "ab, diff (with --reference)")
     g.add_argument("--pyo-patch", metavar="NAME|FILE", help="play a pyo patch (patches/pyo) on the sound card")
     g.add_argument("--pyo-audio", choices=("jack", "portaudio"), help="pyo's audio driver (default: [pyo] audio)")
 
@@ -269,14 +269,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         config = cfgmod.with_midi(config, api=args.midi_api)
     if args.speak:
         config = with_speech(config)
-    from .replay.reference import check_args, check_session, with_reference
-    from .replay.reference import load as load_reference
+    from .replay.reference import session_config
 
-    check_args(args, args.preset)
-    if args.reference:
-        ref = load_reference(args.reference, config, args.reference_run)
-        check_session(args.session, ref)
-        config = with_reference(config, ref)
+    config = session_config(args, config, args.session)  # --reference
     specs = output_specs(args, config, live_midi_default=False)
     want_alarms = args.alarms or args.alarms_json
     if not specs and not want_alarms:

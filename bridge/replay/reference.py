@@ -218,6 +218,16 @@ def check_session(session: str | Path, ref: Reference, found: Scan | None = None
                     session, lo, hi, ref.path, ref.first_step, ref.last_step)
 
 
+def session_config(args: Any, config: Config, session: str | Path) -> Config:
+    """``replay``'s ``--reference``: checked, loaded on the recorded times and put in ``config``."""
+    check_args(args, args.preset)
+    if not args.reference:
+        return config
+    ref = load(args.reference, config, args.reference_run)
+    check_session(session, ref)
+    return with_reference(config, ref)
+
+
 def with_reference(config: Config, ref: Reference) -> Config:
     """``config`` with the reference where the outputs look for it (``output_options(config, "reference")``)."""
     return replace(config, outputs={**config.outputs, "reference": ref})
