@@ -1,5 +1,6 @@
 // A live plot per run on a canvas: each stream's recent values (log scale when all are positive),
-// the last WINDOW_S seconds scrolling to the left, the loss drawn thick. The table next to it has the
+// the last WINDOW_S seconds scrolling to the left, the loss drawn thick; with --reference, each stream's
+// reference value dashed beside it (docs/compare.md). The table next to it has the
 // same values as text; the canvas is labelled for screen readers and hidden from them otherwise.
 "use strict";
 
