@@ -42,6 +42,7 @@ DEFAULT_OSC_OUT_PORT = 57120  # SuperCollider's language port
 PLUGIN_COMMANDS: dict[str, str] = {
     "send": "trainsound.bridge.service.send",
     "render": "trainsound.bridge.replay.render",
+    "compare": "trainsound.bridge.replay.compare",
     "devices": "trainsound.bridge.sound.devices",
     "ports": "trainsound.bridge.sound.devices",
     "status": "trainsound.bridge.service.status",
@@ -55,7 +56,7 @@ PLUGIN_COMMANDS: dict[str, str] = {
 
 #: Arguments that name a file: argparse dest → how the user wrote it (for the error message).
 PATH_ARGS = {"config": "--config", "record": "--record", "wav": "--wav", "midi_file": "--midi-file",
-             "session": "session"}
+             "session": "session", "reference": "--reference"}
 #: A systemd specifier at the start of a path segment (``%h/…``): a unit expands it in its own settings,
 #: never in an EnvironmentFile, so from ``TRAINSOUND_ARGS`` it arrives literally.
 _SPECIFIER = re.compile(r"(?:^|/)(%[A-Za-z])")
@@ -112,7 +113,8 @@ def add_output_args(p: argparse.ArgumentParser, *, live_midi_default: bool) -> N
     g.add_argument("--audio", action="store_true", help="play the internal sine voices on the sound card")
     g.add_argument("--audio-device", metavar="NAME|INDEX", help="sound card for --audio (see 'trainsound devices')")
     g.add_argument("--preset", metavar="NAME",
-                   help="a named mapping + renderer mode: continuous, everything, perone, timbre, sonnify-loss")
+               help="a named mapping + renderer mode: continuous, everything, perone, timbre, sonnify-loss, "
+                   "ab, diff (with --reference)")
     g.add_argument("--pyo-patch", metavar="NAME|FILE", help="play a pyo patch (patches/pyo) on the sound card")
     g.add_argument("--pyo-audio", choices=("jack", "portaudio"), help="pyo's audio driver (default: [pyo] audio)")
 
@@ -208,6 +210,9 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         changes["allow"] = tuple(args.allow)
         changes["allow_explicit"] = True
     overrides = [lambda c: apply_preset(c, args.preset)]
+    from .replay.reference import check_args, reference_override
+
+    check_args(args, args.preset)
     if args.speak:
         overrides.append(with_speech)
     if changes:
@@ -220,6 +225,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         from .web.options import with_web
 
         overrides.append(lambda c: with_web(c, args.web, args.web_allow))
+    if args.reference:  # the last override: the reference is mapped as the run will be
+        overrides.append(reference_override(args.reference, args.reference_run))
     # Overrides are kept with the file so that a SIGHUP reload re-applies them.
     source = ConfigSource(path, tuple(overrides))
     config = source.load()
@@ -262,6 +269,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         config = cfgmod.with_midi(config, api=args.midi_api)
     if args.speak:
         config = with_speech(config)
+    from .replay.reference import session_config
+
+    config = session_config(args, config, args.session)  # --reference
     specs = output_specs(args, config, live_midi_default=False)
     want_alarms = args.alarms or args.alarms_json
     if not specs and not want_alarms:
@@ -289,6 +299,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .replay.alarms import add_alarm_args
+    from .replay.reference import add_reference_args
 
     p = argparse.ArgumentParser(prog="trainsound", description="Hear your neural network train.")
     p.add_argument("--version", action="version", version=f"trainsound {__version__}")
@@ -328,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats-interval", type=float, metavar="SECONDS", help="log counters this often (0: only on SIGUSR1)"
     )
     add_output_args(b, live_midi_default=True)
+    add_reference_args(b)
     from .web.options import add_web_args
 
     add_web_args(b)
@@ -350,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--speed", type=float, default=1.0, help="time factor with --realtime")
     r.add_argument("--dump", action="store_true", help="print the recording as JSON lines")
     add_alarm_args(r)
+    add_reference_args(r)
     add_output_args(r, live_midi_default=False)
     r.set_defaults(func=cmd_replay)
 

@@ -13,11 +13,15 @@
 - ``sonnify-loss``: soNNify's loss sine, ``200 + loss/first_loss·800`` Hz up to the
   first loss; above it one octave per tenfold rise, up to 4000 Hz, where the seed
   clamped at 1000 Hz (val_loss instead of loss once a run reports one).
+- ``ab`` (with ``--reference``): the reference's voices in the left channel, the run's in the right, same
+  mapping and budget: identical runs sound centred, a run that parts splits in space (docs/compare.md).
+- ``diff`` (with ``--reference``): each voice sounds the run's deviation from the reference (its log-ratio):
+  silent while they agree, rising or falling with the deviation, louder with its size.
 
 The seeds' formulas themselves are in :mod:`.sound.seeds`.
 
 >>> [p for p in PRESETS]
-['continuous', 'everything', 'perone', 'timbre', 'sonnify-loss']
+['continuous', 'everything', 'perone', 'timbre', 'sonnify-loss', 'ab', 'diff']
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ..mapping.rules import Rule
 from ..sound.seeds import PERONE_SAMPLE_RATE
 from . import Config
 
-Mode = Literal["continuous", "perone", "sonnify", "timbre"]
+Mode = Literal["continuous", "perone", "sonnify", "timbre", "ab", "diff"]
 
 @dataclass(frozen=True)
 class Preset:
@@ -79,6 +83,15 @@ _PRESETS: dict[str, Preset] = {
             Rule(name="sonnify_val_loss", match="/nn/{run}/metric/val_loss", target="note", scale="auto",
                  notes=(55, 83), musical_scale="chromatic", rate_limit=0.0, length=0.1, voice_by=("run",)),
         ),
+    ),
+    "ab": Preset(
+        "ab", "ab",
+        "with --reference: the reference's voices on the left, the run's on the right (docs/compare.md)",
+    ),
+    "diff": Preset(
+        "diff", "diff",
+        "with --reference: each voice the run's log-ratio to the reference, silent while they agree",
+        focus=False,
     ),
 }
 PRESETS: tuple[str, ...] = tuple(_PRESETS)

@@ -23,6 +23,7 @@ from typing import Any
 from ..config import Config, output_options
 from ..errors import OutputUnavailable
 from ..mapped import Mapped
+from ..mapping.deviation import DeviationCcs, Reference
 from ..mapping.rules import Rule
 from ..sound.jackserver import jack_server_id, jack_server_listening, quiet_jack
 from ..wire import midi as mb
@@ -98,6 +99,9 @@ class MidiOut(BaseOutput):
         self.sched = NoteScheduler()
         self.rules: tuple[Rule, ...] = config.mappings
         self.alarm_channel = config.alarm.channel
+        ref: Reference | None = output_options(config, "reference", None)
+        self.deviations = DeviationCcs(ref, config.mappings) if ref is not None else None
+        """``--reference``: each voice's deviation as a CC (docs/compare.md)."""
         self.mpe = MpeZone(opts.mpe_members, opts.bend_range) if opts.mode == "mpe" else None
         link: LinkOptions = output_options(config, "link", LinkOptions())
         self.link: LinkClock | None = LinkClock(link.tempo, link.quantum) if link.enabled else None
@@ -252,6 +256,10 @@ class MidiOut(BaseOutput):
                 self._start_on_grid(m.t, m.midi, m.later, m.length, m.run)
             else:
                 self._send(self.sched.start(m.t, m.midi, m.later, m.length, m.run))
+        if self.deviations is not None and mapped:  # --reference: each voice's deviation as a CC
+            ccs = self.deviations.messages(event, mapped)
+            if ccs:
+                self._send([msg for _, msg in ccs])
 
     def _start_on_grid(
         self, t: float, msgs: tuple[bytes, ...], later: tuple[bytes, ...], length: float, run: str

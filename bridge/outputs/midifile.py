@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import Config, output_options
 from ..errors import OutputUnavailable, write_failure
 from ..mapped import Mapped
+from ..mapping.deviation import DeviationCcs, Reference
 from ..wire import midi as mb
 from ..wire.protocol import Event
 from ..wire.smf import TEMPO, TICKS_PER_BEAT, TICKS_PER_SECOND, TrackBytes, smf_bytes
@@ -104,6 +105,9 @@ class MidiFileOut(BaseOutput):
         self.errors = 0
         self.error: str | None = None
         """Why the last save failed (``disk full: …``); ``None`` once a save succeeds again."""
+        ref: Reference | None = output_options(config, "reference", None)
+        self.deviations = DeviationCcs(ref, config.mappings) if ref is not None else None
+        """``--reference``: each voice's deviation as a CC (docs/compare.md)."""
         self._save({}, self.path, None, reset=False)  # an empty but valid file from the start
 
     _track_keys: dict[tuple[str, int], str]
@@ -135,6 +139,9 @@ class MidiFileOut(BaseOutput):
             for msg in self.sched.start(m.t, m.midi, m.later, m.length, m.run):
                 self._add(m.run, m.t, msg)
             self.events += 1
+        if self.deviations is not None and self.origin is not None:
+            for m, msg in self.deviations.messages(event, mapped):
+                self._add(m.run, m.t, msg)
 
     def _take(self) -> Batch:
         batch, self._pending, self._dirty, self._retry = self._pending, {}, False, False

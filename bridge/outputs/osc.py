@@ -21,6 +21,10 @@ Addresses (``prefix`` defaults to ``/trainsound``; docs/patches.md has the table
 - ``/trainsound/step s:run i:step i:epoch`` — a training step (epoch −1 when not sent).
 - ``/trainsound/spectrum s:run s:layer b:magnitudes`` — an activation spectrum,
   float32 little-endian, lowest bin first (as received).
+- ``/trainsound/deviation s:run s:name i:voice f:deviation f:value f:reference i:step s:rule`` — with
+  ``--reference`` (docs/compare.md), after each mapped value that has one: the run's deviation from the
+  reference in decades (``log10(value/reference)``), both raw values, the run's step; ``name`` is the
+  stream without its run (a layer, a voice group, ``""`` for the loss).
 
 Wide numbers are forwarded, not clamped and not counted as errors: a step or epoch outside int32 goes
 as ``h`` (int64), a ``raw`` value outside float32's normal range (beyond ±3.4e38, or nonzero below
@@ -41,6 +45,7 @@ from typing import Any
 from ..config import Config, output_options
 from ..errors import ConfigError, OutputUnavailable
 from ..mapped import Mapped
+from ..mapping.deviation import Aligner, Reference, stream_key
 from ..table import Table, parse_hostport
 from ..wire.osc import I32, encode_message, pack_f32, pad
 from ..wire.protocol import Event
@@ -163,6 +168,9 @@ class OscOut(BaseOutput):
         self._value, self._alarm = f"{p}/value", f"{p}/alarm"
         self._step, self._spectrum, self._ticks = f"{p}/step", f"{p}/spectrum", f"{p}/tick"
         self._rule_kind = [r.kind for r in config.mappings]
+        self._deviation = f"{p}/deviation"
+        ref: Reference | None = output_options(config, "reference", None)
+        self.aligner = Aligner(ref, config.mappings) if ref is not None else None
         self.sent = 0
         self.send_errors = 0
         self.last_error = ""
@@ -202,6 +210,12 @@ class OscOut(BaseOutput):
                 # Rare: the fast encoder's float32 would turn such a value into ±Inf or 0.
                 wide = a > FLT_MAX or 0.0 < a < FLT_MIN
                 self._send(encode_typed(self._value, args) if wide else encode_message(self._value, args))
+        if self.aligner is not None:
+            for x in self.aligner.apply(event, mapped):
+                m = x.m
+                key = stream_key(m, self.aligner.runs_at)[1]
+                self._send(encode_typed(self._deviation, [m.run, "/".join(key), m.voice, x.deviation, m.value,
+                                                          x.ref_value, x.step, m.rule_name]))
         if event is None:
             return
         if event.kind == "step" and self.opts.steps:

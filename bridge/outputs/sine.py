@@ -35,6 +35,7 @@ import numpy as np
 from ..config import Config, output_options, presets
 from ..errors import ConfigError, OutputUnavailable
 from ..mapped import Mapped
+from ..mapping.deviation import Aligner, Reference
 from ..sound.engine import SPAWN, EngineLink
 from ..sound.maps import pitch_hz
 from ..sound.seeds import SONNIFY_CAP_HZ, PeroneSequencer
@@ -43,7 +44,8 @@ from ..sound.wav import FORMATS, WavWriter
 from ..table import Table
 from ..wire.protocol import Event
 from .base import BaseOutput, fresh_path
-from .sine_voices import BankSink, QueueSink, SineOptions, VoiceTable, take_batch
+from .sine_reference import AbVoices, DiffVoices, reference_voices
+from .sine_voices import BankSink, QueueSink, SineOptions, Sink, VoiceTable, take_batch
 
 #: ``[sine].focus``: the foreground budget, or every stream at once (docs/sound.md).
 FOCUS_MODES = ("budget", "all")
@@ -97,6 +99,8 @@ class SineOut(BaseOutput):
             raise OutputUnavailable("the sine output needs --wav FILE and/or --audio")
         self.mode = p.mode
         self.preset = p.name
+        if self.mode in ("ab", "diff") and output_options(config, "reference", None) is None:
+            raise OutputUnavailable(f"the sine preset {p.name} needs --reference SESSION.tsr")
         budget = p.focus and opts.focus == "budget"
         self.live = live
         self.block = block or opts.block
@@ -117,7 +121,7 @@ class SineOut(BaseOutput):
         self.queue: deque[tuple[Any, ...]] = deque()
         self.dropped = 0
         self.bank_sink: BankSink | None = None
-        self.voices: VoiceTable | None = None
+        self.voices: VoiceTable | AbVoices | DiffVoices | None = None
         self.perone: PeroneSequencer | None = None
         if live:
             spec = EngineSpec(self.mode, device, sr, self.channels, self.block, max_freq,
@@ -127,7 +131,7 @@ class SineOut(BaseOutput):
                                    take=lambda: take_batch(self.queue, self.mode))
             sr, self.channels, self.device, self.device_description = self.link.ready
             if self.mode != "perone":
-                self.voices = VoiceTable(config, opts, self.mode, QueueSink(opts, self.queue), budget)
+                self.voices = self._voice_table(config, opts, QueueSink(opts, self.queue), budget)
         else:
             if self.wav_path is not None:
                 try:
@@ -141,7 +145,7 @@ class SineOut(BaseOutput):
                 # Pitch tracks and step times only for a render's spectrogram: a bridge writing --wav for
                 # days would hold every point (+14 MB a minute measured; issue 16, item 8).
                 self.bank_sink = BankSink(opts, sr, self.block, max_freq, keep_tracks=keep_tracks)
-                self.voices = VoiceTable(config, opts, self.mode, self.bank_sink, budget)
+                self.voices = self._voice_table(config, opts, self.bank_sink, budget)
         self.keep_tracks = keep_tracks
         self.sr = sr
         self.perone_steps: list[tuple[float, int]] = []
@@ -149,6 +153,13 @@ class SineOut(BaseOutput):
         self.t0: float | None = None
         self._now = -math.inf
         self._wav_failing = False
+
+    def _voice_table(self, config: Config, opts: SineOptions, sink: Sink,
+                     budget: bool) -> VoiceTable | AbVoices | DiffVoices:
+        if self.mode not in ("ab", "diff"):
+            return VoiceTable(config, opts, self.mode, sink, budget)
+        ref: Reference = output_options(config, "reference", None)
+        return reference_voices(config, opts, self.mode, sink, budget, Aligner(ref, config.mappings))
 
     # -- input (receive thread) ----------------------------------------------------
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:

@@ -27,6 +27,8 @@ from ..sound.wav import FORMATS
 from ..wire.session import iter_records
 from .alarms import add_alarm_args, detect, report_alarms
 from .loop import MAX_RENDER_SECONDS, StepClock, replay, scan_steps
+from .reference import add_reference_args, check_args, check_session, unmatched_lines, with_reference
+from .reference import load as load_reference
 
 BAR_WIDTH = 30
 DEFAULT_STEPS_PER_SECOND = 8.0
@@ -77,9 +79,12 @@ class Progress:
 def render(session: str | Path, wav: str | Path, *, config: Config | None = None,
            preset: str = presets.DEFAULT_PRESET, fmt: str = "float32", sample_rate: int | None = None,
            png: str | Path | None = None, progress: Progress | None = None, clock: str | None = None,
-           steps_per_second: float = DEFAULT_STEPS_PER_SECOND) -> dict[str, Any]:
+           steps_per_second: float = DEFAULT_STEPS_PER_SECOND,
+           reference: tuple[str | Path, str | None] | None = None) -> dict[str, Any]:
     """Render ``session`` to ``wav`` (and ``png``); returns a summary dict (``"when"``: recorded time → seconds
     into the audio).
+
+    ``reference``: ``(recording, run or None)`` to compare with (docs/compare.md), loaded on the render's clock.
 
     ``clock``: ``"steps"`` (step ``k`` at ``k/steps_per_second`` s, raised so that the render lasts at most
     five minutes), ``"wall"`` (the recorded times), ``None``: steps when the session has step messages.
@@ -89,6 +94,12 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
 
     cfg = presets.apply_preset(config or default_config(), preset)
     step_clock, when = audio_clock(session, clock, steps_per_second, preset)
+    ref = None
+    if reference is not None:
+        ref = load_reference(reference[0], cfg, reference[1],
+                             steps_per_second=step_clock.steps_per_second if step_clock is not None else None)
+        check_session(session, ref)
+        cfg = with_reference(cfg, ref)
     out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt, keep_tracks=True)
     pipeline = Pipeline(cfg, [out])
     t0 = time.perf_counter()
@@ -104,6 +115,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
         "sample_rate": out.sr, "format": fmt, "health": out.health(),
         "alarm_times": out.bank_sink.alarm_times if out.bank_sink is not None else [],
         "clock": "steps" if step_clock is not None else "wall", "when": when,
+        "unmatched": unmatched_lines(ref, session) if ref is not None else [],
     }
     if step_clock is not None:
         summary["steps"] = step_clock.steps
@@ -193,6 +205,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         with logdir_session(args.session) as session:
             return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session)}))
+    check_args(args, args.preset)
     cfg = load_config(args.config) if args.config else default_config()
     if args.speak:
         cfg = replace(cfg, alarms=replace(cfg.alarms, speak=True))
@@ -220,7 +233,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     bar = Progress(span, force=args.progress)
     s = render(args.session, args.wav, config=cfg, preset=args.preset, fmt=args.format,
                sample_rate=args.sample_rate, png=args.png, progress=bar, clock=args.clock,
-               steps_per_second=args.steps_per_second)
+               steps_per_second=args.steps_per_second,
+               reference=(args.reference, args.reference_run) if args.reference else None)
+    for line in s["unmatched"]:
+        print(line, file=sys.stderr)
     if want_alarms:
         report_alarms(args, found, when=s["when"])  # the printed times are where each lies in the WAV
     extra = f", spectrogram {s['png']}" if "png" in s else ""
@@ -288,4 +304,5 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--pyo-patch", metavar="NAME|FILE",
                    help="render through a pyo patch (patches/pyo) instead of the sine voices; --preset is ignored")
     add_alarm_args(p)
+    add_reference_args(p)
     p.set_defaults(func=cmd_render)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
 from ..config import Config, output_options
 from ..mapped import Mapped
+from ..mapping.deviation import Reference
 from ..mapping.groups import groups_rule
 from ..sound.maps import pitch_hz, run_pan
 from ..wire.midi import DATA_MAX
 from ..wire.protocol import VALUE_NAMES
-from .feed import GROUP_KIND, Alarm, FeedCopy, finite_or_none
+from .feed import GROUP_KIND, GROUP_PREFIX, Alarm, FeedCopy, finite_or_none
 
 #: The sine renderer's levels (outputs/sine_voices.py): note rules at ``gain·velocity/127``, CC rules at
 #: ``cc_gain``; its defaults when the config has no ``[sine]`` table.
@@ -122,12 +124,34 @@ def build(copy: FeedCopy, config: Config, order: dict[str, int] | None = None) -
         if not voices and grouped and ev.finite and _grouped_layer(address, grouped):
             continue  # a grouped layer: heard, and shown, as part of its group's row (a NaN stays in view)
         run["rows"].append(row_data(address, ev, voices))
+    ref = output_options(config, "reference", None)
+    if ref is not None:
+        add_reference(runs.values(), ref)
     return {
         "seq": copy.seq,
         "runs": list(runs.values()),
         "alarms": [alarm_data(a) for a in copy.alarms],
         "alarm_count": copy.alarm_count,
     }
+
+
+def add_reference(runs: Iterable[dict[str, Any]], ref: Reference) -> None:
+    """``--reference``: each row's reference value in its run's step (the page draws it dashed: docs/compare.md)."""
+    for run in runs:
+        step = run["step"]
+        if step is None:
+            continue
+        prefix = f"/nn/{run['run']}/"
+        for row in run["rows"]:
+            rid = row["id"]
+            if rid.startswith(GROUP_PREFIX):  # group:<run>/<rule>/<index>/<name>
+                parts = rid[len(GROUP_PREFIX) + len(run["run"]) + 1 :].split("/", 2)
+                s = ref.mapped.get((int(parts[0]), (parts[2],))) if len(parts) == 3 and parts[0].isdigit() else None
+            else:
+                s = ref.streams.get(rid[len(prefix) :]) if rid.startswith(prefix) else None
+            i = s.at(step) if s is not None else None
+            if i is not None and s is not None:
+                row["reference"] = finite_or_none(s.values[i])
 
 
 def fit(snap: dict[str, Any], limit: int) -> str:

@@ -51,6 +51,11 @@ function upsertRow(run, r, now) {
     row.history.push([r.t, r.value]);
     if (row.history.length > model.history) row.history.splice(0, row.history.length - model.history);
   }
+  if (typeof r.reference === "number") {  // --reference: drawn dashed beside the value (docs/compare.md)
+    row.refHistory = row.refHistory || [];
+    row.refHistory.push([r.t, r.reference]);
+    if (row.refHistory.length > model.history) row.refHistory.splice(0, row.refHistory.length - model.history);
+  }
   if (latency !== null && latency.length < 200000) latency.push([r.id, r.value, now]);
 }
 

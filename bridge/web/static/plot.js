@@ -1,5 +1,6 @@
 // A live plot per run on a canvas: each stream's recent values (log scale when all are positive),
-// the last WINDOW_S seconds scrolling to the left, the loss drawn thick. The table next to it has the
+// the last WINDOW_S seconds scrolling to the left, the loss drawn thick; with --reference, each stream's
+// reference value dashed beside it (docs/compare.md). The table next to it has the
 // same values as text; the canvas is labelled for screen readers and hidden from them otherwise.
 "use strict";
 
@@ -23,7 +24,7 @@ function drawPlot(canvas, rows, nowS) {
   const span = Math.min(WINDOW_S, Math.max(MIN_WINDOW_S, nowS - first));
   const t0 = nowS - span;
   let lo = Infinity, hi = -Infinity, positive = true;
-  for (const r of rows) for (const [t, v] of r.history) {
+  for (const r of rows) for (const [t, v] of r.history.concat(r.refHistory || [])) {
     if (t < t0 || typeof v !== "number") continue;
     if (v <= 0) positive = false;
     if (v < lo) lo = v;
@@ -35,16 +36,20 @@ function drawPlot(canvas, rows, nowS) {
   if (b - a < 1e-9) { a -= 0.5; b += 0.5; }
   const x = t => (t - t0) / span * w;
   const y = v => h - 4 - (f(v) - a) / (b - a) * (h - 8);
-  rows.forEach((r, i) => {
-    g.strokeStyle = r.kind === "loss" ? "#ffffff" : COLOURS[i % COLOURS.length];
-    g.lineWidth = r.kind === "loss" ? 2.5 : 1.2;
+  const line = points => {
     g.beginPath();
     let pen = false;
-    for (const [t, v] of r.history) {
+    for (const [t, v] of points) {
       if (t < t0 || typeof v !== "number") { pen = false; continue; }
       if (pen) g.lineTo(x(t), y(v)); else { g.moveTo(x(t), y(v)); pen = true; }
     }
     g.stroke();
+  };
+  rows.forEach((r, i) => {
+    g.strokeStyle = r.kind === "loss" ? "#ffffff" : COLOURS[i % COLOURS.length];
+    g.lineWidth = r.kind === "loss" ? 2.5 : 1.2;
+    line(r.history);
+    if (r.refHistory) { g.setLineDash([5, 4]); line(r.refHistory); g.setLineDash([]); }  // the reference, dashed
   });
   g.fillStyle = "#9aa3ad";
   g.fillText(`${positive ? "log " : ""}${lo.toPrecision(3)} … ${hi.toPrecision(3)}, last ${Math.round(span)} s`, 8, 14);

@@ -91,9 +91,9 @@ def test_sonnify_loss_formula_and_clamp(tmp_path: Path) -> None:
 
 
 def test_presets_are_named_and_unknown_ones_list_the_known() -> None:
-    assert PRESETS == ("continuous", "everything", "perone", "timbre", "sonnify-loss")
+    assert PRESETS == ("continuous", "everything", "perone", "timbre", "sonnify-loss", "ab", "diff")
     assert apply_preset(default(), "continuous") == default()
-    known = "continuous, everything, perone, timbre, sonnify-loss"
+    known = "continuous, everything, perone, timbre, sonnify-loss, ab, diff"
     with pytest.raises(ConfigError, match=rf"^preset must be one of {known}; got 'nope'$"):
         apply_preset(default(), "nope")
 
