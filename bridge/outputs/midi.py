@@ -28,6 +28,7 @@ from ..sound.jackserver import jack_server_id, jack_server_listening, quiet_jack
 from ..wire import midi as mb
 from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
+from .channels import RunChannels
 from .link import QUANTIZE, LinkClock, LinkOptions
 from .mpe import MpeZone
 
@@ -99,6 +100,8 @@ class MidiOut(BaseOutput):
         self.rules: tuple[Rule, ...] = config.mappings
         self.alarm_channel = config.alarm.channel
         self.mpe = MpeZone(opts.mpe_members, opts.bend_range) if opts.mode == "mpe" else None
+        # Runs apart on the port (MPE has its own allocation: a member channel per sounding voice).
+        self.plan = RunChannels(config.mappings, config.alarm.channel, config.groups) if self.mpe is None else None
         link: LinkOptions = output_options(config, "link", LinkOptions())
         self.link: LinkClock | None = LinkClock(link.tempo, link.quantum) if link.enabled else None
         self.grid = QUANTIZE[link.quantize] if self.link is not None else 0.0
@@ -239,8 +242,10 @@ class MidiOut(BaseOutput):
                     self.send_errors += 1
 
     def reconfigure(self, config: Config) -> None:
-        """A reloaded config's rules (MPE reads a rule's note range)."""
+        """A reloaded config's rules (MPE reads a rule's note range; the run blocks follow the new engine)."""
         self.rules = config.mappings
+        if self.plan is not None:
+            self.plan.reconfigure(config.mappings, config.groups)
 
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         for m in mapped:
@@ -248,7 +253,10 @@ class MidiOut(BaseOutput):
                 continue
             if self.mpe is not None:
                 self._handle_mpe(m)
-            elif self.grid and m.target == "note":
+                continue
+            assert self.plan is not None
+            m = self.plan.route(m)
+            if self.grid and m.target == "note":
                 self._start_on_grid(m.t, m.midi, m.later, m.length, m.run)
             else:
                 self._send(self.sched.start(m.t, m.midi, m.later, m.length, m.run))
@@ -298,6 +306,8 @@ class MidiOut(BaseOutput):
         if self.mpe is not None:
             self._send(self.mpe.release_run(run))
         self._send(self.sched.release(run))
+        if self.plan is not None:
+            self.plan.release(run)
 
     def _close(self) -> None:
         self._stop.set()
@@ -334,6 +344,8 @@ class MidiOut(BaseOutput):
             "sounding": self.sched.sounding + (self.mpe.sounding if self.mpe is not None else 0),
             **({"mode": "mpe", "mpe_retriggers": self.mpe.retriggers, "mpe_stolen": self.mpe.stolen}
                if self.mpe is not None else {}),
+            **({"run_channels": self.plan.blocks(), "shared_runs": self.plan.shared_runs}
+               if self.plan is not None else {}),
             **({"link": {**self.link.health(), "quantize": self.grid, "quantized": self.quantized}}
                if self.link is not None else {}),
             "dropped": self.dropped,
