@@ -30,6 +30,7 @@ from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
 from .channels import RunChannels
 from .link import QUANTIZE, LinkClock, LinkOptions
+from .listeners import JackListeners
 from .mpe import MpeZone
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,11 @@ class MidiOut(BaseOutput):
         self._probe_skip = 0
         self._stop = threading.Event()
         self._why = ""
+        self._listeners: JackListeners | None = None
+        self._greet = threading.Event()
+        """Set when a listener connected (JACK's thread) or on a reload: the receive thread re-declares the zone."""
+        self.greeted = 0
+        self._listen_warned = False
         self._connect()
         if self._out is None:
             log.warning("MIDI: %s; will connect when it appears (logged once)", self._why)
@@ -162,6 +168,8 @@ class MidiOut(BaseOutput):
             if self.mpe is not None:
                 # A synth that restarted forgot the zone: declare it on every (re)connect.
                 self._send(self.mpe.configure())
+                if api_name == "jack" and not self.port_wanted:
+                    self._watch_listeners(f"{self.client_name}:{PORT_NAME}")
             self._server_id = jack_server_id() if api_name == "jack" else None
             if self._down_logged or self.reconnects:
                 log.warning("MIDI: connected to %s (%s)", target, api_name)
@@ -170,6 +178,24 @@ class MidiOut(BaseOutput):
             self._down_logged = False
             return
         self._why = "; ".join(reasons)
+
+    def _watch_listeners(self, port: str) -> None:
+        """MPE on a virtual JACK port: a DAW that connects later gets the zone then (:mod:`.listeners`)."""
+        try:
+            self._listeners = JackListeners(port, f"{self.client_name}-listen", self._on_listener)
+        except OutputUnavailable as err:
+            if not self._listen_warned:
+                log.warning("MIDI: %s; a listener connecting after start gets the MPE zone on SIGHUP", err)
+                self._listen_warned = True
+
+    def _on_listener(self, other: str) -> None:
+        log.info("MIDI: %s is listening; declaring the MPE zone to it", other)
+        self._greet.set()
+
+    def _unwatch_listeners(self) -> None:
+        listeners, self._listeners = self._listeners, None
+        if listeners is not None:
+            listeners.close()
 
     def _alive(self) -> bool:
         """Whether our port and its target still exist (called from the watch thread).
@@ -219,6 +245,7 @@ class MidiOut(BaseOutput):
                 if self._alive():
                     continue
                 log.warning("MIDI: lost %s (%s); reconnecting", self.connected_to, self.api_used)
+                self._unwatch_listeners()
                 with self._lock:
                     old, self._out = self._out, None
                 with contextlib.suppress(Exception):
@@ -242,8 +269,11 @@ class MidiOut(BaseOutput):
                     self.send_errors += 1
 
     def reconfigure(self, config: Config) -> None:
-        """A reloaded config's rules (MPE reads a rule's note range; the run blocks follow the new engine)."""
+        """A reloaded config's rules (MPE reads a rule's note range; the run blocks follow the new engine).
+        In MPE mode the zone is declared again: a listener that connected since (ALSA, CoreMIDI) gets it."""
         self.rules = config.mappings
+        if self.mpe is not None:
+            self._greet.set()
         if self.plan is not None:
             self.plan.reconfigure(config.mappings, config.groups)
 
@@ -285,6 +315,10 @@ class MidiOut(BaseOutput):
             self._send(self.sched.start(m.t, msgs, self.mpe.moved(m, msgs), m.length, m.run))
 
     def _tick(self, now: float) -> None:
+        if self._greet.is_set() and self.mpe is not None:
+            self._greet.clear()
+            self.greeted += 1
+            self._send(self.mpe.declare())
         deferred = self._deferred
         while deferred and deferred[0][0] <= now:
             when, _, msgs, later, length, run = heapq.heappop(deferred)
@@ -311,6 +345,7 @@ class MidiOut(BaseOutput):
 
     def _close(self) -> None:
         self._stop.set()
+        self._unwatch_listeners()
         # Deferred note starts are dropped, not played: a note that never started needs no off.
         self._deferred.clear()
         if self.mpe is not None:
@@ -342,8 +377,8 @@ class MidiOut(BaseOutput):
             "send_errors": self.send_errors,
             "reconnects": self.reconnects,
             "sounding": self.sched.sounding + (self.mpe.sounding if self.mpe is not None else 0),
-            **({"mode": "mpe", "mpe_retriggers": self.mpe.retriggers, "mpe_stolen": self.mpe.stolen}
-               if self.mpe is not None else {}),
+            **({"mode": "mpe", "mpe_retriggers": self.mpe.retriggers, "mpe_stolen": self.mpe.stolen,
+                "mpe_declared": self.greeted} if self.mpe is not None else {}),
             **({"run_channels": self.plan.blocks(), "shared_runs": self.plan.shared_runs}
                if self.plan is not None else {}),
             **({"link": {**self.link.health(), "quantize": self.grid, "quantized": self.quantized}}
