@@ -99,7 +99,7 @@ class MidiFileOut(BaseOutput):
         self._note_tracks: dict[tuple[str, int], str] = {}
         """(run, channel) → the track of the last note started there: where its note-off goes."""
         self._last_track: dict[int, tuple[str, str]] = {}
-        """Channel → (run, track) of its last value: where the closing all-notes-off goes."""
+        """Channel → (run, track) of its last note (else its first value): where the closing all-notes-off goes."""
         self._tracks: dict[str, TrackBytes] = {}
         """This file's tracks, encoded (only the saver touches them, under ``_save_lock``)."""
         self._runs: set[str] = set()
@@ -162,7 +162,8 @@ class MidiFileOut(BaseOutput):
             track = self._track_of(m)
             if m.later:
                 self._note_tracks[(m.run, m.channel)] = track
-            self._last_track[m.channel] = (m.run, track)
+            if m.later or m.channel not in self._last_track:  # all-notes-off belongs with the channel's notes
+                self._last_track[m.channel] = (m.run, track)
             for msg in self.sched.start(m.t, m.midi, m.later, m.length, m.run):
                 # A retrigger's note-off belongs to the note it ends (the same run and channel's last note).
                 self._add(m.run, m.t, msg, None if mb.is_note_off(msg) else track)
