@@ -95,6 +95,14 @@ class RunChannels:
             return m.stream[i], vid, base + m.voice  # the group's index in the run's layout
         return m.stream[i], vid, -1  # an ungrouped voice: first-seen order within its run
 
+    def placed(self, rule: int, stream: tuple[str, ...]) -> int | None:
+        """The channel a voice already has (``learn --list`` reports it), ``None`` if it has none yet."""
+        m = Mapped(0.0, "", rule, "", "", stream, 0, 0.0, 0.0, 0, (), (), 0.0)
+        where = self.voice(m)
+        if where is None or (r := self._runs.get(where[0])) is None or (o := r.voices.get(where[1])) is None:
+            return None
+        return r.block.get(o)
+
     def channel(self, m: Mapped) -> int:
         """The channel ``m`` goes out on (its own when the plan does not place it)."""
         placed = self.voice(m)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -142,6 +144,10 @@ def test_two_runs_on_one_port_play_on_disjoint_channels(bridge_proc, midi_probe:
     assert heard["b"] == {5, 6, 7, 8} and heard["c"] == {9, 11, 12, 13}, heard  # 10 (drums) skipped
     assert b.status()["outputs"]["midi"]["run_channels"] == {"a": [1, 2, 3, 4], "b": [5, 6, 7, 8],
                                                              "c": [9, 11, 12, 13]}
+    listed = subprocess.run([sys.executable, "-m", "trainsound.bridge", "learn", "--list", "--to",
+                             f"127.0.0.1:{b.port}"], capture_output=True, text=True, timeout=30).stdout
+    line = next(x for x in listed.splitlines() if x.startswith("loss_brightness/b "))
+    assert "channel  5" in line, line  # learn names the channel the port plays the voice on
     # Both at once: each keeps its own channels.
     n = len(midi_probe.wait_for(0, timeout=0))
     play_run(b, "a", layers=4, rounds=1)
