@@ -122,8 +122,10 @@ def live_devices() -> tuple[bool, bool]:
 
 
 def bridge_args(files: dict[str, Path], audio: bool, midi: bool) -> list[str]:
-    """The bridge's built-in default plus the files, and live audio / MIDI where they exist."""
-    args = ["--record", str(files["session"]), "--midi-file", str(files["midi"]), "--wav", str(files["continuous"])]
+    """The bridge's built-in default plus the files, and live audio / MIDI where they exist. No live ``--wav``:
+    the continuous WAV is rendered from the recording on the step clock afterwards (a 200-step run trained in
+    a second would otherwise last a second)."""
+    args = ["--record", str(files["session"]), "--midi-file", str(files["midi"])]
     return [*args, *(["--audio"] if audio else []), *([] if midi else ["--no-midi"])]
 
 
@@ -137,15 +139,17 @@ def render_outputs(spec: RunSpec, files: dict[str, Path]) -> tuple[demo_gallery.
     nums = demo_gallery.read_numbers(files["session"], spec.name)
     alarms = [a for a in detect(files["session"], default()) if a.run == spec.name]
     render(files["session"], files["perone"], preset="perone")
+    # The continuous preset on the step clock, as `trainsound render` does: a step lasts as long in every run.
     if spec.model == "gpt2":
-        # Many layers: the picture is the grouped voices, the continuous WAV re-rendered on the step clock.
-        s = render(files["session"], files["continuous"], png=files["spectrogram"])
+        # Many layers: the picture is the grouped voices.
+        s = render(files["session"], files["continuous"], png=files["spectrogram"], clock="steps")
         step_s = 1.0 / s["steps_per_second"]
         demo_gallery.plot_numbers(nums, files["numbers"], title=f"{spec.name} — the numbers the bridge received",
                                   xlim=demo_gallery.spectrogram_xlim(files["continuous"]), step_s=step_s,
                                   clock="the continuous rendering (step clock)",
                                   alarms=[(a.step, a.name, a.kind) for a in alarms])
         return nums, alarms
+    render(files["session"], files["continuous"], clock="steps")
     from ..sound.spectrogram import write_spectrogram
 
     write_spectrogram(
@@ -178,12 +182,13 @@ def run_one(
         losses = train(spec, data, display.step, port=bridge.port)
         train_s = time.perf_counter() - t0
         time.sleep(SETTLE_S)
-        display.writing(f"{files['continuous'].name}, {files['midi'].name}, {files['session'].name} (bridge stop)")
+        display.writing(f"{files['midi'].name}, {files['session'].name} (bridge stop)")
         bridge.stop()
     except BaseException:
         bridge.kill()
         raise
-    display.writing(f"{files['perone'].name}, {files['spectrogram'].name}, {files['numbers'].name}")
+    display.writing(f"{files['perone'].name}, {files['continuous'].name}, {files['spectrogram'].name}, "
+                    f"{files['numbers'].name}")
     _, alarms = render_outputs(spec, files)
     result = RunResult(spec, files, train_s, losses, alarms=alarms)
     result.nan_step = next((i + 1 for i, v in enumerate(losses) if v != v), None)
@@ -314,7 +319,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         table_md=table,
         intro=f"Real networks trained through the real trainsound bridge. Data: {data.source}; seed "
         f"{demo_models.PERONE_SEED} (PyTorch), {demo_models.SEED} (Keras). Each run was heard live by a bridge "
-        "process (continuous WAV, MIDI file, session recording); the perone WAV and the pictures were rendered "
+        "process (MIDI file, session recording); both WAVs (on the step clock) and the pictures were rendered "
         "from the recording."
         + (f" The Keras seed's sweep ({len(sweep_specs)} runs) is laid out as a grid in {grid.name}." if grid else ""),
         link=grid.name if grid else None,

@@ -259,7 +259,7 @@ CARD = """<section class="card" id="{anchor}">
 <div class="players">
 <div><label>perone preset (Perone's tones, step-clocked)</label>
 <audio controls preload="metadata" src="{perone}"></audio></div>
-<div><label>continuous preset (the bridge's default, live clock)</label>
+<div><label>continuous preset (the bridge's default, step-clocked)</label>
 <audio controls preload="metadata" src="{continuous}"></audio></div>
 </div>
 <p>{facts} · <a href="{midi}">MIDI file</a> · <a href="{session}">session recording</a></p>

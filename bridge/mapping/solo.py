@@ -43,7 +43,9 @@ class Target:
     notes: tuple[int, int] | None
     rule: int
     stream: tuple[str, ...] | None
-    """The one stream soloed; ``None``: every stream of the rule (they share a channel)."""
+    """The one stream soloed; ``None``: every stream of the rule (they share a channel, or no run has spoken)."""
+    any_run: bool = False
+    """A rule with a voice per stream before any stream of it arrived: the channel is the first run's."""
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,11 +61,28 @@ def triangle(t: float) -> float:
 
 
 def list_targets(engine: Engine) -> list[Target]:
-    """Every learnable target of the running mapping, in rule order then voice order."""
+    """Every learnable target of the running mapping, in rule order then voice order.
+
+    A rule with a voice per stream that no stream has reached yet (before the first run, or after the
+    runs ended) is one target named after the rule, "any run", on the channel its first voice takes:
+    a DAW can be mapped before training starts.
+
+    >>> from trainsound.bridge.config import default
+    >>> from trainsound.bridge.mapping.engine import Engine
+    >>> [(t.name, t.channel, t.cc, t.any_run) for t in list_targets(Engine(default()))][1]
+    ('loss_brightness', 1, 74, True)
+    """
     out: list[Target] = []
     for i, rule in enumerate(engine.rules):
         streams = sorted(engine.streams_of(i).items(), key=lambda kv: kv[1])
-        if rule.target == "note":
+        per_stream = rule.target == "note" or rule.voices == "channel"
+        if not streams and per_stream and rule.target in ("note", *CC_TARGETS):
+            name = rule.name or f"mappings[{i}]"
+            cc = rule.cc if rule.target in ("cc", "cc14") else None
+            notes = note_span(rule, 0) if rule.target == "note" else None
+            out.append(Target(name, rule.target if rule.target != "note" else "notes", engine.channel_for(rule, 0),
+                              cc, notes, i, None, any_run=True))
+        elif rule.target == "note":
             for stream, voice in streams:
                 out.append(Target(f"{rule.name}/{'/'.join(stream)}", "notes", engine.channel_for(rule, voice),
                                   None, note_span(rule, voice), i, stream))

@@ -29,7 +29,9 @@ from ..sound.jackserver import jack_server_id, jack_server_listening, quiet_jack
 from ..wire import midi as mb
 from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
+from .channels import RunChannels
 from .link import QUANTIZE, LinkClock, LinkOptions
+from .listeners import JackListeners
 from .mpe import MpeZone
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,8 @@ class MidiOut(BaseOutput):
         self.deviations = DeviationCcs(ref, config.mappings) if ref is not None else None
         """``--reference``: each voice's deviation as a CC (docs/compare.md)."""
         self.mpe = MpeZone(opts.mpe_members, opts.bend_range) if opts.mode == "mpe" else None
+        # Runs apart on the port (MPE has its own allocation: a member channel per sounding voice).
+        self.plan = RunChannels(config.mappings, config.alarm.channel, config.groups) if self.mpe is None else None
         link: LinkOptions = output_options(config, "link", LinkOptions())
         self.link: LinkClock | None = LinkClock(link.tempo, link.quantum) if link.enabled else None
         self.grid = QUANTIZE[link.quantize] if self.link is not None else 0.0
@@ -123,6 +127,11 @@ class MidiOut(BaseOutput):
         self._probe_skip = 0
         self._stop = threading.Event()
         self._why = ""
+        self._listeners: JackListeners | None = None
+        self._greet = threading.Event()
+        """Set when a listener connected (JACK's thread) or on a reload: the receive thread re-declares the zone."""
+        self.greeted = 0
+        self._listen_warned = False
         self._connect()
         if self._out is None:
             log.warning("MIDI: %s; will connect when it appears (logged once)", self._why)
@@ -163,6 +172,8 @@ class MidiOut(BaseOutput):
             if self.mpe is not None:
                 # A synth that restarted forgot the zone: declare it on every (re)connect.
                 self._send(self.mpe.configure())
+                if api_name == "jack" and not self.port_wanted:
+                    self._watch_listeners(f"{self.client_name}:{PORT_NAME}")
             self._server_id = jack_server_id() if api_name == "jack" else None
             if self._down_logged or self.reconnects:
                 log.warning("MIDI: connected to %s (%s)", target, api_name)
@@ -171,6 +182,24 @@ class MidiOut(BaseOutput):
             self._down_logged = False
             return
         self._why = "; ".join(reasons)
+
+    def _watch_listeners(self, port: str) -> None:
+        """MPE on a virtual JACK port: a DAW that connects later gets the zone then (:mod:`.listeners`)."""
+        try:
+            self._listeners = JackListeners(port, f"{self.client_name}-listen", self._on_listener)
+        except OutputUnavailable as err:
+            if not self._listen_warned:
+                log.warning("MIDI: %s; a listener connecting after start gets the MPE zone on SIGHUP", err)
+                self._listen_warned = True
+
+    def _on_listener(self, other: str) -> None:
+        log.info("MIDI: %s is listening; declaring the MPE zone to it", other)
+        self._greet.set()
+
+    def _unwatch_listeners(self) -> None:
+        listeners, self._listeners = self._listeners, None
+        if listeners is not None:
+            listeners.close()
 
     def _alive(self) -> bool:
         """Whether our port and its target still exist (called from the watch thread).
@@ -220,6 +249,7 @@ class MidiOut(BaseOutput):
                 if self._alive():
                     continue
                 log.warning("MIDI: lost %s (%s); reconnecting", self.connected_to, self.api_used)
+                self._unwatch_listeners()
                 with self._lock:
                     old, self._out = self._out, None
                 with contextlib.suppress(Exception):
@@ -243,8 +273,13 @@ class MidiOut(BaseOutput):
                     self.send_errors += 1
 
     def reconfigure(self, config: Config) -> None:
-        """A reloaded config's rules (MPE reads a rule's note range)."""
+        """A reloaded config's rules (MPE reads a rule's note range; the run blocks follow the new engine).
+        In MPE mode the zone is declared again: a listener that connected since (ALSA, CoreMIDI) gets it."""
         self.rules = config.mappings
+        if self.mpe is not None:
+            self._greet.set()
+        if self.plan is not None:
+            self.plan.reconfigure(config.mappings, config.groups)
 
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         for m in mapped:
@@ -252,7 +287,10 @@ class MidiOut(BaseOutput):
                 continue
             if self.mpe is not None:
                 self._handle_mpe(m)
-            elif self.grid and m.target == "note":
+                continue
+            assert self.plan is not None
+            m = self.plan.route(m)
+            if self.grid and m.target == "note":
                 self._start_on_grid(m.t, m.midi, m.later, m.length, m.run)
             else:
                 self._send(self.sched.start(m.t, m.midi, m.later, m.length, m.run))
@@ -285,6 +323,10 @@ class MidiOut(BaseOutput):
             self._send(self.sched.start(m.t, msgs, self.mpe.moved(m, msgs), m.length, m.run))
 
     def _tick(self, now: float) -> None:
+        if self._greet.is_set() and self.mpe is not None:
+            self._greet.clear()
+            self.greeted += 1
+            self._send(self.mpe.declare())
         deferred = self._deferred
         while deferred and deferred[0][0] <= now:
             when, _, msgs, later, length, run = heapq.heappop(deferred)
@@ -306,9 +348,12 @@ class MidiOut(BaseOutput):
         if self.mpe is not None:
             self._send(self.mpe.release_run(run))
         self._send(self.sched.release(run))
+        if self.plan is not None:
+            self.plan.release(run)
 
     def _close(self) -> None:
         self._stop.set()
+        self._unwatch_listeners()
         # Deferred note starts are dropped, not played: a note that never started needs no off.
         self._deferred.clear()
         if self.mpe is not None:
@@ -340,8 +385,10 @@ class MidiOut(BaseOutput):
             "send_errors": self.send_errors,
             "reconnects": self.reconnects,
             "sounding": self.sched.sounding + (self.mpe.sounding if self.mpe is not None else 0),
-            **({"mode": "mpe", "mpe_retriggers": self.mpe.retriggers, "mpe_stolen": self.mpe.stolen}
-               if self.mpe is not None else {}),
+            **({"mode": "mpe", "mpe_retriggers": self.mpe.retriggers, "mpe_stolen": self.mpe.stolen,
+                "mpe_declared": self.greeted} if self.mpe is not None else {}),
+            **({"run_channels": self.plan.blocks(), "shared_runs": self.plan.shared_runs}
+               if self.plan is not None else {}),
             **({"link": {**self.link.health(), "quantize": self.grid, "quantized": self.quantized}}
                if self.link is not None else {}),
             "dropped": self.dropped,

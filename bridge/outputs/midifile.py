@@ -1,4 +1,8 @@
-"""Standard MIDI File output: real-time positions, one track per run.
+"""Standard MIDI File output: real-time positions, one track per voice, on the live port's channels.
+
+A track holds one voice's events only (a layer group's notes and its CCs, or a run's loss and metric
+CCs), named after it (``gpt h.0–h.3 grad``, ``gpt loss``); alarms and ticks have a track per run and
+channel. Channels are the ones the live port gives the voice (:mod:`.channels`: runs apart).
 
 Events are encoded into each track's bytes as they are saved (:mod:`..wire.smf`),
 and the file is rewritten atomically (temp file + rename) every few seconds from
@@ -29,6 +33,7 @@ from ..wire import midi as mb
 from ..wire.protocol import Event
 from ..wire.smf import TEMPO, TICKS_PER_BEAT, TICKS_PER_SECOND, TrackBytes, smf_bytes
 from .base import BaseOutput, NoteScheduler, fresh_path
+from .channels import RunChannels
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +93,14 @@ class MidiFileOut(BaseOutput):
         self.origin: float | None = None
         self._pending: Batch = {}
         """Events since the last save (receive thread); the saver encodes them into ``_tracks``."""
+        self.plan = RunChannels(config.mappings, config.alarm.channel, config.groups)
         self._track_keys = {}
-        """(run, channel) → the track's name: ``gpt h.0–h.3 grad``, ``gpt loss`` (first voice on the channel)."""
+        """A voice (or, for alarms and ticks, run and channel) → its track's name: ``gpt h.0–h.3 grad``,
+        ``gpt loss`` (named after the first value of the voice)."""
+        self._note_tracks: dict[tuple[str, int], str] = {}
+        """(run, channel) → the track of the last note started there: where its note-off goes."""
+        self._last_track: dict[int, tuple[str, str]] = {}
+        """Channel → (run, track) of its last note (else its first value): where the closing all-notes-off goes."""
         self._tracks: dict[str, TrackBytes] = {}
         """This file's tracks, encoded (only the saver touches them, under ``_save_lock``)."""
         self._runs: set[str] = set()
@@ -110,11 +121,28 @@ class MidiFileOut(BaseOutput):
         """``--reference``: each voice's deviation as a CC (docs/compare.md)."""
         self._save({}, self.path, None, reset=False)  # an empty but valid file from the start
 
-    _track_keys: dict[tuple[str, int], str]
+    _track_keys: dict[tuple[Any, ...], str]
 
-    def _add(self, run: str, t: float, msg: bytes) -> None:
-        # One track per run and channel (what a DAW gives one instrument), named after its voice.
-        key = self._track_keys.get((run, mb.channel_of(msg)), run)
+    def _track_of(self, m: Mapped) -> str:
+        """The track a value belongs to: its voice's (one instrument in a DAW), named on first sight."""
+        placed = self.plan.voice(m)
+        key: tuple[Any, ...] = (placed[0], placed[1]) if placed is not None else (m.run, m.channel)
+        name = self._track_keys.get(key)
+        if name is None:
+            name = self._track_keys[key] = self._unique(track_label(m))
+        return name
+
+    def _unique(self, label: str) -> str:
+        """``label``, or ``label 2``, ``label 3`` … when another voice has that name already."""
+        taken = set(self._track_keys.values())
+        name, n = label, 1
+        while name in taken:
+            n += 1
+            name = f"{label} {n}"
+        return name
+
+    def _add(self, run: str, t: float, msg: bytes, track: str | None = None) -> None:
+        key = track if track is not None else self._note_tracks.get((run, mb.channel_of(msg)), run)
         tr = self._pending.get(key)
         if tr is None:
             tr = self._pending[key] = []
@@ -134,14 +162,23 @@ class MidiFileOut(BaseOutput):
                 self.origin = m.t
             self._flush_due(m.t)
             self._last_run = m.run
-            if (m.run, m.channel) not in self._track_keys:
-                self._track_keys[(m.run, m.channel)] = track_label(m)
+            m = self.plan.route(m)
+            track = self._track_of(m)
+            if m.later:
+                self._note_tracks[(m.run, m.channel)] = track
+            if m.later or m.channel not in self._last_track:  # all-notes-off belongs with the channel's notes
+                self._last_track[m.channel] = (m.run, track)
             for msg in self.sched.start(m.t, m.midi, m.later, m.length, m.run):
-                self._add(m.run, m.t, msg)
+                # A retrigger's note-off belongs to the note it ends (the same run and channel's last note).
+                self._add(m.run, m.t, msg, None if mb.is_note_off(msg) else track)
             self.events += 1
         if self.deviations is not None and self.origin is not None:
             for m, msg in self.deviations.messages(event, mapped):
                 self._add(m.run, m.t, msg)
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload's rules: voices are placed afresh, as the live port does."""
+        self.plan.reconfigure(config.mappings, config.groups)
 
     def _take(self) -> Batch:
         batch, self._pending, self._dirty, self._retry = self._pending, {}, False, False
@@ -156,6 +193,7 @@ class MidiFileOut(BaseOutput):
     def _release_run(self, run: str, now: float) -> None:
         for msg in self.sched.release(run):
             self._add(run, now, msg)
+        self.plan.release(run)
 
     def _rotate(self) -> None:
         """Finish this file (in the background) and go on in the next part."""
@@ -219,7 +257,8 @@ class MidiFileOut(BaseOutput):
         last = self._last_t if math.isfinite(self._last_t) else (self.origin or 0.0)
         for msg in self.sched.release_all():
             if mb.is_control_change(msg):
-                self._add(self._last_run or "trainsound", last, msg)
+                run, track = self._last_track.get(mb.channel_of(msg), (self._last_run or "trainsound", None))
+                self._add(run, last, msg, track)
 
     def _close(self) -> None:
         if self._saver is not None:

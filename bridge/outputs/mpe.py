@@ -76,6 +76,17 @@ class MpeZone:
             out += rpn(ch, 0, self.bend_range)
         return out
 
+    def declare(self) -> list[bytes]:
+        """The zone again for a listener that just connected: :meth:`configure`, then every sounding voice's
+        current bend (an MCM may return a receiver's bends to their defaults; the notes keep their pitch).
+
+        >>> z = MpeZone(members=2, bend_range=48)
+        >>> _ = z.update(0.0, "a", 60.5, 100)
+        >>> [m.hex() for m in z.declare()[-1:]], len(z.declare()) == len(z.configure()) + 1
+        (['e15540'], True)
+        """
+        return self.configure() + [mb.pitch_bend(v.channel, v.bend) for v in self._voices.values()]
+
     def channel_of(self, key: Hashable) -> int | None:
         v = self._voices.get(key)
         return v.channel if v is not None else None

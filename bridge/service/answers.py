@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
-from ..mapping.solo import DEFAULT_SECONDS, MAX_SECONDS, find_target, list_targets
+from ..mapping.solo import DEFAULT_SECONDS, MAX_SECONDS, Target, find_target, list_targets
 from ..pipeline import Pipeline
 from ..wire.osc import OscArg, encode_message
 
@@ -41,9 +42,19 @@ def fit_status(st: dict[str, Any], limit: int) -> str:
 LEARN_ADDRESSES = ("/trainsound/learn", "/trainsound/targets")
 
 
+def port_channel(pipeline: Pipeline, target: Target) -> Target:
+    """``target`` on the channel the live MIDI port gives its voice (runs apart, :mod:`..outputs.channels`)."""
+    for out in pipeline.outputs:
+        plan = getattr(out, "plan", None)
+        if plan is not None and target.stream is not None and out.name == "midi":
+            ch = plan.placed(target.rule, target.stream)
+            return target if ch is None else replace(target, channel=ch)
+    return target
+
+
 def answer_learn(pipeline: Pipeline, address: str, args: tuple[OscArg, ...]) -> bytes:
     """The bridge's reply to ``/trainsound/targets`` or ``/trainsound/learn s:target [f:seconds]``."""
-    body: Any = [t.describe() for t in list_targets(pipeline.engine)]
+    body: Any = [port_channel(pipeline, t).describe() for t in list_targets(pipeline.engine)]
     if address == "/trainsound/learn":
         body = start_learn(pipeline, args)
     return encode_message(f"{address}.reply", [json.dumps(body)])
@@ -62,4 +73,4 @@ def start_learn(pipeline: Pipeline, args: tuple[OscArg, ...]) -> dict[str, Any]:
         return {"ok": False, "error": f"unknown learn target {name!r}",
                 "targets": [t.name for t in list_targets(pipeline.engine)]}
     pipeline.learn(target, time.time(), seconds)
-    return {"ok": True, "target": target.describe(), "seconds": seconds}
+    return {"ok": True, "target": port_channel(pipeline, target).describe(), "seconds": seconds}

@@ -1,6 +1,7 @@
 """``trainsound learn``: ask the running bridge to solo one target so a DAW's MIDI Learn maps exactly it.
 
-``trainsound learn --list`` lists the targets (name, channel, CC or note range);
+``trainsound learn --list`` lists the targets (name, channel, CC or note range), before any data too
+(a rule no run has reached is one target, "any run");
 ``trainsound learn TARGET`` solos it for ``--seconds`` (default 5): only that
 target's MIDI goes out, with a slow sweep when no data moves it. The bridge's side of it is
 :func:`.answers.answer_learn`.
@@ -26,7 +27,8 @@ def format_target(t: dict[str, Any]) -> str:
         what = f"{t['kind']} {t['cc']}"
     else:
         what = t["kind"]
-    return f"{t['name']:<40} channel {t['channel']:>2}  {what}"
+    run = "  (any run: the first run's channel)" if t.get("any_run") else ""
+    return f"{t['name']:<40} channel {t['channel']:>2}  {what}{run}"
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -34,7 +36,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if args.list or not args.target:
         targets = ask(host, port, "/trainsound/targets", (), args.timeout)
         if not targets:
-            print("no targets yet: the bridge has mapped no data (send some, then ask again)")
+            print("no targets: the bridge's mapping has no MIDI rules (see trainsound check-config)")
             return 0 if args.list else 2
         for t in targets:
             print(format_target(t))

@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import socket
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import TrainsoundError
 from ..wire.address import TO_HELP, choose_bridge
-from ..wire.protocol import ProtocolError, split_address
+from ..wire.protocol import CONTROL_PREFIX, NAMESPACE, ProtocolError, parse_event, split_address
 from ..wire.slip import encode as slip_encode
+
+log = logging.getLogger(__name__)
+#: Exit code of a message refused before sending (a usage error, like the CLI's).
+EXIT_USAGE = 2
 
 #: ``send``'s values may start with '-' (``-inf``, ``-1e-3``); argparse only knows ``-1`` and ``-.5`` as numbers.
 NEGATIVE_NUMBER = re.compile(r"^-(\d|\.\d|inf(inity)?$|nan$)", re.IGNORECASE)
@@ -69,6 +75,26 @@ def send_values(address: str, words: Sequence[str]) -> list[Any]:
     return out
 
 
+def protocol_problem(address: str, values: Sequence[Any]) -> str | None:
+    """Why the bridge would drop this message (docs/protocol.md), or ``None``: a ``/nn`` message is checked
+    as the bridge checks it, so ``send`` refuses what the bridge would only count and drop.
+
+    >>> protocol_problem("/nn/r/loss", [0.5]) is None, protocol_problem("/x", [1]) is None
+    (True, True)
+    >>> protocol_problem("/nn/r/los", [0.5])
+    "/nn/r/los: unknown kind 'los'"
+    >>> protocol_problem("/nn/r/loss", [])
+    '/nn/r/loss takes 1 argument(s), got 0'
+    """
+    if not address.startswith(f"/{NAMESPACE}/") and address != f"/{NAMESPACE}":
+        return None
+    try:
+        parse_event(address, tuple(values), 0.0, b"")
+    except ProtocolError as err:
+        return str(err).partition(": ")[2] or str(err)  # the detail names the address; the reason is a counter key
+    return None
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     # python-osc builds the message: a one-off send, where its cost (bench/bench_codec.py) does not matter.
     from pythonosc.osc_message_builder import BuildError, OscMessageBuilder
@@ -80,6 +106,13 @@ def cmd_send(args: argparse.Namespace) -> int:
         values = send_values(args.address, args.args)
     except ValueError as err:
         raise TrainsoundError(f"bad argument: {err}") from err
+    problem = protocol_problem(args.address, values)
+    if problem is not None:  # a usage error: the bridge would count and drop it
+        print(f"trainsound: error: {problem} (not sent: the bridge would drop it)", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.address.startswith(("/nn/", CONTROL_PREFIX)):
+        log.warning("%s is outside /nn/ and %s: a bridge ignores it (sent, for other OSC servers)",
+                    args.address, CONTROL_PREFIX)
     builder = OscMessageBuilder(address=args.address)
     for v in values:
         builder.add_arg(v)

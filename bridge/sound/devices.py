@@ -219,6 +219,27 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def midi_ports(rtmidi: Any, api: int) -> tuple[list[str], list[str]] | str:
+    """``(destinations, sources)`` of one MIDI API, or why it is unavailable.
+
+    Destinations take MIDI (a synth's input: what ``--midi-port`` connects to); sources send it (a
+    running bridge's ``trainsound:out`` is one: what a DAW reads). ALSA and JACK print their own chatter
+    on stderr when their server is absent; it is silenced here (the reason is printed instead).
+    """
+    lists: list[list[str]] = []
+    with _quiet_stderr():
+        for kind in (rtmidi.MidiOut, rtmidi.MidiIn):
+            try:
+                probe = kind(api, name="trainsound-ports")
+            except Exception as err:  # rtmidi raises SystemError when the API has no server
+                return str(err) or type(err).__name__
+            try:
+                lists.append(list(probe.get_ports()))
+            finally:
+                probe.delete()
+    return lists[0], lists[1]
+
+
 def cmd_ports(args: argparse.Namespace) -> int:
     try:
         import rtmidi
@@ -227,16 +248,16 @@ def cmd_ports(args: argparse.Namespace) -> int:
     quiet_jack()
     for api in rtmidi.get_compiled_api():
         name = rtmidi.get_api_display_name(api)
-        try:
-            out = rtmidi.MidiOut(api, name="trainsound-ports")
-        except Exception as err:
-            print(f"{name}: unavailable ({err})")
+        found = midi_ports(rtmidi, api)
+        if isinstance(found, str):
+            print(f"{name}: unavailable ({found})")
             continue
-        ports = out.get_ports()
-        out.delete()
-        print(f"{name}: {len(ports)} output port(s)")
-        for i, p in enumerate(ports):
-            print(f"  {i}: {p}")
+        dests, sources = found
+        print(f"{name}: {len(dests)} port(s) to send to (--midi-port NAME), {len(sources)} port(s) sending MIDI")
+        for i, p in enumerate(dests):
+            print(f"  to   {i}: {p}")
+        for i, p in enumerate(sources):
+            print(f"  from {i}: {p}")
     return 0
 
 

@@ -46,6 +46,8 @@ def check_files(out: Path, run: dict[str, Any]) -> None:
         assert np.isfinite(x).all(), key
         assert np.abs(x).max() > 0.01, key
     assert sf.info(files["perone"]).samplerate == 44_100
+    # The continuous WAV on the step clock (8 steps/s), not the training's wall clock (issue 24 #7).
+    assert sf.info(files["continuous"]).duration >= 0.95 * run["steps"] / 8.0
     midi = mido.MidiFile(files["midi"])
     assert any(m.type == "note_on" for track in midi.tracks for m in track)
     for key in ("spectrogram", "numbers"):

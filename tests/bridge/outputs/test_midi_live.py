@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -110,3 +112,59 @@ def test_shutdown_leaves_no_stuck_notes(bridge_proc, midi_probe: MidiProbe, tmp_
     used = {m[0] & 0x0F for m in msgs if m[0] & 0xF0 == 0x90}
     all_off = {m[0] & 0x0F for m in msgs if m[0] & 0xF0 == 0xB0 and m[1] == 123}
     assert used <= all_off and 15 in used  # the alarm's channel 16 too
+
+
+def channels_heard(probe: MidiProbe, since: int) -> set[int]:
+    """Channels (1..16) of the note-ons and CCs that reached the probe after its first ``since`` messages."""
+    return {(m[0] & 0x0F) + 1 for m in probe.wait_for(0, timeout=0)[since:] if m[0] & 0xF0 in (0x90, 0xB0)}
+
+
+def play_run(b, run: str, layers: int, rounds: int = 3) -> None:  # type: ignore[no-untyped-def]
+    for i in range(rounds):
+        b.send(f"/nn/{run}/step", i)
+        for k in range(layers):
+            b.send(f"/nn/{run}/grad_norm/fc{k}", 10 ** (-2 + k / 2 + i / 10))
+        b.send(f"/nn/{run}/loss", 2.0 / (1 + i))
+        time.sleep(0.08)  # slower than the 20 notes/s rate limit: every round plays
+
+
+def test_two_runs_on_one_port_play_on_disjoint_channels(bridge_proc, midi_probe: MidiProbe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 24 #5: runs on one live port get channel blocks of their own while they fit in 14 channels; past
+    that a newcomer shares (counted, logged once); a run that ended gives its block to the next."""
+    cfg = config_file(tmp_path, f"ts{uuid.uuid4().hex[:6]}", "[alarms]\nenabled = false\n[groups]\nmax_voices = 4\n")
+    b = bridge_proc(["--config", cfg, "--midi-port", midi_probe.port])
+    b.wait_output_ok("midi")
+    heard: dict[str, set[int]] = {}
+    for run in ("a", "b", "c"):
+        n = len(midi_probe.wait_for(0, timeout=0))
+        play_run(b, run, layers=4)
+        time.sleep(0.3)
+        heard[run] = channels_heard(midi_probe, n)
+    assert heard["a"] == {1, 2, 3, 4}, heard  # the loss with its first group, as the engine lays a run out
+    assert heard["b"] == {5, 6, 7, 8} and heard["c"] == {9, 11, 12, 13}, heard  # 10 (drums) skipped
+    assert b.status()["outputs"]["midi"]["run_channels"] == {"a": [1, 2, 3, 4], "b": [5, 6, 7, 8],
+                                                             "c": [9, 11, 12, 13]}
+    listed = subprocess.run([sys.executable, "-m", "trainsound.bridge", "learn", "--list", "--to",
+                             f"127.0.0.1:{b.port}"], capture_output=True, text=True, timeout=30).stdout
+    line = next(x for x in listed.splitlines() if x.startswith("loss_brightness/b "))
+    assert "channel  5" in line, line  # learn names the channel the port plays the voice on
+    # Both at once: each keeps its own channels.
+    n = len(midi_probe.wait_for(0, timeout=0))
+    play_run(b, "a", layers=4, rounds=1)
+    play_run(b, "b", layers=4, rounds=1)
+    time.sleep(0.3)
+    assert channels_heard(midi_probe, n) == heard["a"] | heard["b"]
+    # A fourth run finds 2 channels free: it shares (the engine's channels), counted and logged once.
+    play_run(b, "d", layers=4, rounds=1)
+    time.sleep(0.3)
+    assert b.status()["outputs"]["midi"]["shared_runs"] == 1
+    # A run ends: its block goes to the next run.
+    b.send("/nn/a/event", "end")
+    time.sleep(0.2)
+    n = len(midi_probe.wait_for(0, timeout=0))
+    play_run(b, "e", layers=4, rounds=1)
+    time.sleep(0.3)
+    assert channels_heard(midi_probe, n) == {1, 2, 3, 4}
+    rc, err = b.stop()
+    assert rc == 0
+    assert err.count("run 'd' shares") == 1, err

@@ -143,3 +143,43 @@ def test_a_long_session_goes_on_in_numbered_files(tmp_path: Path) -> None:
     for p in parts:  # every part is complete: every note that starts there ends there
         evs = notes(p)["r fc1 grad"]
         assert sum(1 for _, s, _ in evs if s == 0x90) == sum(1 for _, s, _ in evs if s == 0x80)
+
+
+def test_a_rendered_track_named_after_a_voice_holds_only_that_voice(tmp_path: Path) -> None:
+    """Issue 26 #2: ``run1 loss`` holds the loss's CC 74 and no note of layer 0 (they share channel 1 on the
+    live port, as the engine lays a run out); each layer's track holds its notes and its weight CCs only."""
+    import sys
+
+    from trainsound.bridge.wire.osc import encode_message
+    from trainsound.bridge.wire.session import SessionWriter
+
+    session = tmp_path / "s.tsr"
+    with open(session, "wb") as fh:
+        w = SessionWriter(fh, start=10.0)
+        for step in range(20):
+            t = 10.0 + step * 0.25
+            w.write(t, encode_message("/nn/run1/step", [step]))
+            for k, layer in enumerate(("fc1", "fc2")):
+                w.write(t, encode_message(f"/nn/run1/grad_norm/{layer}", [10 ** (-2 + k + step / 10)]))
+                w.write(t, encode_message(f"/nn/run1/weight/{layer}", [0.0, 0.1 * (1 + k), 1.0, 3.0, 1e-3]))
+            w.write(t, encode_message("/nn/run1/loss", [3.0 / (1 + step)]))
+            w.write(t, encode_message("/nn/run1/metric/accuracy", [step / 20]))
+        w.flush()
+    mid = tmp_path / "s.mid"
+    r = subprocess.run([sys.executable, "-m", "trainsound.bridge", "render", str(session), "--midi-file", str(mid)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    tracks = {t.name: [m for m in t if not m.is_meta] for t in mido.MidiFile(str(mid)).tracks[1:]}
+    assert {"run1 loss", "run1 fc1 grad", "run1 fc2 grad"} <= set(tracks), list(tracks)
+    loss = tracks["run1 loss"]
+    # The run-wide voice: the loss (CC 74) and the accuracy (CC 11), nothing of a layer.
+    assert {m.control for m in loss if m.type == "control_change"} == {74, 11}
+    assert not [m for m in loss if m.type in ("note_on", "note_off")]
+    for layer in ("fc1", "fc2"):
+        msgs = tracks[f"run1 {layer} grad"]
+        assert sum(1 for m in msgs if m.type == "note_on" and m.velocity) >= 15
+        assert {m.control for m in msgs if m.type == "control_change"} <= {1, 71, 120, 123}  # weight CCs, the end
+        assert len({m.channel for m in msgs}) == 1
+    # On the live port's channels: the loss with the run's first voice, the second layer on the next.
+    ch = {name: {m.channel + 1 for m in msgs} for name, msgs in tracks.items()}
+    assert ch["run1 loss"] == ch["run1 fc1 grad"] == {1} and ch["run1 fc2 grad"] == {2}

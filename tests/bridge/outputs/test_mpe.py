@@ -70,3 +70,52 @@ def test_bend_range_bounds() -> None:
     assert bend_code(0.0, 48) == 8192
     assert bend_code(48.0, 48) == 16383 and bend_code(-48.0, 48) == 0
     assert bend_code(100.0, 48) == 16383
+
+
+def test_a_late_listener_gets_the_zone_and_the_sounding_voices_keep_theirs(
+    bridge_proc: Any, midi_probe: MidiProbe, tmp_path: Path
+) -> None:
+    """Issue 24 #4: a DAW that connects to the virtual port after start receives the MCM (RPN 6) and RPN 0s,
+    then the sounding voice's current bend; a listener already there hears no note cut, and no zone on a timer."""
+    import uuid
+
+    import jack
+
+    name = f"mpe{uuid.uuid4().hex[:6]}"
+    cfg = tmp_path / "late.toml"
+    cfg.write_text(f'[midi]\napi = "jack"\nmode = "mpe"\nclient_name = "{name}"\n')
+    b = bridge_proc(["--config", str(cfg)])
+    b.wait_output_ok("midi")
+    early = midi_probe
+    late = MidiProbe(f"late_{uuid.uuid4().hex[:6]}")
+    wire = jack.Client(f"wire{uuid.uuid4().hex[:4]}", no_start_server=True)
+    try:
+        wire.connect(f"{name}:out", early.port)  # after start too: it gets the zone when it connects
+        assert early.wait_for(3, timeout=3)[:3] == RPN6
+        time.sleep(0.3)
+        for i in range(10):  # one voice sounding, gliding
+            b.send("/nn/r/grad_norm/fc1", 0.1 * (1 + i / 20))
+            time.sleep(0.06)
+        before = len(early.wait_for(0, timeout=0))
+        assert any(m[0] & 0xF0 == 0x90 for m in early.wait_for(0, timeout=0)), "the early listener heard the note"
+        assert late.wait_for(1, timeout=0.5) == [], "nothing reaches a port before it is connected"
+        wire.connect(f"{name}:out", late.port)
+        got = late.wait_for(6 * 15 + 1, timeout=3)
+        assert got[:3] == RPN6, f"the late listener's first messages: {got[:6]}"
+        rpn0 = [got[6 * k: 6 * k + 3] for k in range(1, 15)]  # then each member's bend range (RPN 0): 48
+        assert rpn0 == [[[0xB0 + k, 101, 0], [0xB0 + k, 100, 0], [0xB0 + k, 6, 48]] for k in range(1, 15)]
+        bends = [m for m in got[6 * 15:] if m[0] & 0xF0 == 0xE0]
+        assert bends and bends[0][0] == 0xE1, "the sounding voice's bend follows the zone"
+        st = b.status()["outputs"]["midi"]
+        assert st["mpe_declared"] == 2  # once per listener
+        # The early listener got the same declaration once, and no note-off came with it: nothing was cut.
+        after = early.wait_for(0, timeout=0)[before:]
+        assert sum(1 for i in range(len(after) - 2) if after[i:i + 3] == RPN6) == 1
+        assert not [m for m in after if m[0] & 0xF0 == 0x80], "connecting a listener cut a sounding note"
+        time.sleep(1.2)  # no declaration on a timer
+        assert b.status()["outputs"]["midi"]["mpe_declared"] == 2
+    finally:
+        wire.close()
+        late.close()
+    rc, _ = b.stop()
+    assert rc == 0

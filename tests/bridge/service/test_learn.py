@@ -100,3 +100,30 @@ def test_sweep_when_no_data_moves_the_target(bridge_proc: Any, midi_probe: MidiP
     values = [m[2] for m in midi_probe.wait_for(0, timeout=0) if m[0] == 0xB0 and m[1] == 74]
     assert len(set(values)) >= 10 and max(values) - min(values) >= 60, values
     b.stop()
+
+
+def test_learn_before_any_data_and_after_the_run_ended(bridge_proc: Any, midi_probe: MidiProbe, tmp_path: Path) -> None:
+    """Issues 24 #3, 26 #7: before any run spoke, ``--list`` names each rule's target "any run" (its CC or note
+    range, the channel the first run takes) and ``learn`` sweeps it; after a run ended the list is not empty."""
+    cfg = tmp_path / "b.toml"
+    cfg.write_text('[midi]\napi = "jack"\n')
+    b = bridge_proc(["--config", str(cfg), "--midi-port", midi_probe.port])
+    b.wait_output_ok("midi")
+    r = learn(b.port, "--list")
+    assert r.returncode == 0, r.stderr
+    lines = {line.split()[0]: line for line in r.stdout.splitlines()}
+    assert "cc 74" in lines["loss_brightness"] and "channel  1" in lines["loss_brightness"]
+    assert "any run" in lines["loss_brightness"] and "notes 36-96" in lines["grad_norm_notes"]
+    assert learn(b.port, "loss_brightness", "--seconds", "2").returncode == 0
+    wait_until(lambda: "learn" not in b.status(), 5.0, "the 2 s solo's end", every=0.05)
+    swept = [m for m in midi_probe.wait_for(0, timeout=0) if m[0] == 0xB0 and m[1] == 74]
+    assert len({m[2] for m in swept}) >= 5, swept  # a sweep on channel 1, CC 74, with no run present
+    assert b.status()["accepted"] == 0
+    # A run speaks, is listed by name, ends: its voices are freed, and the rules are "any run" again.
+    b.send("/nn/r1/loss", 1.0)
+    wait_until(lambda: "loss_brightness/r1" in learn(b.port, "--list").stdout, 5.0, "r1's loss listed")
+    b.send("/nn/r1/event", "end")
+    wait_until(lambda: "loss_brightness/r1" not in (out := learn(b.port, "--list").stdout) and "any run" in out,
+               5.0, "the rules listed again after the run ended")
+    assert "no targets" not in learn(b.port, "--list").stdout
+    b.stop()

@@ -70,3 +70,25 @@ def test_send_types_words_as_a_shell_user_expects(bridge_proc: Any, tmp_path: Pa
     assert got[0][0] == "/nn/r/loss" and got[0][1][0] == -math.inf
     assert got[1:] == [("/nn/r/grad_norm/fc1", (-0.0010000000474974513,)), ("/nn/r/event", ("nan",)),
                        ("/nn/r/step", (3, -1)), ("/nn/r/metric/acc", (1.0,)), ("/nn/r/metric/acc", (-0.5,))]
+
+
+def test_send_refuses_what_the_bridge_would_drop(bridge_proc: Any, tmp_path: Path) -> None:
+    """Issue 26 #7: no arguments, three arguments, a misspelt kind: exit 2 with the protocol's reason, nothing
+    sent (before: exit 0, and the bridge counted and dropped them)."""
+    rec = tmp_path / "s.tsr"
+    b = bridge_proc(["--no-midi", "--record", str(rec)])
+    to = f"127.0.0.1:{b.port}"
+    cases = {("/nn/r/loss",): "/nn/r/loss takes 1 argument(s), got 0",
+             ("/nn/r/loss", "1", "2", "3"): "/nn/r/loss takes 1 argument(s), got 3",
+             ("/nn/r/los", "0.5"): "/nn/r/los: unknown kind 'los'",
+             ("/nn/r/event", "finish"): "/nn/r/event: unknown event 'finish'"}
+    for words, reason in cases.items():
+        r = ts("send", *words, "--to", to)
+        assert r.returncode == 2, (words, r.stderr)
+        assert r.stderr.strip() == f"trainsound: error: {reason} (not sent: the bridge would drop it)"
+    assert ts("send", "/nn/r/loss", "0.5", "--to", to).returncode == 0
+    time.sleep(0.2)
+    st = b.status()
+    assert st["accepted"] == 1 and st["dropped_total"] == 0, st
+    b.stop()
+    assert [a for _, a, _ in iter_messages(rec)] == ["/nn/r/loss"]
