@@ -220,6 +220,10 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         from .web.options import with_web
 
         overrides.append(lambda c: with_web(c, args.web, args.web_allow))
+    if args.oscquery or args.oscquery_allow:
+        from .web.oscquery_options import with_oscquery
+
+        overrides.append(lambda c: with_oscquery(c, args.oscquery, args.oscquery_allow))
     # Overrides are kept with the file so that a SIGHUP reload re-applies them.
     source = ConfigSource(path, tuple(overrides))
     config = source.load()
@@ -331,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .web.options import add_web_args
 
     add_web_args(b)
+    from .web.oscquery_options import add_oscquery_args
+
+    add_oscquery_args(b)
     b.set_defaults(func=cmd_bridge)
 
 

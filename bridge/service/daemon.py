@@ -95,6 +95,8 @@ class Daemon:
         self.web: Any = None
         """The page's server (bridge/web/server.py), when ``--web`` or ``[web].listen`` asks for it."""
         self._next_publish = 0.0
+        self.oscquery: Any = None
+        """The OSCQuery server (bridge/web/oscquery.py), when ``--oscquery`` or ``[oscquery].listen`` asks for it."""
 
     # -- control messages -------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -121,6 +123,7 @@ class Daemon:
             "alarms": p.engine.watch.status(),
             **({"learn": p.solo.status(time.time())} if p.solo is not None else {}),
             **({"web": self.web.health()} if self.web is not None else {}),
+            **({"oscquery": self.oscquery.health()} if self.oscquery is not None else {}),
         }
 
     def snapshot_json(self, limit: int = MAX_STATUS_REPLY) -> str:
@@ -231,6 +234,13 @@ class Daemon:
                 "written (add --midi-file, --wav, --osc-out, --record, or drop --no-midi)"
             )
         self._start_web()
+        try:
+            from ..web.oscquery_options import start_oscquery
+
+            self.oscquery = start_oscquery(self.config, self.feed, (where[0], where[1]))
+        except TrainsoundError:
+            self.shutdown()
+            raise
         self.notifier.ready(f"listening on {where[0]}:{where[1]}; outputs: {outs}")
 
     def _start_web(self) -> None:
@@ -362,6 +372,9 @@ class Daemon:
         if self.web is not None:
             self.web.stop()
             self.web = None
+        if self.oscquery is not None:
+            self.oscquery.stop()
+            self.oscquery = None
         if self.pipeline is not None:
             self.pipeline.close(time.time())
             self.log_counters()
