@@ -34,6 +34,7 @@ from ..receive.loop import TcpServer, UdpReceiver
 from ..receive.sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
 from ..receive.stats import Stats
 from ..web.feed import Feed
+from ..web.oscquery_options import start_oscquery
 from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
 from .answers import LEARN_ADDRESSES, answer_learn, fit_status
@@ -95,8 +96,7 @@ class Daemon:
         self.web: Any = None
         """The page's server (bridge/web/server.py), when ``--web`` or ``[web].listen`` asks for it."""
         self._next_publish = 0.0
-        self.oscquery: Any = None
-        """The OSCQuery server (bridge/web/oscquery.py), when ``--oscquery`` or ``[oscquery].listen`` asks for it."""
+        self.oscquery: Any = None  # the OSCQuery server (bridge/web/oscquery.py): --oscquery, [oscquery].listen
 
     # -- control messages -------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -234,13 +234,7 @@ class Daemon:
                 "written (add --midi-file, --wav, --osc-out, --record, or drop --no-midi)"
             )
         self._start_web()
-        try:
-            from ..web.oscquery_options import start_oscquery
-
-            self.oscquery = start_oscquery(self.config, self.feed, (where[0], where[1]))
-        except TrainsoundError:
-            self.shutdown()
-            raise
+        self.oscquery = start_oscquery(self.config, self.feed, (where[0], where[1]), on_error=self.shutdown)
         self.notifier.ready(f"listening on {where[0]}:{where[1]}; outputs: {outs}")
 
     def _start_web(self) -> None:
@@ -374,7 +368,6 @@ class Daemon:
             self.web = None
         if self.oscquery is not None:
             self.oscquery.stop()
-            self.oscquery = None
         if self.pipeline is not None:
             self.pipeline.close(time.time())
             self.log_counters()

@@ -30,10 +30,12 @@ from aiohttp import WSMsgType, web
 from ..ratelog import RateLimited, escape
 from ..receive.sockets import ListenError
 from .feed import Feed
-from .oscquery_options import SERVICE_TYPE, Network
 from .oscquery_tree import attribute, find, host_info, namespace, path_changes
 
 log = logging.getLogger(__name__)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: The service type the OSCQuery proposal names for zeroconf.
+SERVICE_TYPE = "_oscjson._tcp.local."
 _limited = RateLimited(log)
 
 #: How often the pump looks at the feed, per second (a look that finds nothing new costs one comparison).
@@ -95,7 +97,7 @@ class OscQueryServer:
             raise ListenError(f"cannot serve OSCQuery on {self.host}:{self.port}: {self._error}") from self._error
 
     def stop(self) -> None:
-        loop = self._loop
+        loop, self._loop = self._loop, None  # a second stop does nothing
         if loop is None or self._thread is None:
             return
         with contextlib.suppress(RuntimeError, TimeoutError):
@@ -202,7 +204,7 @@ class OscQueryServer:
     def _host_ok(self, host: str) -> bool:
         name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
         name = name.strip("[]").rstrip(".").lower()
-        if name in self._hostnames or name.endswith("-trainsound-%d.local" % self.port):
+        if name in self._hostnames or name.endswith(f"-trainsound-{self.port}.local"):
             return True
         try:
             ipaddress.ip_address(name.split("%")[0])

@@ -12,11 +12,12 @@ import argparse
 import importlib.util
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import Config, output_options
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainsoundError
 from ..receive.sockets import is_loopback
 from ..table import Table
 from .feed import Feed
@@ -25,8 +26,6 @@ from .options import LOOPBACK_NETS, check_networks, parse_web_listen
 log = logging.getLogger(__name__)
 
 DEFAULT_OSCQUERY_PORT = 9152
-#: The service type the OSCQuery proposal names for zeroconf.
-SERVICE_TYPE = "_oscjson._tcp.local."
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -107,10 +106,11 @@ def add_oscquery_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def start_oscquery(cfg: Config, feed: Feed, osc: tuple[str, int]) -> Any:
+def start_oscquery(cfg: Config, feed: Feed, osc: tuple[str, int], on_error: Callable[[], None]) -> Any:
     """Serve OSCQuery if ``[oscquery].listen`` (or ``--oscquery``) asks for it: the running server, else ``None``.
 
-    ``osc`` is where the bridge's UDP socket is bound (``HOST_INFO``'s ``OSC_PORT``).
+    ``osc`` is where the bridge's UDP socket is bound (``HOST_INFO``'s ``OSC_PORT``); ``on_error`` is called
+    before an error is raised (the daemon shuts down what it started).
 
     Raises:
         ConfigError: a library of the ``oscquery`` extra is missing (one line naming the extra), or the
@@ -120,15 +120,19 @@ def start_oscquery(cfg: Config, feed: Feed, osc: tuple[str, int]) -> Any:
     opts: OscQueryOptions = output_options(cfg, "oscquery", OscQueryOptions())
     if opts.listen is None:
         return None
-    need = ["aiohttp", *(["zeroconf"] if opts.zeroconf else [])]
-    missing = [m for m in need if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"--oscquery needs {' and '.join(missing)}: pip install 'trainsound[oscquery]'")
-    host, port = opts.listen
-    nets = networks_for(host, opts.allow)
-    from .oscquery import OscQueryServer
+    try:
+        need = ["aiohttp", *(["zeroconf"] if opts.zeroconf else [])]
+        missing = [m for m in need if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(f"--oscquery needs {' and '.join(missing)}: pip install 'trainsound[oscquery]'")
+        host, port = opts.listen
+        nets = networks_for(host, opts.allow)
+        from .oscquery import OscQueryServer
 
-    server = OscQueryServer(feed, host, port, nets, opts.name, osc, opts.zeroconf)
-    server.start()
+        server = OscQueryServer(feed, host, port, nets, opts.name, osc, opts.zeroconf)
+        server.start()
+    except TrainsoundError:
+        on_error()
+        raise
     log.info("OSCQuery: %s (OSC port %d)", server.url, osc[1])
     return server

@@ -77,8 +77,10 @@ def value_of(ev: Event) -> list[Any]:
     """``VALUE``: one JSON item per type tag; JSON has no NaN/Inf or blobs, so those are ``null``.
 
     >>> from trainsound.bridge.wire.protocol import parse_event
-    >>> value_of(parse_event("/nn/r/loss", (float("nan"),), 0.0, b"")), value_of(parse_event("/nn/r/step", (7,), 0.0, b""))
-    ([None], [7])
+    >>> value_of(parse_event("/nn/r/loss", (float("nan"),), 0.0, b""))
+    [None]
+    >>> value_of(parse_event("/nn/r/step", (7,), 0.0, b""))
+    [7]
     """
     if ev.kind == "event":
         return [ev.name]
@@ -129,7 +131,7 @@ def namespace(events: Mapping[str, Event]) -> dict[str, Any]:
         else:
             run["CONTENTS"][ev.kind] = _method(ev)
     ctl = root["CONTENTS"][CONTROL_PREFIX.strip("/")] = _container(
-        CONTROL_PREFIX.rstrip("/"), "messages to the bridge itself (send them to the OSC port; replies go to the sender)")
+        CONTROL_PREFIX.rstrip("/"), "messages to the bridge itself (to the OSC port; replies go to the sender)")
     for name, (tags, description) in CONTROL.items():
         node: dict[str, Any] = {"FULL_PATH": f"{CONTROL_PREFIX}{name}", "DESCRIPTION": description, "ACCESS": WRITE}
         if tags:
@@ -190,7 +192,8 @@ def path_changes(old: Iterable[str], new: Iterable[str]) -> list[dict[str, str]]
     ``PATH_ADDED``/``PATH_REMOVED`` for each, then one ``PATH_CHANGED`` naming their deepest common container
     (clients that only know ``PATH_CHANGED`` reload that subtree).
 
-    >>> [m["COMMAND"] + " " + m["DATA"] for m in path_changes({"/nn/a/loss"}, {"/nn/a/loss", "/nn/b/loss", "/nn/b/step"})]
+    >>> [m["COMMAND"] + " " + m["DATA"] for m in path_changes({"/nn/a/loss"}, {"/nn/a/loss", "/nn/b/loss",
+    ...                                                                         "/nn/b/step"})]
     ['PATH_ADDED /nn/b/loss', 'PATH_ADDED /nn/b/step', 'PATH_CHANGED /nn/b']
     """
     before = {a for a in old if a.startswith(f"/{NAMESPACE}/")}
