@@ -219,7 +219,11 @@ class OscQueryServer:
         query = request.query_string.split("&", 1)[0].split("=", 1)[0]
         if query == "HOST_INFO":
             return _json(host_info(self.name, self.osc[0], self.osc[1], self.host))
-        tree = namespace(self.feed.copy().events)
+        events = self.feed.copy().events
+        if request.path.rstrip("/"):  # a subtree is built from its own addresses only (a superset: run3, run30)
+            prefix = request.path.rstrip("/")
+            events = {a: ev for a, ev in events.items() if a.startswith(prefix)}
+        tree = namespace(events)
         node = find(tree, request.path)
         if node is None:
             raise web.HTTPNotFound(text=f"trainsound: no OSC node at {request.path}\n")
