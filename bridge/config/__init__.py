@@ -55,6 +55,7 @@ OUTPUT_SECTIONS: dict[str, str] = {
     "pyo": "trainsound.bridge.outputs.pyo:section",
     "osc_out": "trainsound.bridge.outputs.osc:section",
     "web": "trainsound.bridge.web.options:section",  # not an output, but a table owned by its module alike
+    "oscquery": "trainsound.bridge.web.oscquery_options:section",
     # Not outputs, loaded the same lazy way: the MIDI output's clock, the daemon's voice memory.
     "link": "trainsound.bridge.outputs.link:section",
     "voices": "trainsound.bridge.service.voicestate:section",

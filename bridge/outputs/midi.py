@@ -14,7 +14,6 @@ import contextlib
 import heapq
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from ..mapped import Mapped
 from ..mapping.deviation import DeviationCcs, Reference
 from ..mapping.rules import Rule
 from ..sound.jackserver import jack_server_id, jack_server_listening, quiet_jack
+from ..sound.midiapis import RTMIDI_APIS, api_candidates
 from ..wire import midi as mb
 from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
@@ -41,24 +41,6 @@ RECONNECT_INTERVAL = 0.5
 DRAIN_WAIT = 0.25
 #: The drain wait when shutdown is hurried (a second SIGTERM): still a few JACK periods for the note-offs.
 HURRY_DRAIN_WAIT = 0.05
-
-
-def api_candidates(choice: str) -> list[str]:
-    """The rtmidi APIs to try, in order, for a config choice.
-
-    >>> api_candidates("jack")
-    ['jack']
-    """
-    if choice != "auto":
-        return [choice]
-    if sys.platform.startswith("linux"):
-        # ALSA's sequencer needs /dev/snd/seq; without it only JACK can work.
-        return ["alsa", "jack"] if os.path.exists("/dev/snd/seq") else ["jack"]
-    if sys.platform == "darwin":
-        return ["coremidi"]
-    if sys.platform == "win32":
-        return ["winmm"]
-    return ["jack"]
 
 
 class MidiOut(BaseOutput):
@@ -78,16 +60,10 @@ class MidiOut(BaseOutput):
         self.api_choice = api or opts.api
         self.port_wanted = port if port is not None else opts.port
         self.client_name = client_name or opts.client_name
-        apis = {
-            "alsa": "API_LINUX_ALSA",
-            "jack": "API_UNIX_JACK",
-            "coremidi": "API_MACOSX_CORE",
-            "winmm": "API_WINDOWS_MM",
-        }
         compiled = set(rtmidi.get_compiled_api())
         self._apis = []
         for a in api_candidates(self.api_choice):
-            const = getattr(rtmidi, apis[a])
+            const = getattr(rtmidi, RTMIDI_APIS[a])
             if const in compiled:
                 self._apis.append((a, const))
         if not self._apis:

@@ -34,6 +34,7 @@ from ..receive.loop import TcpServer, UdpReceiver
 from ..receive.sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
 from ..receive.stats import Stats
 from ..web.feed import Feed
+from ..web.oscquery_options import start_oscquery
 from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
 from .answers import LEARN_ADDRESSES, answer_learn, fit_status
@@ -95,6 +96,7 @@ class Daemon:
         self.web: Any = None
         """The page's server (bridge/web/server.py), when ``--web`` or ``[web].listen`` asks for it."""
         self._next_publish = 0.0
+        self.oscquery: Any = None  # the OSCQuery server (bridge/web/oscquery.py): --oscquery, [oscquery].listen
 
     # -- control messages -------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -121,6 +123,7 @@ class Daemon:
             "alarms": p.engine.watch.status(),
             **({"learn": p.solo.status(time.time())} if p.solo is not None else {}),
             **({"web": self.web.health()} if self.web is not None else {}),
+            **({"oscquery": self.oscquery.health()} if self.oscquery is not None else {}),
         }
 
     def snapshot_json(self, limit: int = MAX_STATUS_REPLY) -> str:
@@ -231,6 +234,7 @@ class Daemon:
                 "written (add --midi-file, --wav, --osc-out, --record, or drop --no-midi)"
             )
         self._start_web()
+        self.oscquery = start_oscquery(self.config, self.feed, (where[0], where[1]), on_error=self.shutdown)
         self.notifier.ready(f"listening on {where[0]}:{where[1]}; outputs: {outs}")
 
     def _start_web(self) -> None:
@@ -362,6 +366,8 @@ class Daemon:
         if self.web is not None:
             self.web.stop()
             self.web = None
+        if self.oscquery is not None:
+            self.oscquery.stop()
         if self.pipeline is not None:
             self.pipeline.close(time.time())
             self.log_counters()
