@@ -98,7 +98,7 @@ def test_a_signal_inside_the_first_handler_still_stops_then_hurries() -> None:
         def __getattr__(self, name: str) -> Any:
             return getattr(signal, name)
 
-        def Signals(self, signum: int) -> signal.Signals:  # noqa: N802 - the module attribute it stands for
+        def Signals(self, signum: int) -> signal.Signals:
             if not Nesting.fired:
                 Nesting.fired = True
                 os.kill(os.getpid(), signal.SIGTERM)  # the real signal: its handler runs at the next call
