@@ -163,7 +163,9 @@ class Daemon:
         if address == "/trainsound/snapshot":  # bounded like the status; built off the loop, sent when built
             if limit is not None and limit < _MIN_SUMMARY_REQUEST:
                 return encode_message(TCP_HINT, [])
-            self.slow.ask(limit, self.snapshot_parts, lambda parts: snapshot_reply(parts, limit), sender)
+            # UDP limits in steps of 4 KiB: at most 16 kinds of reply however the requests are padded.
+            size = None if limit is None else max(_MIN_SUMMARY_REQUEST, limit - limit % 4096)
+            self.slow.ask(size, self.snapshot_parts, lambda parts: snapshot_reply(parts, size), sender)
             return DEFERRED
         if address == "/trainsound/ping":
             pong = encode_message("/trainsound/pong", [PROTOCOL_VERSION])  # 28 bytes

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 MAX_AGE = 0.25
 #: Requests waiting for one build; more are not answered (counted in ``shed``; the reply budget comes first).
 MAX_WAITING = 256
-#: Limits (UDP request sizes) remembered with their replies.
-MAX_KEYS = 8
+#: Limits (UDP request sizes, in 4 KiB steps) remembered with their replies.
+MAX_KEYS = 17
 
 Build = Callable[[Any], bytes]
 Send = Callable[[bytes, object], None]
