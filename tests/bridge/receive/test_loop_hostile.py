@@ -286,3 +286,29 @@ def _tcp_status(b: Any) -> dict[str, Any] | None:
     from trainsound.bridge.service.status import query_tcp
 
     return query_tcp("127.0.0.1", b.port, 1.0)
+
+
+def test_hundreds_of_idle_connections_hold_no_more_than_the_cap(bridge_proc: Any) -> None:
+    """Issue 28, item 4 (OSC over TCP): 300 connections that never finish a frame (bench_hostile.py makes
+    1,100). Before, on the web port, such connections held 1,014 descriptors and OSC over TCP stopped
+    answering. Here the bridge holds at most ``tcp_max_connections`` (8), and a TCP status answers in 3 s."""
+    b = bridge_proc(["--no-midi"])
+    pid = b.proc.pid
+    before = len(os.listdir(f"/proc/{pid}/fd"))
+    conns = []
+    for _ in range(300):
+        with contextlib.suppress(OSError):
+            c = socket.create_connection(("127.0.0.1", b.port), timeout=2.0)
+            c.send(b"/nn/unfinished")  # no END: never a whole frame
+            conns.append(c)
+    time.sleep(0.2)  # the last one accepted or refused
+    held = len(os.listdir(f"/proc/{pid}/fd")) - before
+    t0 = time.monotonic()
+    st = wait_until(lambda: _tcp_status(b), 6, "TCP status with 300 connections open")
+    took = time.monotonic() - t0
+    for c in conns:
+        c.close()
+    assert len(conns) >= 290
+    assert held <= 8, held
+    assert took < 3.0, took
+    assert st["tcp"]["refused"] + st["tcp"]["evicted"] >= len(conns) - 8
