@@ -18,12 +18,10 @@ told the limit) and replies share one global rate limit, so the bridge cannot be
 used as a reflection amplifier (docs/security.md).
 
 Hostile TCP peers are bounded too: each gets at most ``TCP_TURN_BYTES`` per turn of
-the loop, a connection idle for ``[bridge].tcp_idle`` seconds (or without a whole frame
-``TCP_FIRST_FRAME`` s after connecting) is closed, and a new connection at the cap evicts
-the idlest one if it has been idle ``TCP_EVICT_IDLE`` s. Idle means no whole frame: a
-peer trickling bytes is idle. Control replies have the same budget over both transports
-(:mod:`.budget`); a failed ``accept`` (out of file descriptors) pauses the listener
-instead of spinning on it.
+the loop; idle (no whole frame: trickled bytes do not count) for ``[bridge].tcp_idle`` s, or
+``TCP_FIRST_FRAME`` s after connecting, a connection is closed; at the cap a newcomer evicts the
+idlest if idle ``TCP_EVICT_IDLE`` s; a failed ``accept`` (EMFILE) pauses the listener. Control
+replies have one budget over both transports (:mod:`.budget`).
 """
 
 from __future__ import annotations
@@ -84,8 +82,7 @@ class TcpPeer:
         """When it last sent something (accept time at first): what the idle timeout and eviction look at."""
         self.frames = 0
         """Frames it sent that were not control messages: a sender's, logged at INFO; a status poll stays DEBUG."""
-        self.whole = 0
-        """Whole frames of any kind: a peer that never completes one is idle however many bytes it trickles."""
+        self.whole = 0  # whole frames of any kind: a peer that never completes one is idle however it trickles
 
     def __str__(self) -> str:
         return (
@@ -93,9 +90,7 @@ class TcpPeer:
         )
 
     def send(self, packet: bytes) -> None:
-        """Send a reply; a peer that does not read its replies loses them rather than blocking the bridge.
-
-        Half a frame in the stream would garble every frame after it: a partial send ends the connection."""
+        """Send a reply; a peer not reading its replies loses them (half a frame sent ends the connection)."""
         frame = slip_encode(packet)
         try:
             sent = self.sock.send(frame)
@@ -131,8 +126,7 @@ class TcpServer:
         self._backoff = ACCEPT_BACKOFF
 
     def sockets(self) -> list[socket.socket]:
-        """What to watch: the peers, and the listener unless accepting is paused (a failed accept leaves it
-        readable; watching it then would spin the loop)."""
+        """The peers, and the listener unless paused (after a failed accept it stays readable: a spin)."""
         if self._paused_until and time.time() < self._paused_until:
             return list(self.peers)
         return [self.sock, *self.peers]
@@ -182,8 +176,7 @@ class TcpServer:
                 peer.decoder.errors.clear()
 
     def sweep(self, now: float) -> None:
-        """Close connections without a whole frame for ``idle`` seconds, or none at all :data:`TCP_FIRST_FRAME` s
-        after connecting (checked at most once a second)."""
+        """Close connections idle ``idle`` s, or frameless :data:`TCP_FIRST_FRAME` s (at most once a second)."""
         self._next_sweep = now + 1.0
         for peer in list(self.peers.values()):
             if not peer.whole and now - peer.last > TCP_FIRST_FRAME:
@@ -192,8 +185,7 @@ class TcpServer:
                 self._close(peer)
             elif self.idle and now - peer.last > self.idle:
                 self.timed_out += 1
-                self.stats.note("tcp_idle_closed", peer, f"no whole frame for {now - peer.last:.0f} s "
-                                "([bridge].tcp_idle)")
+                self.stats.note("tcp_idle_closed", peer, f"no frame for {now - peer.last:.0f} s ([bridge].tcp_idle)")
                 self._close(peer)
 
     def _make_room(self, now: float) -> bool:
@@ -214,8 +206,7 @@ class TcpServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as err:
-            # EMFILE and friends: the connection stays queued and the listener readable, so select would
-            # return at once for ever; leave the listener alone a while (doubling), count it, log rate-limited.
+            # EMFILE: the connection stays queued, the listener readable: pause it (doubling), count, log rate-limited.
             self.accept_failed += 1
             self._paused_until = now + self._backoff
             self._backoff = min(ACCEPT_BACKOFF_MAX, self._backoff * 2)
@@ -282,8 +273,7 @@ class UdpReceiver:
         self.control = control
         self.stop_event = threading.Event()
         self.address = sock.getsockname()
-        self.replies = {"UDP": ReplyBudget("UDP"), "TCP": ReplyBudget("TCP")}
-        """Control replies' budgets, per transport: global and per peer (issue 28, item 1)."""
+        self.replies = {"UDP": ReplyBudget("UDP"), "TCP": ReplyBudget("TCP")}  # global and per peer each
 
     def feed(self, data: bytes, now: float, sender: object) -> None:
         """One datagram (or TCP frame) from an allowed sender: a control message, or the pipeline's."""
@@ -305,10 +295,8 @@ class UdpReceiver:
             stats.drop("unknown_control", sender, f"{address}: unknown control message")
             return
         udp = not isinstance(sender, TcpPeer)
-        # Within the budget (checked first, so that a flood of requests costs no status building either),
-        # the same over both transports; over UDP, whose sender may be forged, no larger than the request.
-        transport = "UDP" if udp else "TCP"
-        budget = self.replies[transport]
+        # Budget first (a flood costs no status building), as over UDP so over TCP; UDP: no larger than asked.
+        budget = self.replies["UDP" if udp else "TCP"]
         spent = budget.take(sender.addr if isinstance(sender, TcpPeer) else sender, address == _PING)
         if spent:
             stats.note("reply_rate_limited", sender, f"{address}: {budget.why(spent)}")
