@@ -1,4 +1,4 @@
-"""Hostile-peer figures of issue 16 against a real bridge process (about 20 s, loopback only).
+"""Hostile-peer figures of issues 16 and 28 against a real bridge process (about a minute, loopback only).
 
     .venv/bin/python bench/bench_hostile.py [--python PYTHON]
 
@@ -11,15 +11,24 @@ checkout's ``.venv/bin/python``), so one command gives the before and after figu
   ping round trips during the flood;
 - a new TCP sender while 8 idle connections hold the cap: time to its first pong (or "never");
 - 64 junk run names, then a real run: is the real run accepted;
-- NaN alarms sounded for 2,000 distinct addresses in about 1 s.
+- NaN alarms sounded for 2,000 distinct addresses in about 1 s;
+- issue 28, item 1: one 16 KiB write of 546 pipelined ``/trainsound/snapshot`` requests with 64 runs
+  loaded: UDP pings answered and the worst round trip, UDP datagrams lost meanwhile, how long until a
+  TCP status answers, snapshot replies sent, and how long SIGTERM takes afterwards;
+- issue 28, item 4 (OSC over TCP): 1,100 connections that never finish a frame: descriptors the bridge
+  holds, time to a TCP status; then its descriptors exhausted (soft RLIMIT_NOFILE lowered with
+  ``prlimit``) with connections queued: the bridge's CPU share (it spun on failed accepts before);
+- issue 28, item 9: eight peers at the cap trickling a byte a second: time to a newcomer's pong.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -198,6 +207,142 @@ def nan_alarms(port: int, u: socket.socket) -> None:
     print(f"NaN to 2,000 distinct addresses in {took:.1f} s: {after - before} alarms sounded")
 
 
+def _ping(u: socket.socket, port: int, timeout: float) -> float:
+    """Seconds to a UDP pong (``inf``: none within ``timeout``)."""
+    t0 = time.monotonic()
+    u.settimeout(timeout)
+    u.sendto(PING, ("127.0.0.1", port))
+    try:
+        while not u.recv(1 << 17).startswith(b"/trainsound/pong"):
+            pass
+    except OSError:
+        return math.inf
+    return time.monotonic() - t0
+
+
+def snapshot_burst(port: int, u: socket.socket) -> None:
+    for r in range(64):
+        for layer in range(20):
+            u.sendto(encode_message(f"/nn/run{r:02d}/grad_norm/layer{layer:02d}", [0.5]), ("127.0.0.1", port))
+        time.sleep(0.01)
+    time.sleep(0.5)
+    before = status(port)
+    snap = slip(encode_message("/trainsound/snapshot"))
+    burst = snap * (16_384 // len(snap))
+    replies = [0]
+    msg = encode_message("/nn/train/loss", [0.5])
+
+    def read(c: socket.socket) -> None:
+        c.settimeout(2.0)
+        dec = SlipDecoder(1 << 22)
+        with contextlib.suppress(OSError):
+            while data := c.recv(1 << 20):
+                replies[0] += sum(p.startswith(b"/trainsound/snapshot.reply") for p in dec.feed(data))
+
+    p = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        reader = threading.Thread(target=read, args=(c,), daemon=True)
+        reader.start()
+        c.sendall(burst)
+        rtts, sent = [], 0
+        t_end = time.monotonic() + 3.0
+        while time.monotonic() < t_end:  # a training process's stream, and a ping every 50 ms
+            for _ in range(50):
+                u.sendto(msg, ("127.0.0.1", port))
+            sent += 50
+            rtts.append(_ping(p, port, 0.25))
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        got = tcp_ask(port, STATUS, "/trainsound/status.reply", 30.0)
+        status_after = time.monotonic() - t0 if got else math.inf
+        reader.join(30)
+    p.close()
+    after = status(port)
+    lost = (after.get("kernel_drops") or 0) - (before.get("kernel_drops") or 0)
+    answered = [r for r in rtts if math.isfinite(r)]
+    print(f"546 pipelined snapshots over TCP (64 runs, {len(burst)} B in one write): pings answered "
+          f"{len(answered)}/{len(rtts)}, worst {max(answered, default=math.inf) * 1000:.0f} ms; "
+          f"{lost} of {sent} UDP datagrams lost in the kernel; a TCP status {status_after:.2f} s later; "
+          f"{replies[0]} snapshot replies; reply_rate_limited {after['noted'].get('reply_rate_limited', 0)}")
+
+
+def idle_connections(port: int, pid: int) -> None:
+    before = len(os.listdir(f"/proc/{pid}/fd"))
+    conns, t0 = [], time.monotonic()
+    for _ in range(1100):
+        with contextlib.suppress(OSError):
+            c = socket.create_connection(("127.0.0.1", port), timeout=2.0)
+            c.send(b"/nn/unfinished")
+            conns.append(c)
+    took = time.monotonic() - t0
+    time.sleep(0.2)
+    held = len(os.listdir(f"/proc/{pid}/fd")) - before
+    t0 = time.monotonic()
+    got = None
+    while got is None and time.monotonic() - t0 < 10:
+        got = tcp_ask(port, STATUS, "/trainsound/status.reply", 1.0)
+    when = f"after {time.monotonic() - t0:.2f} s" if got else "none in 10 s"
+    print(f"1,100 connections without a whole frame (opened in {took:.1f} s): the bridge holds {held} more "
+          f"descriptors; TCP status {when}")
+    for c in conns:
+        c.close()
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def out_of_descriptors(port: int, pid: int) -> None:
+    used = len(os.listdir(f"/proc/{pid}/fd"))
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (used + 3, hard))
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    for s in held:
+        s.sendall(slip(encode_message("/nn/held/loss", [0.5])))
+    time.sleep(0.3)
+    queued = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    cpu0, t0 = _cpu(pid), time.monotonic()
+    time.sleep(3.0)
+    share = (_cpu(pid) - cpu0) / (time.monotonic() - t0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        rtt = _ping(u, port, 1.0)
+    for s in held + queued:
+        s.close()
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    print(f"descriptors exhausted, 5 connections queued: the bridge used {share:.0%} of a core for 3 s; "
+          f"UDP ping {rtt * 1000:.0f} ms")
+
+
+def trickle(port: int) -> None:
+    peers = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+    frame = slip(encode_message("/nn/trickle/loss", [0.5]))[:-1]
+    stop = threading.Event()
+
+    def drip() -> None:
+        i = 0
+        while not stop.wait(1.0):  # one byte a second each, never a whole frame
+            for s in peers:
+                with contextlib.suppress(OSError):
+                    s.send(frame[i % len(frame) : i % len(frame) + 1])
+            i += 1
+
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    got = None
+    while got is None and time.monotonic() - t0 < 8.0:
+        got = tcp_ask(port, PING, "/trainsound/pong", 0.5)
+    took = time.monotonic() - t0
+    stop.set()
+    t.join()
+    for s in peers:
+        s.close()
+    print(f"8 peers trickling 1 byte/s at the cap: a new TCP sender's "
+          f"{'pong after ' + format(took, '.2f') + ' s' if got else 'ping unanswered for 8 s'}")
+
+
 def start(python: str) -> tuple[subprocess.Popen[str], int]:
     port = free_udp_port()
     proc = subprocess.Popen([python, "-m", "trainsound.bridge", "-q", "bridge", "--listen", f"127.0.0.1:{port}",
@@ -212,30 +357,41 @@ def start(python: str) -> tuple[subprocess.Popen[str], int]:
 
 def stop(proc: subprocess.Popen[str]) -> int:
     """Stop the bridge; the number of lines it logged (WARNING and above)."""
+    t0 = time.monotonic()
     proc.terminate()
     try:
         _, err = proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
+        print("  SIGTERM not obeyed within 20 s (killed)")
+    took = time.monotonic() - t0
+    if took > 1.0:
+        print(f"  SIGTERM took {took:.1f} s")
     return len(err.splitlines())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--python", default=sys.executable, help="interpreter whose trainsound runs the bridge")
+    ap.add_argument("--only", choices=["16", "28"], help="only issue 16's trials, or only issue 28's")
     args = ap.parse_args()
     print(f"bridge: {args.python}")
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.bind(("127.0.0.1", 0))
     # A fresh bridge per trial: each starts from no runs and zero counters.
-    for trial in (amplification, end_flood, junk_runs, nan_alarms, idle_lockout):
+    trials: list[Any] = [amplification, end_flood, junk_runs, nan_alarms, idle_lockout]
+    new = [snapshot_burst, idle_connections, out_of_descriptors, trickle]
+    trials = new if args.only == "28" else trials if args.only == "16" else trials + new
+    for trial in trials:
         proc, port = start(args.python)
         try:
-            if trial is idle_lockout:
-                idle_lockout(port)
+            if trial in (idle_lockout, trickle):
+                trial(port)
+            elif trial in (idle_connections, out_of_descriptors):
+                trial(port, proc.pid)
             else:
-                trial(port, u)  # type: ignore[operator]
+                trial(port, u)
         finally:
             print(f"  (bridge log: {stop(proc)} lines at WARNING and above)")
 

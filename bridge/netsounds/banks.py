@@ -15,6 +15,12 @@ side before the network sees it, so the activations are at most those of a 512×
 first bank 96×253×253 float32, 25 MB). A PNG must still be decoded once at full size (W·H·4 bytes at
 most: 64 MB for 4,000×4,000), and Pillow refuses decompression bombs (> 89 megapixels by default)
 with an error naming the file.
+
+The working size is bounded too, not only the input (issue 28, item 7: a 274-byte 1×100,000 PNG was
+shrunk to 1×512, then brought up to 224×114,688 for SqueezeNet: 5.1 GB). An image whose longer side
+is more than :data:`MAX_ASPECT` times its shorter is refused from its header, before decoding, so the
+network's input is at most ``max(max_side², 224 × 896)`` pixels; ``max_side`` is at most
+:data:`MAX_MAX_SIDE`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ from ..errors import TrainsoundError
 Model = Literal["squeezenet", "perone"]
 MODELS: tuple[str, ...] = ("squeezenet", "perone")
 MAX_SIDE = 512
+#: The largest ``--max-side`` (SqueezeNet's first bank of a 1024² input: 96×509×509 float32, 100 MB).
+MAX_MAX_SIDE = 1024
+#: The longest side may be at most this many times the shortest (a 4:1 panorama passes).
+MAX_ASPECT = 4
 #: SqueezeNet's input is brought up to this shorter side (its pools need room; its training size).
 MIN_SIDE = 224
 SEED = 0
@@ -47,19 +57,39 @@ class Bank:
 
 
 def load_image(path: str | Path, mode: Literal["RGB", "L"], max_side: int = MAX_SIDE) -> np.ndarray:
-    """PNG/JPEG (anything Pillow reads) → H×W(×3) float32 in 0..1, longer side at most ``max_side``."""
+    """PNG/JPEG (anything Pillow reads) → H×W(×3) float32 in 0..1, longer side at most ``max_side``.
+
+    Raises:
+        TrainsoundError: naming the file: unreadable, or too narrow or wide (:data:`MAX_ASPECT`).
+    """
+    if not 1 <= max_side <= MAX_MAX_SIDE:
+        raise TrainsoundError(f"--max-side must be in 1..{MAX_MAX_SIDE}, got {max_side}")
     try:
         from PIL import Image
     except ImportError as err:
         raise TrainsoundError("sonify-image needs Pillow: pip install 'trainsound[demo]'") from err
     try:
         with Image.open(path) as src:
+            check_aspect(*src.size, str(path))  # from the header: nothing decoded yet
             src.draft(mode, (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale already
             im = src.convert(mode)
             im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.float32) / 255.0
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise TrainsoundError(f"{path}: cannot read the image: {err}") from err
+
+
+def check_aspect(width: int, height: int, what: str) -> None:
+    """Refuse an image more than :data:`MAX_ASPECT` times longer than wide (or the reverse), naming it.
+
+    >>> check_aspect(400, 100, "wide.png")  # 4:1 passes
+    >>> check_aspect(1, 100_000, "thin.png")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    trainsound.bridge.errors.TrainsoundError: thin.png: 1×100000 pixels: one side is more than 4 times the other
+    """
+    if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
+        raise TrainsoundError(f"{what}: {width}×{height} pixels: one side is more than {MAX_ASPECT} times the "
+                              f"other (sonify-image takes at most {MAX_ASPECT}:1)")
 
 
 def digit_image(n: int) -> np.ndarray:
@@ -110,6 +140,7 @@ def banks(image: np.ndarray, model: Model = "squeezenet", weights: str | Path | 
 
     if model not in MODELS:
         raise TrainsoundError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    check_aspect(image.shape[1], image.shape[0], "the image")  # what the upscale below may grow is bounded
     net: Any = None
     if model == "perone":
         from ..demo.models import perone_net

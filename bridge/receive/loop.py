@@ -18,8 +18,10 @@ told the limit) and replies share one global rate limit, so the bridge cannot be
 used as a reflection amplifier (docs/security.md).
 
 Hostile TCP peers are bounded too: each gets at most ``TCP_TURN_BYTES`` per turn of
-the loop, a connection idle for ``[bridge].tcp_idle`` seconds is closed, and a new
-connection at the cap evicts the idlest one if it has been idle ``TCP_EVICT_IDLE`` s.
+the loop; idle (no whole frame: trickled bytes do not count) for ``[bridge].tcp_idle`` s, or
+``TCP_FIRST_FRAME`` s after connecting, a connection is closed; at the cap a newcomer evicts the
+idlest if idle ``TCP_EVICT_IDLE`` s; a failed ``accept`` (EMFILE) pauses the listener. Control
+replies have one budget over both transports (:mod:`.budget`).
 """
 
 from __future__ import annotations
@@ -34,32 +36,38 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..errors import OSCDecodeError
-from ..ratelog import RateLimited, TokenBucket
+from ..ratelog import RateLimited
 from ..wire.osc import OscArg, decode_message
-from ..wire.protocol import CONTROL_PREFIX
+from ..wire.protocol import CONTROL_ADDRESSES, CONTROL_PREFIX
 from ..wire.slip import SlipDecoder
 from ..wire.slip import encode as slip_encode
+from .budget import ReplyBudget
 from .sockets import Allowlist
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
-#: A control message's answer: ``control(address, args, limit)`` → the reply datagram (at most ``limit``
-#: bytes when ``limit`` is not ``None``), or ``None`` if the message is unknown.
-Control = Callable[[str, tuple[OscArg, ...], "int | None"], "bytes | None"]
+#: A control message's answer: ``control(address, args, limit, sender)`` → the reply datagram (at most
+#: ``limit`` bytes when ``limit`` is not ``None``), ``None`` if the message is unknown, or
+#: :data:`DEFERRED` when the control sends it later itself (a reply too slow to build on this thread).
+Control = Callable[[str, tuple[OscArg, ...], "int | None", object], "bytes | None"]
+DEFERRED = b""
 Feed = Callable[[bytes, float, object], None]
 
 TICK_INTERVAL = 0.002
 MAX_DATAGRAM = 65_535
 _CONTROL = CONTROL_PREFIX.encode()
+_PING = CONTROL_PREFIX + "ping"
 TCP_SEND_BUFFER = 1 << 20
 #: Bytes read from one TCP peer per turn of the loop: no peer takes more than its share, UDP is served between.
 TCP_TURN_BYTES = 16_384
 #: A new connection at the cap evicts the idlest peer if that one has been silent this long.
 TCP_EVICT_IDLE = 2.0
-#: UDP replies (pongs, status) the bridge sends per second over all senders, and the burst it allows.
-UDP_REPLY_RATE = 100.0
-UDP_REPLY_BURST = 100.0
+#: A connection that has not sent one whole frame this long after connecting is closed (a header timeout).
+TCP_FIRST_FRAME = 10.0
+#: After a failed accept (EMFILE: out of descriptors) the listener is left alone this long, doubling up to 1 s.
+ACCEPT_BACKOFF = 0.05
+ACCEPT_BACKOFF_MAX = 1.0
 _warn = RateLimited(log)
 
 
@@ -74,6 +82,7 @@ class TcpPeer:
         """When it last sent something (accept time at first): what the idle timeout and eviction look at."""
         self.frames = 0
         """Frames it sent that were not control messages: a sender's, logged at INFO; a status poll stays DEBUG."""
+        self.whole = 0  # whole frames of any kind: a peer that never completes one is idle however it trickles
 
     def __str__(self) -> str:
         return (
@@ -81,11 +90,17 @@ class TcpPeer:
         )
 
     def send(self, packet: bytes) -> None:
-        """Send a reply; a peer that does not read its replies loses them rather than blocking the bridge."""
+        """Send a reply; a peer not reading its replies loses them (half a frame sent ends the connection)."""
+        frame = slip_encode(packet)
         try:
-            self.sock.send(slip_encode(packet))
+            sent = self.sock.send(frame)
         except OSError as err:
             log.debug("cannot reply to %s: %s", self, err)
+            return
+        if sent < len(frame):
+            log.info("%s: not reading its replies (%d of %d bytes sent): closing", self, sent, len(frame))
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # its next read sees the end and the server closes it
 
 
 class TcpServer:
@@ -105,9 +120,15 @@ class TcpServer:
         self.refused = 0
         self.evicted = 0
         self.timed_out = 0
+        self.accept_failed = 0
         self._next_sweep = 0.0
+        self._paused_until = 0.0
+        self._backoff = ACCEPT_BACKOFF
 
     def sockets(self) -> list[socket.socket]:
+        """The peers, and the listener unless paused (after a failed accept it stays readable: a spin)."""
+        if self._paused_until and time.time() < self._paused_until:
+            return list(self.peers)
         return [self.sock, *self.peers]
 
     def poll(self, feed: Feed, now: float, timeout: float = 0.0) -> None:
@@ -138,8 +159,11 @@ class TcpServer:
             if not data:
                 self._close(peer)
                 continue
-            peer.last = now
-            for packet in peer.decoder.feed(data):
+            packets = peer.decoder.feed(data)
+            if packets:  # activity is whole frames: bytes trickled without one keep a peer idle (issue 28, item 9)
+                peer.last = now
+                peer.whole += len(packets)
+            for packet in packets:
                 if not packet.startswith(_CONTROL):
                     if not peer.frames:
                         log.info("%s: sending (OSC over TCP, SLIP)", peer)
@@ -152,14 +176,17 @@ class TcpServer:
                 peer.decoder.errors.clear()
 
     def sweep(self, now: float) -> None:
-        """Close connections silent for longer than ``idle`` seconds (checked at most once a second)."""
+        """Close connections idle ``idle`` s, or frameless :data:`TCP_FIRST_FRAME` s (at most once a second)."""
         self._next_sweep = now + 1.0
-        if not self.idle:
-            return
-        for peer in [p for p in self.peers.values() if now - p.last > self.idle]:
-            self.timed_out += 1
-            self.stats.note("tcp_idle_closed", peer, f"silent for {now - peer.last:.0f} s ([bridge].tcp_idle)")
-            self._close(peer)
+        for peer in list(self.peers.values()):
+            if not peer.whole and now - peer.last > TCP_FIRST_FRAME:
+                self.timed_out += 1
+                self.stats.note("tcp_no_frame", peer, f"no whole frame {TCP_FIRST_FRAME:g} s after connecting")
+                self._close(peer)
+            elif self.idle and now - peer.last > self.idle:
+                self.timed_out += 1
+                self.stats.note("tcp_idle_closed", peer, f"no frame for {now - peer.last:.0f} s ([bridge].tcp_idle)")
+                self._close(peer)
 
     def _make_room(self, now: float) -> bool:
         """At the cap: evict the idlest connection if it has been silent ``TCP_EVICT_IDLE`` s; True if room."""
@@ -179,9 +206,14 @@ class TcpServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as err:
-            # EMFILE and friends: log and go on; the listener stays up.
-            _warn.warning("accept", "TCP accept failed: %s", err)
+            # EMFILE: the connection stays queued, the listener readable: pause it (doubling), count, log rate-limited.
+            self.accept_failed += 1
+            self._paused_until = now + self._backoff
+            self._backoff = min(ACCEPT_BACKOFF_MAX, self._backoff * 2)
+            self.stats.note("tcp_accept_failed", self.sock.getsockname(), f"TCP accept failed: {err.strerror or err} "
+                            f"(listener paused {self._paused_until - now:.2f} s)")
             return
+        self._backoff = ACCEPT_BACKOFF
         host = str(addr[0])
         if not self.allow.allows(host):
             self.stats.datagrams += 1
@@ -216,7 +248,7 @@ class TcpServer:
 
     def health(self) -> dict[str, int]:
         return {"connections": len(self.peers), "accepted": self.accepted, "refused": self.refused,
-                "evicted": self.evicted, "idle_closed": self.timed_out}
+                "evicted": self.evicted, "idle_closed": self.timed_out, "accept_failed": self.accept_failed}
 
 
 class Pipeline(Protocol):
@@ -241,7 +273,7 @@ class UdpReceiver:
         self.control = control
         self.stop_event = threading.Event()
         self.address = sock.getsockname()
-        self.replies = TokenBucket(UDP_REPLY_RATE, UDP_REPLY_BURST)
+        self.replies = {"UDP": ReplyBudget("UDP"), "TCP": ReplyBudget("TCP")}  # global and per peer each
 
     def feed(self, data: bytes, now: float, sender: object) -> None:
         """One datagram (or TCP frame) from an allowed sender: a control message, or the pipeline's."""
@@ -259,16 +291,22 @@ class UdpReceiver:
             stats.drop(err.reason, sender, f"{err} ({len(data)} bytes)")
             return
         stats.received += 1
+        if address not in CONTROL_ADDRESSES:  # spends no budget: counted for what it is (issue 28, item 12)
+            stats.drop("unknown_control", sender, f"{address}: unknown control message")
+            return
         udp = not isinstance(sender, TcpPeer)
-        # Over UDP the sender may be forged: within the global rate (checked first, so that a flood of
-        # requests costs no status building either), and a reply no larger than the request.
-        if udp and not self.replies.take():
-            stats.note("reply_rate_limited", sender, f"{address}: over {UDP_REPLY_RATE:g} UDP replies/s")
+        # Budget first (a flood costs no status building), as over UDP so over TCP; UDP: no larger than asked.
+        budget = self.replies["UDP" if udp else "TCP"]
+        spent = budget.take(sender.addr if isinstance(sender, TcpPeer) else sender, address == _PING)
+        if spent:
+            stats.note("reply_rate_limited", sender, f"{address}: {budget.why(spent)}")
             return
         limit = len(data) if udp else None
-        reply = self.control(address, args, limit) if self.control is not None else None
+        reply = self.control(address, args, limit, sender) if self.control is not None else None
         if reply is None:
             stats.drop("unknown_control", sender, f"{address}: unknown control message")
+            return
+        if reply is DEFERRED or not reply:  # the control sends it when it is built
             return
         if limit is not None and len(reply) > limit:
             stats.note("reply_too_large", sender, f"{address}: no reply fits a {limit}-byte request")

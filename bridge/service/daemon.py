@@ -30,34 +30,34 @@ from ..errors import TrainsoundError
 from ..outputs import OutputSpec, build_outputs
 from ..outputs.base import hurry_outputs
 from ..pipeline import Pipeline
-from ..receive.loop import TcpServer, UdpReceiver
+from ..receive.loop import DEFERRED, TcpServer, UdpReceiver
 from ..receive.sockets import Allowlist, ListenError, check_exposure, kernel_drops, open_tcp, open_udp
 from ..receive.stats import Stats
 from ..web.feed import Feed
 from ..web.oscquery_options import start_oscquery
 from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
-from .answers import LEARN_ADDRESSES, answer_learn, fit_status
+from .answers import (
+    LEARN_ADDRESSES,
+    MAX_STATUS_REPLY,
+    MAX_TCP_STATUS,
+    TCP_HINT,
+    answer_learn,
+    fit_status,
+    snapshot_reply,
+)
 from .reload import ConfigSource, restart_needed
+from .replies import SlowReplies
 from .sdnotify import Notifier
 from .signals import StopSignals, take_pending
 from .voicestate import VoiceMemory, open_memory
 
 log = logging.getLogger("trainsound.bridge")
-#: The UDP answer to a status request too small to carry any status: "ask over TCP" (20 bytes).
-_TCP_HINT = "/trainsound/tcp"
 #: A UDP status request smaller than this gets the hint without the status being built (the summary
 #: needs ~250 bytes), so that a flood of small requests costs next to nothing.
 _MIN_SUMMARY_REQUEST = 256
-
-#: A status reply must fit one UDP datagram (and a TCP client's frame): beyond this many bytes of JSON
-#: the voice lists become counts, then only the counters are left.
-MAX_STATUS_REPLY = 60_000
 #: Incidents in a ``/trainsound/snapshot`` reply (``top`` shows the last few, each run's first among them).
 INCIDENTS_SHOWN = 8
-#: The bound over TCP: under the peer's send buffer (1 MiB asked), so one non-blocking send takes it whole.
-MAX_TCP_STATUS = 1 << 18
-#: What a status reply keeps when it must shrink to fit a small UDP request: the counters, no lists.
 #: How often the receive thread hands the web page a fresh status, and forgets the feed's idle runs.
 PUBLISH_INTERVAL = 0.5
 
@@ -97,6 +97,8 @@ class Daemon:
         """The page's server (bridge/web/server.py), when ``--web`` or ``[web].listen`` asks for it."""
         self._next_publish = 0.0
         self.oscquery: Any = None  # the OSCQuery server (bridge/web/oscquery.py): --oscquery, [oscquery].listen
+        self.slow = SlowReplies(lambda data, to: self.receiver.reply(data, to) if self.receiver else None)
+        """The snapshot is built off the receive loop (issue 28, item 1)."""
 
     # -- control messages -------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -126,21 +128,15 @@ class Daemon:
             **({"oscquery": self.oscquery.health()} if self.oscquery is not None else {}),
         }
 
-    def snapshot_json(self, limit: int = MAX_STATUS_REPLY) -> str:
-        """``/trainsound/snapshot``'s reply: the feed (runs, rows, voices, alarms) with counters and health,
-        cut to at most ``limit`` bytes (fewer rows per run, fewer alarms); ``""`` when not even one row fits."""
-        from ..web.snapshot import build, fit
-
+    def snapshot_parts(self) -> dict[str, Any]:
+        """What ``/trainsound/snapshot`` is built from (:func:`.answers.snapshot_reply`), read on the loop:
+        the feed's copy, the incidents with their members (the feed's alarms are what sounded), counters."""
         assert self.pipeline is not None
-        snap = build(self.feed.copy(), self.config)
-        snap.update(
-            # The incidents with their members (the feed's alarms are what sounded, one per incident).
-            incidents=self.pipeline.engine.watch.status()["recent"][-INCIDENTS_SHOWN:],
-            counters={**self.stats.snapshot(), "mapping": vars(self.pipeline.engine.counters)},
-            outputs=self.pipeline.health(),
-            kernel_drops=kernel_drops(self.receiver.sock) if self.receiver is not None else None,
-        )
-        return fit(snap, limit)
+        return dict(feed=self.feed.copy(), config=self.config,
+                    incidents=self.pipeline.engine.watch.status()["recent"][-INCIDENTS_SHOWN:],
+                    counters={**self.stats.snapshot(), "mapping": dict(vars(self.pipeline.engine.counters))},
+                    outputs=self.pipeline.health(),
+                    kernel_drops=kernel_drops(self.receiver.sock) if self.receiver is not None else None)
 
     def status_json(self, limit: int = MAX_STATUS_REPLY) -> str:
         """The status as JSON of at most ``limit`` bytes (UTF-8 of ASCII-escaped JSON: bytes = characters).
@@ -151,7 +147,8 @@ class Daemon:
         """
         return fit_status(self.status(), limit)
 
-    def answer(self, address: str, args: tuple[OscArg, ...], limit: int | None = None) -> bytes | None:
+    def answer(self, address: str, args: tuple[OscArg, ...], limit: int | None = None,
+               sender: object = None) -> bytes | None:
         """The reply to a control message (the receive layer sends it back); ``None``: unknown.
 
         ``limit`` (UDP: the request's size) bounds the reply: the status shrinks to fit (see
@@ -161,19 +158,18 @@ class Daemon:
             if limit is None:  # TCP: no reflection possible; bounded by what the CLI's SLIP decoder takes
                 return encode_message("/trainsound/status.reply", [self.status_json(MAX_TCP_STATUS)])
             if limit < _MIN_SUMMARY_REQUEST:  # not even the summary fits: do not build the status at all
-                return encode_message(_TCP_HINT, [])
+                return encode_message(TCP_HINT, [])
             # The reply's head (address, type tags) takes 32 bytes, the string's NUL and padding up to 4.
             text = self.status_json(min(limit, MAX_STATUS_REPLY) - 36)
             reply = encode_message("/trainsound/status.reply", [text]) if text else b""
-            return reply if reply and len(reply) <= limit else encode_message(_TCP_HINT, [])
-        if address == "/trainsound/snapshot":  # bounded like the status: never larger than a UDP request
+            return reply if reply and len(reply) <= limit else encode_message(TCP_HINT, [])
+        if address == "/trainsound/snapshot":  # bounded like the status; built off the loop, sent when built
             if limit is not None and limit < _MIN_SUMMARY_REQUEST:
-                return encode_message(_TCP_HINT, [])
-            text = self.snapshot_json(MAX_TCP_STATUS if limit is None else min(limit, MAX_STATUS_REPLY) - 40)
-            if limit is None:
-                limit = MAX_TCP_STATUS + 64
-            reply = encode_message("/trainsound/snapshot.reply", [text]) if text else b""
-            return reply if reply and len(reply) <= limit else encode_message(_TCP_HINT, [])
+                return encode_message(TCP_HINT, [])
+            # UDP limits in steps of 4 KiB: at most 16 kinds of reply however the requests are padded.
+            size = None if limit is None else max(_MIN_SUMMARY_REQUEST, limit - limit % 4096)
+            self.slow.ask(size, self.snapshot_parts, lambda parts: snapshot_reply(parts, size), sender)
+            return DEFERRED
         if address == "/trainsound/ping":
             pong = encode_message("/trainsound/pong", [PROTOCOL_VERSION])  # 28 bytes
             if limit is not None and len(pong) > limit:
@@ -183,9 +179,9 @@ class Daemon:
             return pong
         if address in LEARN_ADDRESSES:
             assert self.pipeline is not None
-            reply = answer_learn(self.pipeline, address, args)
+            reply = answer_learn(self.pipeline, address, args, limit is not None, sender)
             # Over UDP a reply never outgrows its request (no reflection amplifier): ask over TCP instead.
-            return reply if limit is None or len(reply) <= limit else encode_message(_TCP_HINT, [])
+            return reply if limit is None or len(reply) <= limit else encode_message(TCP_HINT, [])
         return None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -321,6 +317,7 @@ class Daemon:
 
     def _periodic(self, now: float) -> None:
         self.notifier.watchdog(now)
+        self.slow.flush()
         if self.memory is not None and self.memory.dirty:
             self.memory.save()
         if now >= self._next_publish:
@@ -363,6 +360,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        self.slow.close()
         if self.web is not None:
             self.web.stop()
             self.web = None

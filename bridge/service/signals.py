@@ -12,6 +12,7 @@ is closed. Standard library only: this module is imported first.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -54,19 +55,28 @@ def take_pending() -> list[int]:
 
 
 class StopSignals:
-    """Counts SIGINT/SIGTERM: 1 → ``on_stop``, 2 → ``on_hurry``, 3 → immediate exit."""
+    """Counts SIGINT/SIGTERM: 1 → ``on_stop``, 2 → ``on_hurry``, 3 → immediate exit.
+
+    Python runs a handler between bytecodes, so a second signal's handler can run inside the first's.
+    Each call draws its number in one step (``next`` on a C counter: no bytecode boundary between adding
+    and reading), so two signals at the same instant are 1 and 2, never both 2 (which left the bridge
+    serving: issue 28, item 5).
+    """
 
     def __init__(self, on_stop: Callable[[str], None], on_hurry: Callable[[], None]) -> None:
         self.on_stop = on_stop
         self.on_hurry = on_hurry
+        self._seq = itertools.count(1)
         self.count = 0
+        """How many arrived (for reading; the handler decides on its own number)."""
 
     def __call__(self, signum: int) -> None:
-        self.count += 1
+        n = next(self._seq)
+        self.count = max(self.count, n)
         name = signal.Signals(signum).name
-        if self.count == 1:
+        if n == 1:
             self.on_stop(name)
-        elif self.count == 2:
+        elif n == 2:
             self.on_hurry()
         else:
             # Written directly: the logging lock may be held by the code this signal interrupted.

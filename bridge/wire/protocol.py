@@ -24,6 +24,10 @@ DEFAULT_PORT = 9150
 NAMESPACE = "nn"
 #: Messages to the bridge itself (``/trainsound/status``, ``/trainsound/ping``), answered by the receive layer.
 CONTROL_PREFIX = "/trainsound/"
+#: The control messages the bridge answers (docs/protocol.md); any other under the prefix is ``unknown_control``.
+CONTROL_ADDRESSES = frozenset(
+    CONTROL_PREFIX + name for name in ("status", "ping", "snapshot", "targets", "learn")
+)
 
 #: Event kinds and the names of their numeric arguments, in order.
 VALUE_NAMES: dict[str, tuple[str, ...]] = {

@@ -169,3 +169,36 @@ def test_a_4000_square_image_stays_within_the_memory_bound(tmp_path: Path) -> No
     print(f"peak RSS: 256² image {base} MB, 4000² image {peak} MB")
     assert peak - base < EXTRA_MB_BOUND, (base, peak)
     assert peak < ABSOLUTE_MB_BOUND, peak
+
+
+PEAK_CLI = """
+import sys
+from trainsound.bridge.cli import main
+rc = main(sys.argv[1:])
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+print(int(status.split()[0]) // 1024, rc)
+"""
+
+
+@pytest.mark.parametrize("size", [(1, 100_000), (100_000, 1), (2100, 500)])
+def test_a_thin_image_is_refused_in_one_line_before_it_costs_memory(tmp_path: Path, size: tuple[int, int]) -> None:
+    """Issue 28, item 7: a 274-byte 1×100,000 PNG used 5.1 GB (shrunk to 1×512, then brought up to
+    224×114,688). Now an image more than 4:1 is refused from its header: one line naming the file."""
+    thin = tmp_path / "thin.png"
+    Image.new("L", size).save(thin, optimize=True)
+    done = subprocess.run([sys.executable, "-c", PEAK_CLI, "sonify-image", str(thin), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    peak_mb, rc = map(int, done.stdout.split())
+    assert rc == 1
+    assert done.stderr.strip() == (f"trainsound: error: {thin}: {size[0]}×{size[1]} pixels: one side is more than 4 "
+                                   "times the other (sonify-image takes at most 4:1)")
+    assert peak_mb < 200, peak_mb
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_4_to_1_image_is_taken_and_max_side_is_bounded(tmp_path: Path) -> None:
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (400, 100), (200, 30, 90)).save(wide)
+    assert len(sonify_image(wide, tmp_path / "o", schemes=["sum"])) == 8
+    with pytest.raises(TrainsoundError, match=r"--max-side must be in 1\.\.1024, got 100000"):
+        sonify_image(wide, tmp_path / "o", max_side=100_000)

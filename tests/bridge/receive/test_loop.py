@@ -86,7 +86,7 @@ def loop() -> Iterator[tuple[UdpReceiver, Pipeline, int]]:
     pipe = Pipeline(default(), [])
     replies: list[object] = []
 
-    def control(address: str, args: object, limit: int | None = None) -> bytes | None:
+    def control(address: str, args: object, limit: int | None = None, sender: object = None) -> bytes | None:
         replies.append(address)
         return encode_message("/trainsound/pong", [1]) if address == "/trainsound/ping" else None
 

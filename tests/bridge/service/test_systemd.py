@@ -260,3 +260,17 @@ def test_bridge_notifies_ready_watchdog_and_stopping(bridge_proc: Any, fake_syst
     rc, _ = b.stop(signal.SIGTERM)
     assert rc == 0
     sd.wait_for("STOPPING=1")
+
+
+def test_units_cap_descriptors_above_the_bridge_s_own_connection_caps() -> None:
+    """Issue 28, item 4: ``LimitNOFILE`` is a backstop above the OSC/TCP cap's maximum (and the web's)."""
+    from trainsound.bridge.config import ConfigError, from_dict
+
+    for unit in ("trainsound-bridge.service", "trainsound-bridge-system.service"):
+        lines = dict(line.split("=", 1) for line in (UNITS / unit).read_text().splitlines() if "=" in line)
+        limit = int(lines["LimitNOFILE"])
+        assert limit == 4096, unit
+        from_dict({"bridge": {"tcp_max_connections": 1024}})  # the cap's maximum is valid...
+        with pytest.raises(ConfigError, match="tcp_max_connections"):
+            from_dict({"bridge": {"tcp_max_connections": 1025}})  # ...and is the maximum
+        assert limit > 1024 * 2  # the TCP cap's maximum and as much again for the web page and files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import mido
+import pytest
 
-from trainsound.bridge.service.voicestate import MAX_RUNS, VoiceMemory
+from trainsound.bridge.service.voicestate import MAX_BYTES, MAX_RUNS, VoiceMemory
 from trainsound.bridge.wire.osc import encode_message
 
 TS = [sys.executable, "-m", "trainsound.bridge"]
@@ -99,3 +101,57 @@ def test_memory_file_is_bounded_and_survives_garbage(tmp_path: Path) -> None:
     data = json.loads(p.read_text())
     assert len(data["runs"]) == MAX_RUNS and "run0" not in data["runs"]
     assert VoiceMemory(p).get(f"run{MAX_RUNS + 49}", ("run",), (f"run{MAX_RUNS + 49}",)) == (MAX_RUNS + 49) % 14
+
+
+def _state_config(tmp_path: Path, state: Path, name: str = "b.toml") -> Path:
+    cfg = tmp_path / name
+    cfg.write_text(f'[voices]\nstate = "{state}"\n')
+    return cfg
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "oversized"])
+def test_a_state_path_that_is_no_small_file_does_not_stop_the_start(
+    bridge_proc: Any, tmp_path: Path, kind: str
+) -> None:
+    """Issue 28, item 11: a FIFO at the state path hung the start; a link to /dev/zero grew the bridge to
+    6.2 GB. Now each is one warning naming the file, and the bridge serves at once with its usual memory."""
+    state = tmp_path / "voices.json"
+    if kind == "fifo":
+        os.mkfifo(state)  # nobody will ever write to it
+    elif kind == "dev-zero":
+        state.symlink_to("/dev/zero")
+    else:
+        with open(state, "wb") as fh:  # sparse: 17 MiB claimed, nothing written
+            fh.truncate(MAX_BYTES + (1 << 20))
+    t0 = time.monotonic()
+    b = bridge_proc(["--no-midi", "--config", str(_state_config(tmp_path, state))])
+    started = time.monotonic() - t0
+    b.send("/nn/run1/loss", 0.5)
+    rss_mb = int(next(x for x in Path(f"/proc/{b.proc.pid}/status").read_text().splitlines()
+                      if x.startswith("VmHWM:")).split()[1]) / 1024
+    assert b.status()["accepted"] == 1
+    rc, err = b.stop()
+    assert rc == 0 and started < 10, err
+    assert rss_mb < 300, f"{rss_mb:.0f} MB"
+    why = "more than" if kind == "oversized" else "not a regular file"
+    assert err.count(f"voice memory {state} unreadable") == 1 and why in err, err
+    # Its save at shutdown replaced the entry with a real voice file.
+    assert json.loads(state.read_text())["runs"].keys() == {"run1"}
+
+
+def test_two_bridges_sharing_the_state_file_keep_each_others_runs(bridge_proc: Any, tmp_path: Path) -> None:
+    """Issue 28, item 11: two bridges with one state file; before, the last writer won (645 of A's runs
+    lost). Now every save merges under a lock: all 60 runs of both are in the file."""
+    state = tmp_path / "voices.json"
+    a = bridge_proc(["--no-midi", "--config", str(_state_config(tmp_path, state, "a.toml"))])
+    b = bridge_proc(["--no-midi", "--config", str(_state_config(tmp_path, state, "b.toml"))])
+    for i in range(30):
+        a.send(f"/nn/a{i}/loss", 0.5)
+        b.send(f"/nn/b{i}/loss", 0.5)
+        time.sleep(0.1)  # 3 s: both save meanwhile (every 2 s), then again at shutdown
+    for br in (a, b):
+        rc, err = br.stop()
+        assert rc == 0, err
+    runs = set(json.loads(state.read_text())["runs"])
+    assert runs == {f"a{i}" for i in range(30)} | {f"b{i}" for i in range(30)}
+    assert not list(tmp_path.glob(".voices.json.*"))  # no temp file left behind
