@@ -124,6 +124,11 @@ class MlflowSource:
             logger.warning("mlflow: %s answers again; resuming", self.uri)
         return out
 
+    @property
+    def down(self) -> bool:
+        """The last poll found the server away."""
+        return self._down
+
     def take_ended(self) -> list[str]:
         ended, self._ended = self._ended, []
         return ended

@@ -103,7 +103,10 @@ class Logdir:
     def _discover(self) -> None:
         if not self._root_present():
             return
-        for folder, (seen, listed) in list(self._dirs.items()):
+        queue = list(self._dirs)
+        while queue:  # folders found by a listing are listed in the same poll
+            folder = queue.pop()
+            seen, listed = self._dirs[folder]
             try:
                 mtime = os.stat(folder).st_mtime_ns
             except OSError:  # removed: its files are dropped when they fail to stat
@@ -114,24 +117,28 @@ class Logdir:
             if mtime == seen and listed - mtime > _SETTLED_NS:
                 continue
             self._dirs[folder] = (mtime, time.time_ns())
-            self._list(folder)
+            queue.extend(self._list(folder))
 
-    def _list(self, folder: Path) -> None:
+    def _list(self, folder: Path) -> list[Path]:
+        """Adds ``folder``'s event files; returns its subfolders not known before."""
+        new: list[Path] = []
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as err:
             logger.debug("%s: cannot list (%s)", folder, err)
-            return
+            return new
         for e in entries:
             p = Path(e.path)
             try:
-                if e.is_dir():
-                    self._dirs.setdefault(p, (-1, 0))
+                if e.is_dir(follow_symlinks=False) and p not in self._dirs:
+                    self._dirs[p] = (-1, 0)
+                    new.append(p)
                 elif "tfevents" in e.name and e.is_file() and p not in self._files:
                     self._files[p] = (self.run_of(p), self._loader_cls(str(p)))
                     logger.info("following %s as run %s", p, self._files[p][0])
             except OSError:
                 continue
+        return new
 
     def poll(self) -> list[Scalar]:
         """The scalars appended since the last poll (new files included), file by file in order."""
