@@ -81,8 +81,8 @@ class Training:
 
     def __init__(self, server: Server, experiment: str, name: str) -> None:
         env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-        self.proc = subprocess.Popen([sys.executable, "-c", LOGGER, server.uri, experiment, name], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen([sys.executable, "-c", LOGGER, server.uri, experiment, name],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
         self.run_id = self.proc.stdout.readline().strip()
         assert len(self.run_id) == 32, self.run_id
