@@ -133,9 +133,9 @@ def make_source(args: argparse.Namespace) -> Source:
         return MlflowSource(args.logdir[len(MLFLOW_PREFIX):], experiment=args.experiment, run=args.run,
                             include_finished=args.once)
     if args.experiment is not None:
-        from ..errors import TrainsoundError
+        from ..errors import ConfigError
 
-        raise TrainsoundError(f"--experiment is for mlflow:URI sources, not a logdir ({args.logdir})")
+        raise ConfigError(f"--experiment is for mlflow:URI sources, not a logdir ({args.logdir})")
     return LogdirSource(args.logdir, args.run, wait=not args.once)
 
 

@@ -64,8 +64,13 @@ def _down_errors() -> tuple[type[BaseException], ...]:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
+    """The cause, short: MLflow wraps a refused connection in three layers of exception text."""
+    text = str(err)
+    cause = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if cause:
+        return cause.group(1).strip()
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:200]
 
 
 @dataclass
