@@ -169,6 +169,7 @@ METRIC_ALIASES: dict[str, tuple[str, int, str, tuple[float, float]]] = {
     "acc": ("accuracy", 11, "linear", (0.0, 1.0)),
     "val_accuracy": ("val_accuracy", 75, "linear", (0.0, 1.0)),
     "val_acc": ("val_accuracy", 75, "linear", (0.0, 1.0)),
+    "val_loss": ("val_loss", 76, "auto", (0.0, 1.0)),  # its own range, as the loss's
     "learning_rate": ("learning_rate", 72, "log", (1e-6, 1.0)),
     "lr": ("learning_rate", 72, "log", (1e-6, 1.0)),
     "grad_norm": ("global_grad_norm", 73, "log", (1e-4, 1e2)),

@@ -200,6 +200,11 @@ def render_pyo_session(
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    if args.session.startswith("mlflow:"):  # an MLflow run: rendered as a session of its steps (bridge/tb)
+        from ..tb.session import mlflow_session
+
+        with mlflow_session(args.session[len("mlflow:"):], args.run, args.experiment) as session:
+            return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session)}))
     if Path(args.session).is_dir():  # a TensorBoard logdir: rendered as a session of its steps (bridge/tb)
         from ..tb.session import logdir_session
 
@@ -281,7 +286,9 @@ def add_parser(subparsers: Any) -> None:
         "render", help="render a recorded session to WAV (and a spectrogram PNG), faster than real time",
         description="Render a session recorded with 'trainsound bridge --record' through the internal sine "
         "voices to a WAV file, on the recorded clock.")
-    p.add_argument("session", help="session recording (.tsr), or a TensorBoard log directory")
+    p.add_argument("session", help="session recording (.tsr), a TensorBoard log directory, or mlflow:URI")
+    p.add_argument("--run", metavar="NAME|ID", help="mlflow:URI: the run to render (its name or ID)")
+    p.add_argument("--experiment", metavar="NAME", help="mlflow:URI: the experiment (without --run: all its runs)")
     p.add_argument("--wav", metavar="FILE", help="WAV file to write (required unless --midi-file or --alarms)")
     p.add_argument("--midi-file", metavar="FILE",
                    help="write a MIDI file on a musical grid (--bpm, --steps-per-beat) that drops onto a DAW set")

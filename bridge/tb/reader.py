@@ -8,7 +8,9 @@ the next poll instead of failing. Every folder holding event files is one run.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ __all__ = ["Logdir", "LogdirError", "Scalar", "load_reader"]
 
 logger = logging.getLogger(__name__)
 
-EVENT_GLOB = "*tfevents*"
+_SETTLED_NS = 2_000_000_000
 
 
 class LogdirError(TrainsoundError, OSError):
@@ -55,19 +57,28 @@ def load_reader() -> tuple[Any, Any]:
 class Logdir:
     """Every event file under ``path`` (recursively), each read incrementally.
 
+    A poll costs what changed: a folder is listed again only when its mtime moved, and a file is read
+    only when its size or mtime moved (3,000 idle runs are 6,000 ``stat`` calls a poll, no reads). A file
+    that cannot be read is warned about once and skipped until it changes.
+
     Args:
         path: the logdir (``--logdir`` of the training).
         run: name for event files directly in ``path`` (default: the folder's name); files in a subfolder
             ``sub/`` are run ``<run>.sub`` when ``run`` is given, else ``sub``.
+        wait: a ``path`` that does not exist yet is waited for (said once) instead of refused: training
+            creates its log folder at its first write, and ``follow`` is naturally started before.
     """
 
-    def __init__(self, path: str | Path, run: str | None = None) -> None:
+    def __init__(self, path: str | Path, run: str | None = None, *, wait: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.is_dir():
+        if not self.path.is_dir() and (not wait or self.path.exists()):
             raise LogdirError(f"{self.path}: not a directory")
         self.run = run
         self._loader_cls, self._make_ndarray = load_reader()
         self._files: dict[Path, tuple[str, Any]] = {}
+        self._read_at: dict[Path, tuple[int, int]] = {}  # file → (size, mtime) when last read
+        self._dirs: dict[Path, tuple[int, int]] = {}  # folder → (mtime, when listed), both in ns
+        self._waiting = False
 
     def run_of(self, file: Path) -> str:
         rel = file.parent.relative_to(self.path)
@@ -76,17 +87,74 @@ class Logdir:
         sub = ".".join(rel.parts)
         return sanitize(f"{self.run}.{sub}" if self.run else sub)
 
+    def _root_present(self) -> bool:
+        if self._dirs:
+            return True
+        if self.path.is_dir():
+            if self._waiting:
+                logger.info("%s appeared: following it", self.path)
+            self._dirs[self.path] = (-1, 0)
+            return True
+        if not self._waiting:
+            self._waiting = True
+            logger.info("waiting for %s to appear (the training creates it at its first write)", self.path)
+        return False
+
     def _discover(self) -> None:
-        for file in sorted(self.path.rglob(EVENT_GLOB)):
-            if file.is_file() and file not in self._files:
-                self._files[file] = (self.run_of(file), self._loader_cls(str(file)))
-                logger.info("following %s as run %s", file, self._files[file][0])
+        if not self._root_present():
+            return
+        queue = list(self._dirs)
+        while queue:  # folders found by a listing are listed in the same poll
+            folder = queue.pop()
+            seen, listed = self._dirs[folder]
+            try:
+                mtime = os.stat(folder).st_mtime_ns
+            except OSError:  # removed: its files are dropped when they fail to stat
+                del self._dirs[folder]
+                continue
+            # A folder's mtime has the file system's coarse tick: an entry made in the same tick as our
+            # last listing leaves it unchanged, so a folder modified shortly before that listing is listed again.
+            if mtime == seen and listed - mtime > _SETTLED_NS:
+                continue
+            self._dirs[folder] = (mtime, time.time_ns())
+            queue.extend(self._list(folder))
+
+    def _list(self, folder: Path) -> list[Path]:
+        """Adds ``folder``'s event files; returns its subfolders not known before."""
+        new: list[Path] = []
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            logger.debug("%s: cannot list (%s)", folder, err)
+            return new
+        for e in entries:
+            p = Path(e.path)
+            try:
+                if e.is_dir(follow_symlinks=False) and p not in self._dirs:
+                    self._dirs[p] = (-1, 0)
+                    new.append(p)
+                elif "tfevents" in e.name and e.is_file() and p not in self._files:
+                    self._files[p] = (self.run_of(p), self._loader_cls(str(p)))
+                    logger.info("following %s as run %s", p, self._files[p][0])
+            except OSError:
+                continue
+        return new
 
     def poll(self) -> list[Scalar]:
         """The scalars appended since the last poll (new files included), file by file in order."""
         self._discover()
         out: list[Scalar] = []
-        for file, (run, loader) in self._files.items():
+        for file, (run, loader) in list(self._files.items()):
+            try:
+                st = os.stat(file)
+            except OSError:
+                del self._files[file]
+                self._read_at.pop(file, None)
+                continue
+            stamp = (st.st_size, st.st_mtime_ns)
+            if self._read_at.get(file) == stamp:
+                continue  # unchanged since the last read (or since it failed: warned once, skipped till it changes)
+            self._read_at[file] = stamp
             try:
                 out.extend(self._scalars(run, loader))
             except Exception as err:  # a damaged file must not stop the others (the reader skips torn tails)

@@ -2,7 +2,7 @@
 
 >>> from .tags import TagTable
 >>> step_messages(3, [("train/loss", 0.5), ("grad_norm/fc1", 1.5), ("acc", 0.9)], TagTable.default())
-[('step', (3,)), ('loss', (0.5,)), ('grad_norm/fc1', (1.5,)), ('metric/acc', (0.9,))]
+[('step', (3,)), ('loss', (0.5,)), ('grad_norm/fc1', (1.5,)), ('metric/accuracy', (0.9,))]
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ whole tag), sanitised into one address segment. Rules given by the user come bef
 
 >>> table = TagTable.default()
 >>> [table.target(t) for t in ("train/loss", "epoch_loss", "lr-SGD", "grad_norm/features/0", "val/acc")]
-['loss', 'loss', 'metric/lr', 'grad_norm/features.0', 'metric/val.acc']
+['loss', 'loss', 'metric/lr', 'grad_norm/features.0', 'metric/val_accuracy']
 >>> table.target("grad_2.0_norm_total"), table.target("grad_2.0_norm/fc1.weight")
 ('metric/grad_norm', 'grad_norm/fc1.weight')
+>>> [table.target(t) for t in ("train/accuracy", "val/loss", "val/accuracy", "val/f1", "train/f1", "epoch_accuracy")]
+['metric/accuracy', 'metric/val_loss', 'metric/val_accuracy', 'metric/val_f1', 'metric/f1', 'metric/accuracy']
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from ..wire.protocol import sanitize
 
 __all__ = ["DEFAULT_RULES", "TagTable", "TagTableError"]
 
+_VAL = r"(?:val|valid|validation|eval)"
+
 #: (pattern, target): the defaults, in order. Loss tags of PyTorch scripts, Keras' TensorBoard
 #: callback (``epoch_loss``, ``batch_loss``), Lightning (``train_loss``, ``lr-<Optimizer>``,
 #: ``grad_2.0_norm/<param>``) and the HF Trainer (``train/loss``, ``train/learning_rate``, ``train/grad_norm``).
@@ -30,6 +34,14 @@ DEFAULT_RULES: tuple[tuple[str, str], ...] = (
     (r"(?:train[/_.])?grad_norm|grad_[0-9.]+_norm_total|gradients?/(?:global|total)_norm", "metric/grad_norm"),
     (r"(?:grad_norm|gradients?|grad_[0-9.]+_norm)/(?P<name>.+?)(?:/norm)?", "grad_norm/{name}"),
     (r"(?:train[/_.])?loss_scale", "metric/loss_scale"),
+    # Accuracy and validation tags, to the metric names the bridge's built-in mapping sounds (docs/mapping.md,
+    # "Metric names"): ``train/accuracy`` → ``accuracy``, ``val/loss`` → ``val_loss``, ``val/acc`` → ``val_accuracy``;
+    # any other ``val/<x>`` → ``val_<x>`` and ``train/<x>`` → ``<x>``, Keras' names for them.
+    (r"(?:train[/_.])?(?:epoch_|batch_)?acc(?:uracy)?|acc(?:uracy)?[/_.]train", "metric/accuracy"),
+    (rf"{_VAL}[/_.](?:epoch_)?acc(?:uracy)?|acc(?:uracy)?[/_.]{_VAL}", "metric/val_accuracy"),
+    (rf"{_VAL}[/_.](?:epoch_)?loss|(?:Loss|loss)[/_.]{_VAL}", "metric/val_loss"),
+    (rf"{_VAL}[/_.](?P<name>.+)", "metric/val_{name}"),
+    (r"train[/_.](?P<name>.+)", "metric/{name}"),
     (r"(?P<name>.+)", "metric/{name}"),
 )
 
