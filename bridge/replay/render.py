@@ -26,7 +26,8 @@ from ..pipeline import Pipeline
 from ..sound.wav import FORMATS
 from ..wire.session import iter_records
 from .alarms import add_alarm_args, detect, report_alarms
-from .loop import MAX_RENDER_SECONDS, StepClock, replay, scan_steps
+from .loop import MAX_RENDER_SECONDS, StepClock, replay
+from .runs import Segment, run_session, scan_runs, segments
 
 BAR_WIDTH = 30
 DEFAULT_STEPS_PER_SECOND = 8.0
@@ -88,7 +89,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
     from ..outputs.sine import SineOut
 
     cfg = presets.apply_preset(config or default_config(), preset)
-    step_clock, when = audio_clock(session, clock, steps_per_second, preset)
+    step_clock, when, segs = clock_and_runs(session, clock, steps_per_second, preset)
     out = SineOut(cfg, wav=wav, live=False, preset=preset, sample_rate=sample_rate, fmt=fmt, keep_tracks=True)
     pipeline = Pipeline(cfg, [out])
     t0 = time.perf_counter()
@@ -109,11 +110,13 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
         summary["steps"] = step_clock.steps
         summary["steps_per_second"] = step_clock.steps_per_second
         summary["raised"] = step_clock.steps_per_second > steps_per_second
+        summary["runs"] = [s.label for s in segs]
     if png is not None:
         from ..sound.spectrogram import write_spectrogram
 
+        spans = run_spans(step_clock, segs) if step_clock is not None and len(segs) > 1 else None
         write_spectrogram(wav, png, title=f"{Path(str(session)).name} — preset {preset}",
-                          step_times=out.step_times, tracks=out.tracks)
+                          step_times=out.step_times, tracks=out.tracks, runs=spans)
         summary["png"] = str(png)
     return summary
 
@@ -121,13 +124,27 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
 def audio_clock(session: str | Path, clock: str | None, steps_per_second: float,
                 preset: str) -> tuple[StepClock | None, Callable[[float], float]]:
     """The render's clock: ``(the step clock or None, recorded time → seconds into the audio)``."""
-    first, last, steps = scan_steps(session)
-    if clock == "steps" and not steps:
+    step_clock, when, _ = clock_and_runs(session, clock, steps_per_second, preset)
+    return step_clock, when
+
+
+def clock_and_runs(session: str | Path, clock: str | None, steps_per_second: float, preset: str
+                   ) -> tuple[StepClock | None, Callable[[float], float], list[Segment]]:
+    """:func:`audio_clock` and the recording's runs, one segment each on the step clock (in order of arrival)."""
+    first, last, runs = scan_runs(session)
+    segs = segments(runs)
+    if clock == "steps" and not segs:
         raise TrainsoundError(f"{session}: --clock steps, but the session holds no step messages")
-    if clock != "wall" and steps and preset != "perone":  # perone is clocked by steps already
-        step_clock = StepClock(first, last, steps, steps_per_second)
-        return step_clock, step_clock  # it maps the first record to 0
-    return None, lambda t: t - first
+    if clock != "wall" and segs and preset != "perone":  # perone is clocked by steps already
+        step_clock = StepClock(first, last, [s.times for s in segs], steps_per_second)
+        return step_clock, step_clock, segs  # it maps the first record to 0
+    return None, lambda t: t - first, segs
+
+
+def run_spans(clock: StepClock, segs: list[Segment]) -> list[tuple[str, float, float]]:
+    """``[(run label, first second, end second)]`` of each segment in the audio (the PNG's run axis)."""
+    ends = [*clock.starts[1:], float("inf")]
+    return [(s.label, a, b) for s, a, b in zip(segs, clock.starts, ends, strict=True)]
 
 
 def render_midi(session: str | Path, midi_file: str | Path, *, config: Config | None = None,
@@ -139,10 +156,11 @@ def render_midi(session: str | Path, midi_file: str | Path, *, config: Config | 
     from ..outputs.midifile import MidiFileOut
 
     cfg = config or default_config()
-    first, last, steps = scan_steps(session)
-    if not steps:
+    first, last, runs = scan_runs(session)
+    segs = segments(runs)
+    if not segs:
         raise TrainsoundError(f"{session}: --bpm lays the steps on a grid, but the session holds no step messages")
-    clock = StepClock(first, last, steps, bpm / 60.0 * steps_per_beat, grid=True)
+    clock = StepClock(first, last, [s.times for s in segs], bpm / 60.0 * steps_per_beat, grid=True)
     out = MidiFileOut(cfg, path=midi_file, bpm=bpm)
     n = replay(session, Pipeline(cfg, [out]), realtime=False, clock=clock, tail=RENDER_TAIL)
     return {"messages": n, "steps": clock.steps, "events": out.events, "path": str(out.path)}
@@ -193,6 +211,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         with logdir_session(args.session) as session:
             return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session)}))
+    if args.run is not None:  # one run of a recording that holds several: rendered alone
+        with run_session(args.session, args.run, scan_runs(args.session)[2]) as session:
+            return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session), "run": None}))
     cfg = load_config(args.config) if args.config else default_config()
     if args.speak:
         cfg = replace(cfg, alarms=replace(cfg.alarms, speak=True))
@@ -226,6 +247,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     extra = f", spectrogram {s['png']}" if "png" in s else ""
     if s["clock"] == "steps":
         extra += f"; step clock: {s['steps']} steps at {s['steps_per_second']:g} steps/s"
+        if len(s["runs"]) > 1:
+            extra += f", {len(s['runs'])} runs one after another ({', '.join(s['runs'])}; --run NAME renders one)"
         if s["raised"]:
             extra += (f" (raised from {args.steps_per_second:g} so that the render lasts at most "
                       f"{MAX_RENDER_SECONDS / 60:g} min)")
@@ -284,6 +307,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--steps-per-second", type=_positive, default=DEFAULT_STEPS_PER_SECOND, metavar="N",
                    help=f"step clock speed (default {DEFAULT_STEPS_PER_SECOND:g}; raised so a render lasts at most "
                    f"{MAX_RENDER_SECONDS / 60:g} min)")
+    p.add_argument("--run", metavar="NAME",
+                   help="render only this run of a recording that holds several (each gets its own span otherwise)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("--pyo-patch", metavar="NAME|FILE",
                    help="render through a pyo patch (patches/pyo) instead of the sine voices; --preset is ignored")
