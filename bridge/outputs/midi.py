@@ -30,6 +30,7 @@ from ..wire.protocol import Event
 from .base import HURRY, BaseOutput, NoteScheduler
 from .link import QUANTIZE, LinkClock, LinkOptions
 from .mpe import MpeZone
+from .nonfinite import grouped_rules
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class MidiOut(BaseOutput):
     """The ``midi`` output."""
 
     name = "midi"
+    silences = True
 
     def __init__(
         self, config: Config, *, port: str | None = None, api: str | None = None, client_name: str | None = None
@@ -97,6 +99,7 @@ class MidiOut(BaseOutput):
             quiet_jack()
         self.sched = NoteScheduler()
         self.rules: tuple[Rule, ...] = config.mappings
+        self.grouped = grouped_rules(config)
         self.alarm_channel = config.alarm.channel
         self.mpe = MpeZone(opts.mpe_members, opts.bend_range) if opts.mode == "mpe" else None
         link: LinkOptions = output_options(config, "link", LinkOptions())
@@ -241,9 +244,12 @@ class MidiOut(BaseOutput):
     def reconfigure(self, config: Config) -> None:
         """A reloaded config's rules (MPE reads a rule's note range)."""
         self.rules = config.mappings
+        self.grouped = grouped_rules(config)
 
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         for m in mapped:
+            if self.mpe is not None and m.alarm and m.kind == "nan" and m.rule >= 0:
+                self._send(self.mpe.release([(m.rule, m.stream)]))  # the value is unknown: its held note ends
             if not m.midi:
                 continue
             if self.mpe is not None:
@@ -265,6 +271,11 @@ class MidiOut(BaseOutput):
         self.quantized += 1
         heapq.heappush(self._deferred, (t + delay, self._deferred_seq, msgs, later, length, run))
         self._deferred_seq += 1
+
+    def _silence(self, rule: int, run: str) -> None:
+        # Notes end by their length; MPE holds a group's note until it is released.
+        if self.mpe is not None and rule in self.grouped:
+            self._send(self.mpe.release([k for k in self.mpe.note_keys() if k[0] == rule and k[1][:1] == (run,)]))
 
     def _handle_mpe(self, m: Mapped) -> None:
         assert self.mpe is not None

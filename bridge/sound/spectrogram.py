@@ -86,7 +86,7 @@ def _run_axis(ax: Any, step_times: Sequence[tuple[float, int]], runs: Sequence[t
     ticks = [tk for _, tks in per_run for tk in tks]
     top.set_xticks([sec for sec, _ in ticks], [str(k) for _, k in ticks], fontsize=7)
     top.set_xlabel("training step, per run")
-    for (label, a, _), (_, tks) in zip(runs, per_run, strict=True):
+    for label, a, _ in runs:
         ax.axvline(a, color="white", lw=0.8, ls="--", alpha=0.8)
         ax.text(a, 1.0, f" {label}", transform=ax.get_xaxis_transform(), va="top", ha="left", fontsize=8,
                 color="white")
