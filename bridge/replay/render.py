@@ -174,11 +174,14 @@ def render_pyo_session(
     sample_rate: int = PYO_SAMPLE_RATE,
     config: Config | None = None,
     options: dict[str, Any] | None = None,
-) -> None:
-    """Render a session recording through a pyo patch into a WAV, on recorded time (no sound card).
+    clock: str | None = None,
+    steps_per_second: float = DEFAULT_STEPS_PER_SECOND,
+) -> StepClock | None:
+    """Render a session recording through a pyo patch into a WAV (no sound card), on the same clock as
+    :func:`render`: the step clock when the session has step messages (``clock="wall"``: recorded time).
 
     The recording is replayed (:func:`.replay.replay`) through the same pipeline as live traffic, so
-    the patch sees what it would have seen in the bridge.
+    the patch sees what it would have seen in the bridge. Returns the step clock used, if any.
 
     Args:
         session_path: a session recording (``trainsound bridge --record``).
@@ -187,6 +190,8 @@ def render_pyo_session(
         sample_rate: of the WAV.
         config: the bridge config (mapping rules, ``[pyo]`` table); default: built-in.
         options: patch options, overriding ``[pyo.options]``.
+        clock: ``"steps"``, ``"wall"`` or ``None`` (steps when the session has step messages).
+        steps_per_second: the step clock's speed (raised so that a render lasts at most five minutes).
 
     Raises:
         OutputUnavailable: pyo missing or unknown patch.
@@ -198,11 +203,13 @@ def render_pyo_session(
     extra: dict[str, Any] = {"sample_rate": sample_rate}
     if options is not None:
         extra["options"] = options
+    step_clock, _, _ = clock_and_runs(session_path, clock, steps_per_second, presets.DEFAULT_PRESET)
     out = PyoOut(cfg, patch=patch, audio="offline", wav=wav_path, **extra)
-    replay(Path(session_path), Pipeline(cfg, [out]), close=False)
+    replay(Path(session_path), Pipeline(cfg, [out]), close=False, clock=step_clock)
     # Rendering happens in close(); called here so its errors reach the caller
     # (Pipeline.close logs an output's errors and goes on: right for live, wrong here).
     out.close()
+    return step_clock
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -234,10 +241,10 @@ def cmd_render(args: argparse.Namespace) -> int:
             report_alarms(args, found)
         return 0
     if args.pyo_patch:
-        code = render_pyo(args, cfg)
+        step_clock = render_pyo(args, cfg)
         if want_alarms:
-            report_alarms(args, found)
-        return code
+            report_alarms(args, found, when=step_clock)  # where each lies in the WAV (None: on the wall clock)
+        return 0
     bar = Progress(span, force=args.progress)
     s = render(args.session, args.wav, config=cfg, preset=args.preset, fmt=args.format,
                sample_rate=args.sample_rate, png=args.png, progress=bar, clock=args.clock,
@@ -258,18 +265,21 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_pyo(args: argparse.Namespace, cfg: Any) -> int:
+def render_pyo(args: argparse.Namespace, cfg: Any) -> StepClock | None:
     """``--pyo-patch``: the recording through a pyo patch, on pyo's offline server (no sound card)."""
     t0 = time.perf_counter()
-    render_pyo_session(args.session, args.pyo_patch, args.wav, sample_rate=args.sample_rate or PYO_SAMPLE_RATE,
-                       config=cfg)
+    step_clock = render_pyo_session(args.session, args.pyo_patch, args.wav,
+                                    sample_rate=args.sample_rate or PYO_SAMPLE_RATE, config=cfg, clock=args.clock,
+                                    steps_per_second=args.steps_per_second)
+    extra = "" if step_clock is None else \
+        f"; step clock: {step_clock.steps} steps at {step_clock.steps_per_second:g} steps/s"
     print(f"rendered {args.session} through pyo patch {args.pyo_patch} → {args.wav} in "
-          f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
+          f"{time.perf_counter() - t0:.2f} s{extra}", file=sys.stderr)
     if args.png:
         from ..sound.spectrogram import write_spectrogram
 
         write_spectrogram(args.wav, args.png, title=f"{Path(str(args.session)).name} — pyo patch {args.pyo_patch}")
-    return 0
+    return step_clock
 
 
 def _positive(text: str) -> float:
@@ -311,6 +321,7 @@ def add_parser(subparsers: Any) -> None:
                    help="render only this run of a recording that holds several (each gets its own span otherwise)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("--pyo-patch", metavar="NAME|FILE",
-                   help="render through a pyo patch (patches/pyo) instead of the sine voices; --preset is ignored")
+                   help="render through a pyo patch (patches/pyo) instead of the sine voices, on the same clock; "
+                   "--preset is ignored")
     add_alarm_args(p)
     p.set_defaults(func=cmd_render)

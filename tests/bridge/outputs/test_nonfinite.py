@@ -121,8 +121,8 @@ def test_pyo_patches_silence_a_stream_while_it_is_nan(tmp_path: Path, patch: str
     info = sf.info(str(tmp_path / "o.wav"))
     # Both renders are on the step clock: step k at k/8 s.
     assert info.duration >= STEPS / 8
-    before = x[int(20 / 8 * sr):int(38 / 8 * sr)]
-    f_before = np.fft.rfftfreq(len(before), 1 / sr)[np.abs(np.fft.rfft(before)).argmax()]
+    before = x[int(32 / 8 * sr):int(40 / 8 * sr)]  # the last second before the NaN: the pitch it would hold
+    f_before = np.fft.rfftfreq(len(before), 1 / sr)[np.abs(np.fft.rfft(before * np.hanning(len(before)))).argmax()]
     during = x[int((40 / 8 + 3.0) * sr):int(79 / 8 * sr)]  # after the alarm's siren
     spec = np.abs(np.fft.rfft(during * np.hanning(len(during))))
     freqs = np.fft.rfftfreq(len(during), 1 / sr)

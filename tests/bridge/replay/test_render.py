@@ -184,3 +184,17 @@ def test_render_cli_through_a_pyo_patch(tmp_path: Path) -> None:
 
     high, low = peak(x[int(0.6 * sr) : int(0.95 * sr)]), peak(x[int(1.6 * sr) : int(1.95 * sr)])
     assert high > low * 1.5
+
+
+@pytest.mark.pyo
+def test_the_pyo_render_is_on_the_step_clock_like_the_sine_render(tmp_path: Path) -> None:
+    pytest.importorskip("pyo")
+    idle_then_steps(tmp_path / "s.tsr")  # 40 steps in 1.2 s of recorded time, after 8 s of idle
+    lengths = {}
+    for name, extra in (("sine", []), ("pyo", ["--pyo-patch", "loss_sine"])):
+        r = subprocess.run([*TS, "render", str(tmp_path / "s.tsr"), "--wav", str(tmp_path / f"{name}.wav"), *extra],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "step clock: 40 steps at 8 steps/s" in r.stderr
+        lengths[name] = sf.info(str(tmp_path / f"{name}.wav")).duration
+    assert 40 / 8 <= lengths["pyo"] <= 40 / 8 + 2.5 and abs(lengths["pyo"] - lengths["sine"]) <= 1.0, lengths
