@@ -14,6 +14,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -267,7 +268,8 @@ def _rules(top: Table) -> tuple[Rule, ...]:
         return default_rules()
     if not isinstance(raw_rules, list):
         return attempt(lambda: _refuse(f"mappings must be an array of tables ([[mappings]]), got {raw_rules!r}"), ())
-    rules = [attempt(lambda i=i, r=r: parse_rule(r, f"mappings[{i}]"), None) for i, r in enumerate(raw_rules)]
+    rules: list[Rule | None] = [attempt(partial(parse_rule, r, f"mappings[{i}]"), None)
+                                for i, r in enumerate(raw_rules)]
     return tuple(r for r in rules if r is not None)
 
 
@@ -275,7 +277,7 @@ def _outputs(data: Mapping[str, Any], top: Table) -> dict[str, Any]:
     outputs: dict[str, Any] = {}
     for name in OUTPUT_SECTIONS:
         if name in data:
-            outputs[name] = attempt(lambda name=name: _load_output_section(name, top.raw(name, {})), None)
+            outputs[name] = attempt(partial(_load_output_section, name, top.raw(name, {})), None)
     top.finish()
     return {k: v for k, v in outputs.items() if v is not None}
 
@@ -297,7 +299,7 @@ def _bridge(top: Table) -> BridgeOptions:
                      (DEFAULT_HOST, DEFAULT_PORT))
     allow = b.strings("allow", DEFAULT_ALLOW)
     for i, net in enumerate(allow):
-        attempt(lambda i=i, net=net: _cidr(net, f"bridge.allow[{i}]"), None)
+        attempt(partial(_cidr, net, f"bridge.allow[{i}]"), None)
     bridge = BridgeOptions(
         listen=listen,
         allow=allow,

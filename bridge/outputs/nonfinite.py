@@ -58,17 +58,17 @@ class NonFinite:
             for m in mapped:
                 if m.norm != m.norm and m.target == "alarm" and m.rule >= 0 and m.kind == "nan":
                     k = (m.rule, m.run)
-                    addresses = self.held.get(k)
-                    if addresses is None:
-                        addresses = self.held[k] = set()
+                    held = self.held.get(k)
+                    if held is None:
+                        held = self.held[k] = set()
                         newly.append(k)
-                    if event.address not in addresses:
-                        addresses.add(event.address)
+                    if event.address not in held:
+                        held.add(event.address)
                         self._keys.setdefault(event.address, []).append(k)
         if self.held:
-            held = self.held
-            if any(m.groups and (m.rule, m.run) in held for m in mapped):
-                mapped = [m for m in mapped if not (m.groups and (m.rule, m.run) in held)]
+            runs = self.held
+            if any(m.groups and (m.rule, m.run) in runs for m in mapped):
+                mapped = [m for m in mapped if not (m.groups and (m.rule, m.run) in runs)]
         return mapped, newly
 
     def forget(self, run: str) -> None:

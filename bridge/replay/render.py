@@ -203,7 +203,7 @@ def render_pyo_session(
     extra: dict[str, Any] = {"sample_rate": sample_rate}
     if options is not None:
         extra["options"] = options
-    step_clock, _, _ = clock_and_runs(session_path, clock, steps_per_second, presets.DEFAULT_PRESET)
+    step_clock, _, _ = clock_and_runs(Path(session_path), clock, steps_per_second, presets.DEFAULT_PRESET)
     out = PyoOut(cfg, patch=patch, audio="offline", wav=wav_path, **extra)
     replay(Path(session_path), Pipeline(cfg, [out]), close=False, clock=step_clock)
     # Rendering happens in close(); called here so its errors reach the caller
