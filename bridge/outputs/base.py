@@ -22,7 +22,7 @@ from ..config import Config
 from ..mapped import Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
-from .nonfinite import NonFinite, has_nan
+from .nonfinite import NonFinite
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,15 @@ class BaseOutput(Output):
 
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         if not self.closed:
-            if self.silences and ((self._nonfinite is not None and self._nonfinite.held) or
-                                  (mapped and has_nan(mapped))):
-                mapped = self._held_silent(event, mapped)  # a finite event ends a hold even when nothing mapped
+            if self.silences:
+                nf = self._nonfinite
+                if nf is not None and nf.held:  # a finite event ends a hold even when nothing was mapped
+                    mapped = self._held_silent(event, mapped)
+                else:
+                    for m in mapped:  # inline: this runs for every message
+                        if m.norm != m.norm:
+                            mapped = self._held_silent(event, mapped)
+                            break
             self._handle(event, mapped)
 
     def _held_silent(self, event: Event | None, mapped: Sequence[Mapped]) -> Sequence[Mapped]:
