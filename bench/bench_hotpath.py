@@ -40,10 +40,10 @@ from trainsound.bridge.web.feed import Feed
 from trainsound.bridge.wire.osc import encode_bundle, encode_message
 
 ROOT = Path(__file__).resolve().parent.parent
-GPT2_LAYERS = (["transformer.wte", "transformer.wpe"]
-               + [f"transformer.h.{i}.{p}" for i in range(6) for p in
-                  ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj", "attn.bias", "ln_1.bias",
-                   "ln_2.bias", "mlp.c_fc.bias")])[:61] + ["transformer.ln_f"]
+_BLOCK = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj", "attn.bias", "ln_1.bias",
+          "ln_2.bias", "mlp.c_fc.bias")
+_BLOCKS = [f"transformer.h.{i}.{p}" for i in range(6) for p in _BLOCK]
+GPT2_LAYERS = [*["transformer.wte", "transformer.wpe", *_BLOCKS][:61], "transformer.ln_f"]
 CNN_LAYERS = [f"features.{i}" for i in (0, 3, 6, 8, 10)] + [f"classifier.{i}" for i in (1, 4, 6)] + ["fc1", "fc2"]
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 BOOTSTRAP = [
-    "./bootstrap demo     # installs everything, then trains five real networks through the bridge and writes "
-    "WAV, MIDI, pictures and a gallery",
+    "./bootstrap demo     # installs what the demo needs, then trains five real networks through the bridge and "
+    "writes WAV, MIDI, pictures and a gallery",
     "./bootstrap test     # installs everything, then runs ruff, mypy and the whole test suite (real JACK, "
     "FluidSynth, SuperCollider, pyo)",
 ]

@@ -1,7 +1,9 @@
 """Bridge configuration: TOML → frozen, validated dataclasses.
 
 Every error names the key path and the bad value, e.g.
-``mappings[2].channel must be in 1..16, got 17``. Unknown keys are errors.
+``mappings[2].channel must be in 1..16, got 17``. Unknown keys are errors, with the known key they are
+closest to (``bridge.listn is not a known key (value ':9150'); did you mean bridge.listen?``). A file is
+validated whole: all its errors are reported at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -21,7 +24,7 @@ from ..alarms.options import section as alarms_section
 from ..errors import ConfigError
 from ..mapping.groups import AGGREGATES, GROUP_MODES, GroupOptions, GroupPattern, check_patterns
 from ..mapping.rules import Rule, parse_rule
-from ..table import Table, parse_hostport
+from ..table import Table, attempt, collecting, parse_hostport
 from ..wire.protocol import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["MIDI_APIS", "AlarmOptions", "BridgeOptions", "Config", "ConfigError", "MidiOptions", "Rule", "Table",
@@ -227,16 +230,78 @@ def _load_output_section(name: str, data: Any) -> Any:
 
 
 def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
-    """Build a :class:`Config` from parsed TOML, validating every key."""
+    """Build a :class:`Config` from parsed TOML, validating every key; all errors are raised at once (one
+    :class:`ConfigError`, its messages joined by ``; `` after their count).
+
+    >>> from_dict({"bridge": {"listn": ":9150", "rcvbuf": 1}, "midii": {}})
+    Traceback (most recent call last):
+    ...
+    trainsound.bridge.errors.ConfigError: 3 errors: bridge.rcvbuf must be in 65536..1073741824, got 1; \
+bridge.listn is not a known key (value ':9150'); did you mean bridge.listen?; midii is not a known key (value {}); \
+did you mean midi?
+    """
+    with collecting() as errors:
+        cfg = _from_dict(data, source)
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
+    if errors:
+        raise ConfigError(f"{len(errors)} errors: " + "; ".join(errors))
+    return cfg
+
+
+def _from_dict(data: Mapping[str, Any], source: str) -> Config:
+    # Each table on its own: an error in one (recorded by attempt) leaves the others to be checked too.
     top = Table(data, "")
+    top.used.update(OUTPUT_SECTIONS)  # known top-level tables, for "did you mean"
+    bridge = attempt(lambda: _bridge(top), BridgeOptions())
+    midi = attempt(lambda: _midi(top), MidiOptions())
+    alarm = attempt(lambda: alarm_section(Table(top.raw("alarm", {}), "alarm")), AlarmOptions())
+    alarms = attempt(lambda: alarms_section(Table(top.raw("alarms", {}), "alarms"), nan_note=alarm.note),
+                     AlarmsOptions())
+    rules = _rules(top)
+    groups = attempt(lambda: parse_groups(top.raw("groups", {})), GroupOptions())
+    return Config(bridge=bridge, midi=midi, alarm=alarm, alarms=alarms, mappings=rules, groups=groups,
+                  outputs=_outputs(data, top), source=source)
+
+
+def _rules(top: Table) -> tuple[Rule, ...]:
+    raw_rules = top.raw("mappings", None)
+    if raw_rules is None:
+        return default_rules()
+    if not isinstance(raw_rules, list):
+        return attempt(lambda: _refuse(f"mappings must be an array of tables ([[mappings]]), got {raw_rules!r}"), ())
+    rules: list[Rule | None] = [attempt(partial(parse_rule, r, f"mappings[{i}]"), None)
+                                for i, r in enumerate(raw_rules)]
+    return tuple(r for r in rules if r is not None)
+
+
+def _outputs(data: Mapping[str, Any], top: Table) -> dict[str, Any]:
+    outputs: dict[str, Any] = {}
+    for name in OUTPUT_SECTIONS:
+        if name in data:
+            outputs[name] = attempt(partial(_load_output_section, name, top.raw(name, {})), None)
+    top.finish()
+    return {k: v for k, v in outputs.items() if v is not None}
+
+
+def _cidr(net: str, key: str) -> None:
+    try:
+        ipaddress.ip_network(net, strict=False)
+    except ValueError as err:
+        raise ConfigError(f"{key} must be a network in CIDR form, got {net!r}") from err
+
+
+def _refuse(message: str) -> Any:
+    raise ConfigError(message)
+
+
+def _bridge(top: Table) -> BridgeOptions:
     b = Table(top.raw("bridge", {}), "bridge")
-    listen = parse_hostport(b.string("listen", f"{DEFAULT_HOST}:{DEFAULT_PORT}"), "bridge.listen")
+    listen = attempt(lambda: parse_hostport(b.string("listen", f"{DEFAULT_HOST}:{DEFAULT_PORT}"), "bridge.listen"),
+                     (DEFAULT_HOST, DEFAULT_PORT))
     allow = b.strings("allow", DEFAULT_ALLOW)
     for i, net in enumerate(allow):
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError as err:
-            raise ConfigError(f"bridge.allow[{i}] must be a network in CIDR form, got {net!r}") from err
+        attempt(partial(_cidr, net, f"bridge.allow[{i}]"), None)
     bridge = BridgeOptions(
         listen=listen,
         allow=allow,
@@ -254,6 +319,10 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         max_voices=b.integer("max_voices", DEFAULT_MAX_VOICES, 1, 100_000),
     )
     b.finish()
+    return bridge
+
+
+def _midi(top: Table) -> MidiOptions:
     m = Table(top.raw("midi", {}), "midi")
     md = MidiOptions()
     midi = MidiOptions(
@@ -266,23 +335,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         bend_range=m.integer("bend_range", md.bend_range, 1, 96),
     )
     m.finish()
-    alarm = alarm_section(Table(top.raw("alarm", {}), "alarm"))
-    alarms = alarms_section(Table(top.raw("alarms", {}), "alarms"), nan_note=alarm.note)
-    raw_rules = top.raw("mappings", None)
-    if raw_rules is None:
-        rules = default_rules()
-    else:
-        if not isinstance(raw_rules, list):
-            raise ConfigError(f"mappings must be an array of tables ([[mappings]]), got {raw_rules!r}")
-        rules = tuple(parse_rule(r, f"mappings[{i}]") for i, r in enumerate(raw_rules))
-    groups = parse_groups(top.raw("groups", {}))
-    outputs: dict[str, Any] = {}
-    for name in OUTPUT_SECTIONS:
-        if name in data:
-            outputs[name] = _load_output_section(name, top.raw(name, {}))
-    top.finish()
-    return Config(bridge=bridge, midi=midi, alarm=alarm, alarms=alarms, mappings=rules, groups=groups,
-                  outputs=outputs, source=source)
+    return midi
 
 
 #: A config file larger than this is refused (a mistaken path to a log or a disk image, not a config).

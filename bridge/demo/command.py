@@ -271,11 +271,27 @@ def write_summary(out: Path, results: list[RunResult], total_s: float, data: dem
     return path
 
 
+#: What each kind of run imports, and the extra that installs it (``./bootstrap demo`` installs torch only).
+NEEDS = {"torch": ("torch", "torch"), "keras": ("keras", "keras"), "gpt2": ("transformers", "transformers")}
+
+
+def check_frameworks(specs: list[RunSpec]) -> None:
+    """One line before anything trains when a chosen run's framework is not installed."""
+    import importlib.util
+
+    for spec in specs:
+        module, extra = NEEDS["gpt2" if spec.model == "gpt2" else spec.framework]
+        if importlib.util.find_spec(module) is None:
+            raise TrainsoundError(f"run {spec.name} needs {module}, which is not installed: ./bootstrap setup "
+                                  f"installs every framework (or pip install '.[{extra}]')")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     specs = [demo_models.with_steps(s, args.steps) for s in select_runs(args.runs, args.keras)]
+    check_frameworks(specs)
     display = Display(quiet=args.quiet)
     data = demo_models.load_data(args.mnist)
     display.prefix = ""

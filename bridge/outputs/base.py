@@ -22,6 +22,7 @@ from ..config import Config
 from ..mapped import Mapped
 from ..wire import midi as mb
 from ..wire.protocol import Event
+from .nonfinite import NonFinite
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,47 @@ class BaseOutput(Output):
 
     name = "output"
     closed = False
+    silences = False
+    """A sounding output: a stream that turned non-finite stays silent until it is finite again (a voice group's
+    stale aggregate is not sounded; :mod:`.nonfinite`), and :meth:`_silence` releases a group's voices."""
+    _nonfinite: NonFinite | None = None  # made at the first non-finite value
 
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         if not self.closed:
+            if self.silences:
+                nf = self._nonfinite
+                if nf is not None and nf.held:  # a finite event ends a hold even when nothing was mapped
+                    mapped = self._held_silent(event, mapped)
+                else:
+                    for m in mapped:  # inline: this runs for every message
+                        if m.norm != m.norm:
+                            mapped = self._held_silent(event, mapped)
+                            break
             self._handle(event, mapped)
 
     def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
-        if not self.closed:
-            h = self._handle
+        if self.closed:
+            return
+        if self.silences:  # a sounding output: each through handle (its non-finite holds)
             for event, mapped in batch:
-                h(event, mapped)
+                self.handle(event, mapped)
+            return
+        h = self._handle
+        for event, mapped in batch:
+            h(event, mapped)
+
+    def _held_silent(self, event: Event | None, mapped: Sequence[Mapped]) -> Sequence[Mapped]:
+        nf = self._nonfinite
+        if nf is None:
+            nf = self._nonfinite = NonFinite()
+        mapped, newly = nf.see(event, mapped)
+        for rule, run in newly:
+            self._silence(rule, run)
+        return mapped
+
+    def _silence(self, rule: int, run: str) -> None:
+        """A value of ``rule`` in ``run`` turned non-finite: release the voices that sound it through a voice
+        group (the NaN value itself mutes its own stream's voice). Nothing by default."""
 
     def tick(self, now: float) -> None:
         if not self.closed:
@@ -133,6 +165,8 @@ class BaseOutput(Output):
     def release_run(self, run: str, now: float) -> None:
         """A run ended (its ``end`` event, or idle past ``[bridge].run_idle``): silence its voices now."""
         if not self.closed:
+            if self._nonfinite is not None:
+                self._nonfinite.forget(run)
             self._release_run(run, now)
 
     def _release_run(self, run: str, now: float) -> None:

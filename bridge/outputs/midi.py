@@ -33,6 +33,7 @@ from .channels import RunChannels
 from .link import QUANTIZE, LinkClock, LinkOptions
 from .listeners import JackListeners
 from .mpe import MpeZone
+from .nonfinite import grouped_rules
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class MidiOut(BaseOutput):
     """The ``midi`` output."""
 
     name = "midi"
+    silences = True
 
     def __init__(
         self, config: Config, *, port: str | None = None, api: str | None = None, client_name: str | None = None
@@ -76,6 +78,7 @@ class MidiOut(BaseOutput):
             quiet_jack()
         self.sched = NoteScheduler()
         self.rules: tuple[Rule, ...] = config.mappings
+        self.grouped = grouped_rules(config)
         self.alarm_channel = config.alarm.channel
         ref: Reference | None = output_options(config, "reference", None)
         self.deviations = DeviationCcs(ref, config.mappings) if ref is not None else None
@@ -256,9 +259,12 @@ class MidiOut(BaseOutput):
             self._greet.set()
         if self.plan is not None:
             self.plan.reconfigure(config.mappings, config.groups)
+        self.grouped = grouped_rules(config)
 
     def _handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         for m in mapped:
+            if self.mpe is not None and m.alarm and m.kind == "nan" and m.rule >= 0:
+                self._send(self.mpe.release([(m.rule, m.stream)]))  # the value is unknown: its held note ends
             if not m.midi:
                 continue
             if self.mpe is not None:
@@ -287,6 +293,11 @@ class MidiOut(BaseOutput):
         self.quantized += 1
         heapq.heappush(self._deferred, (t + delay, self._deferred_seq, msgs, later, length, run))
         self._deferred_seq += 1
+
+    def _silence(self, rule: int, run: str) -> None:
+        # Notes end by their length; MPE holds a group's note until it is released.
+        if self.mpe is not None and rule in self.grouped:
+            self._send(self.mpe.release([k for k in self.mpe.note_keys() if k[0] == rule and k[1][:1] == (run,)]))
 
     def _handle_mpe(self, m: Mapped) -> None:
         assert self.mpe is not None

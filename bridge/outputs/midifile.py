@@ -63,6 +63,7 @@ class MidiFileOut(BaseOutput):
     """The ``midi_file`` output (``--midi-file out.mid``)."""
 
     name = "midi_file"
+    silences = True
 
     def __init__(
         self,

@@ -171,6 +171,10 @@ class MpeZone:
                 self._free.append(v.channel)
         return out
 
+    def note_keys(self) -> list[tuple[int, tuple[str, ...]]]:
+        """The sounding note voices' keys ``(rule, stream)``."""
+        return [k for k in self._voices if isinstance(k, tuple)]
+
     def release_all(self) -> list[bytes]:
         return self.release(list(self._voices))
 

@@ -148,6 +148,7 @@ class OscOut(BaseOutput):
     """
 
     name = "osc"
+    silences = True
 
     def __init__(self, config: Config, target: tuple[str, int] | None = None, prefix: str | None = None) -> None:
         opts: OscOutOptions = output_options(config, "osc_out", OscOutOptions())

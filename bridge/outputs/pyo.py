@@ -195,6 +195,7 @@ class PyoOut(BaseOutput):
     """
 
     name = "pyo"
+    silences = True
 
     def __init__(
         self,

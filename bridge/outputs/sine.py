@@ -88,6 +88,7 @@ class SineOut(BaseOutput):
     """The ``sine`` output (``--wav FILE``, ``--audio``)."""
 
     name = "sine"
+    silences = True
 
     def __init__(self, config: Config, *, wav: str | os.PathLike[str] | None = None, live: bool = False,
                  device: str | int | None = None, preset: str = presets.DEFAULT_PRESET,
@@ -153,6 +154,7 @@ class SineOut(BaseOutput):
         self.t0: float | None = None
         self._now = -math.inf
         self._wav_failing = False
+        self._silenced: list[tuple[int, str]] = []
 
     def _voice_table(self, config: Config, opts: SineOptions, sink: Sink,
                      budget: bool) -> VoiceTable | AbVoices | DiffVoices:
@@ -167,6 +169,7 @@ class SineOut(BaseOutput):
             if len(self.queue) >= LIVE_QUEUE_MAX:
                 self.dropped += 1
             elif self.voices is not None:
+                self._release_silenced()
                 self.voices.apply(event, mapped)
             elif event is not None and event.kind in ("step", "grad_norm"):
                 self.queue.append(("perone", event.kind, event.run, event.name, event.values))
@@ -187,7 +190,17 @@ class SineOut(BaseOutput):
         if (block - bank.position // self.block) * self.block >= TICK_RENDER_SECONDS * self.sr:
             self._render_blocks(block)  # keep the scheduled span bounded
         bank.schedule(block)
+        self._release_silenced()
         self.voices.apply(event, mapped)
+
+    def _silence(self, rule: int, run: str) -> None:
+        self._silenced.append((rule, run))  # released in _handle, at the NaN's own block
+
+    def _release_silenced(self) -> None:
+        if self._silenced and self.voices is not None:
+            for rule, run in self._silenced:
+                self.voices.silence(rule, run)
+            self._silenced.clear()
 
     def _tick(self, now: float) -> None:
         self._watch_wav()

@@ -95,8 +95,8 @@ class VoiceTable:
         self.rules = config.mappings
         # Grouped note rules of runs with many groups: each group in its own pitch band, so no two share a
         # pitch; up to SHARED_RANGE groups share the whole range (the same pitch means the same norm).
-        self.banded = tuple(r.target == "note" and groups_rule(r.voice_key, r.voices, config.groups)
-                            for r in config.mappings)
+        self.grouped = tuple(groups_rule(r.voice_key, r.voices, config.groups) for r in config.mappings)
+        self.banded = tuple(r.target == "note" and g for r, g in zip(config.mappings, self.grouped, strict=True))
         self.opts = opts
         self.mode = mode
         self.sink = sink
@@ -146,6 +146,18 @@ class VoiceTable:
             self.budget.release_run(run)
         if gone and self.voices:
             self.sink.master(self.master_gain())
+
+    def silence(self, rule: int, run: str) -> None:
+        """A value of ``rule`` in ``run`` turned non-finite: if the rule's voices are groups, theirs fall silent
+        (and the run's spotlight) until a finite value sounds them again (:mod:`.nonfinite`)."""
+        if not self.grouped[rule]:
+            return  # a stream of its own: its NaN mutes its voice (_signal)
+        for key, v in self.voices.items():
+            if key[0] == rule and self.voice_run.get(v) == run:
+                self.sink.mute(v)
+        spot = self.voices.get(("spotlight", run))
+        if spot is not None:
+            self.sink.mute(spot)
 
     def _new_voice(self, key: tuple[Any, ...], m: Mapped) -> int:
         """Note rules are the melody; CC rules (loss, weight stats) quieter voices of their own."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,60 +22,66 @@ MAX_RENDER_SECONDS = 300.0
 
 
 class StepClock:
-    """Recorded time → render time on the step clock: step ``k`` of the clock's run at ``lead + k/sps``.
+    """Recorded time → render time on the step clock: each segment's step ``k`` at ``its start + k/sps``.
 
-    Messages between two steps keep their place between them (linearly); the time before the first step
-    is squeezed into at most :data:`TRIM` s, the last step gets one step's time, what follows at most
-    :data:`TRIM` s more. Pure: built from the step messages' times.
+    ``segments`` are the step times of each span in order (one per run, :func:`.runs.segments`). Messages
+    between two steps keep their place between them (linearly); the time before the first step is squeezed
+    into at most :data:`TRIM` s, each segment's last step gets one step's time, the time between two
+    segments (a run's end, the next one's start) and after the last at most :data:`TRIM` s each. Pure:
+    built from the step messages' times.
 
-    >>> c = StepClock(first=0.0, last=12.0, steps=[8.0, 9.0, 10.0, 11.0], steps_per_second=2.0)
+    >>> c = StepClock(first=0.0, last=12.0, segments=[[8.0, 9.0, 10.0, 11.0]], steps_per_second=2.0)
     >>> [round(c(t), 3) for t in (0.0, 8.0, 8.5, 11.0, 12.0)]
     [0.0, 1.0, 1.25, 2.5, 3.0]
+    >>> two = StepClock(0.0, 30.0, [[0.0, 1.0, 2.0], [20.0, 21.0, 22.0]], 2.0)  # two runs, 18 s apart
+    >>> [round(two(t), 3) for t in (0.0, 2.0, 20.0, 22.0, 30.0)], two.starts
+    ([0.0, 1.0, 2.5, 3.5, 5.0], [0.0, 2.5])
     """
 
     def __init__(
-        self, first: float, last: float, steps: list[float], steps_per_second: float, *, grid: bool = False
+        self, first: float, last: float, segments: Sequence[Sequence[float]], steps_per_second: float, *,
+        grid: bool = False,
     ) -> None:
-        # ``grid``: a musical grid (a MIDI file at a chosen tempo): no lead-in, and the rate is never raised.
-        fitted = max(steps_per_second, len(steps) / MAX_RENDER_SECONDS)
+        # ``grid``: a musical grid (a MIDI file at a chosen tempo): no lead-in or pause, the rate never raised.
+        segs = [_increasing(s) for s in segments if s]
+        n = sum(len(s) for s in segs)
+        fitted = max(steps_per_second, n / MAX_RENDER_SECONDS)
         self.steps_per_second = sps = steps_per_second if grid else fitted
-        st = [steps[0]]
-        for t in steps[1:]:
-            if t > st[-1]:
-                st.append(t)
-        lead = 0.0 if grid else min(TRIM, st[0] - first)
-        xs = [first] if first < st[0] else []
-        ys = [0.0] if first < st[0] else []
-        xs += st
-        ys += [lead + k / sps for k in range(len(st))]
-        gap = float(np.median(np.diff(st))) if len(st) > 1 else 1.0 / sps
-        xs.append(st[-1] + gap)
-        ys.append(ys[-1] + 1.0 / sps)
+        xs = [first] if first < segs[0][0] else []
+        ys = [0.0] if first < segs[0][0] else []
+        y0 = 0.0 if grid else min(TRIM, segs[0][0] - first)
+        self.starts: list[float] = []
+        """Render time of each segment's first step."""
+        for i, st in enumerate(segs):
+            self.starts.append(y0)
+            xs += st
+            ys += [y0 + k / sps for k in range(len(st))]
+            gap = float(np.median(np.diff(st))) if len(st) > 1 else 1.0 / sps
+            end_x, end_y = st[-1] + gap, ys[-1] + 1.0 / sps
+            nxt = segs[i + 1][0] if i + 1 < len(segs) else math.inf
+            if end_x >= nxt:  # the next run starts within this one's last step: it follows at once
+                y0 = end_y
+                continue
+            xs.append(end_x)
+            ys.append(end_y)
+            y0 = end_y + (0.0 if grid else min(TRIM, nxt - end_x))
         if last > xs[-1]:
             xs.append(last)
             ys.append(ys[-1] + min(TRIM, last - xs[-2]))
         self.xs, self.ys = np.asarray(xs), np.asarray(ys)
-        self.steps = len(st)
+        self.steps = n
 
     def __call__(self, t: float) -> float:
         return float(np.interp(t, self.xs, self.ys))
 
 
-def scan_steps(path: str | Path) -> tuple[float, float, list[float]]:
-    """``(first, last, step times)`` of a recording; the steps of its run with the most step messages."""
-    first = last = 0.0
-    by_run: dict[str, list[float]] = {}
-    for i, (t, raw) in enumerate(iter_records(path)):
-        if i == 0:
-            first = t
-        last = t
-        end = raw.find(b"\0")
-        if raw.endswith(b"/step", 0, end):
-            parts = raw[:end].split(b"/")
-            if len(parts) == 4 and parts[1] == b"nn":
-                by_run.setdefault(parts[2].decode("utf-8", "replace"), []).append(t)
-    steps = max(by_run.values(), key=len) if by_run else []
-    return first, last, steps
+def _increasing(times: Sequence[float]) -> list[float]:
+    """Step times with repeats dropped (two steps at one recorded time are one knot)."""
+    st = [times[0]]
+    for t in times[1:]:
+        if t > st[-1]:
+            st.append(t)
+    return st
 
 
 def replay(

@@ -26,9 +26,10 @@ from ..pipeline import Pipeline
 from ..sound.wav import FORMATS
 from ..wire.session import iter_records
 from .alarms import add_alarm_args, detect, report_alarms
-from .loop import MAX_RENDER_SECONDS, StepClock, replay, scan_steps
+from .loop import MAX_RENDER_SECONDS, StepClock, replay
 from .reference import add_reference_args, check_args, check_session, unmatched_lines, with_reference
 from .reference import load as load_reference
+from .runs import Segment, run_session, scan_runs, segments
 
 BAR_WIDTH = 30
 DEFAULT_STEPS_PER_SECOND = 8.0
@@ -93,7 +94,7 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
     from ..outputs.sine import SineOut
 
     cfg = presets.apply_preset(config or default_config(), preset)
-    step_clock, when = audio_clock(session, clock, steps_per_second, preset)
+    step_clock, when, segs = clock_and_runs(session, clock, steps_per_second, preset)
     ref = None
     if reference is not None:
         ref = load_reference(reference[0], cfg, reference[1],
@@ -121,11 +122,13 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
         summary["steps"] = step_clock.steps
         summary["steps_per_second"] = step_clock.steps_per_second
         summary["raised"] = step_clock.steps_per_second > steps_per_second
+        summary["runs"] = [s.label for s in segs]
     if png is not None:
         from ..sound.spectrogram import write_spectrogram
 
+        spans = run_spans(step_clock, segs) if step_clock is not None and len(segs) > 1 else None
         write_spectrogram(wav, png, title=f"{Path(str(session)).name} — preset {preset}",
-                          step_times=out.step_times, tracks=out.tracks)
+                          step_times=out.step_times, tracks=out.tracks, runs=spans)
         summary["png"] = str(png)
     return summary
 
@@ -133,13 +136,27 @@ def render(session: str | Path, wav: str | Path, *, config: Config | None = None
 def audio_clock(session: str | Path, clock: str | None, steps_per_second: float,
                 preset: str) -> tuple[StepClock | None, Callable[[float], float]]:
     """The render's clock: ``(the step clock or None, recorded time → seconds into the audio)``."""
-    first, last, steps = scan_steps(session)
-    if clock == "steps" and not steps:
+    step_clock, when, _ = clock_and_runs(session, clock, steps_per_second, preset)
+    return step_clock, when
+
+
+def clock_and_runs(session: str | Path, clock: str | None, steps_per_second: float, preset: str
+                   ) -> tuple[StepClock | None, Callable[[float], float], list[Segment]]:
+    """:func:`audio_clock` and the recording's runs, one segment each on the step clock (in order of arrival)."""
+    first, last, runs = scan_runs(session)
+    segs = segments(runs)
+    if clock == "steps" and not segs:
         raise TrainsoundError(f"{session}: --clock steps, but the session holds no step messages")
-    if clock != "wall" and steps and preset != "perone":  # perone is clocked by steps already
-        step_clock = StepClock(first, last, steps, steps_per_second)
-        return step_clock, step_clock  # it maps the first record to 0
-    return None, lambda t: t - first
+    if clock != "wall" and segs and preset != "perone":  # perone is clocked by steps already
+        step_clock = StepClock(first, last, [s.times for s in segs], steps_per_second)
+        return step_clock, step_clock, segs  # it maps the first record to 0
+    return None, lambda t: t - first, segs
+
+
+def run_spans(clock: StepClock, segs: list[Segment]) -> list[tuple[str, float, float]]:
+    """``[(run label, first second, end second)]`` of each segment in the audio (the PNG's run axis)."""
+    ends = [*clock.starts[1:], float("inf")]
+    return [(s.label, a, b) for s, a, b in zip(segs, clock.starts, ends, strict=True)]
 
 
 def render_midi(session: str | Path, midi_file: str | Path, *, config: Config | None = None,
@@ -151,10 +168,11 @@ def render_midi(session: str | Path, midi_file: str | Path, *, config: Config | 
     from ..outputs.midifile import MidiFileOut
 
     cfg = config or default_config()
-    first, last, steps = scan_steps(session)
-    if not steps:
+    first, last, runs = scan_runs(session)
+    segs = segments(runs)
+    if not segs:
         raise TrainsoundError(f"{session}: --bpm lays the steps on a grid, but the session holds no step messages")
-    clock = StepClock(first, last, steps, bpm / 60.0 * steps_per_beat, grid=True)
+    clock = StepClock(first, last, [s.times for s in segs], bpm / 60.0 * steps_per_beat, grid=True)
     out = MidiFileOut(cfg, path=midi_file, bpm=bpm)
     n = replay(session, Pipeline(cfg, [out]), realtime=False, clock=clock, tail=RENDER_TAIL)
     return {"messages": n, "steps": clock.steps, "events": out.events, "path": str(out.path)}
@@ -168,11 +186,14 @@ def render_pyo_session(
     sample_rate: int = PYO_SAMPLE_RATE,
     config: Config | None = None,
     options: dict[str, Any] | None = None,
-) -> None:
-    """Render a session recording through a pyo patch into a WAV, on recorded time (no sound card).
+    clock: str | None = None,
+    steps_per_second: float = DEFAULT_STEPS_PER_SECOND,
+) -> StepClock | None:
+    """Render a session recording through a pyo patch into a WAV (no sound card), on the same clock as
+    :func:`render`: the step clock when the session has step messages (``clock="wall"``: recorded time).
 
     The recording is replayed (:func:`.replay.replay`) through the same pipeline as live traffic, so
-    the patch sees what it would have seen in the bridge.
+    the patch sees what it would have seen in the bridge. Returns the step clock used, if any.
 
     Args:
         session_path: a session recording (``trainsound bridge --record``).
@@ -181,6 +202,8 @@ def render_pyo_session(
         sample_rate: of the WAV.
         config: the bridge config (mapping rules, ``[pyo]`` table); default: built-in.
         options: patch options, overriding ``[pyo.options]``.
+        clock: ``"steps"``, ``"wall"`` or ``None`` (steps when the session has step messages).
+        steps_per_second: the step clock's speed (raised so that a render lasts at most five minutes).
 
     Raises:
         OutputUnavailable: pyo missing or unknown patch.
@@ -192,11 +215,13 @@ def render_pyo_session(
     extra: dict[str, Any] = {"sample_rate": sample_rate}
     if options is not None:
         extra["options"] = options
+    step_clock, _, _ = clock_and_runs(Path(session_path), clock, steps_per_second, presets.DEFAULT_PRESET)
     out = PyoOut(cfg, patch=patch, audio="offline", wav=wav_path, **extra)
-    replay(Path(session_path), Pipeline(cfg, [out]), close=False)
+    replay(Path(session_path), Pipeline(cfg, [out]), close=False, clock=step_clock)
     # Rendering happens in close(); called here so its errors reach the caller
     # (Pipeline.close logs an output's errors and goes on: right for live, wrong here).
     out.close()
+    return step_clock
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -204,13 +229,16 @@ def cmd_render(args: argparse.Namespace) -> int:
         from ..tb.session import mlflow_session
 
         with mlflow_session(args.session[len("mlflow:"):], args.run, args.experiment) as session:
-            return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session)}))
+            return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session), "run": None}))
     if Path(args.session).is_dir():  # a TensorBoard logdir: rendered as a session of its steps (bridge/tb)
         from ..tb.session import logdir_session
 
         with logdir_session(args.session) as session:
             return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session)}))
     check_args(args, args.preset)
+    if args.run is not None:  # one run of a recording that holds several: rendered alone
+        with run_session(args.session, args.run, scan_runs(args.session)[2]) as session:
+            return cmd_render(argparse.Namespace(**{**vars(args), "session": str(session), "run": None}))
     cfg = load_config(args.config) if args.config else default_config()
     if args.speak:
         cfg = replace(cfg, alarms=replace(cfg.alarms, speak=True))
@@ -231,10 +259,10 @@ def cmd_render(args: argparse.Namespace) -> int:
             report_alarms(args, found)
         return 0
     if args.pyo_patch:
-        code = render_pyo(args, cfg)
+        step_clock = render_pyo(args, cfg)
         if want_alarms:
-            report_alarms(args, found)
-        return code
+            report_alarms(args, found, when=step_clock)  # where each lies in the WAV (None: on the wall clock)
+        return 0
     bar = Progress(span, force=args.progress)
     s = render(args.session, args.wav, config=cfg, preset=args.preset, fmt=args.format,
                sample_rate=args.sample_rate, png=args.png, progress=bar, clock=args.clock,
@@ -247,6 +275,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     extra = f", spectrogram {s['png']}" if "png" in s else ""
     if s["clock"] == "steps":
         extra += f"; step clock: {s['steps']} steps at {s['steps_per_second']:g} steps/s"
+        if len(s["runs"]) > 1:
+            extra += f", {len(s['runs'])} runs one after another ({', '.join(s['runs'])}; --run NAME renders one)"
         if s["raised"]:
             extra += (f" (raised from {args.steps_per_second:g} so that the render lasts at most "
                       f"{MAX_RENDER_SECONDS / 60:g} min)")
@@ -256,18 +286,21 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_pyo(args: argparse.Namespace, cfg: Any) -> int:
+def render_pyo(args: argparse.Namespace, cfg: Any) -> StepClock | None:
     """``--pyo-patch``: the recording through a pyo patch, on pyo's offline server (no sound card)."""
     t0 = time.perf_counter()
-    render_pyo_session(args.session, args.pyo_patch, args.wav, sample_rate=args.sample_rate or PYO_SAMPLE_RATE,
-                       config=cfg)
+    step_clock = render_pyo_session(args.session, args.pyo_patch, args.wav,
+                                    sample_rate=args.sample_rate or PYO_SAMPLE_RATE, config=cfg, clock=args.clock,
+                                    steps_per_second=args.steps_per_second)
+    extra = "" if step_clock is None else \
+        f"; step clock: {step_clock.steps} steps at {step_clock.steps_per_second:g} steps/s"
     print(f"rendered {args.session} through pyo patch {args.pyo_patch} → {args.wav} in "
-          f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
+          f"{time.perf_counter() - t0:.2f} s{extra}", file=sys.stderr)
     if args.png:
         from ..sound.spectrogram import write_spectrogram
 
         write_spectrogram(args.wav, args.png, title=f"{Path(str(args.session)).name} — pyo patch {args.pyo_patch}")
-    return 0
+    return step_clock
 
 
 def _positive(text: str) -> float:
@@ -287,7 +320,8 @@ def add_parser(subparsers: Any) -> None:
         description="Render a session recorded with 'trainsound bridge --record' through the internal sine "
         "voices to a WAV file, on the recorded clock.")
     p.add_argument("session", help="session recording (.tsr), a TensorBoard log directory, or mlflow:URI")
-    p.add_argument("--run", metavar="NAME|ID", help="mlflow:URI: the run to render (its name or ID)")
+    p.add_argument("--run", metavar="NAME|ID", help="render only this run of a recording that holds several (each "
+                   "gets its own span otherwise); mlflow:URI: the run to render (its name or ID)")
     p.add_argument("--experiment", metavar="NAME", help="mlflow:URI: the experiment (without --run: all its runs)")
     p.add_argument("--wav", metavar="FILE", help="WAV file to write (required unless --midi-file or --alarms)")
     p.add_argument("--midi-file", metavar="FILE",
@@ -309,7 +343,8 @@ def add_parser(subparsers: Any) -> None:
                    f"{MAX_RENDER_SECONDS / 60:g} min)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("--pyo-patch", metavar="NAME|FILE",
-                   help="render through a pyo patch (patches/pyo) instead of the sine voices; --preset is ignored")
+                   help="render through a pyo patch (patches/pyo) instead of the sine voices, on the same clock; "
+                   "--preset is ignored")
     add_alarm_args(p)
     add_reference_args(p)
     p.set_defaults(func=cmd_render)

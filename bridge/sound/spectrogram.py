@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,40 @@ def step_ticks(step_times: Sequence[tuple[float, int]], most: int = STEP_TICKS) 
     return [(when[k], k) for k in sorted(want) if k in when]
 
 
+def run_ticks(step_times: Sequence[tuple[float, int]], runs: Sequence[tuple[str, float, float]], total: float
+              ) -> list[tuple[str, list[tuple[float, int]]]]:
+    """Per run, its step-axis ticks: each run's own steps (they start again at 0), ticks in proportion to
+    its share of the audio, so labels of neighbouring runs do not overprint.
+
+    >>> st = [(k / 8, k) for k in range(100)] + [(13.5 + k / 8, k) for k in range(100)]
+    >>> [(label, [k for _, k in ticks]) for label, ticks in run_ticks(st, [("a", 0, 13.5), ("b", 13.5, 30)], 27)]
+    [('a', [0, 50, 99]), ('b', [0, 50, 99])]
+    """
+    out = []
+    for label, a, b in runs:
+        mine = [(sec, k) for sec, k in step_times if a <= sec < b]
+        share = (min(b, total) - a) / total if total > 0 else 1.0
+        out.append((label, step_ticks(mine, most=max(2, round(STEP_TICKS * share)))))
+    return out
+
+
+def _run_axis(ax: Any, step_times: Sequence[tuple[float, int]], runs: Sequence[tuple[str, float, float]],
+              total: float, meta: dict[str, str]) -> None:
+    """The step axis of several runs: each run's own ticks, a line where a run begins, its name above."""
+    per_run = run_ticks(step_times, runs, total)
+    top = ax.twiny()
+    top.set_xlim(ax.get_xlim())
+    ticks = [tk for _, tks in per_run for tk in tks]
+    top.set_xticks([sec for sec, _ in ticks], [str(k) for _, k in ticks], fontsize=7)
+    top.set_xlabel("training step, per run")
+    for label, a, _ in runs:
+        ax.axvline(a, color="white", lw=0.8, ls="--", alpha=0.8)
+        ax.text(a, 1.0, f" {label}", transform=ax.get_xaxis_transform(), va="top", ha="left", fontsize=8,
+                color="white")
+    meta["Steps"] = ",".join(f"{t[0][1]}-{t[-1][1]}" if t else "" for _, t in per_run)
+    meta["Runs"] = "; ".join(f"{label} {t[0][1]}-{t[-1][1]}" if t else label for label, t in per_run)
+
+
 def stft_db(x: np.ndarray, sr: int, nfft: int = NFFT, max_columns: int = MAX_COLUMNS
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(times_s, freqs_hz, dB)`` of mono ``x``; dB relative to the loudest bin, floored at -90.
@@ -83,7 +118,7 @@ def stft_db(x: np.ndarray, sr: int, nfft: int = NFFT, max_columns: int = MAX_COL
 def write_spectrogram(wav_path: str | os.PathLike[str], png_path: str | os.PathLike[str], *, title: str = "",
                       step_times: Sequence[tuple[float, int]] | None = None,
                       tracks: Mapping[str, Sequence[tuple[float, float]]] | None = None,
-                      max_tracks: int = MAX_TRACKS) -> None:
+                      max_tracks: int = MAX_TRACKS, runs: Sequence[tuple[str, float, float]] | None = None) -> None:
     """Write ``png_path``: the spectrogram of ``wav_path`` with steps and per-voice tracks.
 
     Args:
@@ -93,8 +128,11 @@ def write_spectrogram(wav_path: str | os.PathLike[str], png_path: str | os.PathL
         step_times: ``[(seconds, step)]``; adds a top axis in steps.
         tracks: ``label → [(seconds, Hz)]``, each drawn as a stepped line with a legend entry.
         max_tracks: draw at most this many tracks (groups keep a run's voices far below it).
+        runs: ``[(label, first second, end second)]`` of a recording's runs, one after another: the step
+            axis gets its ticks per run, each run's span is marked and labelled.
 
-    The PNG's text metadata says what it shows: ``Steps`` (``first-last``) and ``Voices``.
+    The PNG's text metadata says what it shows: ``Steps`` (``first-last``; per run, comma-separated),
+    ``Runs`` (``label first-last; …``, with ``runs``) and ``Voices``.
     """
     import matplotlib
 
@@ -126,8 +164,9 @@ def write_spectrogram(wav_path: str | os.PathLike[str], png_path: str | os.PathL
         ncol = 1 + len(items) // 12
         ax.legend(loc="upper left", bbox_to_anchor=(1.16, 1.0), fontsize=7, ncol=ncol, framealpha=0.8,
                   title=f"{len(items)} voices (expected pitch)")
-    ticks = step_ticks(step_times or [])
-    if ticks:
+    if runs:
+        _run_axis(ax, step_times or [], runs, t[-1] if len(t) else 0.0, meta)
+    elif ticks := step_ticks(step_times or []):
         # The step axis spans exactly the steps that were rendered: ticks only where a step was.
         top = ax.twiny()
         top.set_xlim(ax.get_xlim())

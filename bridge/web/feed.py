@@ -28,6 +28,7 @@ from ..config import Config
 from ..mapped import Mapped
 from ..mapping.groups import groups_rule
 from ..outputs.base import Output
+from ..outputs.nonfinite import NonFinite, has_nan
 from ..wire.protocol import Event
 
 #: Alarms kept for late-joining readers (the page's log, ``trainsound top``).
@@ -97,6 +98,9 @@ class Feed(Output):
         """Web clients connected now (the server sets it; shown in status)."""
         self.grouped: frozenset[int] = frozenset()
         """Indexes of the rules whose voices are groups (:meth:`reconfigure`)."""
+        self.nonfinite: NonFinite | None = None
+        """Made at the first non-finite value: a group row whose layer turned NaN shows NaN, no voice, until it
+        is finite again (:mod:`..outputs.nonfinite`)."""
         if config is not None:
             self.reconfigure(config)
 
@@ -109,6 +113,8 @@ class Feed(Output):
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         # The whole per-message cost of the page and of `trainsound top`: one or two dict stores.
         grouped = self.grouped
+        if (self.nonfinite is not None and self.nonfinite.held) or (mapped and has_nan(mapped)):
+            mapped = self._held_silent(event, mapped)
         if event is not None:
             self.events[event.address] = event
             if mapped:
@@ -135,12 +141,27 @@ class Feed(Output):
     def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
         """A datagram's events: :meth:`handle` for each, its usual case (nothing mapped) inlined."""
         events = self.events
+        held = self.nonfinite is not None and self.nonfinite.held
         for event, mapped in batch:
-            if mapped:
+            if mapped or held:
                 self.handle(event, mapped)
             else:
                 events[event.address] = event
         self.seq += 1
+
+    def _held_silent(self, event: Event | None, mapped: Sequence[Mapped]) -> Sequence[Mapped]:
+        if self.nonfinite is None:
+            self.nonfinite = NonFinite()
+        mapped, newly = self.nonfinite.see(event, mapped)
+        for rule, run in newly:
+            if rule not in self.grouped:
+                continue
+            prefix = f"{GROUP_PREFIX}{run}/{rule}/"
+            for address in [a for a in self.events if a.startswith(prefix)]:  # the group's rows: NaN, not "on"
+                ev, ms = self.events[address], self.mapped.get(address, ())
+                self.events[address] = ev._replace(values=(math.nan,), t=event.t if event is not None else ev.t)
+                self.mapped[address] = tuple(m._replace(norm=math.nan, value=math.nan) for m in ms)
+        return mapped
 
     def _signal(self, m: Mapped) -> None:
         """A sounded alarm (the engine's NaN alarm or a detector's: ``m.kind``, docs/alarms.md) joins the log;
@@ -171,6 +192,9 @@ class Feed(Output):
             self.mapped.pop(a, None)
         for k in [k for k, m in self.released.items() if m.run not in runs]:
             del self.released[k]
+        if self.nonfinite is not None:
+            for run in {k[1] for k in self.nonfinite.held} - runs:
+                self.nonfinite.forget(run)
         if stale:
             self.seq += 1
 

@@ -21,6 +21,7 @@ from ..osc import Client
 from ..stats import abs_max, layer_grad_norms, layer_weight_stats
 from . import distributed as tdist
 from .logs import LOSS, METRIC
+from .names import layer_name
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -51,7 +52,7 @@ class Layout:
                 continue
             seen.update(id(p) for p in own)
             owner.extend([len(names)] * len(own))
-            names.append(tdist.strip_wrappers(path))
+            names.append(layer_name(path, module))
             params.extend(own)
         numel = [float(tdist.local(p).numel()) for p in params]
         return cls(names, params, owner, numel)

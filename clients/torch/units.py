@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import ClientArgumentError
 from . import distributed as tdist
+from .names import layer_name
 
 __all__ = ["UnitMeans"]
 
@@ -38,7 +39,7 @@ class UnitMeans:
             weight = getattr(module, "weight", None)
             if not isinstance(weight, torch.Tensor) or weight.dim() < 1 or not weight.numel():
                 raise ClientArgumentError(f"units: module {name!r} has no weight tensor")
-            self.weights[tdist.strip_wrappers(name)] = weight
+            self.weights[layer_name(name, module)] = weight
 
     def __bool__(self) -> bool:
         return bool(self.weights)

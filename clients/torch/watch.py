@@ -37,6 +37,7 @@ from . import distributed as tdist
 from .activations import DEFAULT_BINS, MAX_BINS, spectrum
 from .logs import StepLogs, first_lr
 from .loss import LossTap
+from .names import layer_name
 from .steps import DeviceStats, Record, send_record, stack_scalars, to_host
 from .units import UnitMeans
 
@@ -158,7 +159,8 @@ class Watch:
             self._hooks.append(register_optimizer_step_post_hook(self._on_post_step))
         modules = dict(self.model.named_modules())
         for name in activations:
-            self._hooks.append(modules[name].register_forward_hook(self._spectrum_hook(tdist.strip_wrappers(name))))
+            hook = self._spectrum_hook(layer_name(name, modules[name]))
+            self._hooks.append(modules[name].register_forward_hook(hook))
         if self.log_loss and self.auto_loss:
             _LOSS_TAP.add(self)
         _active.append(weakref.ref(self))

@@ -13,7 +13,7 @@ Why: this is the Perone / "gradient sonification" experiment (200 + 100·‖g‖
 per layer) as a chord instead of 10 ms blips in turn, with the log scale those
 experiments lacked (norms span decades, so linear pitch either explodes or
 does not move). NaN/Inf in any value sounds the alarm: a two-tone 880/1175 Hz
-siren over the chord.
+siren over the chord, and a layer whose norm is NaN/Inf falls silent until it is finite again.
 
 Options: ``norm_range`` ([1e-4, 1e2]), ``update_range`` ([1e-6, 1e-1]),
 ``low_hz`` (110), ``octaves`` (4), ``max_voices`` (32), ``level`` (0.25), ``glide`` (0.05 s).
@@ -86,6 +86,7 @@ class GradChord(Patch):
         self.voice = self.out((self.osc + self.octave) * self.gain)
         self._voices: dict[tuple[str, str], int] = {}
         self._free: list[int] = []  # voices of ended runs, reused first
+        self._unknown: dict[int, float] = {}  # voice whose norm is NaN/Inf → its level: silent until finite
 
     def _voice(self, run: str, layer: str) -> int:
         key = (run, layer)
@@ -102,6 +103,7 @@ class GradChord(Patch):
         """The run ended: its voices fade out (the level's 80 ms glide) and are free for the next run."""
         for key in [k for k in self._voices if k[0] == run]:
             v = self._voices.pop(key)
+            self._unknown.pop(v, None)
             if v not in self._voices.values():  # a folded voice still shared by another layer keeps sounding
                 self.levels[v].value = 0.0
                 self._free.append(v)
@@ -111,10 +113,24 @@ class GradChord(Patch):
     def on_grad_norm(self, run: str, layer: str, norm: float) -> None:
         v = self._voice(run, layer)
         self.freqs[v].value = grad_hz(norm, *self.norm_range, self.low_hz, self.octaves)
+        if v in self._unknown:  # finite again: heard again at its level
+            self.levels[v].value = self._unknown.pop(v)
+
+    def on_nan(self, run: str, stream: str) -> None:
+        """The alarm; a layer's voice whose norm is unknown falls silent until it is finite again."""
+        super().on_nan(run, stream)
+        v = self._voices.get((run, stream))
+        if v is not None and v not in self._unknown:
+            self._unknown[v] = float(self.levels[v].value)
+            self.levels[v].value = 0.0
 
     def on_weights(self, run: str, layer: str, stats: WeightStats) -> None:
         v = self._voice(run, layer)
-        self.levels[v].value = update_level(stats.update_ratio, *self.update_range)
+        level = update_level(stats.update_ratio, *self.update_range)
+        if v in self._unknown:
+            self._unknown[v] = level  # heard once its norm is finite again
+        else:
+            self.levels[v].value = level
 
 
 PATCH = GradChord

@@ -11,7 +11,7 @@ beat audibly when their losses meet.
 
 Why: the loss is the one number everyone watches; a falling pitch is what
 "learning" sounds like, a rising one is divergence. NaN/Inf sounds the alarm
-(880/1175 Hz siren).
+(880/1175 Hz siren), and the run's sine falls silent until its loss is finite again.
 
 A run's ``end`` event (or its idle timeout) fades its sine out and frees it for another run.
 
@@ -76,6 +76,7 @@ class LossSine(Patch):
         self._run_voice: dict[str, int] = {}
         self._first: dict[tuple[str, str], float] = {}
         self._uses_val: set[str] = set()
+        self._unknown: set[str] = set()  # runs whose followed loss is NaN/Inf: silent until it is finite
 
     def _voice(self, run: str) -> int | None:
         v = self._run_voice.get(run)
@@ -93,8 +94,9 @@ class LossSine(Patch):
     def _level(self) -> None:
         # Equal loudness whatever the number of runs: total stays under `level`·√n.
         live = [v for v in self._run_voice.values() if v >= 0]
+        silent = {self._run_voice.get(r) for r in self._unknown}
         for i in range(self.max_runs):
-            self.amps[i].value = self.level / len(live) ** 0.5 if i in live else 0.0
+            self.amps[i].value = self.level / len(live) ** 0.5 if i in live and i not in silent else 0.0
 
     def on_end(self, run: str) -> None:
         """The run ended: its sine fades out (50 ms) and its voice is free for the next run."""
@@ -102,6 +104,7 @@ class LossSine(Patch):
         self._first.pop((run, "loss"), None)
         self._first.pop((run, "val_loss"), None)
         self._uses_val.discard(run)
+        self._unknown.discard(run)
         if v is not None and v >= 0:
             self._level()
 
@@ -111,6 +114,16 @@ class LossSine(Patch):
             return
         first = self._first.setdefault((run, which), loss)
         self.freqs[v].value = loss_hz(loss, first, self.low, self.high, self.cap)
+        if run in self._unknown:  # finite again: heard again
+            self._unknown.discard(run)
+            self._level()
+
+    def on_nan(self, run: str, stream: str) -> None:
+        """The alarm; and when the followed loss is the stream, the run's sine stops until it is finite."""
+        super().on_nan(run, stream)
+        if stream == ("val_loss" if run in self._uses_val else "loss") and self._run_voice.get(run, -1) >= 0:
+            self._unknown.add(run)
+            self._level()
 
     def on_loss(self, run: str, loss: float) -> None:
         if run not in self._uses_val:

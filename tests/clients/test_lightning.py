@@ -18,7 +18,7 @@ from trainsound import ClientArgumentError  # noqa: E402
 from trainsound.lightning import Sonify  # noqa: E402
 
 pytestmark = pytest.mark.torch
-LAYERS = ["net.0", "net.2"]
+LAYERS = ["net.0", "net.2"]  # module paths; the messages name them net.0.Linear, net.2.Linear
 
 
 class Tiny(pl.LightningModule):
@@ -77,15 +77,15 @@ def test_pre_clip_norms_loss_lr_and_metrics_arrive(bridge_recording) -> None:
     for i, got in steps.items():
         assert all(t > 0.01 * 1.5 for t in module.total)  # the clip really scaled the gradients down
         for layer in LAYERS:
-            assert got[f"grad_norm/{layer}"][0] == pytest.approx(module.pre_clip[i][layer], rel=1e-4)
-        rss = math.sqrt(sum(got[f"grad_norm/{layer}"][0] ** 2 for layer in LAYERS))
+            assert got[f"grad_norm/{layer}.Linear"][0] == pytest.approx(module.pre_clip[i][layer], rel=1e-4)
+        rss = math.sqrt(sum(got[f"grad_norm/{layer}.Linear"][0] ** 2 for layer in LAYERS))
         assert rss == pytest.approx(module.total[i], rel=1e-4)  # = clip_grad_norm_'s pre-clip global norm
         assert got["metric/grad_norm"][0] == pytest.approx(module.total[i], rel=1e-4)
         assert got["loss"][0] == pytest.approx(module.losses[i], rel=1e-6)
         assert got["metric/lr"][0] == pytest.approx(0.05)
         assert 0.0 <= got["metric/train_acc"][0] <= 1.0
         assert got["step"][1] == i // 6  # the epoch
-        assert got["weight/net.0"][3] > 0
+        assert got["weight/net.0.Linear"][3] > 0
 
 
 def test_accumulation_gives_one_report_per_optimizer_step(bridge_recording) -> None:
@@ -94,7 +94,7 @@ def test_accumulation_gives_one_report_per_optimizer_step(bridge_recording) -> N
     steps = bridge_recording.by_step(msgs, "pl")
     assert sorted(steps) == [0, 1]
     for i in (0, 1):  # the norms are those of the gradients summed over the 3 micro-batches
-        assert steps[i]["grad_norm/net.2"][0] == pytest.approx(module.pre_clip[i]["net.2"], rel=1e-4)
+        assert steps[i]["grad_norm/net.2.Linear"][0] == pytest.approx(module.pre_clip[i]["net.2"], rel=1e-4)
 
 
 def test_an_amp_overflow_is_an_event_skip(bridge_recording) -> None:
@@ -110,9 +110,9 @@ def test_an_amp_overflow_is_an_event_skip(bridge_recording) -> None:
     assert steps[0]["metric/loss_scale"][0] == 65536.0
     assert steps[4]["metric/loss_scale"][0] == 32768.0  # the scaler backed off once
     for _i, got in steps.items():  # unscaled: the scale (65536) is not in the norms
-        assert all(math.isfinite(got[f"grad_norm/{layer}"][0]) for layer in LAYERS)
-        assert got["grad_norm/net.2"][0] < 100
-    assert steps[0]["grad_norm/net.2"][0] == pytest.approx(module.pre_clip[0]["net.2"], rel=1e-4)
+        assert all(math.isfinite(got[f"grad_norm/{layer}.Linear"][0]) for layer in LAYERS)
+        assert got["grad_norm/net.2.Linear"][0] < 100
+    assert steps[0]["grad_norm/net.2.Linear"][0] == pytest.approx(module.pre_clip[0]["net.2"], rel=1e-4)
 
 
 class Tutorial(pl.LightningModule):
@@ -223,5 +223,5 @@ def test_ddp_on_cpu_only_rank_zero_sends(bridge_recording) -> None:
     assert sorted(steps) == [0, 1, 2, 3]  # 64 samples, batch 8, 2 ranks
     assert msgs.count(("/nn/ddp/event", ("start",))) == 1 and msgs.count(("/nn/ddp/event", ("end",))) == 1
     for got in steps.values():
-        assert all(math.isfinite(got[f"grad_norm/{layer}"][0]) and got[f"grad_norm/{layer}"][0] > 0
+        assert all(math.isfinite(got[f"grad_norm/{layer}.Linear"][0]) and got[f"grad_norm/{layer}.Linear"][0] > 0
                    for layer in LAYERS)

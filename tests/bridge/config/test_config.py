@@ -103,6 +103,52 @@ def test_errors_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
     assert str(exc.value).startswith(f"{p}: {message}")
 
 
+def test_every_error_of_a_file_at_once_each_naming_its_key_with_did_you_mean(tmp_path: Path, capsys) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text("""
+[bridge]
+listn = ":9150"
+rcvbuf = 1
+
+[midii]
+api = "jack"
+
+[[mappings]]
+match = "/nn/{run}/loss"
+chanel = 3
+
+[[mappings]]
+match = "/nn/{run}/grad_norm/{layer}"
+channel = 17
+
+[sine]
+gian = 0.3
+""")
+    with pytest.raises(ConfigError) as exc:
+        cfg.load(p)
+    text = str(exc.value)
+    assert text.startswith(f"{p}: 6 errors: "), text
+    for part in ("bridge.rcvbuf must be in 65536..1073741824, got 1",
+                 "bridge.listn is not a known key (value ':9150'); did you mean bridge.listen?",
+                 "midii is not a known key (value {'api': 'jack'}); did you mean midi?",
+                 "mappings[0].chanel is not a known key (value 3); did you mean mappings[0].channel?",
+                 "mappings[1].channel must be in 1..16, got 17",
+                 "sine.gian is not a known key (value 0.3); did you mean sine.gain?"):
+        assert part in text, part
+    # The command line: one line, exit code 2 (a usage error), no traceback.
+    assert main(["render", str(p), "--config", str(p), "--wav", str(tmp_path / "o.wav")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "6 errors" in err and "Traceback" not in err
+
+
+def test_a_far_off_unknown_key_gets_no_guess(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text("[bridge]\nzzzzzz = 1\n")
+    with pytest.raises(ConfigError) as exc:
+        cfg.load(p)
+    assert str(exc.value) == f"{p}: bridge.zzzzzz is not a known key (value 1)"
+
+
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:
     p = tmp_path / "x.toml"
     p.write_text("[bridge\n")

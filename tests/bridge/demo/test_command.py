@@ -124,6 +124,20 @@ def test_runs_selection() -> None:
         select_runs("nope", False)
 
 
+def test_a_run_whose_framework_is_missing_is_named_in_one_line_before_anything_trains(tmp_path: Path) -> None:
+    """``./bootstrap demo`` installs torch only: ``--keras`` then says what to install (exit 1, no traceback)."""
+    code = ("import importlib.util, sys\n"
+            "real = importlib.util.find_spec\n"
+            "importlib.util.find_spec = lambda name, *a: None if name == 'keras' else real(name, *a)\n"
+            "from trainsound.bridge.cli import main\n"
+            f"sys.exit(main(['demo', '--runs', 'keras-dnn-sgd-relu', '--out', {str(tmp_path)!r}, '--no-live']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip() == ("trainsound: error: run keras-dnn-sgd-relu needs keras, which is not installed: "
+                                "./bootstrap setup installs every framework (or pip install '.[keras]')")
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written
+
+
 @pytest.mark.keras
 @pytest.mark.slow
 def test_keras_runs_send_through_sonify(tmp_path: Path) -> None:

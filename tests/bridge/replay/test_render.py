@@ -94,6 +94,56 @@ def test_a_long_run_raises_the_step_rate_to_fit_five_minutes_and_says_so(tmp_pat
     assert 299 <= sf.info(str(tmp_path / "o.wav")).duration <= 301.5
 
 
+def two_runs(path: Path, names: tuple[str, str] = ("a", "b"), steps: int = 100) -> None:
+    """Two runs one after the other, each from step 0 (a service recording weeks holds many)."""
+    with open(path, "wb") as fh:
+        w = SessionWriter(fh, start=0.0)
+        t = 0.0
+        for run in names:
+            for s in range(steps):
+                w.write(t, encode_message(f"/nn/{run}/step", [s]))
+                w.write(t, encode_message(f"/nn/{run}/loss", [2.0 / (1 + s)]))
+                for i in range(3):
+                    w.write(t, encode_message(f"/nn/{run}/grad_norm/l{i}", [10.0 ** (i - 2 - s / 80)]))
+                t += 0.05
+        w.flush()
+
+
+@pytest.mark.parametrize("names", [("a", "b"), ("r", "r")])
+def test_each_run_of_a_recording_gets_its_own_span_and_axis(tmp_path: Path, names: tuple[str, str]) -> None:
+    from PIL import Image
+
+    two_runs(tmp_path / "s.tsr", names)
+    r = subprocess.run([*TS, "render", str(tmp_path / "s.tsr"), "--wav", str(tmp_path / "o.wav"),
+                        "--png", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # 2 × 100 steps at 8 steps/s: each run its 12.5 s (not the second squeezed into the last second).
+    duration = sf.info(str(tmp_path / "o.wav")).duration
+    assert 25.0 <= duration <= 25.0 + 2.5, duration
+    labels = f"{names[0]}, {names[1]}" if names[0] != names[1] else "r, r (2)"
+    assert f"200 steps at 8 steps/s, 2 runs one after another ({labels}; --run NAME renders one)" in r.stderr
+    meta = Image.open(tmp_path / "o.png").text  # type: ignore[attr-defined]
+    assert meta["Steps"] == "0-99,0-99" and meta["Runs"] == "; ".join(f"{x} 0-99" for x in labels.split(", "))
+    # Each half of the audio sounds: the second run is heard over its own 12.5 s.
+    x, sr = sf.read(str(tmp_path / "o.wav"))
+    second = x[int(14 * sr):int(24 * sr)]
+    assert np.sqrt(np.mean(second ** 2)) > 0.05
+
+
+def test_render_run_picks_one_run_and_an_unknown_name_lists_them(tmp_path: Path) -> None:
+    two_runs(tmp_path / "s.tsr")
+    r = subprocess.run([*TS, "render", str(tmp_path / "s.tsr"), "--wav", str(tmp_path / "b.wav"), "--run", "b"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "rendered 500 messages" in r.stderr and "step clock: 100 steps at 8 steps/s" in r.stderr
+    assert 100 / 8 <= sf.info(str(tmp_path / "b.wav")).duration <= 100 / 8 + 1.0
+    bad = subprocess.run([*TS, "render", str(tmp_path / "s.tsr"), "--wav", str(tmp_path / "c.wav"), "--run", "c"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == f"trainsound: error: {tmp_path / 's.tsr'}: no run named 'c'; its runs: a, b"
+    assert not (tmp_path / "c.wav").exists()
+
+
 def test_render_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.tsr").write_bytes(b"not a session")
     r = subprocess.run([*TS, "render", str(tmp_path / "bad.tsr"), "--wav", str(tmp_path / "o.wav")],
@@ -134,3 +184,17 @@ def test_render_cli_through_a_pyo_patch(tmp_path: Path) -> None:
 
     high, low = peak(x[int(0.6 * sr) : int(0.95 * sr)]), peak(x[int(1.6 * sr) : int(1.95 * sr)])
     assert high > low * 1.5
+
+
+@pytest.mark.pyo
+def test_the_pyo_render_is_on_the_step_clock_like_the_sine_render(tmp_path: Path) -> None:
+    pytest.importorskip("pyo")
+    idle_then_steps(tmp_path / "s.tsr")  # 40 steps in 1.2 s of recorded time, after 8 s of idle
+    lengths = {}
+    for name, extra in (("sine", []), ("pyo", ["--pyo-patch", "loss_sine"])):
+        r = subprocess.run([*TS, "render", str(tmp_path / "s.tsr"), "--wav", str(tmp_path / f"{name}.wav"), *extra],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "step clock: 40 steps at 8 steps/s" in r.stderr
+        lengths[name] = sf.info(str(tmp_path / f"{name}.wav")).duration
+    assert 40 / 8 <= lengths["pyo"] <= 40 / 8 + 2.5 and abs(lengths["pyo"] - lengths["sine"]) <= 1.0, lengths

@@ -85,7 +85,7 @@ def test_units_of_a_wide_layer_are_pooled_to_the_protocol_cap(receiver) -> None:
         opt.zero_grad()
         model(torch.randn(2, 3)).sum().backward()
         opt.step()
-    blob = next(args[0] for a, args in receiver.messages() if a == "/nn/w/weight_units/0")
+    blob = next(args[0] for a, args in receiver.messages() if a == "/nn/w/weight_units/0.Linear")
     means = np.frombuffer(blob, "<f4")
     assert means.shape == (MAX_UNITS,)
     per_unit = model[0].weight.detach().double().mean(dim=1).numpy()

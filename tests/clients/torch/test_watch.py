@@ -190,8 +190,9 @@ def test_low_precision_weights_are_summed_in_float32(receiver) -> None:
     steps = by_step(receiver.messages(), "bf")
     for i in (0, 1):
         for n in ("0", "1"):
-            assert_stats_match(steps[i][f"weight/{n}"], snapshots[i + 1][n], snapshots[i][n] if i else None, 1e-4)
-        assert steps[i]["grad_norm/0"][0] > 0
+            assert_stats_match(steps[i][f"weight/{n}.Linear"], snapshots[i + 1][n], snapshots[i][n] if i else None,
+                               1e-4)
+        assert steps[i]["grad_norm/0.Linear"][0] > 0  # a Sequential's layer: its index and type
 
 
 def test_abs_max_paths_agree(seed) -> None:
@@ -308,7 +309,7 @@ def test_layers_are_module_paths_in_nested_models(receiver) -> None:
         model(torch.randn(2, 1, 28, 28)).sum().backward()
         opt.step()
     names = sorted(a.rsplit("/", 1)[1] for a, _ in receiver.messages() if "/grad_norm/" in a)
-    assert names == ["0.0", "2"]
+    assert names == ["0.0.Conv2d", "2.Linear"]  # module paths, a container's index followed by the layer type
 
 
 @pytest.mark.parametrize(
