@@ -36,6 +36,7 @@ class Mapped(NamedTuple):
     kind: str = ""
     """Alarms: the fault (``spike`` … ``nan``, docs/alarms.md); ticks: ``epoch`` or ``lr``; at the run's ``step``."""
     step: int = -1
+    """Alarms and ticks: the run's step; a value a rate limit held back: the step it came in (else -1)."""
 
     @property
     def alarm(self) -> bool:

@@ -217,7 +217,8 @@ class Aligner:
         for m in mapped:
             if m.rule < 0 or m.norm != m.norm or m.target in ("alarm", "tick"):
                 continue
-            step = self.steps.get(m.run)
+            # A value a rate limit held carries the step it came in (m.step); the rest came in this step.
+            step = m.step if m.step >= 0 else self.steps.get(m.run)
             if step is None:
                 continue
             key = stream_key(m, self.runs_at)

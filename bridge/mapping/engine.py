@@ -73,6 +73,8 @@ class Engine:
         self._streams: dict[tuple[int, tuple[str, ...]], StreamState] = {}
         self._voices: dict[tuple[str, ...], dict[tuple[str, ...], int]] = {}
         self._pending: dict[tuple[int, tuple[str, ...]], None] = {}
+        self.every_value = False
+        """Map a CC value even when its code is the one last sent (a reference needs every step's value)."""
         self._free: dict[tuple[str, ...], list[int]] = {}
         self.counters = Counters()
         """What the engine did with the values (mapped, thinned, alarms, …): ``status``'s ``mapping``."""
@@ -345,14 +347,14 @@ class Engine:
             )
         code, midi = control(rule, channel, min(max(n, 0.0), 1.0))
         m = Mapped(t, run, rule_idx, rule.name, target, stream, voice, x, n, channel, midi, (), 0.0, groups)
-        if code == st.last_code and st.pending is None:
+        if code == st.last_code and st.pending is None and not self.every_value:
             self.counters.unchanged += 1
             return None
         if t - st.last_sent < interval:
             # Hold the newest value; flush_due() sends it when the interval is over.
             if st.pending is not None:
                 self.counters.thinned += 1
-            st.pending, st.pending_code = m, code
+            st.pending, st.pending_code, st.pending_step = m, code, self.watch.step_of(run)
             self._pending[key] = None
             return None
         st.pending = None
@@ -385,5 +387,5 @@ class Engine:
                 if st.pending_code != st.last_code:
                     st.last_code, st.last_sent = st.pending_code, now
                     self.counters.mapped += 1
-                    out.append(m._replace(t=now))
+                    out.append(m._replace(t=now, step=st.pending_step))
         return out

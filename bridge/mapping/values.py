@@ -23,6 +23,7 @@ class StreamState:
     last_sent: float = -math.inf
     pending: Mapped | None = None
     pending_code: int = -1
+    pending_step: int = -1  # the run's step when the held value came: a reference lines it up by that
     auto: AutoRange | None = None
 
 

@@ -93,6 +93,9 @@ class AbVoices:
         if matches:
             self.ref.apply(None, [x.m._replace(value=x.ref_value, norm=x.ref_norm) for x in matches])
 
+    def silence(self, rule: int, run: str) -> None:
+        self.run.silence(rule, run)  # the reference's side keeps its recorded (finite) values
+
     def release_run(self, run: str) -> None:
         self.run.release_run(run)
         self.ref.release_run(run)
@@ -135,6 +138,12 @@ class DiffVoices:
             v = self._voice(x.m)
             hz = fmin * 2.0 ** (octaves * diff_unit(x.deviation, diff_home(v), octaves))
             self.sink.partial(v, hz, gain * diff_level(x.deviation))
+
+    def silence(self, rule: int, run: str) -> None:
+        """A non-finite value in ``rule``: its deviations are unknown until finite again, so their voices mute."""
+        for (r, _), v in self.voices.items():
+            if r == rule and self.voice_run.get(v) == run:
+                self.sink.mute(v)
 
     def release_run(self, run: str) -> None:
         gone = [k for k, v in self.voices.items() if self.voice_run.get(v) == run]

@@ -139,7 +139,7 @@ def step_seconds(session: Path, step: int) -> float:
     """Where ``step`` lies in a default render of ``session`` (the render's step clock)."""
     found = scan(session)
     r = found.runs[RUN]
-    clock = StepClock(found.first, found.last, r.step_times, DEFAULT_STEPS_PER_SECOND)
+    clock = StepClock(found.first, found.last, [r.step_times], DEFAULT_STEPS_PER_SECOND)
     return clock(r.step_times[r.steps.index(step)])
 
 
