@@ -173,7 +173,9 @@ def load(path: str | Path, config: Config, run: str | None = None, *, steps_per_
         raise ConfigError(str(err)) from None
     run = choose_run(path, found, run, flag)
     rs = found.runs[run]
-    clock = StepClock(found.first, found.last, [rs.step_times], steps_per_second, grid=grid) if steps_per_second else None
+    clock = None
+    if steps_per_second:
+        clock = StepClock(found.first, found.last, [rs.step_times], steps_per_second, grid=grid)
     # Every step of the reference is kept: no rate limit (the run's thinning, on its own clock, decides which
     # steps are compared). The detectors' alarms are not compared: they cost time here and change no value.
     cfg = replace(config, mappings=tuple(replace(r, rate_limit=0.0) for r in config.mappings),
