@@ -32,7 +32,7 @@ from ..sound.voices import VoiceBank
 from ..sound.wav import MAX_BYTES as MAX_WAV_BYTES
 from ..wire.midi import DATA_MAX
 from ..wire.protocol import Event
-from .sine_focus import DEFAULT_BED_GAIN, Budget
+from .sine_focus import DEFAULT_BED_GAIN, Budget, Moves
 
 DEFAULT_SAMPLE_RATE = 48_000
 DEFAULT_BLOCK = 256
@@ -147,6 +147,17 @@ class VoiceTable:
         if gone and self.voices:
             self.sink.master(self.master_gain())
 
+    def move(self, moves: Moves) -> None:
+        """Groups brought forward or sent back (:class:`.sine_focus.Budget`): silence and sound at once."""
+        mute, sound = moves
+        for k in mute:
+            v = self.voices.get(k)
+            if v is not None:
+                self.sink.mute(v)
+        if sound:
+            vs = [self.voice(key, str(key[-1][0]), level, label) for key, label, level, _ in sound]  # type: ignore[index]
+            self.sink.norms(vs, [unit for *_, unit in sound])
+
     def _new_voice(self, key: tuple[Any, ...], m: Mapped) -> int:
         """Note rules are the melody; CC rules (loss, weight stats) quieter voices of their own."""
         rule = self.rules[m.rule]
@@ -158,6 +169,9 @@ class VoiceTable:
         v = self.voices.get(key) if key is not None else None
         if v is not None:
             self.sink.mute(v)  # the value is unknown: that voice falls silent
+            front = self.voices.get(("forward", *key)) if key is not None else None
+            if front is not None:
+                self.sink.mute(front)  # brought forward: that voice too
             if self.budget is not None and key is not None and self.budget.holds(key):
                 self.sink.mute(self.voices.get(("spotlight", self.voice_run[v]), v))  # and its spotlight
         if loud:

@@ -7,6 +7,7 @@ the status fitted to the room a UDP request leaves, and the learn targets and so
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -39,7 +40,9 @@ def fit_status(st: dict[str, Any], limit: int) -> str:
     return text if len(text) <= limit else ""
 
 
-LEARN_ADDRESSES = ("/trainsound/learn", "/trainsound/targets")
+LEARN_ADDRESSES = ("/trainsound/learn", "/trainsound/targets", "/trainsound/forward")
+"""The listener's controls answered here (``/trainsound/forward``: a voice group in front of the sine output)."""
+FORWARD_MAX_SECONDS = 86_400.0
 
 
 def port_channel(pipeline: Pipeline, target: Target) -> Target:
@@ -54,6 +57,8 @@ def port_channel(pipeline: Pipeline, target: Target) -> Target:
 
 def answer_learn(pipeline: Pipeline, address: str, args: tuple[OscArg, ...]) -> bytes:
     """The bridge's reply to ``/trainsound/targets`` or ``/trainsound/learn s:target [f:seconds]``."""
+    if address == "/trainsound/forward":
+        return encode_message(f"{address}.reply", [json.dumps(bring_forward(pipeline, args, time.time()))])
     body: Any = [port_channel(pipeline, t).describe() for t in list_targets(pipeline.engine)]
     if address == "/trainsound/learn":
         body = start_learn(pipeline, args)
@@ -74,3 +79,30 @@ def start_learn(pipeline: Pipeline, args: tuple[OscArg, ...]) -> dict[str, Any]:
                 "targets": [t.name for t in list_targets(pipeline.engine)]}
     pipeline.learn(target, time.time(), seconds)
     return {"ok": True, "target": port_channel(pipeline, target).describe(), "seconds": seconds}
+
+
+def bring_forward(pipeline: Pipeline, args: tuple[OscArg, ...], now: float) -> dict[str, Any]:
+    """``/trainsound/forward s:run s:group [f:seconds]`` (no seconds: until sent back; 0: send it back now);
+    no arguments: every group back. The reply says what is forward (docs/sound.md, "Bring a voice forward")."""
+    if args:
+        if len(args) < 2 or not all(isinstance(a, str) for a in args[:2]):
+            return {"ok": False, "error": "/trainsound/forward needs a run (s) and a voice group (s) and optional "
+                                          "seconds (f), or nothing to send every group back"}
+        run, group = str(args[0]), str(args[1])
+        seconds = float(args[2]) if len(args) > 2 and isinstance(args[2], (int, float)) else math.inf
+        if not 0.0 <= seconds <= FORWARD_MAX_SECONDS and seconds != math.inf:
+            return {"ok": False, "error": f"seconds must be in [0, {FORWARD_MAX_SECONDS:g}], got {seconds:g}"}
+        known = sorted({g for rules in pipeline.engine.groups().get(run, {}).values() for g in rules})
+        if group not in known:
+            return {"ok": False, "error": f"no voice group {group!r} in run {run!r}", "groups": known}
+    sines = [out for out in pipeline.outputs if out.name == "sine"]
+    for out in pipeline.outputs:
+        if args:
+            out.bring_forward(run, group, now + seconds if seconds > 0 else -math.inf)
+        else:
+            out.bring_forward("", None, now)
+    forward = [f for out in sines for f in out.forwarded()]
+    reply: dict[str, Any] = {"ok": True, "forward": forward}
+    if not sines:
+        reply["note"] = "no sine output: only --audio/--wav have a foreground to bring a group into"
+    return reply
