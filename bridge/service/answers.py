@@ -7,6 +7,7 @@ the status fitted to the room a UDP request leaves, and the learn targets and so
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import replace
@@ -15,6 +16,8 @@ from typing import Any
 from ..mapping.solo import DEFAULT_SECONDS, MAX_SECONDS, Target, find_target, list_targets
 from ..pipeline import Pipeline
 from ..wire.osc import OscArg, encode_message
+
+log = logging.getLogger(__name__)
 
 #: What a status cut to the bone keeps.
 _SUMMARY_KEYS = ("version", "protocol", "uptime", "datagrams", "received", "accepted", "dropped_total")
@@ -106,3 +109,12 @@ def bring_forward(pipeline: Pipeline, args: tuple[OscArg, ...], now: float) -> d
     if not sines:
         reply["note"] = "no sine output: only --audio/--wav have a foreground to bring a group into"
     return reply
+
+
+def page_forward(pipeline: Pipeline | None, args: tuple[OscArg, ...], now: float) -> None:
+    """The web page's ``/trainsound/forward`` (its button: docs/web.md), on the receive thread; a refusal is
+    logged (the page shows what is forward from the status)."""
+    if pipeline is not None:
+        reply = bring_forward(pipeline, args, now)
+        if not reply["ok"]:
+            log.warning("web page: /trainsound/forward %s: %s", " ".join(map(str, args)), reply["error"])

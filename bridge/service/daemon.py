@@ -37,7 +37,7 @@ from ..web.feed import Feed
 from ..web.oscquery_options import start_oscquery
 from ..wire.osc import OscArg, encode_message, pad
 from ..wire.protocol import PROTOCOL_VERSION
-from .answers import LEARN_ADDRESSES, answer_learn, fit_status
+from .answers import LEARN_ADDRESSES, answer_learn, fit_status, page_forward
 from .reload import ConfigSource, restart_needed
 from .sdnotify import Notifier
 from .signals import StopSignals, take_pending
@@ -57,7 +57,6 @@ MAX_STATUS_REPLY = 60_000
 INCIDENTS_SHOWN = 8
 #: The bound over TCP: under the peer's send buffer (1 MiB asked), so one non-blocking send takes it whole.
 MAX_TCP_STATUS = 1 << 18
-#: What a status reply keeps when it must shrink to fit a small UDP request: the counters, no lists.
 #: How often the receive thread hands the web page a fresh status, and forgets the feed's idle runs.
 PUBLISH_INTERVAL = 0.5
 
@@ -215,6 +214,7 @@ class Daemon:
         self.feed.reconfigure(cfg)
         self.memory = open_memory(cfg)
         self.pipeline = Pipeline(cfg, [*outputs, self.feed], self.stats, memory=self.memory)
+        self.feed.control = lambda args, now: page_forward(self.pipeline, args, now)  # the page's requests
         self.receiver = UdpReceiver(sock, self.pipeline, allow, self.tcp, control=self.answer)
         where = sock.getsockname()
         outs = "; ".join(o.describe() for o in outputs) or "nothing (no outputs)"
