@@ -155,7 +155,8 @@ class VoiceTable:
             if v is not None:
                 self.sink.mute(v)
         if sound:
-            vs = [self.voice(key, str(key[-1][0]), level, label) for key, label, level, _ in sound]  # type: ignore[index]
+            vs = [self.voice(key, str(key[-1][0]) if isinstance(key[-1], tuple) else "", level, label)
+                  for key, label, level, _ in sound]
             self.sink.norms(vs, [unit for *_, unit in sound])
 
     def _new_voice(self, key: tuple[Any, ...], m: Mapped) -> int:
