@@ -96,9 +96,10 @@ class Output(Protocol):
         Only the sine output's foreground budget has a front and a back (docs/sound.md); others ignore it."""
         return None
 
-    def forwarded(self) -> list[dict[str, Any]]:
-        """The groups brought forward: ``[{"run", "group", "left"}]`` (``left`` ``None``: until sent back)."""
-        return []
+    def forwarded(self) -> list[dict[str, Any]] | None:
+        """The groups brought forward: ``[{"run", "group", "left"}]`` (``left`` ``None``: until sent back);
+        ``None``: this output has no foreground to bring a group into."""
+        return None
 
     def reconfigure(self, config: Config) -> None:
         """A reload's new config (SIGHUP): take what applies to an open output; the rest waits for a restart

@@ -219,10 +219,10 @@ class SineOut(BaseOutput):
         else:
             self.voices.move(budget.bring_forward(run, group, until))
 
-    def forwarded(self) -> list[dict[str, Any]]:
+    def forwarded(self) -> list[dict[str, Any]] | None:
         budget = self.voices.budget if isinstance(self.voices, VoiceTable) else None
         if budget is None:
-            return []
+            return None
         return [{"run": r, "group": g, "left": round(max(0.0, u - self._clock), 1) if math.isfinite(u) else None}
                 for (r, g), u in budget.forward.items()]
 
@@ -289,8 +289,8 @@ class SineOut(BaseOutput):
         if self.voices is not None:
             h["voices"] = len(self.voices.voices)
             h["alarms"] = self.voices.alarms
-            if isinstance(self.voices, VoiceTable) and self.voices.budget is not None:
-                h["forward"] = self.forwarded()
+            if (forward := self.forwarded()) is not None:
+                h["forward"] = forward
         if self.perone is not None:
             h["steps"] = self.perone.steps_done
             h["alarms"] = self.perone.alarms

@@ -98,17 +98,16 @@ def bring_forward(pipeline: Pipeline, args: tuple[OscArg, ...], now: float) -> d
         known = sorted({g for rules in pipeline.engine.groups().get(run, {}).values() for g in rules})
         if group not in known:
             return {"ok": False, "error": f"no voice group {group!r} in run {run!r}", "groups": known}
-    sines = [out for out in pipeline.outputs if out.name == "sine"]
+    fronts = [f for f in (out.forwarded() for out in pipeline.outputs) if f is not None]
+    if not fronts and args:
+        return {"ok": False, "error": "no output has a foreground to bring a group into: only the sine output "
+                                      "(--audio, --wav) under the foreground budget (not --preset everything)"}
     for out in pipeline.outputs:
         if args:
             out.bring_forward(run, group, now + seconds if seconds > 0 else -math.inf)
         else:
             out.bring_forward("", None, now)
-    forward = [f for out in sines for f in out.forwarded()]
-    reply: dict[str, Any] = {"ok": True, "forward": forward}
-    if not sines:
-        reply["note"] = "no sine output: only --audio/--wav have a foreground to bring a group into"
-    return reply
+    return {"ok": True, "forward": [f for out in pipeline.outputs for f in out.forwarded() or ()]}
 
 
 def page_forward(pipeline: Pipeline | None, args: tuple[OscArg, ...], now: float) -> None:

@@ -61,3 +61,17 @@ def test_forward_is_answered_shown_in_status_and_cleared(bridge_proc: Any, tmp_p
     feed(b, 2)
     code, log = b.stop()
     assert code == 0, log
+
+
+def test_forward_without_a_foreground_says_so(bridge_proc: Any, tmp_path: Path) -> None:
+    b = bridge_proc(["--no-midi", "--wav", str(tmp_path / "out.wav"), "--preset", "everything"])
+    b.wait_output_ok("sine")
+    feed(b, 3)
+    wait_until(lambda: "l5" in b.status().get("groups", {}).get("r1", {}).get("grad_norm_notes", {}),
+               what="r1's voice groups")
+    r = forward(b.port, "r1", "l3")
+    assert r["ok"] is False and "no output has a foreground" in r["error"] and "everything" in r["error"]
+    assert "forward" not in b.status()["outputs"]["sine"]
+    assert forward(b.port) == {"ok": True, "forward": []}
+    code, log = b.stop()
+    assert code == 0, log
