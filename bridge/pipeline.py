@@ -229,6 +229,9 @@ class Pipeline:
         """Solo one target for ``seconds`` (MIDI learn); a new learn replaces a running one."""
         self.solo = Solo(target, now, seconds)
         log.info("learn: soloing %s for %g s", target.name, seconds)
+        if target.kind == "notes" and target.stream is not None and len(target.stream) == 2:
+            for out in self.outputs:  # a voice group's notes: the sine output brings that group forward too
+                out.bring_forward(target.stream[0], target.stream[1], now + seconds)
 
     def dispatch(self, ev: Event | None, mapped: list[Mapped]) -> None:
         if self.solo is not None and mapped:

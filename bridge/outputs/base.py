@@ -91,6 +91,17 @@ class Output(Protocol):
         """A run ended (its ``end`` event, or idle past ``[bridge].run_idle``): silence its voices now."""
         return None  # a default (nothing sounds), not an abstract method
 
+    def bring_forward(self, run: str, group: str | None, until: float) -> None:
+        """A listener brings voice group ``group`` of ``run`` forward until ``until`` (the pipeline's clock;
+        ``inf``: until sent back; ``until`` ≤ now sends it back; ``group`` ``None``: send every group back).
+        Only the sine output's foreground budget has a front and a back (docs/sound.md); others ignore it."""
+        return None
+
+    def forwarded(self) -> list[dict[str, Any]] | None:
+        """The groups brought forward: ``[{"run", "group", "left"}]`` (``left`` ``None``: until sent back);
+        ``None``: this output has no foreground to bring a group into."""
+        return None
+
     def reconfigure(self, config: Config) -> None:
         """A reload's new config (SIGHUP): take what applies to an open output; the rest waits for a restart
         (nothing, by default)."""

@@ -153,6 +153,8 @@ class SineOut(BaseOutput):
         self._perone_pos = 0
         self.t0: float | None = None
         self._now = -math.inf
+        self._clock = -math.inf
+        """The pipeline's clock at the last tick (a brought-forward group's time left)."""
         self._wav_failing = False
         self._silenced: list[tuple[int, str]] = []
 
@@ -203,6 +205,9 @@ class SineOut(BaseOutput):
             self._silenced.clear()
 
     def _tick(self, now: float) -> None:
+        self._clock = now
+        if isinstance(self.voices, VoiceTable) and self.voices.budget is not None and self.voices.budget.forward:
+            self.voices.move(self.voices.budget.expire(now))
         self._watch_wav()
         if self.bank_sink is None or self.t0 is None:
             return
@@ -214,6 +219,25 @@ class SineOut(BaseOutput):
     def _release_run(self, run: str, now: float) -> None:
         if self.voices is not None:
             self.voices.release_run(run)
+
+    # -- brought forward by a listener (receive thread; live, the moves reach the engine as voice updates) --
+    def bring_forward(self, run: str, group: str | None, until: float) -> None:
+        budget = self.voices.budget if isinstance(self.voices, VoiceTable) else None
+        if self.closed or budget is None or not isinstance(self.voices, VoiceTable):
+            return
+        if group is None:
+            self.voices.move(budget.send_back())
+        elif until <= self._clock:
+            self.voices.move(budget.send_back((run, group)))
+        else:
+            self.voices.move(budget.bring_forward(run, group, until))
+
+    def forwarded(self) -> list[dict[str, Any]] | None:
+        budget = self.voices.budget if isinstance(self.voices, VoiceTable) else None
+        if budget is None:
+            return None
+        return [{"run": r, "group": g, "left": round(max(0.0, u - self._clock), 1) if math.isfinite(u) else None}
+                for (r, g), u in budget.forward.items()]
 
     # -- offline (event clock) ---------------------------------------------------------
     def _render_until(self, t: float, *, ceil: bool) -> None:
@@ -278,6 +302,8 @@ class SineOut(BaseOutput):
         if self.voices is not None:
             h["voices"] = len(self.voices.voices)
             h["alarms"] = self.voices.alarms
+            if (forward := self.forwarded()) is not None:
+                h["forward"] = forward
         if self.perone is not None:
             h["steps"] = self.perone.steps_done
             h["alarms"] = self.perone.alarms

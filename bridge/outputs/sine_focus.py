@@ -23,10 +23,17 @@ GLOBAL_LEVEL = 0.55
 #: The bed's level relative to ``[sine].gain`` (``[sine].bed_gain``): about 15 dB under the loss.
 DEFAULT_BED_GAIN = 0.14
 
+#: A brought-forward group's level: the spotlight's, about 15 dB over its bed voice (20·log10(0.8/0.14)).
+FORWARD_LEVEL = SPOTLIGHT_LEVEL
+#: Groups in front at once at a listener's request; a further one sends the oldest back.
+MAX_FORWARD = 2
+
 #: The bed voices' first scale (decades; :mod:`..mapping.autorange`).
 BED_FIRST_SCALE = 0.5
 
 Placed = tuple[tuple[object, ...], str, float, float]
+Moves = tuple[list[tuple[object, ...]], list[Placed]]
+"""Voices to silence now, voices to sound now (a group going forward or back)."""
 
 
 def role(rule: Rule, banded: bool) -> str:
@@ -55,11 +62,73 @@ class Budget:
         self.bed: dict[tuple[int, tuple[str, ...]], AutoRange] = {}
         self.groups: dict[tuple[object, ...], int] = {}
         """Group voice key → the group's index in its run (for the spotlight)."""
+        self.forward: dict[tuple[str, str], float] = {}
+        """Groups brought forward ``(run, group)`` → until when (pipeline clock; ``inf``: until sent back); oldest
+        first."""
+        self.last: dict[tuple[object, ...], tuple[str, float]] = {}
+        """Group voice key → its label and last position (a voice brought forward or back sounds at once)."""
 
     def release_run(self, run: str) -> None:
         self.runs.pop(run, None)
         self.bed = {k: a for k, a in self.bed.items() if not (k[1] and k[1][0] == run)}
         self.groups = {k: g for k, g in self.groups.items() if not (isinstance(k[1], tuple) and k[1][0] == run)}
+        self.last = {k: x for k, x in self.last.items() if not (isinstance(k[1], tuple) and k[1][0] == run)}
+        self.forward = {k: u for k, u in self.forward.items() if k[0] != run}
+
+    # -- brought forward by a listener ----------------------------------------------------
+    def bring_forward(self, run: str, group: str, until: float) -> Moves:
+        """Bring group ``group`` of ``run`` forward until ``until`` (``inf``: until sent back); the oldest of
+        more than :data:`MAX_FORWARD` goes back. A group not heard yet comes forward with its first value."""
+        key = (run, group)
+        fresh = key not in self.forward
+        self.forward.pop(key, None)
+        self.forward[key] = until
+        mute, sound = self._swap(key, True) if fresh else ([], [])
+        while len(self.forward) > MAX_FORWARD:
+            m, s = self.send_back(next(iter(self.forward)))
+            mute += m
+            sound += s
+        return mute, sound
+
+    def send_back(self, key: tuple[str, str] | None = None) -> Moves:
+        """Send one group (``None``: every group) back to the bed."""
+        keys = list(self.forward) if key is None else [key] if key in self.forward else []
+        mute: list[tuple[object, ...]] = []
+        sound: list[Placed] = []
+        for k in keys:
+            del self.forward[k]
+            m, s = self._swap(k, False)
+            mute += m
+            sound += s
+        return mute, sound
+
+    def expire(self, now: float) -> Moves:
+        """Send back the groups whose time is up."""
+        mute: list[tuple[object, ...]] = []
+        sound: list[Placed] = []
+        for k in [k for k, until in self.forward.items() if until <= now]:
+            m, s = self.send_back(k)
+            mute += m
+            sound += s
+        return mute, sound
+
+    def _swap(self, group: tuple[str, str], forward: bool) -> Moves:
+        """The group's heard voices: from bed to front (``forward``) or back, at their last position."""
+        mute: list[tuple[object, ...]] = []
+        sound: list[Placed] = []
+        for key, (label, unit) in self.last.items():
+            stream = key[1]
+            if not isinstance(stream, tuple) or (stream[0], stream[-1]) != group:
+                continue
+            front = ("forward", *key)
+            mute.append(key if forward else front)
+            sound.append(self._group_voice(key, label, unit, forward))
+        return mute, sound
+
+    def _group_voice(self, key: tuple[object, ...], name: str, unit: float, forward: bool) -> Placed:
+        if forward:
+            return (("forward", *key), f"{name} (forward)", self.gain * FORWARD_LEVEL, unit)
+        return (key, f"{name} (bed)", self.gain * self.bed_gain, unit)
 
     def holds(self, key: tuple[object, ...]) -> bool:
         """Whether the group voice ``key`` (rule, (run, group)) holds its run's spotlight."""
@@ -98,8 +167,10 @@ class Budget:
         bed = auto.norm(m.value) if m.value > 0.0 else 0.0
         self.groups[(m.rule, m.stream)] = m.voice
         groups = max(m.groups, 1)
-        out: list[Placed] = [((m.rule, m.stream), f"{name} (bed)", self.gain * self.bed_gain,
-                              bed_unit(bed, m.voice, groups))]
+        unit = bed_unit(bed, m.voice, groups)
+        self.last[(m.rule, m.stream)] = (name, unit)
+        front = bool(self.forward) and (m.run, m.stream[-1]) in self.forward
+        out: list[Placed] = [self._group_voice((m.rule, m.stream), name, unit, front)]
         if m.value > 0.0:
             holder, anchor = run.spotlight.feed(m.voice, m.value)
             if holder == m.voice:

@@ -1,13 +1,13 @@
 """The ``sine`` output's voice table: mapped values → voices, one allocator for offline and live rendering.
 
 :class:`VoiceTable` turns each mapped stream into a voice (first-seen order, the stereo position of its
-run, a level from its rule, master gain ``1/√voices``), soNNify's loss into its tone, NaN into the
-alarm; it does no I/O and reads no clock. Where the voices sound is a :class:`Sink`:
+run, a level from its rule, master gain ``1/√voices``), soNNify's loss into its tone, NaN into the alarm;
+no I/O, no clock. Where the voices sound is a :class:`Sink`:
 
 - :class:`BankSink` (offline, WAV on the event clock): straight into a :class:`~..sound.voices.VoiceBank`,
   a batch of values as array operations; it also keeps pitch tracks and step times for the spectrogram;
-- :class:`QueueSink` (live): plain tuples into a deque on the receive thread (no numpy, no lock); the
-  engine link's feeder coalesces them (newest value per voice) into one batch for the engine process.
+- :class:`QueueSink` (live): plain tuples into a deque on the receive thread (no numpy, no lock), coalesced
+  by the engine link's feeder (newest value per voice) into one batch for the engine process.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..sound.voices import VoiceBank
 from ..sound.wav import MAX_BYTES as MAX_WAV_BYTES
 from ..wire.midi import DATA_MAX
 from ..wire.protocol import Event
-from .sine_focus import DEFAULT_BED_GAIN, Budget
+from .sine_focus import DEFAULT_BED_GAIN, Budget, Moves
 
 DEFAULT_SAMPLE_RATE = 48_000
 DEFAULT_BLOCK = 256
@@ -148,8 +148,7 @@ class VoiceTable:
             self.sink.master(self.master_gain())
 
     def silence(self, rule: int, run: str) -> None:
-        """A value of ``rule`` in ``run`` turned non-finite: if the rule's voices are groups, theirs fall silent
-        (and the run's spotlight) until a finite value sounds them again (:mod:`.nonfinite`)."""
+        """``rule`` turned non-finite in ``run``: its groups (and the spotlight) fall silent until finite again."""
         if not self.grouped[rule]:
             return  # a stream of its own: its NaN mutes its voice (_signal)
         for key, v in self.voices.items():
@@ -158,6 +157,18 @@ class VoiceTable:
         spot = self.voices.get(("spotlight", run))
         if spot is not None:
             self.sink.mute(spot)
+
+    def move(self, moves: Moves) -> None:
+        """Groups brought forward or sent back (:class:`.sine_focus.Budget`): silence and sound at once."""
+        mute, sound = moves
+        for k in mute:
+            v = self.voices.get(k)
+            if v is not None:
+                self.sink.mute(v)
+        if sound:
+            vs = [self.voice(key, str(key[-1][0]) if isinstance(key[-1], tuple) else "", level, label)
+                  for key, label, level, _ in sound]
+            self.sink.norms(vs, [unit for *_, unit in sound])
 
     def _new_voice(self, key: tuple[Any, ...], m: Mapped) -> int:
         """Note rules are the melody; CC rules (loss, weight stats) quieter voices of their own."""
@@ -170,6 +181,9 @@ class VoiceTable:
         v = self.voices.get(key) if key is not None else None
         if v is not None:
             self.sink.mute(v)  # the value is unknown: that voice falls silent
+            front = self.voices.get(("forward", *key)) if key is not None else None
+            if front is not None:
+                self.sink.mute(front)  # brought forward: that voice too
             if self.budget is not None and key is not None and self.budget.holds(key):
                 self.sink.mute(self.voices.get(("spotlight", self.voice_run[v]), v))  # and its spotlight
         if loud:

@@ -7,6 +7,8 @@ the status fitted to the room a UDP request leaves, and the learn targets and so
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 from ..mapping.solo import DEFAULT_SECONDS, MAX_SECONDS, Target, find_target, list_targets
 from ..pipeline import Pipeline
 from ..wire.osc import OscArg, encode_message
+
+log = logging.getLogger(__name__)
 
 #: The UDP answer to a control request too small to carry its reply: "ask over TCP" (20 bytes).
 TCP_HINT = "/trainsound/tcp"
@@ -46,7 +50,9 @@ def fit_status(st: dict[str, Any], limit: int) -> str:
     return text if len(text) <= limit else ""
 
 
-LEARN_ADDRESSES = ("/trainsound/learn", "/trainsound/targets")
+LEARN_ADDRESSES = ("/trainsound/learn", "/trainsound/targets", "/trainsound/forward")
+"""The listener's controls answered here (``/trainsound/forward``: a voice group in front of the sine output)."""
+FORWARD_MAX_SECONDS = 86_400.0
 
 
 def port_channel(pipeline: Pipeline, target: Target) -> Target:
@@ -59,24 +65,34 @@ def port_channel(pipeline: Pipeline, target: Target) -> Target:
     return target
 
 
-#: Why ``/trainsound/learn`` over UDP is refused: it changes what sounds, and a UDP source can be forged.
-LEARN_TCP_ONLY = ("learn is taken over TCP only (a UDP sender can be forged; docs/security.md): "
-                  "is the bridge's TCP side off ([bridge].tcp = false)?")
+#: Why ``/trainsound/learn`` or ``/trainsound/forward`` over UDP is refused: each changes what sounds, and
+#: a UDP source can be forged.
+TCP_ONLY = ("{} is taken over TCP only (a UDP sender can be forged; docs/security.md): "
+            "is the bridge's TCP side off ([bridge].tcp = false)?")
+LEARN_TCP_ONLY = TCP_ONLY.format("learn")
+#: The counter of each state change refused over UDP (docs/protocol.md).
+NEEDS_TCP = {"/trainsound/learn": "learn_needs_tcp", "/trainsound/forward": "forward_needs_tcp"}
 
 
 def answer_learn(pipeline: Pipeline, address: str, args: tuple[OscArg, ...], udp: bool = False,
                  sender: object = None) -> bytes:
-    """The bridge's reply to ``/trainsound/targets`` or ``/trainsound/learn s:target [f:seconds]``.
+    """The bridge's reply to ``/trainsound/targets``, ``/trainsound/learn s:target [f:seconds]`` or
+    ``/trainsound/forward [s:run s:group [f:seconds]]``.
 
-    Learn is a state change (it mutes all but one target for up to 600 s): over UDP, whose sender can be
-    forged and whose reply can be withheld, it is refused and counted, never acted on (issue 28, item 10).
+    Learn (it mutes all but one target for up to 600 s) and forward (it rebalances the sine output) are state
+    changes: over UDP, whose sender can be forged and whose reply can be withheld, they are refused and
+    counted, never acted on.
     """
-    body: Any = [port_channel(pipeline, t).describe() for t in list_targets(pipeline.engine)]
-    if address == "/trainsound/learn" and udp:
-        pipeline.stats.drop("learn_needs_tcp", sender, "/trainsound/learn over UDP: not acted on (TCP only)")
-        body = {"ok": False, "error": LEARN_TCP_ONLY}
+    body: Any
+    if udp and address in NEEDS_TCP:
+        pipeline.stats.drop(NEEDS_TCP[address], sender, f"{address} over UDP: not acted on (TCP only)")
+        body = {"ok": False, "error": TCP_ONLY.format(address.rsplit("/", 1)[1])}
+    elif address == "/trainsound/forward":
+        body = bring_forward(pipeline, args, time.time())
     elif address == "/trainsound/learn":
         body = start_learn(pipeline, args)
+    else:
+        body = [port_channel(pipeline, t).describe() for t in list_targets(pipeline.engine)]
     return encode_message(f"{address}.reply", [json.dumps(body)])
 
 
@@ -109,3 +125,38 @@ def start_learn(pipeline: Pipeline, args: tuple[OscArg, ...]) -> dict[str, Any]:
                 "targets": [t.name for t in list_targets(pipeline.engine)]}
     pipeline.learn(target, time.time(), seconds)
     return {"ok": True, "target": port_channel(pipeline, target).describe(), "seconds": seconds}
+
+
+def bring_forward(pipeline: Pipeline, args: tuple[OscArg, ...], now: float) -> dict[str, Any]:
+    """``/trainsound/forward s:run s:group [f:seconds]`` (no seconds: until sent back; 0: send it back now);
+    no arguments: every group back. The reply says what is forward (docs/sound.md, "Bring a voice forward")."""
+    if args:
+        if len(args) < 2 or not all(isinstance(a, str) for a in args[:2]):
+            return {"ok": False, "error": "/trainsound/forward needs a run (s) and a voice group (s) and optional "
+                                          "seconds (f), or nothing to send every group back"}
+        run, group = str(args[0]), str(args[1])
+        seconds = float(args[2]) if len(args) > 2 and isinstance(args[2], (int, float)) else math.inf
+        if not 0.0 <= seconds <= FORWARD_MAX_SECONDS and seconds != math.inf:
+            return {"ok": False, "error": f"seconds must be in [0, {FORWARD_MAX_SECONDS:g}], got {seconds:g}"}
+        known = sorted({g for rules in pipeline.engine.groups().get(run, {}).values() for g in rules})
+        if group not in known:
+            return {"ok": False, "error": f"no voice group {group!r} in run {run!r}", "groups": known}
+    fronts = [f for f in (out.forwarded() for out in pipeline.outputs) if f is not None]
+    if not fronts and args:
+        return {"ok": False, "error": "no output has a foreground to bring a group into: only the sine output "
+                                      "(--audio, --wav) under the foreground budget (not --preset everything)"}
+    for out in pipeline.outputs:
+        if args:
+            out.bring_forward(run, group, now + seconds if seconds > 0 else -math.inf)
+        else:
+            out.bring_forward("", None, now)
+    return {"ok": True, "forward": [f for out in pipeline.outputs for f in out.forwarded() or ()]}
+
+
+def page_forward(pipeline: Pipeline | None, args: tuple[OscArg, ...], now: float) -> None:
+    """The web page's ``/trainsound/forward`` (its button: docs/web.md), on the receive thread; a refusal is
+    logged (the page shows what is forward from the status)."""
+    if pipeline is not None:
+        reply = bring_forward(pipeline, args, now)
+        if not reply["ok"]:
+            log.warning("web page: /trainsound/forward %s: %s", " ".join(map(str, args)), reply["error"])

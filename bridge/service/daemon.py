@@ -44,6 +44,7 @@ from .answers import (
     TCP_HINT,
     answer_learn,
     fit_status,
+    page_forward,
     snapshot_reply,
 )
 from .reload import ConfigSource, restart_needed
@@ -211,6 +212,7 @@ class Daemon:
         self.feed.reconfigure(cfg)
         self.memory = open_memory(cfg)
         self.pipeline = Pipeline(cfg, [*outputs, self.feed], self.stats, memory=self.memory)
+        self.feed.control = lambda args, now: page_forward(self.pipeline, args, now)  # the page's requests
         self.receiver = UdpReceiver(sock, self.pipeline, allow, self.tcp, control=self.answer)
         where = sock.getsockname()
         outs = "; ".join(o.describe() for o in outputs) or "nothing (no outputs)"

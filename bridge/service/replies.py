@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 MAX_AGE = 0.25
 #: Requests waiting for one build; more are not answered (counted in ``shed``; the reply budget comes first).
 MAX_WAITING = 256
+#: A peer already sent a cached reply gets it again only when it asks this much later: a request pipelined
+#: behind the first is answered once, one that follows the reply (``top`` at ``--refresh 0.1``) every time.
+REASK = 0.05
 #: Limits (UDP request sizes, in 4 KiB steps) remembered with their replies.
 MAX_KEYS = 17
 
@@ -45,7 +48,8 @@ class SlowReplies:
         """Requests refused because :data:`MAX_WAITING` already waited."""
         self.coalesced = 0
         """Requests from a peer already given (or waiting for) the same reply."""
-        self._cache: dict[object, tuple[float, bytes, list[object]]] = {}
+        self._cache: dict[object, tuple[float, bytes, dict[object, float]]] = {}
+        """key → (built at, reply, {peer: when it was sent to it})."""
         self._waiting: dict[object, list[object]] = {}
         self._jobs: queue.SimpleQueue[tuple[object, Build, Any] | None] = queue.SimpleQueue()
         self._done: deque[tuple[object, bytes]] = deque()
@@ -57,13 +61,15 @@ class SlowReplies:
         ``parts`` runs here (on the loop: it must be cheap); ``build`` on the worker (pure, thread-safe).
         """
         hit = self._cache.get(key)
-        if hit is not None and self.clock() - hit[0] < MAX_AGE:
-            if to in hit[2]:
+        now = self.clock()
+        if hit is not None and now - hit[0] < MAX_AGE:
+            sent = hit[2].get(to)
+            if sent is not None and now - sent < REASK:
                 self.coalesced += 1
-            elif len(hit[2]) >= MAX_WAITING:
+            elif sent is None and len(hit[2]) >= MAX_WAITING:
                 self.shed += 1
             else:
-                hit[2].append(to)
+                hit[2][to] = now
                 self.send(hit[1], to)
             return
         waiting = self._waiting.get(key)
@@ -92,7 +98,8 @@ class SlowReplies:
             if len(self._cache) >= MAX_KEYS and key not in self._cache:
                 self._cache.clear()
             waited = self._waiting.pop(key, [])
-            self._cache[key] = (self.clock(), reply, waited)
+            now = self.clock()
+            self._cache[key] = (now, reply, dict.fromkeys(waited, now))
             for to in waited:
                 self.send(reply, to)
                 n += 1

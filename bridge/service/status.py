@@ -73,8 +73,12 @@ def format_status(st: dict[str, Any]) -> str:
     for name, h in st.get("outputs", {}).items():
         # Why first: what a user needs when an output is not ok ("disk full: …", "waiting for JACK server").
         ok = "ok" if h.get("ok") else f"NOT OK: {h['why']}" if h.get("why") else "NOT OK"
-        rest = ", ".join(f"{k}={v}" for k, v in h.items() if k not in ("ok", "why", "link"))
+        rest = ", ".join(f"{k}={v}" for k, v in h.items() if k not in ("ok", "why", "link", "forward"))
         lines.append(f"output {name}: {ok} ({rest})")
+        if h.get("forward"):  # voice groups a listener brought forward (docs/sound.md)
+            lines.append("  forward: " + ", ".join(
+                f"{f['run']}/{f['group']}" + ("" if f["left"] is None else f" ({f['left']:g} s left)")
+                for f in h["forward"]))
         link = h.get("link")
         if link:
             grid = f"notes on a {link['quantize']:g}-beat grid" if link["quantize"] else "notes unquantised"

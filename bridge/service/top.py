@@ -3,8 +3,10 @@
 It asks the bridge for ``/trainsound/snapshot`` (docs/protocol.md) several times a second over one
 OSC-over-TCP connection (UDP when TCP is off), keeps a short history per row for the sparklines, and
 draws runs, their groups and voices, loss, alarms as they come, counters and output health in 80×24
-or more. ``q`` quits. No bridge at the start: exit 1 with one line; a bridge that goes away later is
-shown as such and asked again until it is back.
+or more. ``j``/``k`` (or the arrow keys) select a voice group, ``f`` brings it forward in the bridge's
+sine output or sends it back (``/trainsound/forward``, docs/sound.md), ``F`` sends every group back;
+``q`` quits. No bridge at the start: exit 1 with one line; a bridge that goes away later is shown as
+such and asked again until it is back.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from .control import ControlClient
 from .status import hms
 
 SNAPSHOT = "/trainsound/snapshot"
+FORWARD = "/trainsound/forward"
+#: Keys that move the selection (vi keys and the terminal's arrow sequences).
+DOWN, UP = ("j", "\x1b[B", "\x1bOB"), ("k", "\x1b[A", "\x1bOA")
 SPARK = "▁▂▃▄▅▆▇█"
 #: Points per row kept for its sparkline.
 SPARK_POINTS = 24
@@ -129,8 +134,40 @@ class History:
             self.last_t.pop(rid, None)
 
 
-def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, height: int) -> Any:
-    """One screen as a rich renderable (cut to ``height`` lines)."""
+def group_rows(snap: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """The voice groups' rows ``(row id, run, group)`` in the order shown (what ``j``/``k`` select)."""
+    return [(row["id"], run["run"], row["group"]) for run in (snap or {}).get("runs", [])
+            for row in sorted(run["rows"], key=lambda r: (r["kind"] != "loss", r["id"]))
+            if row["id"].startswith("group:")]
+
+
+def forwarded(snap: dict[str, Any] | None) -> set[tuple[str, str]]:
+    """The groups the sine output has brought forward (its health in the snapshot)."""
+    sine = (snap or {}).get("outputs", {}).get("sine", {})
+    return {(f["run"], f["group"]) for f in sine.get("forward", [])}
+
+
+def on_key(key: str, snap: dict[str, Any] | None, selected: str | None, client: ControlClient) -> str | None:
+    """A key press: the new selection (a row id); ``f``/``F`` ask the bridge to bring forward or send back."""
+    rows = group_rows(snap)
+    ids = [r[0] for r in rows]
+    i = ids.index(selected) if selected in ids else -1
+    if key in DOWN and ids:
+        return ids[min(i + 1, len(ids) - 1)]
+    if key in UP and ids:
+        return ids[max(i - 1, 0)]
+    with contextlib.suppress(TrainsoundError):
+        if key == "f" and i >= 0:
+            _, run, group = rows[i]
+            client.ask(FORWARD, (run, group, 0.0) if (run, group) in forwarded(snap) else (run, group))
+        elif key == "F":
+            client.ask(FORWARD)
+    return selected
+
+
+def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, height: int,
+           selected: str | None = None) -> Any:
+    """One screen as a rich renderable (cut to ``height`` lines); the ``selected`` row is highlighted."""
     from rich.table import Table
     from rich.text import Text
 
@@ -158,7 +195,7 @@ def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, h
     for col, kw in (("run", {"max_width": 12}), ("group", {"max_width": 10}), ("name", {"ratio": 1}),
                     ("value", {"justify": "right", "width": 10}), ("recent", {"width": SPARK_POINTS})):
         table.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
-    shown = 0
+    shown, front = 0, forwarded(snap)
     for run in snap.get("runs", []):
         step = "" if run.get("step") is None else f" @{run['step']}"
         rows = sorted(run["rows"], key=lambda r: (r["kind"] != "loss", r["id"]))  # groups: layout order
@@ -166,8 +203,10 @@ def render(snap: dict[str, Any] | None, hist: History, where: str, width: int, h
             if shown >= room - 1:
                 break
             bad = not isinstance(row["value"], (int, float))
-            table.add_row(run["run"] + step if i == 0 else "", row["group"], row["name"], fmt(row["value"]),
-                          sparkline(hist.rows.get(row["id"], ())), style="red" if bad else None)
+            fwd = "▲" if (run["run"], row["group"]) in front and row["id"].startswith("group:") else ""
+            style = ("reverse " if row["id"] == selected else "") + ("red" if bad else "")
+            table.add_row(run["run"] + step if i == 0 else "", fwd + row["group"], row["name"], fmt(row["value"]),
+                          sparkline(hist.rows.get(row["id"], ())), style=style or None)
             shown += 1
     if not snap.get("runs"):
         table.add_row("-", "", "no runs yet", "", "")
@@ -223,14 +262,17 @@ def cmd_top(args: argparse.Namespace) -> int:
         raise TrainsoundError(f"no answer from a bridge at {where} (is it running? --to or TRAINSOUND_ADDR)")
     hist = History()
     console = Console()
+    selected: str | None = None
     try:
         with raw_keys(), Live(console=console, screen=True, auto_refresh=False, transient=True) as live:
             while True:
                 if snap is not None:
                     hist.update(snap)
-                live.update(render(snap, hist, where, console.width, console.height), refresh=True)
-                if wait_key(args.refresh).lower().startswith("q"):
+                live.update(render(snap, hist, where, console.width, console.height, selected), refresh=True)
+                key = wait_key(args.refresh)
+                if key.lower().startswith("q"):
                     return 0
+                selected = on_key(key, snap, selected, client)
                 snap = client.get()
     finally:
         client.close()
@@ -240,8 +282,9 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "top",
         help="a live full-screen view of the bridge: runs, voices with sparklines, alarms, counters",
-        description="Watch a running bridge in the terminal (works over SSH in 80x24). q quits. Exit code 1 "
-        "when no bridge answers.",
+        description="Watch a running bridge in the terminal (works over SSH in 80x24). j/k select a voice group, "
+        "f brings it forward in the bridge's sine output (again: back), F sends every group back; q quits. "
+        "Exit code 1 when no bridge answers.",
     )
     p.add_argument("--to", metavar="HOST:PORT", help=TO_HELP)
     p.add_argument("--refresh", type=float, default=DEFAULT_REFRESH, metavar="SECONDS", help="time between refreshes")

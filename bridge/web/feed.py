@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from ..config import Config
@@ -33,6 +33,8 @@ from ..wire.protocol import Event
 
 #: Alarms kept for late-joining readers (the page's log, ``trainsound top``).
 ALARM_HISTORY = 256
+#: The page's control requests held for the receive thread (a page cannot pile up more).
+PAGE_REQUESTS = 64
 #: A voice group's row: the kind of its stand-in event, and the prefix of its address (no OSC address starts so).
 GROUP_KIND = "group"
 GROUP_PREFIX = "group:"
@@ -101,6 +103,10 @@ class Feed(Output):
         self.nonfinite: NonFinite | None = None
         """Made at the first non-finite value: a group row whose layer turned NaN shows NaN, no voice, until it
         is finite again (:mod:`..outputs.nonfinite`)."""
+        self.requests: deque[tuple[Any, ...]] = deque(maxlen=PAGE_REQUESTS)
+        """The page's ``/trainsound/forward`` arguments (appended on the web thread), taken on :meth:`tick`."""
+        self.control: Callable[[tuple[Any, ...], float], None] | None = None
+        """Takes them on the receive thread (the daemon sets it: :func:`..service.answers.page_forward`)."""
         if config is not None:
             self.reconfigure(config)
 
@@ -202,7 +208,9 @@ class Feed(Output):
         """An ended run's rows stay until :meth:`prune` (the daemon's tick): the page shows how it ended."""
 
     def tick(self, now: float) -> None:
-        """Nothing periodic: readers poll."""
+        """The page's requests, here on the receive thread (readers poll for the rest)."""
+        while self.requests and self.control is not None:
+            self.control(self.requests.popleft(), now)
 
     def close(self) -> None:
         """Nothing to finish."""

@@ -52,6 +52,8 @@ CONTROL: dict[str, tuple[str | None, str]] = {
     "targets": (None, "replies /trainsound/targets.reply s:json: every MIDI-learn target"),
     "learn": ("sf", "s:target [f:seconds]: that target alone plays for a while (MIDI learn); "
                     "replies /trainsound/learn.reply s:json"),
+    "forward": ("ssf", "s:run s:group [f:seconds], or nothing: a voice group in front of the sine output "
+                       "(docs/sound.md); replies /trainsound/forward.reply s:json"),
 }
 #: The attributes this server fills in; HOST_INFO's EXTENSIONS says so (RANGE: the events' choices).
 ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "DESCRIPTION", "RANGE")

@@ -193,10 +193,24 @@ class WebServer:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
                     break
+                if msg.type == WSMsgType.TEXT:  # same origin and token as the page: its one control
+                    self._request(msg.data, request.remote)
         finally:
             self.clients.discard(ws)
             self.feed.readers = len(self.clients)
         return ws
+
+    def _request(self, text: str, peer: str | None) -> None:
+        """``{"forward": [run, group(, seconds)]}`` or ``{"forward": []}`` (docs/web.md); else one log line."""
+        try:
+            args = json.loads(text)["forward"]
+            ok = isinstance(args, list) and len(args) <= 3 and all(isinstance(a, (str, int, float)) for a in args)
+        except (ValueError, TypeError, KeyError):
+            ok = False
+        if not ok:
+            log.warning("web: ignored a page message from %s: %.80r (expected {\"forward\": [run, group]})", peer, text)
+            return
+        self.feed.requests.append(tuple(float(a) if isinstance(a, int) else a for a in args))  # receive thread
 
     def _hello(self) -> dict[str, Any]:
         cfg = self.config()

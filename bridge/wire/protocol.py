@@ -26,7 +26,7 @@ NAMESPACE = "nn"
 CONTROL_PREFIX = "/trainsound/"
 #: The control messages the bridge answers (docs/protocol.md); any other under the prefix is ``unknown_control``.
 CONTROL_ADDRESSES = frozenset(
-    CONTROL_PREFIX + name for name in ("status", "ping", "snapshot", "targets", "learn")
+    CONTROL_PREFIX + name for name in ("status", "ping", "snapshot", "targets", "learn", "forward")
 )
 
 #: Event kinds and the names of their numeric arguments, in order.

@@ -161,6 +161,7 @@ function renderRun(run, nowMs, rows) {
       m.addEventListener("click", () => toggle(ui.muted, groupKey(run.run, row.group)));
       s.addEventListener("click", () => toggle(ui.soloed, groupKey(run.run, row.group)));
       span.append(m, s);
+      if (row.id.startsWith("group:")) span.append(forwardButton(run.run, row.group));  // a voice group
       v.groups.append(span);
       v.groupButtons.set(row.group, [m, s]);
     }
@@ -230,8 +231,26 @@ function renderIncidents(recent) {
   }
 }
 
+// -- bring forward (the bridge's own sine output, --audio/--wav: docs/web.md) ------------------------
+let socket = null;
+const forwardKey = (run, group) => JSON.stringify([run, group]);
+function forwardButton(run, group) {
+  const f = el("button", { type: "button", class: "forward", "aria-pressed": "false", "data-forward": forwardKey(run, group),
+                           "aria-label": `bring ${group} of ${run} forward in the bridge's sound` }, "F");
+  f.addEventListener("click", () => {
+    const on = f.getAttribute("aria-pressed") === "true";  // pressed again: back to the bed (seconds 0)
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ forward: on ? [run, group, 0] : [run, group] }));
+  });
+  return f;
+}
+function renderForward(st) {
+  const on = new Set(((st.outputs || {}).sine || {}).forward?.map(f => forwardKey(f.run, f.group)) || []);
+  for (const b of document.querySelectorAll("button[data-forward]")) b.setAttribute("aria-pressed", String(on.has(b.dataset.forward)));
+}
+
 function renderStatus() {
   const st = model.status || {};
+  renderForward(st);
   renderIncidents((st.alarms || {}).recent);
   const m = st.mapping || {};
   const items = [
@@ -262,7 +281,7 @@ function connect() {
   const token = params.get("token");
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws` +
               (token ? `?token=${encodeURIComponent(token)}` : "");
-  const ws = new WebSocket(url);
+  const ws = socket = window.trainsound.socket = new WebSocket(url);
   ws.onopen = () => {
     state.connects++;
     retry = 250;

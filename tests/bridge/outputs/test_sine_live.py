@@ -110,3 +110,48 @@ def test_bridge_killed_the_engine_still_finishes_the_wav(bridge_proc, tmp_path: 
     y, sr = sf.read(str(wav), dtype="float32")
     assert info.frames == len(y) and len(y) > 0.4 * sr  # the header covers every sample written
     assert np.isfinite(y).all() and np.abs(y[-64:]).max() < 1e-3  # faded out, not cut
+
+
+def test_live_a_group_brought_forward_is_played_about_15_db_louder(bridge_proc, jack_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from trainsound.bridge.service.control import ask
+
+    wav = tmp_path / "forward.wav"
+    b = bridge_proc(["--no-midi", "--audio", "--wav", str(wav)])  # the foreground budget (docs/sound.md)
+
+    def feed(seconds: float) -> None:
+        t_end = time.time() + seconds
+        while time.time() < t_end:  # steady norms a decade apart: each group's bed voice holds one pitch
+            b.send("/nn/r/loss", 0.5)
+            for k in range(6):
+                b.send(f"/nn/r/grad_norm/l{k}", 10.0 ** (k - 3))
+            time.sleep(0.05)
+
+    feed(2.0)
+    reply = ask("127.0.0.1", b.port, "/trainsound/forward", ("r", "l3"))
+    assert reply["forward"] == [{"run": "r", "group": "l3", "left": None}]
+    feed(2.0)
+    rc, err = b.stop()
+    assert rc == 0, err
+    y, sr = sf.read(str(wav), dtype="float32")
+    mono = y.mean(axis=1)
+    loud = np.flatnonzero(np.abs(mono) > 1e-3)
+    n = sr  # equal windows before and after: the same bins, the same scalloping
+    a, z = loud[0] + int(0.8 * sr), loud[-1] - int(0.3 * sr)
+    spec = [np.abs(np.fft.rfft(mono[s : s + n] * np.hanning(n))) for s in (a, z - n)]
+    f = np.fft.rfftfreq(n, 1 / sr)
+    bed = np.flatnonzero((f > 290) & (f < 835))
+    # The bed's six voices: the strongest bin of each, lowest first (group g sounds in slice g).
+    peaks = sorted(bed[np.argsort(spec[0][bed])[-60:]])
+    voices: list[list[int]] = []
+    for k in peaks:
+        if voices and k - voices[-1][-1] <= 3:
+            voices[-1].append(k)
+        else:
+            voices.append([k])
+    assert len(voices) == 6, [f[v[0]] for v in voices]
+    at = [max(v, key=lambda k: spec[0][k]) for v in voices]
+    step = [20 * np.log10(spec[1][k] / spec[0][k]) for k in at]
+    # l3 (the fourth slice) 15.1 dB over the others (13.5 dB up, the rest 1.6 dB down with the master gain).
+    assert 12.0 < step[3] < 15.5, step
+    assert all(-2.5 < s < 0.0 for i, s in enumerate(step) if i != 3), step
+    assert abs(step[3] - np.mean([s for i, s in enumerate(step) if i != 3]) - 15.1) < 0.6, step

@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
-from support import BridgeProc, free_udp_port
+from support import BridgeProc, free_udp_port, wait_until
 
 from trainsound.bridge.service.top import SNAPSHOT, History, SnapshotClient, render, sparkline
 
@@ -128,4 +129,44 @@ def test_top_shows_a_grouped_gpt2_shaped_run_as_its_groups(udp_port: int) -> Non
         assert all(g in screen for g in list(groups)[:8]) and "transformer.h" not in screen, screen
     finally:
         client.close()
+        b.stop()
+
+
+@pytest.mark.slow
+def test_top_selects_a_group_and_brings_it_forward_with_f(udp_port: int, tmp_path: Path) -> None:
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is not installed: run the README's test command, which installs it")
+    b = BridgeProc(["--no-midi", "--stats-interval", "0", "--wav", str(tmp_path / "out.wav")], udp_port)
+    session = f"ts_top_{uuid.uuid4().hex[:6]}"
+
+    def forward() -> list[str]:
+        return [f"{f['run']}/{f['group']}" for f in b.status()["outputs"]["sine"]["forward"]]
+
+    def screen_shows(text: str) -> str:
+        for _ in range(100):
+            screen = capture(session)
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not on the screen:\n{screen}")
+
+    try:
+        for i in range(3):
+            b.send("/nn/fr/step", i)
+            b.send("/nn/fr/loss", 1.0 / (i + 1))
+            for k in range(6):
+                b.send(f"/nn/fr/grad_norm/l{k}", 10.0 ** (k - 3))
+        cmd = f"TRAINSOUND_ADDR=127.0.0.1:{udp_port} {sys.executable} -m trainsound.bridge top --refresh 0.1"
+        assert tmux("new-session", "-d", "-x", "80", "-y", "24", "-s", session, cmd).returncode == 0
+        screen_shows("l5")
+        for key in ("j", "Down", "f"):  # the first group row, the next (an arrow key), forward
+            tmux("send-keys", "-t", session, key)
+            time.sleep(0.3)
+        wait_until(lambda: forward() == ["fr/l1"], what="l1 forward in the bridge's status")
+        screen_shows("▲l1")
+        tmux("send-keys", "-t", session, "F")
+        wait_until(lambda: forward() == [], what="every group back")
+        tmux("send-keys", "-t", session, "q")
+    finally:
+        tmux("kill-session", "-t", session)
         b.stop()

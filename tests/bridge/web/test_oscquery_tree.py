@@ -59,7 +59,8 @@ def test_control_messages_are_always_there_write_only() -> None:
                                  "ACCESS": 0, "CONTENTS": {}}
     ctl = find(tree, "/trainsound")
     assert ctl is not None
-    assert set(ctl["CONTENTS"]) == set(CONTROL) == {"status", "ping", "snapshot", "targets", "learn"}
+    assert set(ctl["CONTENTS"]) == set(CONTROL) == {"status", "ping", "snapshot", "targets", "learn",
+                                                    "forward"}
     assert find(tree, "/trainsound/learn") == {
         "FULL_PATH": "/trainsound/learn", "DESCRIPTION": CONTROL["learn"][1], "ACCESS": 2, "TYPE": "sf"}
 
