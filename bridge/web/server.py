@@ -61,8 +61,7 @@ class WebServer:
         self.access = access
         self.history = history
         self.poll = 1.0 / poll_hz
-        self.status: dict[str, Any] = {}
-        """The daemon's latest status (replaced whole by the receive thread: a reference swap)."""
+        self._status_text = "{}"
         self.clients: set[web.WebSocketResponse] = set()
         self.sent = 0
         self.skipped = 0
@@ -91,6 +90,18 @@ class WebServer:
     def bare_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The daemon's latest status, as the page gets it."""
+        result: dict[str, Any] = json.loads(self._status_text)
+        return result
+
+    @status.setter
+    def status(self, value: dict[str, Any]) -> None:
+        # Frozen into text on the setter's (receive) thread: a status holds live objects (the engine's
+        # counters), and the page must see every counter as of one moment, as `trainsound status` does.
+        self._status_text = json.dumps(value)
 
     # -- lifecycle (called from the daemon's thread) --------------------------------
     def start(self) -> None:
@@ -242,7 +253,7 @@ class WebServer:
         seq = -1
         alarm_seq = 0
         prev: FeedCopy | None = None
-        status_sent: dict[str, Any] | None = None
+        status_sent: str | None = None
         next_status = 0.0
         while True:
             await asyncio.sleep(self.poll)
@@ -255,10 +266,10 @@ class WebServer:
                 if self.clients and (msg["runs"] or msg["alarms"] or "live_runs" in msg):
                     await self._broadcast(json.dumps(msg))
             now = time.monotonic()
-            if now >= next_status and self.status is not status_sent and self.clients:
-                status_sent = self.status
+            if now >= next_status and self._status_text is not status_sent and self.clients:
+                status_sent = self._status_text
                 next_status = now + STATUS_INTERVAL
-                await self._broadcast(json.dumps({"type": "status", "status": status_sent}))
+                await self._broadcast(f'{{"type": "status", "status": {status_sent}}}')
 
     def _delta(self, prev: FeedCopy | None, copy: FeedCopy, alarm_seq: int) -> dict[str, Any]:
         """What changed since ``prev``, as one message. Work in proportion to what changed, except a
