@@ -62,7 +62,7 @@ def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) ->
         last = f"{0.5 + 0.2 * math.sin(39 / 4) + 39 * 0.005:.5g}"
         wait_until(lambda: last in page_text(driver, "tr[data-run='webrun'][data-group='conv1']"), what="conv1's value")
         rows = page_text(driver, "#runs")  # conv1, fc2: voice groups of one layer each (named as the layer)
-        for text in ("webrun", "otherrun", "conv1", "fc2", "loss", "grad_norm", "step 42", "1.025", "0.098"):
+        for text in ("webrun", "otherrun", "conv1", "fc2", "loss", "gradient", "step 42", "1.025", "0.098"):
             assert text in rows, text
         # Each row shows the pitch the bridge's sine renderer would play (bridge/sound/maps.py pitch_hz).
         hz = float(page_text(driver, "tr[data-run='webrun'][data-group='conv1'] td:nth-child(4)"))
@@ -130,6 +130,13 @@ def test_a_grouped_gpt2_shaped_run_shows_its_voice_groups(driver: Any) -> None:
         assert not any(tr.get_attribute("data-id").startswith("/nn/") for tr in trs)
         buttons = page_text(driver, "section[aria-label='run gpt2'] .groups")
         assert all(g in buttons for g in groups)
+        # Names a person reads: the rule's measure ("gradient"), its config name one hover away; a legend.
+        names = {tr.find_elements(By.TAG_NAME, "td")[1].text for tr in trs}
+        titles = {tr.find_elements(By.TAG_NAME, "td")[1].get_attribute("title") for tr in trs}
+        assert names == {"gradient"} and titles == {"mapping rule: grad_norm_notes"}, (names, titles)
+        legend = wait_until(lambda: driver.find_element(By.CSS_SELECTOR, "section[aria-label='run gpt2'] canvas")
+                            .get_attribute("data-legend"), what="the plot's legend")
+        assert f"{next(iter(groups))} gradient" in legend, legend
     finally:
         b.stop()
 

@@ -140,7 +140,8 @@ def test_a_grouped_gpt2_run_shows_its_groups_as_rows() -> None:
     assert 2 <= len(rows) <= 14 and len(rows) == len(latest)
     assert [r["group"] for r in rows] == list(latest)  # in the layout's order
     for r in rows:
-        assert r["value"] == pytest.approx(latest[r["group"]]) and r["name"] == "grad_norm_notes"
+        assert r["value"] == pytest.approx(latest[r["group"]])
+        assert (r["name"], r["rule"]) == ("gradient", "grad_norm_notes")
         [voice] = r["voices"]
         assert voice["rule"] == "grad_norm_notes"
     assert not any(r["id"].startswith("/nn/gpt2/grad_norm/") for r in run["rows"])
