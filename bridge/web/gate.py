@@ -16,7 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..ratelog import RateLimited
 from .options import Access
@@ -38,9 +38,9 @@ class Gate:
         self.refused: Counter[str] = Counter()
         """Reason → connections or requests refused (shown in status as ``web.refused``)."""
         self._warn = RateLimited(log)
-        self._open: dict[asyncio.BaseTransport, float] = {}
+        self._open: dict[asyncio.Transport, float] = {}
         """Open connections → when they were accepted; removed when they close or send a request."""
-        self._spoke: set[asyncio.BaseTransport] = set()
+        self._spoke: set[asyncio.Transport] = set()
 
     def refuse(self, reason: str, fmt: str, *args: Any) -> None:
         """Count a refusal and log it, one line per reason per 10 s."""
@@ -59,7 +59,8 @@ class Gate:
         gate = self
 
         class Door(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            def connection_made(self, base: asyncio.BaseTransport) -> None:
+                transport = cast(asyncio.Transport, base)  # a TCP server's transports are Transports
                 peer = transport.get_extra_info("peername")
                 host = peer[0] if isinstance(peer, tuple) and peer else None
                 if not gate.access.allows_peer(host):
@@ -98,7 +99,7 @@ class Gate:
             oldest.abort()
         return True
 
-    def track(self, transport: asyncio.BaseTransport) -> None:
+    def track(self, transport: asyncio.Transport) -> None:
         self._open[transport] = time.monotonic()
 
     def parse_log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -110,7 +111,7 @@ class Gate:
         return {"connections": sum(1 for t in self._open if not t.is_closing()), "refused": dict(self.refused)}
 
 
-class _ParseLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _ParseLog(logging.LoggerAdapter[logging.Logger]):
     def __init__(self, gate: Gate) -> None:
         super().__init__(logging.getLogger("aiohttp.server"), {})
         self.gate = gate
