@@ -19,19 +19,30 @@ checkout's ``.venv/bin/python``), so one command gives the before and after figu
   holds, time to a TCP status; then its descriptors exhausted (soft RLIMIT_NOFILE lowered with
   ``prlimit``) with connections queued: the bridge's CPU share (it spun on failed accepts before);
 - issue 28, item 9: eight peers at the cap trickling a byte a second: time to a newcomer's pong.
+- issue 28, item 2: 20 WebSocket pages that never read (a ping frame every 2 s keeps aiohttp's heartbeat
+  content) while 300 streams change every 20 ms: the bridge's RSS growth over 20 s;
+- issue 28, item 3: 60,000 distinct addresses in 3 runs with a page open and reading: RSS growth, addresses the
+  feed keeps, datagrams lost in the kernel.
+
+``--only NAME`` (repeatable) runs some trials: a trial's name (amplification, end_flood, junk_runs,
+nan_alarms, idle_lockout, snapshot_burst, idle_connections, out_of_descriptors, trickle, lazy_pages,
+many_addresses), or ``16`` / ``28`` for an issue's.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import math
 import os
 import resource
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests")]
 
 from support import free_udp_port  # noqa: E402
+from webrig import free_tcp_port  # noqa: E402
 
 from trainsound.bridge.wire.osc import decode_message, encode_bundle, encode_message  # noqa: E402
 from trainsound.bridge.wire.slip import SlipDecoder  # noqa: E402
@@ -343,10 +355,102 @@ def trickle(port: int) -> None:
           f"{'pong after ' + format(took, '.2f') + ' s' if got else 'ping unanswered for 8 s'}")
 
 
-def start(python: str) -> tuple[subprocess.Popen[str], int]:
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def ws_open(port: int, rcvbuf: int = 4096) -> socket.socket:
+    """A WebSocket to the page's ``/ws``, opened by hand (only the handshake is read)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n"
+              f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+              "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    return s
+
+
+def lazy_pages(port: int, u: socket.socket, pid: int, web: int, seconds: float = 20.0) -> None:
+    lazy = [ws_open(web) for _ in range(20)]
+    stop = threading.Event()
+
+    def keepalive() -> None:
+        while not stop.wait(2.0):
+            for s in lazy:
+                with contextlib.suppress(OSError):
+                    s.sendall(struct.pack("!BB", 0x89, 0x80) + os.urandom(4))  # a masked, empty ping
+
+    k = threading.Thread(target=keepalive, daemon=True)
+    k.start()
+    base = rss_mb(pid)
+    t_end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < t_end:
+        for layer in range(300):
+            u.sendto(encode_message(f"/nn/big/grad_norm/layer{layer:03d}.weight", [0.1 + (i % 97) / 100]),
+                     ("127.0.0.1", port))
+        i += 1
+        time.sleep(0.02)
+    grown = rss_mb(pid) - base
+    web_health = status(port).get("web", {})
+    stop.set()
+    k.join(5)
+    for s in lazy:
+        s.close()
+    print(f"20 pages that never read, {seconds:g} s of 300 streams every 20 ms: RSS {base:.0f} → {base + grown:.0f} MB "
+          f"(+{grown:.0f} MB); web: skipped {web_health.get('skipped')}, closed_slow {web_health.get('closed_slow')}")
+
+
+def many_addresses(port: int, u: socket.socket, pid: int, web: int, n: int = 60_000) -> None:
+    reader = ws_open(web, 1 << 20)
+    stop = threading.Event()
+
+    def read() -> None:
+        reader.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                reader.recv(1 << 20)
+
+    r = threading.Thread(target=read, daemon=True)
+    r.start()
+    before = status(port)
+    base = rss_mb(pid)
+    t0 = time.monotonic()
+    for i in range(n):
+        u.sendto(encode_message(f"/nn/addr{i % 3}/grad_norm/layer{i}", [0.5]), ("127.0.0.1", port))
+        if i % 500 == 499:
+            time.sleep(0.05)
+    took = time.monotonic() - t0
+    time.sleep(2.0)
+    after = status(port)
+    grown = rss_mb(pid) - base
+    stop.set()
+    r.join(5)
+    reader.close()
+    feed = after.get("outputs", {}).get("feed", {})
+    lost = (after.get("kernel_drops") or 0) - (before.get("kernel_drops") or 0)
+    print(f"{n:,} distinct addresses in {took:.1f} s with a page open: RSS +{grown:.0f} MB "
+          f"({grown * 2**20 / n:,.0f} B an address); feed keeps {feed.get('addresses', 'all')}, "
+          f"shed {feed.get('shed', '–')}; {lost} datagrams lost in the kernel")
+
+
+def start(python: str, web: int | None = None) -> tuple[subprocess.Popen[str], int]:
     port = free_udp_port()
+    extra: list[str] = []
+    if web:  # a row per layer (no voice groups): every address is a row of the page
+        cfg = Path(tempfile.mkdtemp()) / "rows.toml"
+        cfg.write_text('[groups]\nmode = "none"\n')
+        extra = ["--web", f"127.0.0.1:{web}", "--config", str(cfg)]
     proc = subprocess.Popen([python, "-m", "trainsound.bridge", "-q", "bridge", "--listen", f"127.0.0.1:{port}",
-                             "--no-midi"], stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                             "--no-midi", *extra], stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     t0 = time.monotonic()
     while tcp_ask(port, PING, "/trainsound/pong", 0.5) is None:
         if proc.poll() is not None or time.monotonic() - t0 > 20:
@@ -374,19 +478,25 @@ def stop(proc: subprocess.Popen[str]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--python", default=sys.executable, help="interpreter whose trainsound runs the bridge")
-    ap.add_argument("--only", choices=["16", "28"], help="only issue 16's trials, or only issue 28's")
+    ap.add_argument("--only", action="append", metavar="NAME",
+                    help="run only this trial, or 16 / 28 for an issue's (repeatable)")
     args = ap.parse_args()
     print(f"bridge: {args.python}")
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.bind(("127.0.0.1", 0))
     # A fresh bridge per trial: each starts from no runs and zero counters.
-    trials: list[Any] = [amplification, end_flood, junk_runs, nan_alarms, idle_lockout]
-    new = [snapshot_burst, idle_connections, out_of_descriptors, trickle]
-    trials = new if args.only == "28" else trials if args.only == "16" else trials + new
-    for trial in trials:
-        proc, port = start(args.python)
+    issue16: list[Any] = [amplification, end_flood, junk_runs, nan_alarms, idle_lockout]
+    issue28: list[Any] = [snapshot_burst, idle_connections, out_of_descriptors, trickle, lazy_pages, many_addresses]
+    only = set(args.only or ())
+    for trial in issue16 + issue28:
+        if only and not ({trial.__name__, "16" if trial in issue16 else "28"} & only):
+            continue
+        web = free_tcp_port() if trial in (lazy_pages, many_addresses) else None
+        proc, port = start(args.python, web)
         try:
-            if trial in (idle_lockout, trickle):
+            if web is not None:
+                trial(port, u, proc.pid, web)
+            elif trial in (idle_lockout, trickle):
                 trial(port)
             elif trial in (idle_connections, out_of_descriptors):
                 trial(port, proc.pid)

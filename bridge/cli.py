@@ -155,6 +155,9 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     # Overrides are kept with the file so that a SIGHUP reload re-applies them.
     source = ConfigSource(path, tuple(overrides))
     config = source.load()
+    from .web.options import require_server
+
+    require_server(config)  # before any port opens: --web without aiohttp is refused (exit 2)
     specs = output_specs(args, config, live_midi_default=True, never_overwrite=True)
     return Daemon(config, specs, source=source).run()
 

@@ -326,7 +326,7 @@ class Daemon:
             self._next_publish = now + PUBLISH_INTERVAL
             assert self.pipeline is not None
             self.feed.prune(set(self.pipeline.runs))
-            if self.web is not None and self.web.clients:
+            if self.web is not None:  # always: a page that connects gets a status at most 0.5 s old
                 self.web.status = self.status()  # built here: outputs' health is read on their own thread
         if self._reload:
             self._reload = False

@@ -35,6 +35,11 @@ from ..wire.protocol import Event
 ALARM_HISTORY = 256
 #: The page's control requests held for the receive thread (a page cannot pile up more).
 PAGE_REQUESTS = 64
+#: Addresses (rows) kept in all, and per run: beyond, a new address is not kept and is counted as ``shed``
+#: (its values are still mapped and heard; the page and ``top`` do not list it). Like the alarm table's
+#: 4,096 a run: a real model's layers fit (GPT-2: ~600 addresses), a flood of names cannot grow the bridge.
+MAX_ADDRESSES = 16_384
+MAX_RUN_ADDRESSES = 4_096
 #: A voice group's row: the kind of its stand-in event, and the prefix of its address (no OSC address starts so).
 GROUP_KIND = "group"
 GROUP_PREFIX = "group:"
@@ -97,6 +102,10 @@ class Feed(Output):
         self.seq = 0
         """Bumped on every change: a reader that sees the same ``seq`` skips its copy."""
         self.readers = 0
+        self.per_run: dict[str, int] = {}
+        """Run → addresses kept (in first-seen order)."""
+        self.shed = 0
+        """Events to new addresses not kept: over :data:`MAX_ADDRESSES` or :data:`MAX_RUN_ADDRESSES`."""
         """Web clients connected now (the server sets it; shown in status)."""
         self.grouped: frozenset[int] = frozenset()
         """Indexes of the rules whose voices are groups (:meth:`reconfigure`)."""
@@ -122,6 +131,8 @@ class Feed(Output):
         if (self.nonfinite is not None and self.nonfinite.held) or (mapped and has_nan(mapped)):
             mapped = self._held_silent(event, mapped)
         if event is not None:
+            if event.address not in self.events and not self._admit(event.run):
+                return
             self.events[event.address] = event
             if mapped:
                 own = True
@@ -151,7 +162,7 @@ class Feed(Output):
         for event, mapped in batch:
             if mapped or held:
                 self.handle(event, mapped)
-            else:
+            elif event.address in events or self._admit(event.run):  # a new address within the bounds
                 events[event.address] = event
         self.seq += 1
 
@@ -178,8 +189,19 @@ class Feed(Output):
     def _group_value(self, m: Mapped) -> None:
         """A voice group's latest aggregate, kept as if it came to an address of its own: one row per group."""
         address = group_address(m)
+        if address not in self.events and not self._admit(m.run):
+            return
         self.events[address] = Event(m.t, m.run, GROUP_KIND, m.stream[-1], (m.value,), None, address, b"")
         self.mapped[address] = (m,)
+
+    def _admit(self, run: str) -> bool:
+        """Room for one more address of ``run``? (Counted when not.)"""
+        n = self.per_run.get(run, 0)
+        if n >= MAX_RUN_ADDRESSES or len(self.events) >= MAX_ADDRESSES:
+            self.shed += 1
+            return False
+        self.per_run[run] = n + 1
+        return True
 
     def alarm(self, run: str, name: str, kind: str, t: float, value: float, step: int | None = None) -> None:
         """Record an alarm; ``step`` defaults to the run's latest ``/nn/<run>/step``."""
@@ -192,10 +214,14 @@ class Feed(Output):
 
     def prune(self, runs: set[str]) -> None:
         """Forget what belongs to runs no longer tracked (the pipeline forgot them)."""
+        if all(r in runs for r in self.per_run):
+            return  # the common case costs what the runs cost, not what the addresses cost
         stale = [a for a, ev in self.events.items() if ev.run not in runs]
         for a in stale:
             del self.events[a]
             self.mapped.pop(a, None)
+        for run in [r for r in self.per_run if r not in runs]:
+            del self.per_run[run]
         for k in [k for k, m in self.released.items() if m.run not in runs]:
             del self.released[k]
         if self.nonfinite is not None:
@@ -216,7 +242,7 @@ class Feed(Output):
         """Nothing to finish."""
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "web_clients": self.readers}
+        return {"ok": True, "web_clients": self.readers, "addresses": len(self.events), "shed": self.shed}
 
     # -- readers -----------------------------------------------------------------
     def copy(self) -> FeedCopy:

@@ -128,6 +128,25 @@ def with_web(cfg: Config, listen: str | None, allow: list[str] | None) -> Config
     return replace(cfg, outputs={**cfg.outputs, "web": replace(cur, listen=where, allow=nets)})
 
 
+def require_server(cfg: Config) -> None:
+    """Refuse to start a bridge asked for the page (``--web`` or ``[web].listen``) without aiohttp, as
+    ``--link`` refuses without aalink: a service must not run on silently with no page.
+
+    Raises:
+        ConfigError: the page is asked for and aiohttp cannot be imported (one line naming the extra).
+    """
+    opts: WebOptions = output_options(cfg, "web", WebOptions())
+    if opts.listen is None:
+        return
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(
+            f"--web (or [web].listen) needs the web extra, and aiohttp cannot be imported ({err}): "
+            "pip install '.[web]' in the clone (or pip install 'trainsound[web]')"
+        ) from None
+
+
 def add_web_args(parser: argparse.ArgumentParser) -> None:
     """``trainsound bridge``'s ``--web`` and ``--web-allow`` (applied by :func:`with_web`)."""
     w = parser.add_argument_group("web page")

@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 from ..config import Config
 from ..receive.sockets import ListenError
 from .feed import Feed, FeedCopy, finite_or_none
+from .gate import HEADER_TIMEOUT, Gate
 from .options import Access
 from .snapshot import build, sine_params
 
@@ -42,6 +43,11 @@ TOKEN_COOKIE = "trainsound_token"
 #: A page that does not take a delta within this time is skipped for that delta.
 SEND_TIMEOUT = 0.5
 STATUS_INTERVAL = 0.5
+#: Bytes a page may leave unread in its connection's buffer: beyond, it is sent nothing (counted as skipped)
+#: until it has read them, then a fresh hello; memory per page stays bounded whatever the page does.
+SEND_BUFFER = 1 << 20
+#: A page that stays over :data:`SEND_BUFFER` this long is closed (``closed_slow``): it reconnects.
+SLOW_CLOSE = 10.0
 
 
 class WebServer:
@@ -55,11 +61,16 @@ class WebServer:
         self.access = access
         self.history = history
         self.poll = 1.0 / poll_hz
-        self.status: dict[str, Any] = {}
-        """The daemon's latest status (replaced whole by the receive thread: a reference swap)."""
+        self._status_text = "{}"
         self.clients: set[web.WebSocketResponse] = set()
         self.sent = 0
         self.skipped = 0
+        self.closed_slow = 0
+        self.gate = Gate(access)
+        # Pages behind on reading: page → when it first fell behind (a fresh hello when it catches up).
+        self._behind: dict[web.WebSocketResponse, float] = {}
+        self._transport: dict[web.WebSocketResponse, asyncio.Transport] = {}
+        self._server: asyncio.Server | None = None
         self._hist: dict[str, deque[list[Any]]] = {}
         # The pump's bookkeeping (its thread only): voice → address, runs in first-seen order.
         self._voice_at: dict[tuple[int, tuple[str, ...]], str] = {}
@@ -79,6 +90,18 @@ class WebServer:
     def bare_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The daemon's latest status, as the page gets it."""
+        result: dict[str, Any] = json.loads(self._status_text)
+        return result
+
+    @status.setter
+    def status(self, value: dict[str, Any]) -> None:
+        # Frozen into text on the setter's (receive) thread: a status holds live objects (the engine's
+        # counters), and the page must see every counter as of one moment, as `trainsound status` does.
+        self._status_text = json.dumps(value)
 
     # -- lifecycle (called from the daemon's thread) --------------------------------
     def start(self) -> None:
@@ -124,34 +147,45 @@ class WebServer:
         app.router.add_get("/favicon.ico", self._favicon)
         app.router.add_get("/static/{name}", self._asset)
         app.router.add_get("/ws", self._ws)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        # The keep-alive timer starts at the connection and trickled bytes do not reset it: a header timeout.
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                                    keepalive_timeout=HEADER_TIMEOUT, logger=self.gate.parse_log())
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        if self.port == 0:  # tests ask for a free port
-            server = getattr(site, "_server", None)
-            if server is not None and server.sockets:
-                self.port = server.sockets[0].getsockname()[1]
+        assert self._runner.server is not None
+        loop = asyncio.get_running_loop()
+        # Our own listening socket, so that the gate sees each connection before aiohttp parses a byte.
+        self._server = await loop.create_server(self.gate.factory(self._runner.server), self.host, self.port,
+                                                reuse_address=True)
+        if self.port == 0 and self._server.sockets:  # tests ask for a free port
+            self.port = self._server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
         for ws in list(self.clients):
             with contextlib.suppress(Exception):
-                await ws.close(code=1001, message=b"bridge stopping")
+                await asyncio.wait_for(ws.close(code=1001, message=b"bridge stopping"), 1.0)
         if self._runner is not None:
             await self._runner.cleanup()
 
     # -- access --------------------------------------------------------------------
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
-        if not self.access.allows_peer(request.remote):
-            log.warning("web: refused %s from %s (not in the web allowlist)", request.path, request.remote)
+        self.gate.spoke(request.transport)
+        if not self.access.allows_peer(request.remote):  # the gate refused it already; kept as a second lock
+            self.gate.refuse("not_allowed", "refused %s from %s (not in the web allowlist)", request.path,
+                             request.remote)
             raise web.HTTPForbidden(text="trainsound: not allowed from this address\n")
         given = request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
         if not self.access.token_ok(given):
-            log.warning("web: refused %s from %s (no valid token)", request.path, request.remote)
+            self.gate.refuse("bad_token", "refused %s from %s (no valid token)", request.path, request.remote)
             raise web.HTTPForbidden(text="trainsound: this page needs the token in the URL the bridge logged\n")
-        if self.access.token is None and request.host.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
+        # The header itself, never aiohttp's fallback to the socket's address (a request with no Host).
+        host = request.headers.get("Host", "")
+        if self.access.token is None and host.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
             # On loopback the Host header must be loopback too: a DNS-rebinding page cannot reach us.
+            self.gate.refuse("bad_host", "refused %s from %s (Host header %r)", request.path, request.remote,
+                             host[:100])
             raise web.HTTPForbidden(text="trainsound: unexpected Host header\n")
         response: web.StreamResponse = await handler(request)
         return response
@@ -181,13 +215,18 @@ class WebServer:
     # -- WebSocket -----------------------------------------------------------------
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if origin != f"{request.scheme}://{request.host}":
-            log.warning("web: refused a WebSocket from %s with origin %r", request.remote, origin)
+        if origin != f"{request.scheme}://{request.headers.get('Host', '')}":
+            self.gate.refuse("bad_origin", "refused a WebSocket from %s with origin %r", request.remote,
+                             (origin or "")[:100])
             raise web.HTTPForbidden(text="trainsound: cross-origin WebSocket refused\n")
         ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=1 << 16)
         await ws.prepare(request)
+        transport = request.transport
+        if transport is None:
+            return ws
         await ws.send_str(json.dumps(self._hello()))
         self.clients.add(ws)
+        self._transport[ws] = transport
         self.feed.readers = len(self.clients)
         try:
             async for msg in ws:
@@ -197,6 +236,8 @@ class WebServer:
                     self._request(msg.data, request.remote)
         finally:
             self.clients.discard(ws)
+            self._transport.pop(ws, None)
+            self._behind.pop(ws, None)
             self.feed.readers = len(self.clients)
         return ws
 
@@ -226,7 +267,7 @@ class WebServer:
         seq = -1
         alarm_seq = 0
         prev: FeedCopy | None = None
-        status_sent: dict[str, Any] | None = None
+        status_sent: str | None = None
         next_status = 0.0
         while True:
             await asyncio.sleep(self.poll)
@@ -239,10 +280,10 @@ class WebServer:
                 if self.clients and (msg["runs"] or msg["alarms"] or "live_runs" in msg):
                     await self._broadcast(json.dumps(msg))
             now = time.monotonic()
-            if now >= next_status and self.status is not status_sent and self.clients:
-                status_sent = self.status
+            if now >= next_status and self._status_text is not status_sent and self.clients:
+                status_sent = self._status_text
                 next_status = now + STATUS_INTERVAL
-                await self._broadcast(json.dumps({"type": "status", "status": status_sent}))
+                await self._broadcast(f'{{"type": "status", "status": {status_sent}}}')
 
     def _delta(self, prev: FeedCopy | None, copy: FeedCopy, alarm_seq: int) -> dict[str, Any]:
         """What changed since ``prev``, as one message. Work in proportion to what changed, except a
@@ -296,16 +337,38 @@ class WebServer:
         return msg
 
     async def _broadcast(self, text: str) -> None:
-        clients = list(self.clients)
+        """Send ``text`` to every page that has read what it was sent; the others skip it (a page that
+        never reads holds at most :data:`SEND_BUFFER` bytes, and is closed after :data:`SLOW_CLOSE` s)."""
+        now = time.monotonic()
+        ready: list[tuple[web.WebSocketResponse, str]] = []
+        for ws in list(self.clients):
+            transport = self._transport.get(ws)
+            if transport is None or transport.is_closing():
+                continue
+            if transport.get_write_buffer_size() > SEND_BUFFER:
+                since = self._behind.setdefault(ws, now)
+                self.skipped += 1
+                if now - since > SLOW_CLOSE:
+                    self.closed_slow += 1
+                    self.gate.refuse("slow_reader", "closed a page that read nothing for %.0f s (%s)", now - since,
+                                     transport.get_extra_info("peername"))
+                    self.clients.discard(ws)
+                    transport.abort()
+                continue
+            if self._behind.pop(ws, None) is not None:
+                ready.append((ws, json.dumps(self._hello())))  # it missed deltas: start it afresh
+            else:
+                ready.append((ws, text))
         results = await asyncio.gather(
-            *(asyncio.wait_for(ws.send_str(text), SEND_TIMEOUT) for ws in clients), return_exceptions=True
+            *(asyncio.wait_for(ws.send_str(t), SEND_TIMEOUT) for ws, t in ready), return_exceptions=True
         )
-        for r in results:
+        for (ws, _), r in zip(ready, results, strict=True):
             if isinstance(r, BaseException):
                 self.skipped += 1
+                self._behind.setdefault(ws, now)
             else:
                 self.sent += 1
 
     def health(self) -> dict[str, Any]:
         return {"url": self.bare_url, "token": self.access.token is not None, "clients": len(self.clients),
-                "sent": self.sent, "skipped": self.skipped}
+                "sent": self.sent, "skipped": self.skipped, "closed_slow": self.closed_slow, **self.gate.health()}

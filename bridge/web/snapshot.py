@@ -35,6 +35,39 @@ def sine_params(config: Config) -> dict[str, float]:
     return {k: float(getattr(opts, k)) for k in _SINE_DEFAULTS}
 
 
+#: What a person calls the built-in rules' measures (docs/web.md); other rules: :func:`readable`'s guess.
+READABLE = {
+    "grad_norm_notes": "gradient",
+    "loss_brightness": "loss",
+    "update_ratio_mod": "update ratio",
+    "weight_std_resonance": "weight spread",
+    "accuracy_expression": "accuracy",
+    "metric_acc": "accuracy",
+    "metric_val_accuracy": "validation accuracy",
+    "metric_val_acc": "validation accuracy",
+    "metric_learning_rate": "learning rate",
+    "metric_lr": "learning rate",
+    "metric_grad_norm": "gradient norm",
+}
+_SUFFIXES = ("_notes", "_mod", "_resonance", "_brightness", "_expression", "_cc", "_note")
+
+
+def readable(rule_name: str) -> str:
+    """A rule's name as a person reads it (the rule's own name stays in the row's ``rule``).
+
+    >>> readable("grad_norm_notes"), readable("weight_std_resonance"), readable("my_loss_cc"), readable("x")
+    ('gradient', 'weight spread', 'my loss', 'x')
+    """
+    if rule_name in READABLE:
+        return READABLE[rule_name]
+    name = rule_name.removeprefix("metric_")
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name.replace("_", " ")
+
+
 def voice_id(m: Mapped) -> str:
     """A stable text key for a voice.
 
@@ -50,6 +83,7 @@ def voice_data(m: Mapped, config: Config, sine: dict[str, float]) -> dict[str, A
     return {
         "id": voice_id(m),
         "rule": m.rule_name,
+        "label": readable(m.rule_name),
         "target": m.target,
         "norm": round(m.norm, 5),
         "hz": round(pitch_hz(m.norm, sine["fmin"], sine["octaves"]), 3),
@@ -77,15 +111,18 @@ def row_data(address: str, ev: Any, voices: list[dict[str, Any]], group: Mapped 
              config: Config | None = None) -> dict[str, Any]:
     """One row: an address's latest event, or (``group``: its latest aggregate) a voice group's."""
     names = VALUE_NAMES.get(ev.kind, ())
-    kind, name = ev.kind, ev.name or ev.kind
-    if group is not None:  # kind: what the grouping rule listens to; name: the rule
+    kind, name, rule = ev.kind, ev.name or ev.kind, None
+    if group is not None:  # kind: what the grouping rule listens to; name: the rule's measure, as a person says it
         rules = config.mappings if config is not None else ()
         kind = (rules[group.rule].kind if 0 <= group.rule < len(rules) else "") or GROUP_KIND
-        name = group.rule_name
+        name, rule = readable(group.rule_name), group.rule_name
+    elif voices:
+        rule = voices[0]["rule"]
     return {
         "id": address,
         "kind": kind,
         "name": name,
+        "rule": rule,
         # A row's group: its voice group's name (a grouped layer's rows are its groups), else its kind.
         "group": group.stream[-1] if group is not None else ev.kind,
         "value": finite_or_none(ev.values[0]) if ev.values else None,

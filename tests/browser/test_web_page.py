@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -60,7 +62,7 @@ def test_page_shows_runs_values_alarms_and_plays(driver: Any, tmp_path: Path) ->
         last = f"{0.5 + 0.2 * math.sin(39 / 4) + 39 * 0.005:.5g}"
         wait_until(lambda: last in page_text(driver, "tr[data-run='webrun'][data-group='conv1']"), what="conv1's value")
         rows = page_text(driver, "#runs")  # conv1, fc2: voice groups of one layer each (named as the layer)
-        for text in ("webrun", "otherrun", "conv1", "fc2", "loss", "grad_norm", "step 42", "1.025", "0.098"):
+        for text in ("webrun", "otherrun", "conv1", "fc2", "loss", "gradient", "step 42", "1.025", "0.098"):
             assert text in rows, text
         # Each row shows the pitch the bridge's sine renderer would play (bridge/sound/maps.py pitch_hz).
         hz = float(page_text(driver, "tr[data-run='webrun'][data-group='conv1'] td:nth-child(4)"))
@@ -128,6 +130,13 @@ def test_a_grouped_gpt2_shaped_run_shows_its_voice_groups(driver: Any) -> None:
         assert not any(tr.get_attribute("data-id").startswith("/nn/") for tr in trs)
         buttons = page_text(driver, "section[aria-label='run gpt2'] .groups")
         assert all(g in buttons for g in groups)
+        # Names a person reads: the rule's measure ("gradient"), its config name one hover away; a legend.
+        names = {tr.find_elements(By.TAG_NAME, "td")[1].text for tr in trs}
+        titles = {tr.find_elements(By.TAG_NAME, "td")[1].get_attribute("title") for tr in trs}
+        assert names == {"gradient"} and titles == {"mapping rule: grad_norm_notes"}, (names, titles)
+        legend = wait_until(lambda: driver.find_element(By.CSS_SELECTOR, "section[aria-label='run gpt2'] canvas")
+                            .get_attribute("data-legend"), what="the plot's legend")
+        assert f"{next(iter(groups))} gradient" in legend, legend
     finally:
         b.stop()
 
@@ -174,12 +183,18 @@ def test_page_reconnects_after_two_bridge_restarts(driver: Any) -> None:
         b.stop()
 
 
+#: What :func:`_get` returns for a connection the bridge cut at accept, before reading a byte.
+CUT = -1
+
+
 def _get(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
             return int(r.status)
     except urllib.error.HTTPError as err:
         return err.code
+    except (ConnectionResetError, urllib.error.URLError):
+        return CUT
 
 
 def test_beyond_loopback_needs_the_allowlist_and_the_token() -> None:
@@ -262,9 +277,92 @@ def test_a_request_from_a_non_loopback_address_needs_the_token(driver: Any) -> N
         b.stop()
     ip = ipaddress.ip_address(addr)
     other = next(n for n in ("198.51.100.0/24", "203.0.113.0/24") if ip not in ipaddress.ip_network(n))
-    b = web_bridge(f"0.0.0.0:{web}", extra=("--web-allow", other))  # not us: refused even with the token
+    b = web_bridge(f"0.0.0.0:{web}", extra=("--web-allow", other))  # not us: cut even with the token
     try:
         token = logged_url(b).split("?token=", 1)[1]
-        assert _get(f"http://{addr}:{web}/?token={token}") == 403
+        assert _get(f"http://{addr}:{web}/?token={token}") == CUT  # at accept, before a byte is parsed
+        wait_until(lambda: b.status()["web"]["refused"].get("not_allowed") == 1, what="the refusal counted")
     finally:
+        b.stop()
+
+
+COUNTERS = {"messages": "received", "accepted": "accepted", "dropped": "dropped_total"}
+
+
+def page_counters(driver: Any) -> dict[str, str]:
+    """The Bridge panel as a person reads it: label → text."""
+    pairs = js(driver, "[...document.querySelectorAll('#counters dt')].map(dt => [dt.textContent, "
+                       "dt.nextElementSibling.textContent])")
+    return dict(pairs)
+
+
+def cli_status(port: int) -> dict[str, Any]:
+    r = subprocess.run([sys.executable, "-m", "trainsound.bridge", "status", "--to", f"127.0.0.1:{port}", "--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout))
+
+
+def test_the_bridge_panel_shows_what_status_json_says_while_data_streams_in(driver: Any) -> None:
+    """Issue 24: the panel showed uptime 0 s, messages 0, runs 0 while mapped was 3,345 (a status of the
+    bridge's first moment, with the engine's live counters inside). While data streams in, each counter on the
+    page lies between two ``trainsound status --json`` taken just before and after reading the page, all from
+    one moment (received ≥ mapped's messages); at rest the page equals ``status --json``."""
+    web = free_tcp_port()
+    b = web_bridge(f"127.0.0.1:{web}")
+    stop = threading.Event()
+
+    def stream() -> None:
+        i = 0
+        while not stop.is_set():
+            b.send("/nn/hf/step", i)
+            b.send("/nn/hf/loss", 2.0 - i * 1e-3)
+            for layer in range(8):
+                b.send(f"/nn/hf/grad_norm/layer{layer}", 0.1 * (layer + 1) + i * 1e-4)
+            i += 1
+            time.sleep(0.01)
+
+    try:
+        for i in range(300):  # data before the page opens: the page's first status must not be the start's
+            b.send("/nn/early/loss", 1.0 + i)
+        time.sleep(1.5)
+        driver.get(f"http://127.0.0.1:{web}/")
+        wait_until(lambda: js(driver, "window.trainsound.state.hellos") >= 1)
+        first = js(driver, "window.trainsound.model.status")  # the hello's: not the bridge's first moment
+        assert first["uptime"] >= 1.0 and first["received"] >= 300 and first["runs"] == ["early"], first
+        assert first["mapping"]["mapped"] <= first["accepted"], first
+        t = threading.Thread(target=stream, daemon=True)
+        t.start()
+        checked = 0
+        t_end = time.monotonic() + 8.0
+        while time.monotonic() < t_end:
+            before = cli_status(b.port)
+            shown = page_counters(driver)
+            after = cli_status(b.port)
+            if shown["uptime"] == "–":
+                continue
+            # The page's status is at most ~1 s old (published every 0.5 s): no older than "before" less 1.5 s.
+            assert before["uptime"] - 2.0 <= float(shown["uptime"].split()[0]) <= after["uptime"] + 1.0, shown
+            for label, key in COUNTERS.items():
+                assert int(shown[label]) <= after[key], (label, shown, after)
+            assert int(shown["messages"]) >= 300 and shown["runs"] in ("1", "2"), shown
+            # One moment: the engine's mapped count never runs ahead of the messages the page shows.
+            assert int(shown["mapped"]) <= int(shown["accepted"]) * 2, shown
+            checked += 1
+            time.sleep(0.3)
+        stop.set()
+        t.join(5)
+        assert checked >= 5
+        time.sleep(1.0)
+        # At rest (the status query is itself a message): the next published status equals this one.
+        st = cli_status(b.port)
+        time.sleep(1.5)
+        shown = page_counters(driver)
+        expect = {label: str(st[key]) for label, key in COUNTERS.items()}
+        assert {k: shown[k] for k in expect} == expect
+        assert shown["mapped"] == str(st["mapping"]["mapped"]) and shown["alarms"] == str(st["mapping"]["alarms"])
+        assert shown["runs"] == str(len(st["runs"])) == "2"
+        assert 0 <= float(shown["uptime"].split()[0]) - st["uptime"] <= 2.5
+    finally:
+        stop.set()
         b.stop()

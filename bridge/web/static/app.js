@@ -44,7 +44,7 @@ function upsertRun(r) {
 function upsertRow(run, r, now) {
   let row = run.rows.get(r.id);
   if (!row) { row = { history: [] }; run.rows.set(r.id, row); }
-  Object.assign(row, { id: r.id, kind: r.kind, name: r.name, group: r.group, value: r.value, values: r.values,
+  Object.assign(row, { id: r.id, kind: r.kind, name: r.name, rule: r.rule, group: r.group, value: r.value, values: r.values,
                        t: r.t, voices: r.voices.length ? r.voices : (row.voices || []) });
   if (r.history) row.history = r.history.slice(-model.history);
   else if (r.value !== null) {
@@ -147,7 +147,9 @@ function renderRun(run, nowMs, rows) {
   const v = run.view;
   if (nowMs - v.lastPlot > 100) {  // the plot at 10 Hz is smooth enough and keeps the page light
     v.lastPlot = nowMs;
-    drawPlot(v.canvas, [...run.rows.values()], nowMs / 1000);
+    const rows = [...run.rows.values()];
+    drawPlot(v.canvas, rows, nowMs / 1000);
+    v.canvas.dataset.legend = legendLabels(rows).join(" | ");
   }
   if (!rows) return;
   v.step.textContent = run.step === null ? "" : `step ${run.step}${run.epoch === null ? "" : `, epoch ${run.epoch}`}`;
@@ -171,6 +173,7 @@ function renderRun(run, nowMs, rows) {
       for (let i = 0; i < 5; i++) tr.append(el("td", i === 2 || i === 3 ? { class: "num" } : {}));
       tr.children[0].textContent = row.group;
       tr.children[1].textContent = row.name;
+      if (row.rule) tr.children[1].title = `mapping rule: ${row.rule}`;  // the config's name, one hover away
       v.tbody.append(tr);
       v.trs.set(row.id, tr);
     }

@@ -51,8 +51,32 @@ function drawPlot(canvas, rows, nowS) {
     line(r.history);
     if (r.refHistory) { g.setLineDash([5, 4]); line(r.refHistory); g.setLineDash([]); }  // the reference, dashed
   });
+  drawLegend(g, rows, w);
   g.fillStyle = "#9aa3ad";
   g.fillText(`${positive ? "log " : ""}${lo.toPrecision(3)} … ${hi.toPrecision(3)}, last ${Math.round(span)} s`, 8, 14);
 }
 
+// Which line is which: each stream's colour and name, top right (the loss in white), at most LEGEND_MAX.
+const LEGEND_MAX = 8;
+function legendLabel(r) { return r.group && r.group !== r.name ? `${r.group} ${r.name}` : r.name; }
+function drawLegend(g, rows, w) {
+  const shown = rows.slice(0, LEGEND_MAX);
+  const labels = shown.map(legendLabel);
+  if (rows.length > LEGEND_MAX) labels.push(`+${rows.length - LEGEND_MAX} more`);
+  const width = Math.max(...labels.map(t => g.measureText(t).width)) + 22;
+  let y = 14;
+  labels.forEach((t, i) => {
+    if (i < shown.length) {
+      const r = shown[i];
+      g.fillStyle = r.kind === "loss" ? "#ffffff" : COLOURS[i % COLOURS.length];
+      g.fillRect(w - width, y - 6, 12, r.kind === "loss" ? 3 : 2);
+    }
+    g.fillStyle = "#d6dbe0";
+    g.fillText(t, w - width + 16, y);
+    y += 13;
+  });
+  return labels;
+}
+
 window.drawPlot = drawPlot;
+window.legendLabels = rows => rows.slice(0, LEGEND_MAX).map(legendLabel);

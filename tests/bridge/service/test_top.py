@@ -44,7 +44,7 @@ def test_top_in_tmux_shows_run_group_alarm_and_quits_on_q(udp_port: int) -> None
             if "toprun" in screen:
                 break
             time.sleep(0.1)
-        assert "toprun @17" in screen and "encoder.0" in screen and "grad_norm" in screen and "loss" in screen, screen
+        assert "toprun @17" in screen and "encoder.0" in screen and "gradient" in screen and "loss" in screen, screen
         b.send("/nn/toprun/grad_norm/encoder.1", float("nan"))
         for _ in range(100):
             screen = capture(session)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import pytest
+from support import wait_until
 
 from trainsound.bridge.config import default, from_dict
 from trainsound.bridge.mapping.engine import Engine
 from trainsound.bridge.sound.maps import pitch_hz
-from trainsound.bridge.web.feed import ALARM_HISTORY, Feed
+from trainsound.bridge.web.feed import ALARM_HISTORY, MAX_ADDRESSES, MAX_RUN_ADDRESSES, Feed
 from trainsound.bridge.web.snapshot import build
 from trainsound.bridge.wire.protocol import parse_event
 
@@ -138,7 +140,8 @@ def test_a_grouped_gpt2_run_shows_its_groups_as_rows() -> None:
     assert 2 <= len(rows) <= 14 and len(rows) == len(latest)
     assert [r["group"] for r in rows] == list(latest)  # in the layout's order
     for r in rows:
-        assert r["value"] == pytest.approx(latest[r["group"]]) and r["name"] == "grad_norm_notes"
+        assert r["value"] == pytest.approx(latest[r["group"]])
+        assert (r["name"], r["rule"]) == ("gradient", "grad_norm_notes")
         [voice] = r["voices"]
         assert voice["rule"] == "grad_norm_notes"
     assert not any(r["id"].startswith("/nn/gpt2/grad_norm/") for r in run["rows"])
@@ -177,3 +180,47 @@ def test_the_detectors_alarms_reach_the_feed_with_their_kind_name_and_step() -> 
     assert len({w[0] for w in want}) >= 6  # spike, plateau, divergence, exploding, vanishing, dead, nan
     snap = build(feed.copy(), cfg)
     assert [(a["kind"], a["run"], a["name"], a["step"]) for a in snap["alarms"]] == want
+
+
+def test_addresses_are_bounded_per_run_and_in_all_and_shedding_is_counted() -> None:
+    cfg = from_dict({"groups": {"mode": "none"}})
+    feed = Feed(cfg)
+    engine = Engine(cfg)
+    for i in range(MAX_RUN_ADDRESSES + 100):
+        feed_one(feed, engine, f"/nn/flood/grad_norm/l{i}", 0.5)
+    assert len(feed.events) == MAX_RUN_ADDRESSES and feed.shed == 100
+    feed_one(feed, engine, "/nn/flood/grad_norm/l0", 0.7)  # a kept address still updates
+    assert feed.events["/nn/flood/grad_norm/l0"].values == (0.7,) and feed.shed == 100
+    feed_one(feed, engine, "/nn/real/loss", 1.0)  # another run has room of its own
+    assert "/nn/real/loss" in feed.events
+    runs = [f"r{k}" for k in range(MAX_ADDRESSES // MAX_RUN_ADDRESSES + 1)]
+    for run in runs:
+        for i in range(MAX_RUN_ADDRESSES):
+            feed_one(feed, engine, f"/nn/{run}/grad_norm/l{i}", 0.5)
+    assert len(feed.events) == MAX_ADDRESSES and feed.health()["shed"] > 100
+    feed.prune({"real"})  # the pipeline forgot the flood: room again
+    assert list(feed.per_run) == ["real"] and len(feed.events) == 1
+    feed_one(feed, engine, "/nn/next/loss", 1.0)
+    assert "/nn/next/loss" in feed.events
+
+
+@pytest.mark.slow
+def test_a_flood_of_addresses_through_the_real_bridge_keeps_the_feed_bounded() -> None:
+    """30,000 distinct addresses in 3 runs, with the page served: the feed keeps 4,096 a run and counts the rest
+    (before: every address for ever, ~1.5 KB each with a page open)."""
+    from support import BridgeProc, free_udp_port
+    from webrig import free_tcp_port
+
+    b = BridgeProc(["--no-midi", "--stats-interval", "0", "--web", f"127.0.0.1:{free_tcp_port()}"], free_udp_port())
+    try:
+        for run in ("a", "b", "c"):
+            for i in range(10_000):
+                b.send(f"/nn/{run}/grad_norm/layer{i}", 0.5)
+                if i % 500 == 499:
+                    time.sleep(0.05)  # the bridge maps a new address in ~0.2 ms: keep the kernel buffer from filling
+        feed = wait_until(lambda: (f := b.status()["outputs"]["feed"])["addresses"] + f["shed"] >= 29_000 and f,
+                          timeout=60, what="the flood mapped")
+        assert feed["addresses"] == 3 * MAX_RUN_ADDRESSES, feed
+        assert feed["shed"] >= 29_000 - 3 * MAX_RUN_ADDRESSES, feed
+    finally:
+        b.stop()

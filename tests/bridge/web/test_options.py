@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from support import BridgeProc, free_udp_port
 
 from trainsound.bridge.config import ConfigError, default, from_dict, output_options
 from trainsound.bridge.web.options import Access, WebOptions, parse_web_listen, with_web
@@ -63,3 +69,31 @@ def test_a_busy_web_port_stops_the_bridge_with_one_line(udp_port: int) -> None:
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"trainsound: error: cannot serve the web page on 127.0.0.1:{port}: "), r.stderr
+
+
+def test_web_without_aiohttp_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    """The real CLI with aiohttp made unimportable (a module of that name that raises ImportError, first
+    on the path): ``--web`` and ``[web].listen`` exit 2 with one line naming the extra; without them the
+    bridge does not need aiohttp."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "aiohttp.py").write_text("raise ImportError('aiohttp hidden by the test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    cfg = tmp_path / "web.toml"
+    cfg.write_text('[web]\nlisten = "127.0.0.1:9"\n')
+    base = [sys.executable, "-m", "trainsound.bridge", "bridge", "--no-midi",
+            "--listen", f"127.0.0.1:{free_udp_port()}"]
+    for extra in (["--web"], ["--config", str(cfg)]):
+        r = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert lines[0].startswith("trainsound: error: --web (or [web].listen) needs the web extra")
+        assert "pip install '.[web]'" in lines[0]
+    # Without the page, aiohttp is never imported: the bridge starts and answers.
+    b = BridgeProc(["--no-midi"], free_udp_port(), env=env)
+    try:
+        b.send("/nn/plain/loss", 1.0)
+        assert "web" not in b.status() and b.proc.poll() is None
+    finally:
+        b.stop()
