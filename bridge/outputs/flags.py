@@ -12,7 +12,8 @@ from ..wire.protocol import DEFAULT_HOST
 
 log = logging.getLogger("trainsound")
 
-DEFAULT_OSC_OUT_PORT = 57120  # SuperCollider's language port
+#: sclang's default language port: what SuperCollider users evaluate code against (``--osc-out``'s default).
+DEFAULT_OSC_OUT_PORT = 57120
 
 
 def add_output_args(p: argparse.ArgumentParser, *, live_midi_default: bool) -> None:

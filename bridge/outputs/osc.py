@@ -50,11 +50,10 @@ from ..table import Table, parse_hostport
 from ..wire.osc import I32, encode_message, pack_f32, pad
 from ..wire.protocol import Event
 from .base import BaseOutput
+from .flags import DEFAULT_OSC_OUT_PORT
 
 log = logging.getLogger(__name__)
 
-#: sclang's default language port: what SuperCollider users evaluate code against.
-DEFAULT_OSC_OUT_PORT = 57120
 DEFAULT_TARGET = ("127.0.0.1", DEFAULT_OSC_OUT_PORT)
 DEFAULT_PREFIX = "/trainsound"
 #: Large enough for a burst of a few thousand small datagrams when the peer is slow to read.
