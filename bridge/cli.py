@@ -159,7 +159,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 
     require_server(config)  # before any port opens: --web without aiohttp is refused (exit 2)
     specs = output_specs(args, config, live_midi_default=True, never_overwrite=True)
-    return Daemon(config, specs, source=source).run()
+    return Daemon(config, specs, source=source).run(exiting=True)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ receive loop on the main thread. Shutdown (SIGINT/SIGTERM) plays what is
 scheduled, ends every note and finishes every file; a second signal hurries
 (waits cut short, notes still silenced, files still finished), a third exits at
 once (:mod:`.signals`). The handlers stay until every output is closed; then
-the previous ones are restored.
+the previous ones are restored (or, when the process ends next, late ones ignored).
 
 Under systemd (``Type=notify``) the daemon says ``READY=1`` once the sockets are
 bound and the outputs are up, pings the watchdog from the receive loop's
@@ -380,8 +380,8 @@ class Daemon:
         log.info("trainsound bridge stopped (%s)", self._stop_reason or "done")
         self.notifier.close()
 
-    def run(self) -> int:
-        """Start, serve, shut down. The signal handlers stay until every output is closed (issue 16, item 5)."""
+    def run(self, exiting: bool = False) -> int:
+        """Start, serve, shut down. ``exiting``: a late SIGINT/SIGTERM is ignored, not a kill of a clean exit."""
         signals = [signal.SIGINT, signal.SIGTERM] + [
             getattr(signal, n) for n in ("SIGUSR1", "SIGHUP") if hasattr(signal, n)
         ]
@@ -396,5 +396,5 @@ class Daemon:
                 self.shutdown()
             finally:
                 for s, h in previous.items():
-                    signal.signal(s, h)
+                    signal.signal(s, signal.SIG_IGN if exiting and s in signals[:2] else h)
         return 0

@@ -6,8 +6,10 @@ them held the receive loop for seconds. Here the loop only takes what must be re
 loop sends it from its periodic hook (:meth:`SlowReplies.flush`), so only the loop ever writes to a
 peer. A request arriving while a reply for the same limit is being built waits for that one, and a
 reply younger than :data:`MAX_AGE` is sent again as it is: however many ask, one build at a time and
-at most a few a second. A peer gets one reply however many requests it pipelined for the same one
-(the rest are counted in ``coalesced``): 20 copies of a 165 KB reply would only overflow its buffer.
+at most a few a second. A peer that asks again within :data:`REASK` of its reply gets it once more
+:data:`REASK` after the first, however many it asked for (the rest are counted in ``coalesced``): 20
+pipelined copies of a 165 KB reply would only overflow its buffer, and a client that asks again at once
+(``top`` after a key press) must still be answered, never left to its timeout.
 The worker holds the GIL for the interpreter's switch interval (5 ms) at most at a time.
 """
 
@@ -27,8 +29,8 @@ log = logging.getLogger(__name__)
 MAX_AGE = 0.25
 #: Requests waiting for one build; more are not answered (counted in ``shed``; the reply budget comes first).
 MAX_WAITING = 256
-#: A peer already sent a cached reply gets it again only when it asks this much later: a request pipelined
-#: behind the first is answered once, one that follows the reply (``top`` at ``--refresh 0.1``) every time.
+#: A peer sent a cached reply gets it again at once only when it asks this much later; sooner, it gets it
+#: this much after the first (pipelined repeats are answered once more, not once each).
 REASK = 0.05
 #: Limits (UDP request sizes, in 4 KiB steps) remembered with their replies.
 MAX_KEYS = 17
@@ -53,6 +55,8 @@ class SlowReplies:
         self._waiting: dict[object, list[object]] = {}
         self._jobs: queue.SimpleQueue[tuple[object, Build, Any] | None] = queue.SimpleQueue()
         self._done: deque[tuple[object, bytes]] = deque()
+        self._later: dict[tuple[object, object], float] = {}
+        """(key, peer) → when to send it the cached reply again (it asked within :data:`REASK`)."""
         self._thread: threading.Thread | None = None
 
     def ask(self, key: object, parts: Callable[[], Any], build: Build, to: object) -> None:
@@ -65,7 +69,12 @@ class SlowReplies:
         if hit is not None and now - hit[0] < MAX_AGE:
             sent = hit[2].get(to)
             if sent is not None and now - sent < REASK:
-                self.coalesced += 1
+                if (key, to) in self._later:
+                    self.coalesced += 1
+                elif len(self._later) >= MAX_WAITING:
+                    self.shed += 1
+                else:
+                    self._later[key, to] = sent + REASK
             elif sent is None and len(hit[2]) >= MAX_WAITING:
                 self.shed += 1
             else:
@@ -88,8 +97,9 @@ class SlowReplies:
         self._jobs.put((key, build, parts()))
 
     def flush(self) -> int:
-        """Send what the worker finished to whoever waited for it (on the receive loop); how many were sent."""
-        n = 0
+        """Send what the worker finished to whoever waited for it, and the replies asked again within
+        :data:`REASK` once due (on the receive loop); how many were sent."""
+        n = self._send_later() if self._later else 0
         while self._done:
             key, reply = self._done.popleft()
             if not reply:  # the builder failed (logged): nothing to send, the next ask builds afresh
@@ -103,6 +113,21 @@ class SlowReplies:
             for to in waited:
                 self.send(reply, to)
                 n += 1
+        return n
+
+    def _send_later(self) -> int:
+        now, n = self.clock(), 0
+        for (key, to), due in list(self._later.items()):
+            if due > now:
+                continue
+            del self._later[key, to]
+            hit = self._cache.get(key)
+            if hit is None:  # the cache started afresh (MAX_KEYS): counted, the peer asks again
+                self.shed += 1
+                continue
+            hit[2][to] = now
+            self.send(hit[1], to)
+            n += 1
         return n
 
     def _work(self) -> None:

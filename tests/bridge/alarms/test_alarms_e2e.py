@@ -288,7 +288,8 @@ def test_a_healthy_session_through_the_bridge_raises_none(tmp_path: Path) -> Non
 def test_a_pyo_patch_plays_each_earcon_at_its_time(faulty_run: dict[str, Any], tmp_path: Path) -> None:
     wav = tmp_path / "pyo.wav"
     p = subprocess.run([sys.executable, "-m", "trainsound.bridge", "render", str(faulty_run["tsr"]), "--wav", str(wav),
-                        "--pyo-patch", "loss_sine"], capture_output=True, text=True, timeout=300)
+                        "--pyo-patch", "loss_sine", "--clock", "wall"],  # the recorded clock, as render() above
+                       capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     y, sr = sf.read(str(wav), dtype="float32")
     assert np.isfinite(y).all()

@@ -137,14 +137,18 @@ def test_two_sigterms_at_the_same_instant_always_stop_the_bridge() -> None:
         while time.perf_counter() < until:
             pass
         os.kill(proc.pid, signal.SIGTERM)
+    ends = []  # every process reaped (and its pipe closed) before anything is asserted
     for proc, _ in procs:
         try:
             _, err = proc.communicate(timeout=10)
+            ends.append((proc.returncode, err))
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
-            pytest.fail(f"the bridge kept running after two SIGTERMs: {err[-1000:]}")
-        assert proc.returncode == 0, err[-1000:]
+            ends.append((None, err))
+    for rc, err in ends:
+        assert rc is not None, f"the bridge kept running after two SIGTERMs: {err[-1000:]}"
+        assert rc == 0, err[-1000:]
         assert "stopped (SIGTERM)" in err
 
 

@@ -162,7 +162,8 @@ def test_top_selects_a_group_and_brings_it_forward_with_f(udp_port: int, tmp_pat
         for key in ("j", "Down", "f"):  # the first group row, the next (an arrow key), forward
             tmux("send-keys", "-t", session, key)
             time.sleep(0.3)
-        wait_until(lambda: forward() == ["fr/l1"], what="l1 forward in the bridge's status")
+        wait_until(lambda: forward() == ["fr/l1"],
+                   what=lambda: f"l1 forward in the bridge's status (forward: {forward()}):\n{capture(session)}")
         screen_shows("▲l1")
         tmux("send-keys", "-t", session, "F")
         wait_until(lambda: forward() == [], what="every group back")

@@ -298,7 +298,6 @@ def test_follow_of_1100_runs_uses_one_socket_and_little_cpu_when_idle(tmp_path) 
     """Issue 28: one UDP socket per run ran out of descriptors past ~1,020 runs (traceback, exit 1), and 3,000
     idle runs cost ~38 % of a core. Here: 1,100 runs under a 256-descriptor limit, every run heard, and an idle
     poll that lists nothing and reads nothing."""
-    import resource
     import threading
 
     n = 1100
@@ -324,9 +323,11 @@ def test_follow_of_1100_runs_uses_one_socket_and_little_cpu_when_idle(tmp_path) 
 
     t = threading.Thread(target=listen, daemon=True)
     t.start()
-    proc = subprocess.Popen([*TS, "-q", "follow", str(logdir), "--to", f"127.0.0.1:{sock.getsockname()[1]}",
-                             "--interval", "0.25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
+    # 256 descriptors, set by the shell that execs follow (a preexec_fn would run the pytest process's fork
+    # hooks: JAX's, installed once a test module touched JAX, warns, and the warning is an error here)
+    proc = subprocess.Popen(["bash", "-c", 'ulimit -n 256 && exec "$@"', "follow", *TS, "-q", "follow", str(logdir),
+                             "--to", f"127.0.0.1:{sock.getsockname()[1]}", "--interval", "0.25"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: len(heard) == n or proc.poll() is not None, 60, lambda: f"{n} runs heard ({len(heard)})")
         assert proc.poll() is None, proc.communicate()[1][-2000:]
