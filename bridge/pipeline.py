@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .config import Config
@@ -23,6 +23,9 @@ from .receive.stats import Stats, fmt_sender
 from .wire.osc import Message, decode_message, decode_packet
 from .wire.protocol import CONTROL_PREFIX, Event, ProtocolError, parse_event
 from .wire.routes import Route, Routes
+
+#: ``tuple.__new__``: a NamedTuple built from a tuple, without its generated ``__new__``'s Python frame.
+_new: Callable[..., Any] = tuple.__new__
 
 log = logging.getLogger(__name__)
 #: Every decoded incoming message at DEBUG (the clients log what they send on ``trainsound.osc.out``).
@@ -152,7 +155,8 @@ class Pipeline:
         """A datagram's messages at known addresses (:mod:`.wire.routes`): what :meth:`_accept` does for each,
         less the decoding and checks whose answer the route holds; every output then takes the datagram's
         events in one call (one time ``t``, the same order)."""
-        runs, engine_map, solo = self.runs, self.engine.map, self.solo
+        runs, engine, solo = self.runs, self.engine, self.solo
+        engine_map, map_grad = engine.map, engine._map_grad
         self.stats.received += len(known)
         self.stats.accepted += len(known)
         batch: list[tuple[Event, Sequence[Mapped]]] = []
@@ -165,9 +169,14 @@ class Pipeline:
                     self._make_room(t, sender)
                 runs[run] = t
                 last = run
-            ev = Event(t, run, route.kind, route.name, args if route.floats else route.values(args), None,
-                       route.address, raw)
-            mapped = engine_map(ev)
+            kind = route.kind
+            # Event(...) without its generated __new__'s Python frame: this runs for every value.
+            ev: Event = _new(Event, (t, run, kind, route.name, args if route.floats else route.values(args), None,
+                              route.address, raw))
+            if kind == "grad_norm" and route.floats and (x := args[0]) - x == 0.0:
+                mapped = map_grad(ev, x)  # Engine.map's first branch, taken here: most values are these
+            else:
+                mapped = engine_map(ev)
             if solo is not None and mapped:
                 mapped = solo.filter(mapped)
             add((ev, mapped))

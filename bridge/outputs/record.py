@@ -78,12 +78,13 @@ class RecordOut(BaseOutput):
     def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
         if self.closed or not batch:
             return
-        size = sum(len(ev.raw) for ev, _ in batch) + RECORD_OVERHEAD * len(batch)
+        raws = [ev.raw for ev, _ in batch]
+        size = sum(map(len, raws)) + RECORD_OVERHEAD * len(batch)
         if len(self._carry) + self.writer.pending_bytes + size > self.max_pending_bytes:
             for event, mapped in batch:  # near the bound: message by message, as they arrive
                 self._handle(event, mapped)
             return
-        self.writer.write_many(batch[0][0].t, [ev.raw for ev, _ in batch])
+        self.writer.write_many(batch[0][0].t, raws)
 
     def _tick(self, now: float) -> None:
         wall = time.monotonic()
