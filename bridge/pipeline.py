@@ -18,7 +18,7 @@ from .errors import OSCDecodeError
 from .mapped import Mapped
 from .mapping.engine import Engine, VoiceStore
 from .mapping.solo import Solo, Target
-from .outputs.base import Output
+from .outputs.base import COARSE_TICK, Output
 from .receive.stats import Stats, fmt_sender
 from .wire.osc import Message, decode_message, decode_packet
 from .wire.protocol import CONTROL_PREFIX, Event, ProtocolError, parse_event
@@ -60,6 +60,10 @@ class Pipeline:
         self.runs: dict[str, float] = {}
         """Run name → time last seen; at most ``[bridge].max_runs`` entries."""
         self.outputs: list[Output] = list(outputs)
+        self.tick_interval = min((o.tick_interval for o in self.outputs), default=COARSE_TICK)
+        """The longest the receive loop may wait between two :meth:`tick` calls: the finest any output needs
+        (scheduled bundles and held values are then as late as that at most; without a sounding output
+        nothing hears them)."""
         self.stats = stats or Stats()
         self._scheduled: list[tuple[float, int, bytes, Message, object]] = []
         self._seq = 0

@@ -60,11 +60,20 @@ def fresh_path(path: str | os.PathLike[str], what: str, now: float | None = None
     return cand
 
 
+#: The receive loop's tick for outputs that sound: due note-offs and rate-limited values on time.
+FINE_TICK = 0.002
+#: Its tick when only files and the page's feed listen: they flush every 50 ms anyway, and an idle bridge
+#: woken 500 times a second took 2-4 % of a core.
+COARSE_TICK = 0.05
+
+
 @runtime_checkable
 class Output(Protocol):
     """What the pipeline needs of an output."""
 
     name: str
+    tick_interval: float = FINE_TICK
+    """The longest this output may wait between two :meth:`tick` calls (seconds)."""
 
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         """Take one event and its mapped values (receive thread; must not block).

@@ -23,7 +23,7 @@ from ..errors import OutputUnavailable, write_failure
 from ..mapped import Mapped
 from ..wire.protocol import PROTOCOL_VERSION, Event
 from ..wire.session import SessionWriter
-from .base import BaseOutput, fresh_path
+from .base import COARSE_TICK, BaseOutput, fresh_path
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class RecordOut(BaseOutput):
     """The ``record`` output."""
 
     name = "record"
+    tick_interval = COARSE_TICK  # flushed every 50 ms: a finer tick has nothing to do
 
     def __init__(
         self,

@@ -54,7 +54,6 @@ Control = Callable[[str, tuple[OscArg, ...], "int | None", object], "bytes | Non
 DEFERRED = b""
 Feed = Callable[[bytes, float, object], None]
 
-TICK_INTERVAL = 0.002
 MAX_DATAGRAM = 65_535
 _CONTROL = CONTROL_PREFIX.encode()
 _PING = CONTROL_PREFIX + "ping"
@@ -256,6 +255,9 @@ class Pipeline(Protocol):
 
     stats: Stats
 
+    tick_interval: float
+    """Seconds between two ticks (2 ms when an output sounds, 50 ms when only files and the feed listen)."""
+
     def feed_datagram(self, data: bytes, now: float, sender: object = None) -> None: ...
     def tick(self, now: float) -> None: ...
 
@@ -345,7 +347,7 @@ class UdpReceiver:
                     pipe.tick(now)
                     if periodic is not None:
                         periodic(now)
-                    next_tick = now + TICK_INTERVAL
+                    next_tick = now + pipe.tick_interval
                 wait = max(0.0, next_tick - clock())
                 watched = (sock, *tcp.sockets()) if tcp is not None else (sock,)
                 try:
@@ -372,7 +374,7 @@ class UdpReceiver:
                     tcp.poll(feed, now)  # during a UDP burst TCP still gets a turn every tick
                 if periodic is not None:
                     periodic(now)
-                next_tick = now + TICK_INTERVAL
+                next_tick = now + pipe.tick_interval
 
     def drain(self, limit: int = 100_000, seconds: float = 0.5) -> int:
         """Feed what already sits in the socket buffers (called on shutdown: a client's last words count)."""

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from ..config import Config
 from ..mapped import Mapped
 from ..mapping.groups import groups_rule
-from ..outputs.base import Output
+from ..outputs.base import COARSE_TICK, Output
 from ..outputs.nonfinite import NonFinite, has_nan
 from ..wire.protocol import Event
 
@@ -89,6 +89,7 @@ class Feed(Output):
     """Latest values for readers on other threads (see the module docstring); fed like an output."""
 
     name = "feed"
+    tick_interval = COARSE_TICK  # read by the page's thread at its own pace: ticks have nothing to do
 
     def __init__(self, config: Config | None = None) -> None:
         self.events: dict[str, Event] = {}

@@ -274,10 +274,10 @@ class WebServer:
             if self.feed.seq != seq:
                 copy = self.feed.copy()
                 seq = copy.seq
-                msg = self._delta(prev, copy, alarm_seq)
+                msg = self._delta(prev, copy, alarm_seq, bool(self.clients))
                 alarm_seq = copy.alarm_count
                 prev = copy
-                if self.clients and (msg["runs"] or msg["alarms"] or "live_runs" in msg):
+                if msg is not None and (msg["runs"] or msg["alarms"] or "live_runs" in msg):
                     await self._broadcast(json.dumps(msg))
             now = time.monotonic()
             if now >= next_status and self._status_text is not status_sent and self.clients:
@@ -285,9 +285,11 @@ class WebServer:
                 next_status = now + STATUS_INTERVAL
                 await self._broadcast(f'{{"type": "status", "status": {status_sent}}}')
 
-    def _delta(self, prev: FeedCopy | None, copy: FeedCopy, alarm_seq: int) -> dict[str, Any]:
+    def _delta(self, prev: FeedCopy | None, copy: FeedCopy, alarm_seq: int,
+               clients: bool = True) -> dict[str, Any] | None:
         """What changed since ``prev``, as one message. Work in proportion to what changed, except a
-        once-a-second pass over everything (the runs' order, histories of forgotten streams)."""
+        once-a-second pass over everything (the runs' order, histories of forgotten streams). With no
+        page open only the histories are kept (a page that opens gets them): no message is built."""
         old_events = prev.events if prev is not None else {}
         old_released = prev.released if prev is not None else {}
         changed = {a for a, ev in copy.events.items() if old_events.get(a) is not ev}
@@ -309,6 +311,11 @@ class WebServer:
                 if h is None:
                     h = self._hist[a] = deque(maxlen=self.history)
                 h.append([round(ev.t, 3), finite_or_none(ev.values[0])])
+        now = time.monotonic()
+        if not clients:
+            if now >= self._next_sweep:
+                self._sweep(copy)
+            return None
         # Runs in their first-seen order, rows by address: the page appends what it has not seen in this order.
         ordered = sorted((a for a in keep if a in copy.events), key=lambda a: (self._order[copy.events[a].run], a))
         part = FeedCopy(
@@ -321,20 +328,24 @@ class WebServer:
         )
         msg = build(part, self.config(), self._order)
         msg["gone"] = []
-        now = time.monotonic()
         if now >= self._next_sweep:
-            self._next_sweep = now + 1.0
-            gone = [a for a in self._hist if a not in copy.events]
-            for a in gone:
-                del self._hist[a]
-            self._voice_at = {k: a for k, a in self._voice_at.items() if a in copy.events}
-            self._order = {}
-            for ev in copy.events.values():
-                self._order.setdefault(ev.run, len(self._order))
-            msg["gone"] = gone
+            msg["gone"] = self._sweep(copy)
             msg["live_runs"] = list(self._order)
         msg["type"] = "delta"
         return msg
+
+    def _sweep(self, copy: FeedCopy) -> list[str]:
+        """The once-a-second pass: forget the histories of streams gone from the feed, order the runs
+        afresh; the addresses gone."""
+        self._next_sweep = time.monotonic() + 1.0
+        gone = [a for a in self._hist if a not in copy.events]
+        for a in gone:
+            del self._hist[a]
+        self._voice_at = {k: a for k, a in self._voice_at.items() if a in copy.events}
+        self._order = {}
+        for ev in copy.events.values():
+            self._order.setdefault(ev.run, len(self._order))
+        return gone
 
     async def _broadcast(self, text: str) -> None:
         """Send ``text`` to every page that has read what it was sent; the others skip it (a page that
