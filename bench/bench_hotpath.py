@@ -1,6 +1,6 @@
 """The bridge's CPU per value against python-osc merely parsing the same datagrams, in one run (issue 23).
 
-    .venv/bin/python bench/bench_hotpath.py [--steps 3000] [--seconds 8] [--no-live]
+    .venv/bin/python bench/bench_hotpath.py [--steps 3000] [--seconds 8] [--no-live] [--idle 8]
 
 Two shapes of real training traffic, one bundle per step:
 - ``gpt2``: step, loss and 62 layer grad norms named as a 6-block GPT-2's (``transformer.h.{i}.…``);
@@ -11,7 +11,8 @@ pipeline with voice groups, the fault detectors, the web page's feed and the ses
 share of each feature (each added in turn to the one before). Live (the issue's measurement): a real
 ``trainsound bridge --no-midi --record F --web PORT`` process fed by a sender process at 38,400 values/s; its
 CPU time from /proc over the sending, per value received, against python-osc's parse of the same datagrams
-measured in this process in the same run. A bridge that does not answer is reported, not a crash.
+measured in this process in the same run; then an idle bridge's CPU (what it pays whatever the rate). A
+bridge that does not answer is reported, not a crash.
 """
 
 from __future__ import annotations
@@ -198,11 +199,39 @@ def live(shape: str, seconds: float, folder: Path, rate_values: float = 38_400.0
     print(f"  ratio                           {us / base:6.2f}× python-osc's parse (target ≤ 1.0)")
 
 
+def idle(seconds: float, folder: Path) -> None:
+    """An idle bridge's CPU (no traffic): what it pays whatever the rate (ticks, the web server's thread)."""
+    print(f"\nidle bridge, {seconds:g} s each (CPU of the process, /proc)")
+    for label, extra in (("--no-midi --record", []), ("--no-midi --record --web", ["--web"])):
+        port, web = _free(socket.SOCK_DGRAM), _free(socket.SOCK_STREAM)
+        args = ["--web", f"127.0.0.1:{web}"] if extra else []
+        proc = subprocess.Popen([sys.executable, "-m", "trainsound.bridge", "-q", "bridge", "--no-midi",
+                                 "--listen", f"127.0.0.1:{port}", "--record", str(folder / f"idle-{len(args)}.tsr"),
+                                 "--stats-interval", "0", *args], stderr=subprocess.PIPE, text=True)
+        try:
+            if _answers.status(port, 20.0) is None:
+                print(f"  {label}: the bridge did not answer within 20 s; skipped")
+                continue
+            time.sleep(1.0)  # past the start's own work
+            c0, t0 = _cpu(proc.pid), time.monotonic()
+            time.sleep(seconds)
+            share = (_cpu(proc.pid) - c0) / (time.monotonic() - t0)
+        finally:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        print(f"  {label:31s} {100 * share:5.1f} % of a core")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3000, help="bundles per in-process measurement")
     ap.add_argument("--seconds", type=float, default=8.0, help="seconds of live sending per shape")
     ap.add_argument("--no-live", action="store_true", help="only the in-process figures")
+    ap.add_argument("--idle", type=float, default=8.0, metavar="SECONDS", help="idle CPU per set-up (0: skip)")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; CPU time per value (lower is better)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,6 +240,8 @@ def main() -> None:
         if not args.no_live:
             for shape in SHAPES:
                 live(shape, args.seconds, Path(tmp))
+            if args.idle > 0:
+                idle(args.idle, Path(tmp))
 
 
 if __name__ == "__main__":
