@@ -254,7 +254,6 @@ class Pipeline(Protocol):
     """What the receive loop feeds: :class:`trainsound.bridge.pipeline.Pipeline` (or anything alike)."""
 
     stats: Stats
-
     tick_interval: float
     """Seconds between two ticks (2 ms when an output sounds, 50 ms when only files and the feed listen)."""
 
