@@ -222,9 +222,12 @@ def test_the_live_bridge_sends_the_deviation(runs: dict[str, Any]) -> None:
     assert early and late
     assert max(abs(d[3]) for d in early) <= DEFAULT_TOLERANCE
     assert max(abs(d[3]) for d in late) > 0.05
-    # Live, rate limits thin the notes (a step takes milliseconds); those of fc3 sent in the fault are a decade up.
+    # Live, rate limits thin the notes (a step takes milliseconds); those of fc3 sent in the fault are up by about a
+    # decade: exactly one at the fault's first step (the same weights and batch, the gradient ×10), after it the
+    # weights have moved apart (e.g. 0.94 at a later fault step).
     fc3 = [d for d in late if d[1] == "fc3" and d[7] == "grad_norm_notes" and d[6] < FAULT + FAULT_STEPS]
-    assert all(d[3] == pytest.approx(1.0, abs=0.05) for d in fc3)
+    assert all(d[3] > 0.5 for d in fc3), fc3
+    assert all(d[3] == pytest.approx(1.0, abs=0.01) for d in fc3 if d[6] == FAULT), fc3
 
 
 # -- bad input: one line naming the file, exit 2 ------------------------------------------------------------
