@@ -18,6 +18,7 @@ bridge that does not answer is reported, not a crash.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import multiprocessing as mp
 import os
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,15 +158,30 @@ def _free(kind: int) -> int:
     return port
 
 
+@contextlib.contextmanager
+def _bridge(record: Path, web: bool) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A ``trainsound bridge --no-midi --record F [--web PORT]`` process and its UDP port; stopped on exit
+    (killed if SIGTERM is not enough within 20 s)."""
+    port = _free(socket.SOCK_DGRAM)
+    extra = ["--web", f"127.0.0.1:{_free(socket.SOCK_STREAM)}"] if web else []
+    proc = subprocess.Popen([sys.executable, "-m", "trainsound.bridge", "-q", "bridge", "--no-midi",
+                             "--listen", f"127.0.0.1:{port}", "--record", str(record), "--stats-interval", "0",
+                             *extra], stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc, port
+    finally:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
 def live(shape: str, seconds: float, folder: Path, rate_values: float = 38_400.0) -> None:
     datagrams = [SHAPES[shape](s) for s in range(600)]
     per = values_in(datagrams[0])
-    port, web = _free(socket.SOCK_DGRAM), _free(socket.SOCK_STREAM)
-    proc = subprocess.Popen([sys.executable, "-m", "trainsound.bridge", "-q", "bridge", "--no-midi",
-                             "--listen", f"127.0.0.1:{port}", "--record", str(folder / f"live-{shape}.tsr"),
-                             "--web", f"127.0.0.1:{web}", "--stats-interval", "0"],
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with _bridge(folder / f"live-{shape}.tsr", web=True) as (proc, port):
         if _answers.status(port, 20.0) is None:
             print(f"\n{shape} live: the bridge did not answer within 20 s; skipped")
             return
@@ -179,13 +195,6 @@ def live(shape: str, seconds: float, folder: Path, rate_values: float = 38_400.0
         time.sleep(0.5)  # the last datagrams drain
         c1 = _cpu(proc.pid)
         after = _answers.status(port, 10.0)
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
     if before is None or after is None:
         print(f"\n{shape} live: the bridge did not answer its status; no figure")
         return
@@ -202,13 +211,8 @@ def live(shape: str, seconds: float, folder: Path, rate_values: float = 38_400.0
 def idle(seconds: float, folder: Path) -> None:
     """An idle bridge's CPU (no traffic): what it pays whatever the rate (ticks, the web server's thread)."""
     print(f"\nidle bridge, {seconds:g} s each (CPU of the process, /proc)")
-    for label, extra in (("--no-midi --record", []), ("--no-midi --record --web", ["--web"])):
-        port, web = _free(socket.SOCK_DGRAM), _free(socket.SOCK_STREAM)
-        args = ["--web", f"127.0.0.1:{web}"] if extra else []
-        proc = subprocess.Popen([sys.executable, "-m", "trainsound.bridge", "-q", "bridge", "--no-midi",
-                                 "--listen", f"127.0.0.1:{port}", "--record", str(folder / f"idle-{len(args)}.tsr"),
-                                 "--stats-interval", "0", *args], stderr=subprocess.PIPE, text=True)
-        try:
+    for label, web in (("--no-midi --record", False), ("--no-midi --record --web", True)):
+        with _bridge(folder / f"idle-{web}.tsr", web) as (proc, port):
             if _answers.status(port, 20.0) is None:
                 print(f"  {label}: the bridge did not answer within 20 s; skipped")
                 continue
@@ -216,13 +220,6 @@ def idle(seconds: float, folder: Path) -> None:
             c0, t0 = _cpu(proc.pid), time.monotonic()
             time.sleep(seconds)
             share = (_cpu(proc.pid) - c0) / (time.monotonic() - t0)
-        finally:
-            proc.terminate()
-            try:
-                proc.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
         print(f"  {label:31s} {100 * share:5.1f} % of a core")
 
 

@@ -195,14 +195,19 @@ class Engine:
     def _group(self, t: float, entry: list[Any], x: float, out: list[Mapped]) -> None:
         """A layer's value into its run's voice groups (a match ``entry`` of a grouped rule); what completes sounds."""
         rule_idx, (run, layer, _) = entry[0], entry[3]
-        rg = entry[4]
-        if rg is None:
-            if (rg := self._groups.get((rule_idx, run))) is None:
-                rg = self._groups[(rule_idx, run)] = RunGroups(self.group_opts)
-            entry[4] = rg  # the run's groups, found once (forget_runs clears this cache with them)
+        rg = entry[4] or self._run_groups(entry)
         emitted = rg.feed(layer, x, t)
         if emitted:  # most layer values complete no group: nothing to sound
             self._sound_groups(t, rule_idx, run, emitted, out)
+
+    def _run_groups(self, entry: list[Any]) -> RunGroups:
+        """The run's groups for a match ``entry`` of a grouped rule, found once and kept in it (forget_runs
+        clears this cache with them)."""
+        key = (entry[0], entry[3][0])
+        if (rg := self._groups.get(key)) is None:
+            rg = self._groups[key] = RunGroups(self.group_opts)
+        entry[4] = rg
+        return rg
 
     def _sound_groups(self, t: float, i: int, run: str, groups: list[Any], out: list[Mapped]) -> None:
         rule, rg = self.rules[i], self._groups[(i, run)]
@@ -246,10 +251,8 @@ class Engine:
             where = entry[3]
             if where is not None and where[2] == 0:  # a voice group's layer, its rule on the only value
                 entry[2] = 0  # a group's voice is its index in the run's layout
-                rg = entry[4]
-                if rg is None:
-                    self._group(ev.t, entry, x, out)
-                elif emitted := rg.feed(where[1], x, ev.t):  # _group's usual case, one call less per value
+                rg = entry[4] or self._run_groups(entry)  # :meth:`_group`, inlined: one call less per value
+                if emitted := rg.feed(where[1], x, ev.t):
                     self._sound_groups(ev.t, entry[0], where[0], emitted, out)
             else:
                 self._map_entry(ev, entry, True, out)
