@@ -22,11 +22,12 @@ checkout's ``.venv/bin/python``), so one command gives the before and after figu
 - issue 28, item 2: 20 WebSocket pages that never read (a ping frame every 2 s keeps aiohttp's heartbeat
   content) while 300 streams change every 20 ms: the bridge's RSS growth over 20 s;
 - issue 28, item 3: 60,000 distinct addresses in 3 runs with a page open and reading: RSS growth, addresses the
-  feed keeps, datagrams lost in the kernel.
+  feed keeps, datagrams lost in the kernel; then the web thread's cost with a page open: the feed full (16,384
+  addresses) while one run changes 600 of them, 3,000 values/s: the bridge's CPU share.
 
 ``--only NAME`` (repeatable) runs some trials: a trial's name (amplification, end_flood, junk_runs,
 nan_alarms, idle_lockout, snapshot_burst, idle_connections, out_of_descriptors, trickle, lazy_pages,
-many_addresses), or ``16`` / ``28`` for an issue's.
+many_addresses, page_cost), or ``16`` / ``28`` for an issue's.
 """
 
 from __future__ import annotations
@@ -409,37 +410,71 @@ def lazy_pages(port: int, u: socket.socket, pid: int, web: int, seconds: float =
           f"(+{grown:.0f} MB); web: skipped {web_health.get('skipped')}, closed_slow {web_health.get('closed_slow')}")
 
 
-def many_addresses(port: int, u: socket.socket, pid: int, web: int, n: int = 60_000) -> None:
-    reader = ws_open(web, 1 << 20)
+@contextlib.contextmanager
+def reading_page(web: int) -> Any:
+    """A page open on the bridge's ``/ws`` that reads everything it is sent (on a thread of its own)."""
+    page = ws_open(web, 1 << 20)
     stop = threading.Event()
 
     def read() -> None:
-        reader.settimeout(0.2)
+        page.settimeout(0.2)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError, OSError):
-                reader.recv(1 << 20)
+                page.recv(1 << 20)
 
     r = threading.Thread(target=read, daemon=True)
     r.start()
-    before = status(port)
-    base = rss_mb(pid)
-    t0 = time.monotonic()
-    for i in range(n):
-        u.sendto(encode_message(f"/nn/addr{i % 3}/grad_norm/layer{i}", [0.5]), ("127.0.0.1", port))
-        if i % 500 == 499:
-            time.sleep(0.05)
-    took = time.monotonic() - t0
-    time.sleep(2.0)
-    after = status(port)
-    grown = rss_mb(pid) - base
-    stop.set()
-    r.join(5)
-    reader.close()
+    try:
+        yield
+    finally:
+        stop.set()
+        r.join(5)
+        page.close()
+
+
+def many_addresses(port: int, u: socket.socket, pid: int, web: int, n: int = 60_000) -> None:
+    with reading_page(web):
+        before = status(port)
+        base = rss_mb(pid)
+        t0 = time.monotonic()
+        for i in range(n):
+            u.sendto(encode_message(f"/nn/addr{i % 3}/grad_norm/layer{i}", [0.5]), ("127.0.0.1", port))
+            if i % 500 == 499:
+                time.sleep(0.05)
+        took = time.monotonic() - t0
+        time.sleep(2.0)
+        after = status(port)
+        grown = rss_mb(pid) - base
     feed = after.get("outputs", {}).get("feed", {})
     lost = (after.get("kernel_drops") or 0) - (before.get("kernel_drops") or 0)
     print(f"{n:,} distinct addresses in {took:.1f} s with a page open: RSS +{grown:.0f} MB "
           f"({grown * 2**20 / n:,.0f} B an address); feed keeps {feed.get('addresses', 'all')}, "
           f"shed {feed.get('shed', '–')}; {lost} datagrams lost in the kernel")
+
+
+def page_cost(port: int, u: socket.socket, pid: int, web: int, seconds: float = 5.0, fill: int = 16_384 - 600) -> None:
+    with reading_page(web):
+        for i in range(fill):  # the feed full (its bound: 16,384) once the live run's 600 are in
+            u.sendto(encode_message(f"/nn/fill{i % 4}/grad_norm/layer{i // 4}", [0.5]), ("127.0.0.1", port))
+            if i % 500 == 499:
+                time.sleep(0.05)
+        time.sleep(2.0)
+        before = status(port)
+        cpu0, t0 = _cpu(pid), time.monotonic()
+        step = 0
+        while time.monotonic() - t0 < seconds:  # one run: 600 layers, 30 a datagram, a datagram every 10 ms
+            u.sendto(encode_bundle([encode_message(f"/nn/live/grad_norm/layer{(step * 30 + k) % 600}",
+                                                   [0.1 + (step % 97) / 100]) for k in range(30)]),
+                     ("127.0.0.1", port))
+            step += 1
+            time.sleep(0.01)
+        share = (_cpu(pid) - cpu0) / (time.monotonic() - t0)
+        after = status(port)
+    lost = (after.get("kernel_drops") or 0) - (before.get("kernel_drops") or 0)
+    feed = after.get("outputs", {}).get("feed", {})
+    print(f"a page open on {feed.get('addresses', '?'):,} addresses while one run changes 600 of them "
+          f"({step * 30 / seconds:,.0f} values/s for {seconds:g} s): the bridge used {share:.1%} of a core; "
+          f"{lost} datagrams lost in the kernel; shed {feed.get('shed', '–')}")
 
 
 def start(python: str, web: int | None = None) -> tuple[subprocess.Popen[str], int]:
@@ -486,12 +521,13 @@ def main() -> None:
     u.bind(("127.0.0.1", 0))
     # A fresh bridge per trial: each starts from no runs and zero counters.
     issue16: list[Any] = [amplification, end_flood, junk_runs, nan_alarms, idle_lockout]
-    issue28: list[Any] = [snapshot_burst, idle_connections, out_of_descriptors, trickle, lazy_pages, many_addresses]
+    issue28: list[Any] = [snapshot_burst, idle_connections, out_of_descriptors, trickle, lazy_pages, many_addresses,
+                          page_cost]
     only = set(args.only or ())
     for trial in issue16 + issue28:
         if only and not ({trial.__name__, "16" if trial in issue16 else "28"} & only):
             continue
-        web = free_tcp_port() if trial in (lazy_pages, many_addresses) else None
+        web = free_tcp_port() if trial in (lazy_pages, many_addresses, page_cost) else None
         proc, port = start(args.python, web)
         try:
             if web is not None:

@@ -2,9 +2,11 @@
 
 The receive thread calls :meth:`Feed.handle` with every accepted event and what the engine mapped from
 it (the :class:`~..outputs.base.Output` protocol). It only stores references in dicts and appends
-alarms to a bounded deque: no copies, no locks, no I/O, so the receive loop is not slowed.
+alarms (and, for the page, what changed) to bounded deques: no copies, no locks, no I/O, so the receive
+loop is not slowed.
 
-Readers — the web server's thread polling at ~100 Hz, or the daemon answering ``/trainsound/snapshot`` —
+The web server's thread, polling at ~100 Hz, takes what changed (:meth:`Feed.changed`) and reads those
+addresses alone. Other readers — the daemon answering ``/trainsound/snapshot``, a page's first hello —
 take :meth:`Feed.copy`: ``dict.copy()`` and ``list(deque)`` of keys that are strings and tuples of
 strings run in C without releasing the GIL, so a copy is consistent without a lock. The dicts are
 bounded by the bridge's own bounds (``[bridge].max_runs``, ``max_voices``): :meth:`Feed.prune` forgets
@@ -40,11 +42,16 @@ PAGE_REQUESTS = 64
 #: 4,096 a run: a real model's layers fit (GPT-2: ~600 addresses), a flood of names cannot grow the bridge.
 MAX_ADDRESSES = 16_384
 MAX_RUN_ADDRESSES = 4_096
+#: Events stored that the page's thread has not taken yet (:meth:`Feed.changed`): past this many (the thread
+#: stalled), no more are journaled and it takes every address afresh instead.
+CHANGES = 65_536
 #: A voice group's row: the kind of its stand-in event, and the prefix of its address (no OSC address starts so).
 GROUP_KIND = "group"
 GROUP_PREFIX = "group:"
 #: Voice key: ``(rule index, stream captures)`` — the engine's own key, so rules keyed alike stay apart.
 VoiceKey = tuple[int, tuple[str, ...]]
+#: A journal entry: an address, a voice a rate limit released, or a datagram's events (the pipeline's own list).
+Change = str | VoiceKey | list[tuple[Event, Sequence[Mapped]]]
 
 
 class Alarm(NamedTuple):
@@ -113,6 +120,12 @@ class Feed(Output):
         self.nonfinite: NonFinite | None = None
         """Made at the first non-finite value: a group row whose layer turned NaN shows NaN, no voice, until it
         is finite again (:mod:`..outputs.nonfinite`)."""
+        self.changes: deque[Change] | None = None
+        """What was stored, oldest first, once the page's server asks for it (:meth:`journal`): its thread
+        takes what changed, not the whole feed, 100 times a second. ``noted`` (this thread) less ``taken``
+        (the reader's) is what waits; ``dropped`` counts the notes not kept because too many waited."""
+        self.noted = self.taken = self.dropped = 0
+        self._dropped_seen = 0
         self.requests: deque[tuple[Any, ...]] = deque(maxlen=PAGE_REQUESTS)
         """The page's ``/trainsound/forward`` arguments (appended on the web thread), taken on :meth:`tick`."""
         self.control: Callable[[tuple[Any, ...], float], None] | None = None
@@ -128,12 +141,34 @@ class Feed(Output):
     # -- the receive thread -------------------------------------------------------
     def handle(self, event: Event | None, mapped: Sequence[Mapped]) -> None:
         # The whole per-message cost of the page and of `trainsound top`: one or two dict stores.
+        if not self._store(event, mapped):
+            return
+        if event is not None and self.changes is not None:
+            self._note(event.address)
+        self.seq += 1
+
+    def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
+        """A datagram's events: what :meth:`handle` does for each, its usual case (nothing mapped) inlined,
+        and one note in the journal for them all."""
+        events = self.events
+        held = self.nonfinite is not None and self.nonfinite.held
+        for event, mapped in batch:
+            if mapped or held:
+                self._store(event, mapped)
+            elif event.address in events or self._admit(event.run):  # a new address within the bounds
+                events[event.address] = event
+        if self.changes is not None:
+            self._note(batch if isinstance(batch, list) else list(batch), len(batch))
+        self.seq += 1
+
+    def _store(self, event: Event | None, mapped: Sequence[Mapped]) -> bool:
+        """Keep ``event`` and what was mapped from it; ``False`` when its address is not kept (shed)."""
         grouped = self.grouped
         if (self.nonfinite is not None and self.nonfinite.held) or (mapped and has_nan(mapped)):
             mapped = self._held_silent(event, mapped)
         if event is not None:
             if event.address not in self.events and not self._admit(event.run):
-                return
+                return False
             self.events[event.address] = event
             if mapped:
                 own = True
@@ -154,18 +189,17 @@ class Feed(Output):
                     self._group_value(m)
                 else:
                     self.released[(m.rule, m.stream)] = m
-        self.seq += 1
+                    if self.changes is not None:
+                        self._note((m.rule, m.stream))
+        return True
 
-    def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
-        """A datagram's events: :meth:`handle` for each, its usual case (nothing mapped) inlined."""
-        events = self.events
-        held = self.nonfinite is not None and self.nonfinite.held
-        for event, mapped in batch:
-            if mapped or held:
-                self.handle(event, mapped)
-            elif event.address in events or self._admit(event.run):  # a new address within the bounds
-                events[event.address] = event
-        self.seq += 1
+    def _note(self, change: Change, events: int = 1) -> None:
+        """Journal a change for the page's thread (:meth:`changed`), within :data:`CHANGES` events untaken."""
+        if self.noted - self.taken < CHANGES:
+            self.changes.append(change)  # type: ignore[union-attr]  # the callers checked
+            self.noted += events
+        else:  # the page's thread stalled: it takes every address instead
+            self.dropped += 1
 
     def _held_silent(self, event: Event | None, mapped: Sequence[Mapped]) -> Sequence[Mapped]:
         if self.nonfinite is None:
@@ -179,6 +213,8 @@ class Feed(Output):
                 ev, ms = self.events[address], self.mapped.get(address, ())
                 self.events[address] = ev._replace(values=(math.nan,), t=event.t if event is not None else ev.t)
                 self.mapped[address] = tuple(m._replace(norm=math.nan, value=math.nan) for m in ms)
+                if self.changes is not None:
+                    self._note(address)
         return mapped
 
     def _signal(self, m: Mapped) -> None:
@@ -194,6 +230,8 @@ class Feed(Output):
             return
         self.events[address] = Event(m.t, m.run, GROUP_KIND, m.stream[-1], (m.value,), None, address, b"")
         self.mapped[address] = (m,)
+        if self.changes is not None:
+            self._note(address)
 
     def _admit(self, run: str) -> bool:
         """Room for one more address of ``run``? (Counted when not.)"""
@@ -246,6 +284,38 @@ class Feed(Output):
         return {"ok": True, "web_clients": self.readers, "addresses": len(self.events), "shed": self.shed}
 
     # -- readers -----------------------------------------------------------------
+    def journal(self) -> None:
+        """Note every change from now on, for :meth:`changed` (one reader: the page's server)."""
+        if self.changes is None:
+            self.changes = deque(maxlen=CHANGES)
+
+    def changed(self) -> list[str | VoiceKey] | None:
+        """The addresses stored and voices released since the last call, oldest first (repeats kept), or
+        ``None`` when some were not journaled (too many waited): then every address is news.
+
+        The receive thread appends while this pops: ``deque`` appends and pops are atomic and only this
+        reader pops, so nothing is taken twice or missed."""
+        changes = self.changes
+        if changes is None:
+            return None
+        dropped = self.dropped  # read first: a drop after this is seen next time
+        out: list[str | VoiceKey] = []
+        taken = 0
+        pop = changes.popleft
+        for _ in range(len(changes)):
+            change = pop()
+            if isinstance(change, list):
+                out.extend([ev.address for ev, _ in change])
+                taken += len(change)
+            else:
+                out.append(change)
+                taken += 1
+        self.taken += taken
+        if dropped != self._dropped_seen:
+            self._dropped_seen = dropped
+            return None
+        return out
+
     def copy(self) -> FeedCopy:
         """A consistent copy (safe from any thread; see the module docstring)."""
         return FeedCopy(self.seq, self.events.copy(), self.mapped.copy(), self.released.copy(), list(self.alarms),

@@ -23,7 +23,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..config import Config
+from ..mapped import Mapped
 from ..receive.sockets import ListenError
+from ..wire.protocol import Event
 from .feed import Feed, FeedCopy, finite_or_none
 from .gate import HEADER_TIMEOUT, Gate
 from .options import Access
@@ -76,6 +78,9 @@ class WebServer:
         self._voice_at: dict[tuple[int, tuple[str, ...]], str] = {}
         self._order: dict[str, int] = {}
         self._next_sweep = 0.0
+        self._alarm_seq = 0  # the last alarm sent
+        self._first = True
+        feed.journal()  # what changed, for the pump (its thread only)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -265,18 +270,13 @@ class WebServer:
     # -- the pump --------------------------------------------------------------------
     async def _pump(self) -> None:
         seq = -1
-        alarm_seq = 0
-        prev: FeedCopy | None = None
         status_sent: str | None = None
         next_status = 0.0
         while True:
             await asyncio.sleep(self.poll)
             if self.feed.seq != seq:
-                copy = self.feed.copy()
-                seq = copy.seq
-                msg = self._delta(prev, copy, alarm_seq, bool(self.clients))
-                alarm_seq = copy.alarm_count
-                prev = copy
+                seq = self.feed.seq
+                msg = self._delta(bool(self.clients))
                 if msg is not None and (msg["runs"] or msg["alarms"] or "live_runs" in msg):
                     await self._broadcast(json.dumps(msg))
             now = time.monotonic()
@@ -285,25 +285,34 @@ class WebServer:
                 next_status = now + STATUS_INTERVAL
                 await self._broadcast(f'{{"type": "status", "status": {status_sent}}}')
 
-    def _delta(self, prev: FeedCopy | None, copy: FeedCopy, alarm_seq: int,
-               clients: bool = True) -> dict[str, Any] | None:
-        """What changed since ``prev``, as one message. Work in proportion to what changed, except a
-        once-a-second pass over everything (the runs' order, histories of forgotten streams). With no
-        page open only the histories are kept (a page that opens gets them): no message is built."""
-        old_events = prev.events if prev is not None else {}
-        old_released = prev.released if prev is not None else {}
-        changed = {a for a, ev in copy.events.items() if old_events.get(a) is not ev}
+    def _delta(self, clients: bool = True) -> dict[str, Any] | None:
+        """What changed since the last call (:meth:`.Feed.changed`; each ``dict.get`` atomic), as one message.
+        Work in proportion to what changed, except a once-a-second pass over everything (the runs' order,
+        histories of forgotten streams). With no page open only the histories are kept: no message is built."""
+        feed = self.feed
+        taken = feed.changed()
+        events, mapped = feed.events, feed.mapped
+        if taken is None or self._first:  # the journal overflowed, or this is the first call: everything is news
+            taken = list(events)
+            self._first = False
+        changed = {a for a in taken if isinstance(a, str)}
+        voice_at = self._voice_at
         for a in changed:
-            for m in copy.mapped.get(a, ()):
-                self._voice_at[(m.rule, m.stream)] = a
-        for k, m in copy.released.items():
-            if old_released.get(k) is not m and k in self._voice_at:
-                changed.add(self._voice_at[k])
+            for m in mapped.get(a, ()):
+                voice_at[(m.rule, m.stream)] = a
+        for k in taken:
+            if not isinstance(k, str) and (at := voice_at.get(k)) is not None:  # released later by a rate limit
+                changed.add(at)
+        alarms = [a for a in list(feed.alarms) if a.seq > self._alarm_seq]
+        if alarms:
+            self._alarm_seq = alarms[-1].seq
         keep = set(changed)
+        found: dict[str, Event] = {}
         for a in changed:
-            ev = copy.events.get(a)
-            if ev is None:
+            ev = events.get(a)
+            if ev is None:  # shed, or forgotten since
                 continue
+            found[a] = ev
             self._order.setdefault(ev.run, len(self._order))
             keep.add(f"/nn/{ev.run}/step")
             if ev.values:
@@ -314,36 +323,39 @@ class WebServer:
         now = time.monotonic()
         if not clients:
             if now >= self._next_sweep:
-                self._sweep(copy)
+                self._sweep()
             return None
+        for a in keep - changed:
+            if (ev := events.get(a)) is not None:
+                found[a] = ev
         # Runs in their first-seen order, rows by address: the page appends what it has not seen in this order.
-        ordered = sorted((a for a in keep if a in copy.events), key=lambda a: (self._order[copy.events[a].run], a))
-        part = FeedCopy(
-            copy.seq,
-            {a: copy.events[a] for a in ordered},
-            {a: copy.mapped[a] for a in keep if a in copy.mapped},
-            {k: m for k, m in copy.released.items() if self._voice_at.get(k) in keep},
-            [a for a in copy.alarms if a.seq > alarm_seq],
-            copy.alarm_count,
-        )
+        ordered = sorted(found, key=lambda a: (self._order.get(found[a].run, len(self._order)), a))
+        sent_mapped = {a: ms for a in ordered if (ms := mapped.get(a)) is not None}
+        released: dict[tuple[int, tuple[str, ...]], Mapped] = {}
+        for ms in sent_mapped.values():
+            for m in ms:
+                if (r := feed.released.get((m.rule, m.stream))) is not None:
+                    released[(m.rule, m.stream)] = r
+        part = FeedCopy(feed.seq, {a: found[a] for a in ordered}, sent_mapped, released, alarms, feed.alarm_count)
         msg = build(part, self.config(), self._order)
         msg["gone"] = []
         if now >= self._next_sweep:
-            msg["gone"] = self._sweep(copy)
+            msg["gone"] = self._sweep()
             msg["live_runs"] = list(self._order)
         msg["type"] = "delta"
         return msg
 
-    def _sweep(self, copy: FeedCopy) -> list[str]:
+    def _sweep(self) -> list[str]:
         """The once-a-second pass: forget the histories of streams gone from the feed, order the runs
         afresh; the addresses gone."""
         self._next_sweep = time.monotonic() + 1.0
-        gone = [a for a in self._hist if a not in copy.events]
+        events = self.feed.events.copy()
+        gone = [a for a in self._hist if a not in events]
         for a in gone:
             del self._hist[a]
-        self._voice_at = {k: a for k, a in self._voice_at.items() if a in copy.events}
+        self._voice_at = {k: a for k, a in self._voice_at.items() if a in events}
         self._order = {}
-        for ev in copy.events.values():
+        for ev in events.values():
             self._order.setdefault(ev.run, len(self._order))
         return gone
 

@@ -12,7 +12,7 @@ from support import wait_until
 from trainsound.bridge.config import default, from_dict
 from trainsound.bridge.mapping.engine import Engine
 from trainsound.bridge.sound.maps import pitch_hz
-from trainsound.bridge.web.feed import ALARM_HISTORY, MAX_ADDRESSES, MAX_RUN_ADDRESSES, Feed
+from trainsound.bridge.web.feed import ALARM_HISTORY, CHANGES, MAX_ADDRESSES, MAX_RUN_ADDRESSES, Feed
 from trainsound.bridge.web.snapshot import build
 from trainsound.bridge.wire.protocol import parse_event
 
@@ -224,3 +224,61 @@ def test_a_flood_of_addresses_through_the_real_bridge_keeps_the_feed_bounded() -
         assert feed["shed"] >= 29_000 - 3 * MAX_RUN_ADDRESSES, feed
     finally:
         b.stop()
+
+
+def test_the_journal_gives_each_change_once_and_says_when_it_overflowed() -> None:
+    cfg = from_dict({"groups": {"mode": "none"}})
+    feed, engine = Feed(cfg), Engine(cfg)
+    feed_one(feed, engine, "/nn/r/loss", 1.0)
+    assert feed.changed() is None  # no journal asked for: the reader takes everything
+    feed.journal()
+    feed_one(feed, engine, "/nn/r/grad_norm/a", 0.5)
+    feed_one(feed, engine, "/nn/r/loss", 0.9)
+    assert feed.changed() == ["/nn/r/grad_norm/a", "/nn/r/loss"]
+    assert feed.changed() == []
+    for i in range(CHANGES + 1):
+        feed_one(feed, engine, f"/nn/r{i % 9}/grad_norm/l{i % 300}", 0.5)
+    assert len(feed.changes or ()) == CHANGES and feed.dropped == 1  # bounded while the reader stalls
+    assert feed.changed() is None  # then every address is news
+    feed_one(feed, engine, "/nn/r/loss", 0.8)
+    assert feed.changed() == ["/nn/r/loss"]
+
+
+def test_a_reader_taking_changes_while_the_receive_thread_stores_misses_none() -> None:
+    """The page's thread takes the journal while datagrams come (known addresses take the pipeline's fast
+    path, new ones the full one): each store is taken exactly once."""
+    from collections import Counter
+
+    from trainsound.bridge.pipeline import Pipeline
+    from trainsound.bridge.wire.osc import encode_bundle, encode_message
+
+    cfg = from_dict({"groups": {"mode": "none"}})
+    feed = Feed(cfg)
+    feed.journal()
+    pipe = Pipeline(cfg, [feed])
+    stop = threading.Event()
+    taken: list[str | None] = []
+
+    def take() -> None:
+        got = feed.changed()
+        taken.extend([None] if got is None else [a for a in got if isinstance(a, str)])
+
+    def reader() -> None:
+        while not stop.is_set():
+            take()
+            time.sleep(0.0005)
+
+    th = threading.Thread(target=reader)
+    th.start()
+    sent: Counter[str] = Counter()
+    for step in range(300):  # 15,000 stores: under the journal's bound, so no take may be None
+        run = f"r{step % 3}"
+        msgs = [(f"/nn/{run}/grad_norm/l{k}", [0.1 + (step + k) % 7]) for k in range(30)]  # mapped, or thinned
+        msgs += [(f"/nn/{run}/metric/m{k}", [float(step)]) for k in range(20)]  # no rule maps these
+        pipe.feed_datagram(encode_bundle([encode_message(a, v) for a, v in msgs]), 1000.0 + step * 0.01)
+        sent.update(a for a, _ in msgs)
+    stop.set()
+    th.join()
+    take()
+    assert None not in taken
+    assert Counter(taken) == sent and pipe.stats.accepted == 15_000
