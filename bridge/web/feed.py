@@ -50,8 +50,8 @@ GROUP_KIND = "group"
 GROUP_PREFIX = "group:"
 #: Voice key: ``(rule index, stream captures)`` — the engine's own key, so rules keyed alike stay apart.
 VoiceKey = tuple[int, tuple[str, ...]]
-#: A journal entry: an address, a voice a rate limit released, or a datagram's events (the pipeline's own list).
-Change = str | VoiceKey | list[tuple[Event, Sequence[Mapped]]]
+#: A journal entry: an address stored, or a voice a rate limit released.
+Change = str | VoiceKey
 
 
 class Alarm(NamedTuple):
@@ -149,7 +149,7 @@ class Feed(Output):
 
     def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
         """A datagram's events: what :meth:`handle` does for each, its usual case (nothing mapped) inlined,
-        and one note in the journal for them all."""
+        and their addresses journaled at once."""
         events = self.events
         held = self.nonfinite is not None and self.nonfinite.held
         for event, mapped in batch:
@@ -157,8 +157,15 @@ class Feed(Output):
                 self._store(event, mapped)
             elif event.address in events or self._admit(event.run):  # a new address within the bounds
                 events[event.address] = event
-        if self.changes is not None:
-            self._note(batch if isinstance(batch, list) else list(batch), len(batch))
+        changes = self.changes
+        if changes is not None:
+            if self.noted - self.taken < CHANGES:
+                # The addresses, not the batch: strings are not tracked by the garbage collector, and holding
+                # the datagram's events until the page's thread takes them made the collector run far more.
+                changes.extend([event.address for event, _ in batch])
+                self.noted += len(batch)
+            else:
+                self.dropped += 1
         self.seq += 1
 
     def _store(self, event: Event | None, mapped: Sequence[Mapped]) -> bool:
@@ -193,11 +200,11 @@ class Feed(Output):
                         self._note((m.rule, m.stream))
         return True
 
-    def _note(self, change: Change, events: int = 1) -> None:
-        """Journal a change for the page's thread (:meth:`changed`), within :data:`CHANGES` events untaken."""
+    def _note(self, change: Change) -> None:
+        """Journal a change for the page's thread (:meth:`changed`), within :data:`CHANGES` untaken."""
         if self.noted - self.taken < CHANGES:
             self.changes.append(change)  # type: ignore[union-attr]  # the callers checked
-            self.noted += events
+            self.noted += 1
         else:  # the page's thread stalled: it takes every address instead
             self.dropped += 1
 
@@ -299,18 +306,9 @@ class Feed(Output):
         if changes is None:
             return None
         dropped = self.dropped  # read first: a drop after this is seen next time
-        out: list[str | VoiceKey] = []
-        taken = 0
         pop = changes.popleft
-        for _ in range(len(changes)):
-            change = pop()
-            if isinstance(change, list):
-                out.extend([ev.address for ev, _ in change])
-                taken += len(change)
-            else:
-                out.append(change)
-                taken += 1
-        self.taken += taken
+        out = [pop() for _ in range(len(changes))]
+        self.taken += len(out)
         if dropped != self._dropped_seen:
             self._dropped_seen = dropped
             return None
