@@ -122,9 +122,9 @@ class Feed(Output):
         is finite again (:mod:`..outputs.nonfinite`)."""
         self.changes: deque[Change] | None = None
         """What was stored, oldest first, once the page's server asks for it (:meth:`journal`): its thread
-        takes what changed, not the whole feed, 100 times a second. ``noted`` (this thread) less ``taken``
-        (the reader's) is what waits; ``dropped`` counts the notes not kept because too many waited."""
-        self.noted = self.taken = self.dropped = 0
+        takes what changed, not the whole feed, 100 times a second. ``dropped`` counts the notes not kept
+        because :data:`CHANGES` waited."""
+        self.dropped = 0
         self._dropped_seen = 0
         self.requests: deque[tuple[Any, ...]] = deque(maxlen=PAGE_REQUESTS)
         """The page's ``/trainsound/forward`` arguments (appended on the web thread), taken on :meth:`tick`."""
@@ -144,7 +144,7 @@ class Feed(Output):
         if not self._store(event, mapped):
             return
         if event is not None and self.changes is not None:
-            self._note(event.address)
+            self._note([event.address])
         self.seq += 1
 
     def handle_batch(self, batch: Sequence[tuple[Event, Sequence[Mapped]]]) -> None:
@@ -157,15 +157,10 @@ class Feed(Output):
                 self._store(event, mapped)
             elif event.address in events or self._admit(event.run):  # a new address within the bounds
                 events[event.address] = event
-        changes = self.changes
-        if changes is not None:
-            if self.noted - self.taken < CHANGES:
-                # The addresses, not the batch: strings are not tracked by the garbage collector, and holding
-                # the datagram's events until the page's thread takes them made the collector run far more.
-                changes.extend([event.address for event, _ in batch])
-                self.noted += len(batch)
-            else:
-                self.dropped += 1
+        if self.changes is not None:
+            # The addresses, not the batch: strings are not tracked by the garbage collector, and holding the
+            # datagram's events until the page's thread takes them made the collector run far more.
+            self._note([event.address for event, _ in batch])
         self.seq += 1
 
     def _store(self, event: Event | None, mapped: Sequence[Mapped]) -> bool:
@@ -196,15 +191,16 @@ class Feed(Output):
                     self._group_value(m)
                 else:
                     self.released[(m.rule, m.stream)] = m
-                    if self.changes is not None:
-                        self._note((m.rule, m.stream))
+                    self._note([(m.rule, m.stream)])
         return True
 
-    def _note(self, change: Change) -> None:
-        """Journal a change for the page's thread (:meth:`changed`), within :data:`CHANGES` untaken."""
-        if self.noted - self.taken < CHANGES:
-            self.changes.append(change)  # type: ignore[union-attr]  # the callers checked
-            self.noted += 1
+    def _note(self, changes: list[Change]) -> None:
+        """Journal changes for the page's thread (:meth:`changed`) while fewer than :data:`CHANGES` wait."""
+        journal = self.changes
+        if journal is None:
+            return
+        if len(journal) < CHANGES:  # so at most one datagram's worth over it
+            journal.extend(changes)
         else:  # the page's thread stalled: it takes every address instead
             self.dropped += 1
 
@@ -220,8 +216,7 @@ class Feed(Output):
                 ev, ms = self.events[address], self.mapped.get(address, ())
                 self.events[address] = ev._replace(values=(math.nan,), t=event.t if event is not None else ev.t)
                 self.mapped[address] = tuple(m._replace(norm=math.nan, value=math.nan) for m in ms)
-                if self.changes is not None:
-                    self._note(address)
+                self._note([address])
         return mapped
 
     def _signal(self, m: Mapped) -> None:
@@ -237,8 +232,7 @@ class Feed(Output):
             return
         self.events[address] = Event(m.t, m.run, GROUP_KIND, m.stream[-1], (m.value,), None, address, b"")
         self.mapped[address] = (m,)
-        if self.changes is not None:
-            self._note(address)
+        self._note([address])
 
     def _admit(self, run: str) -> bool:
         """Room for one more address of ``run``? (Counted when not.)"""
@@ -294,7 +288,7 @@ class Feed(Output):
     def journal(self) -> None:
         """Note every change from now on, for :meth:`changed` (one reader: the page's server)."""
         if self.changes is None:
-            self.changes = deque(maxlen=CHANGES)
+            self.changes = deque()  # bounded by _note: a maxlen would drop the oldest uncounted
 
     def changed(self) -> list[str | VoiceKey] | None:
         """The addresses stored and voices released since the last call, oldest first (repeats kept), or
@@ -308,7 +302,6 @@ class Feed(Output):
         dropped = self.dropped  # read first: a drop after this is seen next time
         pop = changes.popleft
         out = [pop() for _ in range(len(changes))]
-        self.taken += len(out)
         if dropped != self._dropped_seen:
             self._dropped_seen = dropped
             return None

@@ -244,6 +244,20 @@ def test_the_journal_gives_each_change_once_and_says_when_it_overflowed() -> Non
     assert feed.changed() == ["/nn/r/loss"]
 
 
+def test_a_datagram_that_crosses_the_journals_bound_is_kept_whole() -> None:
+    cfg = from_dict({"groups": {"mode": "none"}})
+    feed, engine = Feed(cfg), Engine(cfg)
+    feed.journal()
+    for i in range(CHANGES - 1):
+        feed_one(feed, engine, f"/nn/r/metric/m{i % 100}", 0.5)
+    batch = [(ev, ()) for ev in (parse_event(f"/nn/r/metric/x{k}", (1.0,), 0.0, b"") for k in range(3))]
+    feed.handle_batch(batch)  # room for one more when it came: all three are noted, none pushed out
+    taken = feed.changed()
+    assert taken is not None and len(taken) == CHANGES + 2 and taken[-3:] == ["/nn/r/metric/x0", "/nn/r/metric/x1",
+                                                                               "/nn/r/metric/x2"]
+    assert feed.dropped == 0
+
+
 def test_a_reader_taking_changes_while_the_receive_thread_stores_misses_none() -> None:
     """The page's thread takes the journal while datagrams come (known addresses take the pipeline's fast
     path, new ones the full one): each store is taken exactly once."""
